@@ -1,0 +1,189 @@
+"""SIP over UDP and TCP on one address: the only place SIP meets asyncio.
+
+The transport hands raw frames up with their source and transport name and sends frames down to
+an address; it knows nothing of SIP beyond framing TCP streams (RFC 3261 §18.3). A TCP peer that
+sends half a message and stalls keeps only its own buffer; it is closed after ``idle_timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from bridge.sip.errors import RemoteProtocolError
+from bridge.sip.message import MAX_MESSAGE_SIZE, StreamFramer
+
+log = logging.getLogger("bridge.transport")
+
+Address = tuple[str, int]
+FrameHandler = Callable[[bytes, Address, str], None]
+
+
+@dataclass
+class TransportStats:
+    udp_in: int = 0
+    udp_out: int = 0
+    tcp_in: int = 0
+    tcp_out: int = 0
+    oversize: int = 0
+    framing_errors: int = 0
+    send_errors: int = 0
+    tcp_connections: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class _Udp(asyncio.DatagramProtocol):
+    def __init__(self, owner: SipTransport) -> None:
+        self.owner = owner
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        self.owner.stats.udp_in += 1
+        if len(data) > self.owner.max_size:
+            self.owner.stats.oversize += 1
+            return
+        self.owner.on_frame(data, (str(addr[0]), int(addr[1])), "UDP")
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable from a peer that went away: §18.4 says report it upward; the
+        # transaction timers already cover it, so we only count it.
+        self.owner.stats.send_errors += 1
+
+
+class _TcpConnection(asyncio.Protocol):
+    def __init__(self, owner: SipTransport) -> None:
+        self.owner = owner
+        self.framer = StreamFramer(owner.max_size)
+        self.transport: asyncio.Transport | None = None
+        self.peer: Address = ("", 0)
+        self.idle_handle: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = (str(peer[0]), int(peer[1]))
+        self.owner.tcp[self.peer] = self
+        self.owner.stats.tcp_connections += 1
+        self._arm_idle()
+
+    def _arm_idle(self) -> None:
+        if self.idle_handle is not None:
+            self.idle_handle.cancel()
+        loop = asyncio.get_running_loop()
+        self.idle_handle = loop.call_later(self.owner.idle_timeout, self._idle)
+
+    def _idle(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        self.owner.stats.tcp_in += 1
+        self._arm_idle()
+        try:
+            frames = self.framer.feed(data)
+        except RemoteProtocolError:
+            self.owner.stats.framing_errors += 1
+            if self.transport is not None:
+                self.transport.close()
+            return
+        for frame in frames:
+            self.owner.on_frame(frame, self.peer, "TCP")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.idle_handle is not None:
+            self.idle_handle.cancel()
+        if self.owner.tcp.get(self.peer) is self:
+            del self.owner.tcp[self.peer]
+        self.owner.stats.tcp_connections -= 1
+
+
+class SipTransport:
+    """UDP socket and TCP listener bound to the same host and port."""
+
+    def __init__(
+        self,
+        on_frame: FrameHandler,
+        *,
+        max_size: int = MAX_MESSAGE_SIZE,
+        idle_timeout: float = 300.0,
+    ) -> None:
+        self.on_frame = on_frame
+        self.max_size = max_size
+        self.idle_timeout = idle_timeout
+        self.stats = TransportStats()
+        self.tcp: dict[Address, _TcpConnection] = {}
+        self._udp: asyncio.DatagramTransport | None = None
+        self._server: asyncio.Server | None = None
+        self._connecting: dict[Address, asyncio.Future[_TcpConnection]] = {}
+        self.local: Address = ("", 0)
+
+    async def start(self, host: str, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        udp, _ = await loop.create_datagram_endpoint(
+            lambda: _Udp(self), local_addr=(host, port)
+        )
+        self._udp = udp
+        bound = udp.get_extra_info("sockname")
+        self.local = (str(bound[0]), int(bound[1]))
+        self._server = await loop.create_server(
+            lambda: _TcpConnection(self), host=host, port=self.local[1], reuse_address=True
+        )
+
+    def send(self, data: bytes, destination: Address, transport: str) -> None:
+        if transport == "TCP":
+            self._send_tcp(data, destination)
+            return
+        if self._udp is None:
+            return
+        self.stats.udp_out += 1
+        try:
+            self._udp.sendto(data, destination)
+        except OSError:
+            self.stats.send_errors += 1
+
+    def _send_tcp(self, data: bytes, destination: Address) -> None:
+        conn = self.tcp.get(destination)
+        if conn is not None and conn.transport is not None and not conn.transport.is_closing():
+            self.stats.tcp_out += 1
+            conn.transport.write(data)
+            return
+        asyncio.get_running_loop().create_task(self._connect_and_send(data, destination))
+
+    async def _connect_and_send(self, data: bytes, destination: Address) -> None:
+        loop = asyncio.get_running_loop()
+        pending = self._connecting.get(destination)
+        try:
+            if pending is None:
+                pending = loop.create_future()
+                self._connecting[destination] = pending
+                try:
+                    _, proto = await loop.create_connection(
+                        lambda: _TcpConnection(self), host=destination[0], port=destination[1]
+                    )
+                    pending.set_result(proto)
+                except OSError as exc:
+                    pending.set_exception(exc)
+                    pending.exception()  # mark retrieved: other waiters re-raise it themselves
+                    raise
+                finally:
+                    self._connecting.pop(destination, None)
+            conn = await pending
+        except OSError:
+            self.stats.send_errors += 1
+            return
+        if conn.transport is not None:
+            self.stats.tcp_out += 1
+            conn.transport.write(data)
+
+    async def close(self) -> None:
+        if self._udp is not None:
+            self._udp.close()
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.tcp.values()):
+            if conn.transport is not None:
+                conn.transport.close()
+        if self._server is not None:
+            await self._server.wait_closed()
