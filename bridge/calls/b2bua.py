@@ -1,0 +1,727 @@
+"""The B2BUA core: SIP in, SIP out, calls in between. Sans-IO.
+
+Theory of operation
+-------------------
+Bytes come in through :meth:`B2BUA.receive` with their source and the current time. They are
+parsed, handed to the transaction layer (RFC 3261 §17), and what the layer passes up is
+dispatched here: new INVITEs become calls, responses advance the outgoing leg of their call,
+in-dialog requests are matched to a leg by (Call-ID, our tag) and mirrored on the other leg.
+Nothing here touches a socket or a clock: bytes to send collect in the transaction layer's
+outbox (:meth:`take_outgoing`), timers are exposed through :meth:`next_deadline`, and every
+state change of a call is appended to :attr:`events` for the audit log and live events.
+
+Each party is reached through a dialog the bridge owns (a leg); SDP is rewritten on the way
+through so both parties send RTP to the bridge's anchored media ports.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from bridge.calls import sdpmap
+from bridge.calls.call import Call, CallEvent, CallInput, CallState, Leg, LegRole, LegState
+from bridge.calls.ports import Destination, Media, MediaUnavailable, Origin, Routing
+from bridge.sip import transaction as tx
+from bridge.sip.dialog import Dialog
+from bridge.sip.errors import RemoteProtocolError
+from bridge.sip.headers import Headers, Via
+from bridge.sip.message import Request, Response, make_response, parse_message
+from bridge.sip.uri import NameAddr, SipUri
+
+log = logging.getLogger("bridge.calls")
+
+Address = tuple[str, int]
+
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, REFER, NOTIFY, REGISTER"
+# §8.2.1: methods we know but do not accept get 405; anything else is 501.
+_KNOWN_NOT_ALLOWED = frozenset({"SUBSCRIBE", "PUBLISH", "MESSAGE", "PRACK"})
+_FAILOVER_STATUSES = frozenset({408, 480, 486, 500, 502, 503, 504, 600, 603})
+
+
+def new_tag() -> str:
+    return secrets.token_hex(5)
+
+
+@dataclass(slots=True)
+class Counters:
+    parse_errors: int = 0
+    dropped_responses: int = 0
+    calls_started: int = 0
+    calls_answered: int = 0
+    calls_failed: int = 0
+    unknown_dialog: int = 0
+    by_status: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True, kw_only=True)
+class _PendingReinvite:
+    """A re-INVITE/UPDATE received on one leg and mirrored on the other (glare: §14.1)."""
+
+    from_leg: str
+    server_key: str
+    method: str
+
+
+class B2BUA:
+    """Routes calls between trunks and seats; owns every leg and its dialog."""
+
+    def __init__(
+        self,
+        *,
+        local: Address,
+        advertised_host: str,
+        routing: Routing,
+        media: Media,
+        transactions: tx.TransactionLayer | None = None,
+        user_agent: str = "bridge",
+        authenticate_seat: Callable[[Request, Address, float], Response | Origin] | None = None,
+        handle_register: Callable[[Request, Address, str, float], Response] | None = None,
+    ) -> None:
+        self.local = local
+        self.host = advertised_host
+        self.routing = routing
+        self.media = media
+        self.txl = transactions or tx.TransactionLayer()
+        self.user_agent = user_agent
+        self.authenticate_seat = authenticate_seat
+        self.handle_register = handle_register
+        self.calls: dict[str, Call] = {}
+        self.events: list[CallEvent] = []
+        self.counters = Counters()
+        self.accepting = True
+        self._ids = itertools.count(1)
+        self._by_dialog: dict[tuple[str, str], tuple[str, str]] = {}
+        self._by_client: dict[str, tuple[str, str]] = {}
+        self._by_server: dict[str, tuple[str, str]] = {}
+        self._reinvites: dict[str, _PendingReinvite] = {}
+        self._ring_deadlines: dict[tuple[str, str], float] = {}
+        self._pending_destinations: dict[str, list[Destination]] = {}
+        self._server_requests: dict[str, Request] = {}
+
+    # -- I/O boundary ------------------------------------------------------------------------
+
+    def receive(self, data: bytes, source: Address, transport: str, now: float) -> None:
+        try:
+            message = parse_message(data, stream=transport != "UDP")
+        except RemoteProtocolError as exc:
+            self.counters.parse_errors += 1
+            self._answer_unparseable(data, exc, source, transport)
+            return
+        for event in self.txl.receive(message, source, transport, now):
+            self._dispatch(event, now)
+
+    def handle_timers(self, now: float) -> None:
+        for event in self.txl.handle_timers(now):
+            self._dispatch(event, now)
+        for key, deadline in list(self._ring_deadlines.items()):
+            if deadline <= now:
+                del self._ring_deadlines[key]
+                self._ring_timeout(*key, now)
+
+    def next_deadline(self) -> float | None:
+        deadlines = [d for d in (self.txl.next_deadline(),) if d is not None]
+        deadlines.extend(self._ring_deadlines.values())
+        return min(deadlines) if deadlines else None
+
+    def take_outgoing(self) -> list[tx.Outgoing]:
+        return self.txl.take_outgoing()
+
+    def take_events(self) -> list[CallEvent]:
+        events, self.events = self.events, []
+        return events
+
+    # -- dispatch ----------------------------------------------------------------------------
+
+    def _dispatch(self, event: object, now: float) -> None:
+        if isinstance(event, tx.RequestReceived):
+            self._on_request(event.request, event.source, event.transport, event.server_key, now)
+        elif isinstance(event, tx.ResponseReceived):
+            self._on_response(event.response, event.client_key, now)
+        elif isinstance(event, tx.ClientTimeout):
+            timeout = make_response(event.request, 408, "Request Timeout")
+            self._on_response(timeout, event.client_key, now)
+        elif isinstance(event, tx.AckTimeout):
+            found = self._by_server.get(event.server_key)
+            if found is not None:
+                self._hangup(found[0], now, reason="no ACK for 200 OK")
+
+    def _on_request(
+        self, request: Request, source: Address, transport: str, key: str | None, now: float
+    ) -> None:
+        if request.method == "ACK":
+            self._on_ack(request, now)
+            return
+        assert key is not None
+        if request.to.tag is not None:
+            self._on_in_dialog(request, key, now)
+            return
+        method = request.method
+        if method == "INVITE":
+            self._on_invite(request, source, transport, key, now)
+        elif method == "CANCEL":
+            self._on_cancel(request, key, now)
+        elif method == "OPTIONS":
+            response = make_response(request, 200, to_tag=new_tag())
+            self._decorate(response)
+            response.headers.add("Accept", "application/sdp")
+            self.txl.send_response(key, response, now)
+        elif method == "REGISTER" and self.handle_register is not None:
+            self.txl.send_response(key, self.handle_register(request, source, transport, now), now)
+        elif method in ("BYE", "UPDATE", "INFO", "REFER", "NOTIFY", "PRACK"):
+            self.counters.unknown_dialog += 1
+            self._respond(request, key, 481, now)
+        elif method in _KNOWN_NOT_ALLOWED or method == "REGISTER":
+            response = make_response(request, 405, to_tag=new_tag())
+            self._decorate(response)
+            self.txl.send_response(key, response, now)
+        else:
+            self._respond(request, key, 501, now)
+
+    def _respond(
+        self, request: Request, key: str, status: int, now: float, reason: str | None = None
+    ) -> None:
+        response = make_response(request, status, reason, to_tag=new_tag())
+        self._decorate(response)
+        self.txl.send_response(key, response, now)
+
+    def _decorate(self, response: Response) -> None:
+        response.headers.add("Allow", ALLOW)
+        response.headers.add("Server", self.user_agent)
+
+    # -- new calls ---------------------------------------------------------------------------
+
+    def _on_invite(
+        self, request: Request, source: Address, transport: str, key: str, now: float
+    ) -> None:
+        if not self.accepting:
+            self._respond(request, key, 503, now, "Shutting Down")
+            return
+        origin = self.routing.identify(request, source)
+        if origin is None:
+            if self.authenticate_seat is None:
+                self._respond(request, key, 403, now)
+                return
+            verdict = self.authenticate_seat(request, source, now)
+            if isinstance(verdict, Response):
+                self.txl.send_response(key, verdict, now)
+                return
+            origin = verdict
+        call_id = f"C{next(self._ids):06d}-{secrets.token_hex(3)}"
+        call = Call(call_id=call_id, created_at=now, origin=origin.platform)
+        caller = Leg(
+            leg_id="a",
+            role=LegRole.CALLER,
+            incoming=True,
+            state=LegState.INCOMING,
+            remote=source,
+            transport=transport,
+            peer=origin.name,
+            invite=request,
+            server_key=key,
+            local_tag=new_tag(),
+        )
+        call.legs["a"] = caller
+        call.caller_leg = "a"
+        self.calls[call_id] = call
+        self.counters.calls_started += 1
+        self._index(call, caller)
+        self.txl.send_response(key, make_response(request, 100), now)
+        route = self.routing.route(request, origin, now)
+        if route is None or not route.destinations:
+            self._record(call.apply(CallInput.NO_ROUTE, now, reason="no route"))
+            self._fail_caller(call, 404, "No Route", now)
+            return
+        call.decision = route.decision
+        call.destinations = [d.uri for d in route.destinations]
+        self._pending_destinations[call_id] = list(route.destinations)
+        try:
+            caller.media = self.media.allocate()
+        except MediaUnavailable:
+            self._record(call.apply(CallInput.NO_ROUTE, now, reason="no media ports"))
+            self._fail_caller(call, 503, "Media Ports Exhausted", now)
+            return
+        self._record(call.apply(CallInput.ROUTED, now, reason=route.reason))
+        self._try_next(call, now)
+
+    def _try_next(self, call: Call, now: float) -> bool:
+        queue = self._pending_destinations.get(call.call_id) or []
+        if not queue:
+            return False
+        dest = queue.pop(0)
+        caller = call.caller
+        assert caller.invite is not None
+        leg_id = f"b{sum(1 for leg in call.legs.values() if not leg.incoming) + 1}"
+        try:
+            media = self.media.allocate()
+        except MediaUnavailable:
+            return False
+        leg = Leg(
+            leg_id=leg_id,
+            role=LegRole.CALLEE,
+            incoming=False,
+            state=LegState.CALLING,
+            remote=dest.address,
+            transport=dest.transport,
+            peer=dest.peer,
+            local_tag=new_tag(),
+            target=dest.uri,
+            media=media,
+        )
+        call.legs[leg_id] = leg
+        call.callee_leg = leg_id
+        invite = self._outgoing_invite(caller.invite, leg, dest)
+        leg.invite = invite
+        leg.client_key = self.txl.send_request(invite, dest.address, dest.transport, now)
+        self._by_client[leg.client_key] = (call.call_id, leg_id)
+        self._index(call, leg)
+        self._ring_deadlines[(call.call_id, leg_id)] = now + dest.ring_timeout
+        return True
+
+    def _outgoing_invite(self, incoming: Request, leg: Leg, dest: Destination) -> Request:
+        caller_user = incoming.from_.uri.user or "anonymous"
+        headers = Headers()
+        headers.add("Via", self._via(leg.transport))
+        headers.add("Max-Forwards", str(max(int(incoming.headers.get("Max-Forwards") or 70) - 1, 0)))
+        from_addr = NameAddr(
+            uri=SipUri(user=caller_user, host=self.host, port=self.local[1]),
+            display_name=incoming.from_.display_name,
+        ).with_tag(leg.local_tag)
+        headers.add("From", str(from_addr))
+        headers.add("To", str(NameAddr(uri=dest.uri)))
+        headers.add("Call-ID", f"{secrets.token_hex(8)}@{self.host}")
+        headers.add("CSeq", "1 INVITE")
+        headers.add("Contact", self._contact(leg.transport))
+        headers.add("Allow", ALLOW)
+        headers.add("User-Agent", self.user_agent)
+        for name in ("Priority", "Subject", "User-to-User", "Call-Info", "X-Ticket-Id"):
+            for value in incoming.headers.get_all(name):
+                headers.add(name, value)
+        body = b""
+        if incoming.body and incoming.content_type == "application/sdp":
+            body = sdpmap.anchor(incoming.body, leg.media.host, leg.media.port)
+            headers.add("Content-Type", "application/sdp")
+        return Request(method="INVITE", uri=dest.uri, headers=headers, body=body)
+
+    def _via(self, transport: str) -> str:
+        return f"SIP/2.0/{transport} {self.host}:{self.local[1]};branch={tx.new_branch()};rport"
+
+    def _contact(self, transport: str) -> str:
+        params = ";transport=tcp" if transport == "TCP" else ""
+        return f"<sip:bridge@{self.host}:{self.local[1]}{params}>"
+
+    # -- responses on outgoing legs ----------------------------------------------------------
+
+    def _on_response(self, response: Response, key: str | None, now: float) -> None:
+        if key is None:
+            self.counters.dropped_responses += 1
+            return
+        found = self._by_client.get(key)
+        if found is None:
+            self._on_reinvite_response(response, key, now)
+            return
+        call = self.calls.get(found[0])
+        if call is None:
+            return
+        leg = call.legs[found[1]]
+        if response.cseq.method == "INVITE":
+            self._on_invite_response(call, leg, response, now)
+        elif response.cseq.method == "BYE" and response.status >= 200:
+            self._leg_gone(call, leg, now)
+
+    def _on_invite_response(self, call: Call, leg: Leg, response: Response, now: float) -> None:
+        status = response.status
+        caller = call.caller
+        if status < 200:
+            if status == 100 or leg.state not in (LegState.CALLING, LegState.EARLY):
+                return
+            leg.state = LegState.EARLY
+            if call.state is CallState.RINGING and caller.state is LegState.INCOMING:
+                self._record(call.apply(CallInput.PROGRESS, now, status=status, leg=leg.leg_id))
+                self._relay_provisional(call, response, now)
+            return
+        self._ring_deadlines.pop((call.call_id, leg.leg_id), None)
+        self._by_client.pop(leg.client_key or "", None)
+        if status < 300:
+            self._on_answer(call, leg, response, now)
+            return
+        leg.state = LegState.TERMINATED
+        self._release_media(leg)
+        self.counters.by_status[status] = self.counters.by_status.get(status, 0) + 1
+        if call.state is CallState.RINGING and status in _FAILOVER_STATUSES | {487, 404}:
+            if status != 487 and self._try_next(call, now):
+                self._record(call.apply(CallInput.FAILOVER, now, status=status, leg=leg.leg_id))
+                return
+            self._record(call.apply(CallInput.ATTEMPT_FAILED, now, status=status))
+            self._fail_caller(call, _caller_status(status), None, now)
+        elif call.state is CallState.RINGING:
+            self._record(call.apply(CallInput.ATTEMPT_FAILED, now, status=status))
+            self._fail_caller(call, _caller_status(status), None, now)
+        else:
+            self._leg_gone(call, leg, now)
+
+    def _relay_provisional(self, call: Call, response: Response, now: float) -> None:
+        caller = call.caller
+        assert caller.invite is not None and caller.server_key is not None
+        out = make_response(caller.invite, response.status, response.reason, to_tag=caller.local_tag)
+        out.headers.add("Contact", self._contact(caller.transport))
+        if response.body and response.content_type == "application/sdp":
+            out.body = sdpmap.anchor(response.body, caller.media.host, caller.media.port)
+            out.headers.add("Content-Type", "application/sdp")
+            self._point_media(call.legs[call.callee_leg], response.body)
+        self.txl.send_response(caller.server_key, out, now)
+
+    def _on_answer(self, call: Call, leg: Leg, response: Response, now: float) -> None:
+        assert leg.invite is not None
+        dialog = Dialog.uac(leg.invite, response)
+        leg.dialog = dialog
+        leg.state = LegState.CONFIRMED
+        leg.answered_at = now
+        ack = dialog.create_ack(leg.invite.cseq.seq)
+        ack.headers.prepend("Via", self._via(leg.transport))
+        self.txl.send_ack(leg.client_key, ack, self._next_hop(dialog, leg), leg.transport)
+        if call.state is not CallState.RINGING or call.caller.state is not LegState.INCOMING:
+            # The caller cancelled while this leg was being answered (§9.1 race): end it.
+            self._send_bye(call, leg, now)
+            return
+        self._index(call, leg)
+        if response.body:
+            self._point_media(leg, response.body)
+        caller = call.caller
+        assert caller.invite is not None and caller.server_key is not None
+        out = make_response(caller.invite, 200, to_tag=caller.local_tag)
+        out.headers.add("Contact", self._contact(caller.transport))
+        out.headers.add("Allow", ALLOW)
+        if response.body and caller.invite.body:
+            out.body = sdpmap.anchor(response.body, caller.media.host, caller.media.port)
+            out.headers.add("Content-Type", "application/sdp")
+            self._point_media(caller, caller.invite.body)
+        caller.dialog = Dialog.uas(caller.invite, caller.local_tag)
+        caller.state = LegState.CONFIRMED
+        caller.answered_at = now
+        self.txl.send_response(caller.server_key, out, now)
+        self.media.connect(caller.media, leg.media)
+        self.counters.calls_answered += 1
+        self._pending_destinations.pop(call.call_id, None)
+        self._record(call.apply(CallInput.ANSWERED, now, leg=leg.leg_id))
+
+    def _point_media(self, leg: Leg, sdp: bytes) -> None:
+        remote = sdpmap.remote_of(sdp)
+        if remote is not None and leg.media is not None:
+            leg.media.set_remote(*remote)
+
+    def _fail_caller(self, call: Call, status: int, reason: str | None, now: float) -> None:
+        caller = call.caller
+        assert caller.invite is not None and caller.server_key is not None
+        if caller.state is LegState.INCOMING:
+            out = make_response(caller.invite, status, reason, to_tag=caller.local_tag)
+            self.txl.send_response(caller.server_key, out, now)
+        caller.state = LegState.TERMINATED
+        self.counters.calls_failed += 1
+        call.ended_reason = reason or str(status)
+        self._finish(call, now)
+
+    # -- requests on established legs --------------------------------------------------------
+
+    def _on_ack(self, request: Request, now: float) -> None:
+        found = self._find_leg(request)
+        if found is None:
+            return
+        call, leg = found
+        if request.body and leg.media is not None:
+            self._point_media(leg, request.body)
+
+    def _find_leg(self, request: Request) -> tuple[Call, Leg] | None:
+        tag = request.to.tag
+        if tag is None:
+            return None
+        found = self._by_dialog.get((request.call_id, tag))
+        if found is None:
+            return None
+        call = self.calls.get(found[0])
+        if call is None:
+            return None
+        return call, call.legs[found[1]]
+
+    def _on_in_dialog(self, request: Request, key: str, now: float) -> None:
+        found = self._find_leg(request)
+        if found is None or found[1].dialog is None:
+            self.counters.unknown_dialog += 1
+            self._respond(request, key, 481, now)
+            return
+        call, leg = found
+        assert leg.dialog is not None
+        try:
+            leg.dialog.receive_request(request)
+        except RemoteProtocolError as exc:
+            self._respond(request, key, exc.status, now, exc.reason)
+            return
+        method = request.method
+        if method == "BYE":
+            self.txl.send_response(key, make_response(request, 200), now)
+            leg.state = LegState.TERMINATED
+            self._release_media(leg)
+            self._hangup(call.call_id, now, reason=f"BYE from {leg.role}")
+        elif method in ("INVITE", "UPDATE"):
+            self._mirror_reinvite(call, leg, request, key, now)
+        elif method in ("INFO", "OPTIONS", "NOTIFY"):
+            self.txl.send_response(key, make_response(request, 200), now)
+        else:
+            self._respond(request, key, 501, now)
+
+    def _mirror_reinvite(
+        self, call: Call, leg: Leg, request: Request, key: str, now: float
+    ) -> None:
+        """Hold, resume and codec changes are relayed so both parties agree (RFC 3264 §8)."""
+        other = call.other(leg)
+        if other is None or other.dialog is None or other.state is not LegState.CONFIRMED:
+            self.txl.send_response(key, make_response(request, 200), now)
+            return
+        if any(p.from_leg in (leg.leg_id, other.leg_id) for p in self._reinvites.values()):
+            self._respond(request, key, 491, now)
+            return
+        body = b""
+        if request.body:
+            self._point_media(leg, request.body)
+            body = sdpmap.anchor(request.body, other.media.host, other.media.port)
+        out = other.dialog.create_request(
+            request.method, body=body, content_type="application/sdp" if body else None
+        )
+        out.headers.prepend("Via", self._via(other.transport))
+        out.headers.add("Contact", self._contact(other.transport))
+        client_key = self.txl.send_request(
+            out, self._next_hop(other.dialog, other), other.transport, now
+        )
+        self._reinvites[client_key] = _PendingReinvite(
+            from_leg=f"{call.call_id}/{leg.leg_id}", server_key=key, method=request.method
+        )
+        self._server_requests[key] = request
+
+    def _on_reinvite_response(self, response: Response, key: str, now: float) -> None:
+        if response.status < 200:
+            return
+        pending = self._reinvites.pop(key, None)
+        if pending is None:
+            self.counters.dropped_responses += 1
+            return
+        call_id, leg_id = pending.from_leg.split("/")
+        call = self.calls.get(call_id)
+        if call is None:
+            return
+        leg = call.legs[leg_id]
+        other = call.other(leg)
+        origin_request = self._server_requests.pop(pending.server_key, None)
+        if origin_request is None or other is None:
+            return
+        out = make_response(origin_request, response.status, response.reason)
+        if response.status < 300 and other.dialog is not None:
+            other.dialog.receive_response(response)
+            if pending.method == "INVITE":
+                ack = other.dialog.create_ack(response.cseq.seq)
+                ack.headers.prepend("Via", self._via(other.transport))
+                self.txl.send_ack(key, ack, self._next_hop(other.dialog, other), other.transport)
+            if response.body:
+                self._point_media(other, response.body)
+                out.body = sdpmap.anchor(response.body, leg.media.host, leg.media.port)
+                out.headers.add("Content-Type", "application/sdp")
+            out.headers.add("Contact", self._contact(leg.transport))
+        self.txl.send_response(pending.server_key, out, now)
+
+    # -- CANCEL, hang-up, teardown -----------------------------------------------------------
+
+    def _on_cancel(self, request: Request, key: str, now: float) -> None:
+        invite_key = self.txl.find_invite_server(request)
+        found = self._by_server.get(invite_key) if invite_key else None
+        if found is None:
+            self._respond(request, key, 481, now)
+            return
+        self.txl.send_response(key, make_response(request, 200), now)
+        call = self.calls.get(found[0])
+        if call is None:
+            return
+        caller = call.caller
+        if caller.state is not LegState.INCOMING:
+            return
+        assert caller.invite is not None and caller.server_key is not None
+        self.txl.send_response(
+            caller.server_key, make_response(caller.invite, 487, to_tag=caller.local_tag), now
+        )
+        caller.state = LegState.TERMINATED
+        self._release_media(caller)
+        call.ended_reason = "caller cancelled"
+        self._record(call.apply(CallInput.CALLER_CANCELLED, now))
+        self._pending_destinations.pop(call.call_id, None)
+        self._cancel_outgoing(call, now)
+        self._maybe_finished(call, now)
+
+    def _cancel_outgoing(self, call: Call, now: float) -> None:
+        for leg in call.legs.values():
+            if leg.incoming or leg.state not in (LegState.CALLING, LegState.EARLY):
+                continue
+            self._ring_deadlines.pop((call.call_id, leg.leg_id), None)
+            assert leg.invite is not None
+            leg.state = LegState.TERMINATING
+            self.txl.send_request(tx.build_cancel(leg.invite), leg.remote, leg.transport, now)
+
+    def _ring_timeout(self, call_id: str, leg_id: str, now: float) -> None:
+        call = self.calls.get(call_id)
+        if call is None:
+            return
+        leg = call.legs[leg_id]
+        if leg.state not in (LegState.CALLING, LegState.EARLY) or leg.invite is None:
+            return
+        self.txl.send_request(tx.build_cancel(leg.invite), leg.remote, leg.transport, now)
+        # The 487 that answers the CANCEL reaches _on_invite_response; treat it as no answer.
+        leg.state = LegState.TERMINATED
+        self._by_client.pop(leg.client_key or "", None)
+        self._release_media(leg)
+        if call.state is CallState.RINGING:
+            if self._try_next(call, now):
+                self._record(call.apply(CallInput.FAILOVER, now, status=408, leg=leg_id))
+            else:
+                self._record(call.apply(CallInput.ATTEMPT_FAILED, now, status=408))
+                self._fail_caller(call, 480, "No Answer", now)
+
+    def hangup(self, call_id: str, now: float, reason: str = "hung up by the bridge") -> None:
+        self._hangup(call_id, now, reason=reason)
+
+    def _hangup(self, call_id: str, now: float, *, reason: str) -> None:
+        call = self.calls.get(call_id)
+        if call is None or call.state is CallState.ENDED:
+            return
+        if not call.ended_reason:
+            call.ended_reason = reason
+        if call.state is not CallState.ENDING:
+            self._record(call.apply(CallInput.HANGUP, now, reason=reason))
+        self._pending_destinations.pop(call.call_id, None)
+        for leg in call.legs.values():
+            if leg.state is LegState.CONFIRMED:
+                self._send_bye(call, leg, now)
+            elif leg.state is LegState.INCOMING and leg.invite and leg.server_key:
+                out = make_response(leg.invite, 480, to_tag=leg.local_tag)
+                self.txl.send_response(leg.server_key, out, now)
+                leg.state = LegState.TERMINATED
+        self._cancel_outgoing(call, now)
+        self._maybe_finished(call, now)
+
+    def _send_bye(self, call: Call, leg: Leg, now: float) -> None:
+        assert leg.dialog is not None
+        bye = leg.dialog.create_request("BYE")
+        bye.headers.prepend("Via", self._via(leg.transport))
+        leg.state = LegState.TERMINATING
+        key = self.txl.send_request(bye, self._next_hop(leg.dialog, leg), leg.transport, now)
+        self._by_client[key] = (call.call_id, leg.leg_id)
+
+    def _leg_gone(self, call: Call, leg: Leg, now: float) -> None:
+        leg.state = LegState.TERMINATED
+        self._release_media(leg)
+        self._maybe_finished(call, now)
+
+    def _maybe_finished(self, call: Call, now: float) -> None:
+        if any(leg.state is not LegState.TERMINATED for leg in call.legs.values()):
+            return
+        if call.state is CallState.ENDING:
+            self._record(call.apply(CallInput.LEGS_GONE, now))
+        self._finish(call, now)
+
+    def _finish(self, call: Call, now: float) -> None:
+        for leg in call.legs.values():
+            self._release_media(leg)
+            self._by_dialog.pop((self._sip_call_id(leg), leg.local_tag), None)
+            self._by_client.pop(leg.client_key or "", None)
+            self._by_server.pop(leg.server_key or "", None)
+            self._ring_deadlines.pop((call.call_id, leg.leg_id), None)
+        self._pending_destinations.pop(call.call_id, None)
+        self.calls.pop(call.call_id, None)
+
+    def _release_media(self, leg: Leg) -> None:
+        if leg.media is not None:
+            self.media.release(leg.media)
+            leg.media = _Released(leg.media)
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _index(self, call: Call, leg: Leg) -> None:
+        self._by_dialog[(self._sip_call_id(leg), leg.local_tag)] = (call.call_id, leg.leg_id)
+        if leg.server_key:
+            self._by_server[leg.server_key] = (call.call_id, leg.leg_id)
+
+    @staticmethod
+    def _sip_call_id(leg: Leg) -> str:
+        return leg.invite.call_id if leg.invite is not None else ""
+
+    def _next_hop(self, dialog: Dialog, leg: Leg) -> Address:
+        """§12.2.1.1 / §8.1.2: the first Route if any, else the remote target."""
+        uri = dialog.route_set[0].uri if dialog.route_set else dialog.remote_target
+        host, port = uri.hostport
+        if not _is_ip(host):
+            return leg.remote
+        return host, port
+
+    def _record(self, event: CallEvent) -> None:
+        self.events.append(event)
+        log.info("call %s %s -> %s", event.call_id, event.kind, event.state)
+
+    def _answer_unparseable(
+        self, data: bytes, exc: RemoteProtocolError, source: Address, transport: str
+    ) -> None:
+        """A request we cannot parse still gets its error status when the headers needed to
+        address a response are readable (RFC 4475 §3.1.2); a response or garbage is dropped."""
+        reply = best_effort_error(data, exc)
+        if reply is not None:
+            self.txl.send_stateless(reply, source, transport)
+
+
+class _Released:
+    """Stands in for a media leg after its ports went back to the pool."""
+
+    def __init__(self, was: object) -> None:
+        self.was = was
+        self.host = ""
+        self.port = 0
+
+    def set_remote(self, host: str, port: int, payload_type: int | None) -> None:
+        return None
+
+
+def _caller_status(status: int) -> int:
+    """What the caller hears when every destination failed."""
+    if status in (486, 600):
+        return 486
+    if status == 408:
+        return 480
+    if status >= 500:
+        return 503
+    return status if status < 700 else 500
+
+
+def _is_ip(host: str) -> bool:
+    if host.startswith("["):
+        return True
+    parts = host.split(".")
+    return len(parts) == 4 and all(p.isdigit() for p in parts)
+
+
+def best_effort_error(data: bytes, exc: RemoteProtocolError) -> Response | None:
+    head = data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
+    lines = head.replace("\r\n", "\n").split("\n")
+    if not lines or lines[0].upper().startswith("SIP/") or lines[0].startswith("ACK "):
+        return None
+    headers = Headers()
+    wanted = {"via", "v", "from", "f", "to", "t", "call-id", "i", "cseq"}
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if colon and name.strip().lower() in wanted:
+            headers.add(name.strip(), value.strip())
+    if not all(h in headers for h in ("Via", "From", "To", "Call-ID", "CSeq")):
+        return None
+    try:
+        Via.parse(headers.get("Via") or "")
+    except RemoteProtocolError:
+        return None
+    response = Response(status=exc.status, reason=exc.reason, headers=headers)
+    response.headers.add("Warning", f'399 bridge "{exc.detail[:80]}"')
+    return response

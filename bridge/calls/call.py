@@ -1,0 +1,185 @@
+"""Calls through the bridge: the legs it owns and the call's state machine.
+
+Theory of operation
+-------------------
+The bridge is a B2BUA (RFC 3261 §6 "back-to-back user agent"): every party is reached through a
+dialog the bridge itself owns, called a *leg*. A call starts with the caller's leg (an incoming
+INVITE), is routed, and grows an outgoing leg per attempt; failover replaces a failed outgoing
+leg with the next destination while the caller's leg stays up. Transfers and three-way calls are
+later rearrangements of legs, which is why legs are first-class and the caller's leg is never
+torn down by anything but the caller, the agent's explicit hang-up, or a shutdown.
+
+The call's state changes only through :data:`TRANSITIONS`, keyed by (state, input). An input
+not in the table for the current state is a local error: the orchestration asked for something
+the call cannot do now, and the HTTP API maps it to 409.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from bridge.sip.dialog import Dialog
+from bridge.sip.errors import LocalProtocolError
+from bridge.sip.message import Request
+from bridge.sip.uri import SipUri
+
+Address = tuple[str, int]
+
+
+class CallState(enum.StrEnum):
+    ROUTING = "routing"
+    RINGING = "ringing"
+    ANSWERED = "answered"
+    ENDING = "ending"
+    ENDED = "ended"
+
+
+class CallInput(enum.StrEnum):
+    ROUTED = "routed"
+    NO_ROUTE = "no_route"
+    PROGRESS = "progress"
+    ANSWERED = "answered"
+    ATTEMPT_FAILED = "attempt_failed"
+    FAILOVER = "failover"
+    CALLER_CANCELLED = "caller_cancelled"
+    HANGUP = "hangup"
+    LEGS_GONE = "legs_gone"
+
+
+_S, _I = CallState, CallInput
+
+TRANSITIONS: dict[tuple[CallState, CallInput], CallState] = {
+    (_S.ROUTING, _I.ROUTED): _S.RINGING,
+    (_S.ROUTING, _I.NO_ROUTE): _S.ENDED,
+    (_S.ROUTING, _I.CALLER_CANCELLED): _S.ENDED,
+    (_S.RINGING, _I.PROGRESS): _S.RINGING,
+    (_S.RINGING, _I.FAILOVER): _S.RINGING,
+    (_S.RINGING, _I.ANSWERED): _S.ANSWERED,
+    (_S.RINGING, _I.ATTEMPT_FAILED): _S.ENDED,
+    (_S.RINGING, _I.CALLER_CANCELLED): _S.ENDING,
+    (_S.RINGING, _I.HANGUP): _S.ENDING,
+    (_S.ANSWERED, _I.PROGRESS): _S.ANSWERED,
+    (_S.ANSWERED, _I.HANGUP): _S.ENDING,
+    (_S.ANSWERED, _I.LEGS_GONE): _S.ENDED,
+    (_S.ENDING, _I.HANGUP): _S.ENDING,
+    (_S.ENDING, _I.ATTEMPT_FAILED): _S.ENDING,
+    (_S.ENDING, _I.ANSWERED): _S.ENDING,
+    (_S.ENDING, _I.PROGRESS): _S.ENDING,
+    (_S.ENDING, _I.LEGS_GONE): _S.ENDED,
+}
+
+
+class LegRole(enum.StrEnum):
+    CALLER = "caller"
+    CALLEE = "callee"
+    SEAT = "seat"
+    TARGET = "target"
+    SUPERVISOR = "supervisor"
+
+
+class LegState(enum.StrEnum):
+    INCOMING = "incoming"  # INVITE received, not yet answered
+    CALLING = "calling"  # INVITE sent, no response with a tag yet
+    EARLY = "early"
+    CONFIRMED = "confirmed"
+    TERMINATING = "terminating"
+    TERMINATED = "terminated"
+
+
+@dataclass(slots=True, kw_only=True)
+class Leg:
+    leg_id: str
+    role: LegRole
+    incoming: bool
+    state: LegState
+    remote: Address
+    transport: str
+    peer: str
+    """Who is at the far end (a trunk or seat name): safe to log, unlike numbers."""
+    invite: Request | None = None
+    server_key: str | None = None
+    client_key: str | None = None
+    dialog: Dialog | None = None
+    local_tag: str = ""
+    target: SipUri | None = None
+    media: Any = None
+    answered_at: float | None = None
+    last_sdp: bytes = b""
+
+    @property
+    def live(self) -> bool:
+        return self.state not in (LegState.TERMINATING, LegState.TERMINATED)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallEvent:
+    """One line of a call's audit trail."""
+
+    at: float
+    call_id: str
+    kind: str
+    state: CallState
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True, kw_only=True)
+class Call:
+    call_id: str
+    created_at: float
+    origin: str
+    state: CallState = CallState.ROUTING
+    legs: dict[str, Leg] = field(default_factory=dict)
+    caller_leg: str = ""
+    callee_leg: str = ""
+    destinations: list[SipUri] = field(default_factory=list)
+    decision: Any = None
+    ticket_id: str | None = None
+    ended_reason: str = ""
+    history: list[CallEvent] = field(default_factory=list)
+
+    def apply(self, event: CallInput, now: float, **data: Any) -> CallEvent:
+        new_state = TRANSITIONS.get((self.state, event))
+        if new_state is None:
+            raise LocalProtocolError(f"call {self.call_id}: {event} not allowed in {self.state}")
+        self.state = new_state
+        record = CallEvent(at=now, call_id=self.call_id, kind=str(event), state=new_state, data=data)
+        self.history.append(record)
+        return record
+
+    def leg(self, leg_id: str) -> Leg:
+        return self.legs[leg_id]
+
+    @property
+    def caller(self) -> Leg:
+        return self.legs[self.caller_leg]
+
+    @property
+    def callee(self) -> Leg | None:
+        return self.legs.get(self.callee_leg)
+
+    def other(self, leg: Leg) -> Leg | None:
+        if leg.leg_id == self.caller_leg:
+            return self.callee
+        return self.caller if self.caller_leg in self.legs else None
+
+    def summary(self) -> dict[str, Any]:
+        """What the HTTP API shows: no numbers, only roles, peers and states."""
+        return {
+            "id": self.call_id,
+            "state": str(self.state),
+            "origin": self.origin,
+            "created_at": self.created_at,
+            "ticket_id": self.ticket_id,
+            "legs": [
+                {
+                    "id": leg.leg_id,
+                    "role": str(leg.role),
+                    "state": str(leg.state),
+                    "peer": leg.peer,
+                    "transport": leg.transport,
+                }
+                for leg in self.legs.values()
+            ],
+        }

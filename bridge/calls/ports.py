@@ -1,0 +1,77 @@
+"""What the call core needs from the world, as protocols, so the core stays sans-IO.
+
+The engine supplies real implementations (the dial plan router, the media relay); unit tests
+supply small fakes. Everything here is synchronous: the media relay binds its sockets
+synchronously and finishes registering them with the event loop on its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from bridge.sip.message import Request
+from bridge.sip.uri import SipUri
+
+Address = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Destination:
+    """One place to ring, in failover order."""
+
+    uri: SipUri
+    address: Address
+    transport: str
+    peer: str
+    ring_timeout: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteResult:
+    origin: str
+    destinations: tuple[Destination, ...]
+    reason: str
+    decision: object = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Origin:
+    """Who sent an out-of-dialog request: a trusted trunk or an authenticated seat."""
+
+    kind: str  # "trunk" | "seat"
+    name: str
+    platform: str
+
+
+class Routing(Protocol):
+    def identify(self, request: Request, source: Address) -> Origin | None:
+        """A trunk by source address, or None (then the request must come from a seat)."""
+
+    def route(self, request: Request, origin: Origin, now: float) -> RouteResult | None:
+        """Where an incoming call goes; None when the plan has no route for it."""
+
+
+class MediaLeg(Protocol):
+    """One anchored media endpoint (RTP + RTCP port pair) facing one party."""
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def host(self) -> str: ...
+
+    def set_remote(self, host: str, port: int, payload_type: int | None) -> None: ...
+
+
+class Media(Protocol):
+    def allocate(self) -> MediaLeg:
+        """Raise :class:`MediaUnavailable` when the port pool is exhausted."""
+
+    def connect(self, a: MediaLeg, b: MediaLeg) -> None: ...
+
+    def release(self, leg: MediaLeg) -> None: ...
+
+
+class MediaUnavailable(Exception):
+    """No media ports left: the call is refused with 503 rather than set up without audio."""

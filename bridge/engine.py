@@ -1,0 +1,188 @@
+"""Wires the sans-IO core to the world: sockets, the timer, media, storage and the sidecar.
+
+The B2BUA core never sees asyncio. The engine feeds it every frame with ``loop.time()``, sends
+whatever it queued, and keeps exactly one timer armed at the core's next deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from typing import Any
+
+from bridge.calls.b2bua import B2BUA
+from bridge.calls.call import CallEvent
+from bridge.config import Config, ConfigError, load_config
+from bridge.logging_setup import setup_logging
+from bridge.media_adapter import RelayMedia
+from bridge.routing import PlanRouting
+from bridge.seats import SeatAuthority
+from bridge.sip.transaction import TransactionLayer
+from bridge.transport import SipTransport
+
+log = logging.getLogger("bridge.engine")
+
+
+class Engine:
+    """One bridge process: SIP transport, B2BUA core, media relay, dial plan, sidecar."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.transport = SipTransport(
+            self._on_frame, max_size=config.sip.max_message_bytes
+        )
+        self.routing = PlanRouting(config.resolve(config.dialplan.path))
+        self.seats = SeatAuthority(config.registrar)
+        self.media = RelayMedia(config.media)
+        self.b2bua: B2BUA | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.event_listeners: list[Any] = []
+        self.closed = asyncio.Event()
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        host, port = self.config.sip.address
+        await self.transport.start(host, port)
+        await self.media.start()
+        t1 = self.config.sip.t1_ms / 1000
+        self.b2bua = B2BUA(
+            local=self.transport.local,
+            advertised_host=self.config.sip.public_host or self.transport.local[0],
+            routing=self.routing,
+            media=self.media,
+            transactions=TransactionLayer(t1=t1),
+            user_agent=self.config.sip.user_agent,
+            authenticate_seat=self.seats.authenticate_invite,
+            handle_register=self.seats.handle_register,
+        )
+        log.info("SIP listening on %s:%d (UDP+TCP)", *self.transport.local)
+
+    @property
+    def core(self) -> B2BUA:
+        assert self.b2bua is not None, "engine not started"
+        return self.b2bua
+
+    def _now(self) -> float:
+        assert self._loop is not None
+        return self._loop.time()
+
+    def _on_frame(self, data: bytes, source: tuple[str, int], transport: str) -> None:
+        core = self.b2bua
+        if core is None:
+            return
+        try:
+            core.receive(data, source, transport, self._now())
+        except Exception:
+            # A bug triggered by one message must not stop the service for everyone else.
+            log.exception("unhandled error on a %s frame from %s", transport, source[0])
+        self.flush()
+
+    def flush(self) -> None:
+        core = self.core
+        for out in core.take_outgoing():
+            self.transport.send(out.data, out.destination, out.transport)
+        events = core.take_events()
+        if events:
+            self._publish(events)
+        self._arm_timer()
+
+    def _publish(self, events: list[CallEvent]) -> None:
+        for listener in self.event_listeners:
+            try:
+                listener(events)
+            except Exception:
+                log.exception("event listener failed")
+
+    def _arm_timer(self) -> None:
+        deadline = self.core.next_deadline()
+        if deadline is None:
+            return
+        if self._timer_at is not None and self._timer_at <= deadline:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        assert self._loop is not None
+        self._timer_at = deadline
+        self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        try:
+            self.core.handle_timers(self._now())
+        except Exception:
+            log.exception("unhandled error in timers")
+        self.flush()
+
+    async def drain(self, grace: float) -> None:
+        """Stop taking calls; let calls in progress end by themselves up to ``grace`` seconds,
+        then hang up what is left and wait briefly for the BYEs to be answered."""
+        core = self.core
+        core.accepting = False
+        deadline = self._now() + grace
+        while core.calls and self._now() < deadline:
+            await asyncio.sleep(0.1)
+        for call_id in list(core.calls):
+            core.hangup(call_id, self._now(), reason="shutdown")
+        self.flush()
+        settle = self._now() + 2.0
+        while core.calls and self._now() < settle:
+            await asyncio.sleep(0.05)
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        await self.transport.close()
+        await self.media.close()
+        self.closed.set()
+
+
+async def serve(config: Config, *, ready: asyncio.Event | None = None) -> None:
+    engine = Engine(config)
+    await engine.start()
+    from bridge.service import Service
+
+    service = Service(engine, config)
+    await service.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, service.reload_dialplan_from_signal)
+    if ready is not None:
+        ready.set()
+    await stop.wait()
+    log.info("shutting down: no new calls, grace %.0fs", config.shutdown.grace_s)
+    await engine.drain(config.shutdown.grace_s)
+    await service.close()
+    await engine.close()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.remove_signal_handler(sig)
+
+
+def run_service(config_path: str) -> int:
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(line, file=sys.stderr)
+        return 1
+    setup_logging(config.log.level)
+    runner = _runner()
+    with contextlib.suppress(KeyboardInterrupt):
+        runner(serve(config))
+    return 0
+
+
+def _runner() -> Any:
+    """uvloop when installed (about 4x cheaper sockets), the default loop otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run
+    return uvloop.run
