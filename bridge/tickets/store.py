@@ -1,0 +1,57 @@
+"""What the rest of the bridge needs from ticket storage, whatever the database.
+
+Writes take a :class:`~bridge.tickets.lifecycle.Transition`: the new ticket snapshot and its
+event are stored in one transaction, and only then may the caller signal anyone (send the
+INVITE, publish the screen pop). ``update`` runs a pure change function inside that transaction,
+so concurrent writers cannot interleave a read-modify-write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from bridge.tickets.lifecycle import TicketEvent, Transition
+from bridge.tickets.model import Ticket, TicketState
+
+MAX_LIST_LIMIT = 500
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TicketQuery:
+    """Filters of the ticket list; ``None`` means any. Newest tickets first."""
+
+    origin: str | None = None
+    destination: str | None = None
+    category: str | None = None
+    state: TicketState | None = None
+    since: float | None = None
+    limit: int = 100
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.limit <= MAX_LIST_LIMIT:
+            raise ValueError(f"limit must be between 1 and {MAX_LIST_LIMIT}")
+
+
+TicketChange = Callable[[Ticket], Transition]
+
+
+class TicketStore(Protocol):
+    async def create(self, transition: Transition) -> None:
+        """Store a new ticket and its ``created`` event; TicketExists if the id is taken."""
+
+    async def get(self, ticket_id: str) -> Ticket | None: ...
+
+    async def list_tickets(self, query: TicketQuery) -> list[Ticket]: ...
+
+    async def append_event(self, transition: Transition) -> None:
+        """Store the new snapshot and its event; ConcurrentUpdate if the ticket moved on."""
+
+    async def update(self, ticket_id: str, change: TicketChange) -> Transition:
+        """Read, apply ``change`` and append, atomically; TicketNotFound if absent."""
+        ...
+
+    async def events_for(self, ticket_id: str) -> list[TicketEvent]: ...
+
+    async def close(self) -> None: ...
