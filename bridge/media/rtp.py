@@ -30,7 +30,7 @@ RTCP_APP = 204
 _FIXED_HEADER = struct.Struct("!BBHII")
 _EXTENSION_HEADER = struct.Struct("!HH")
 _RTCP_HEADER = struct.Struct("!BBH")
-_SENDER_INFO = struct.Struct("!IIIIII")
+_SENDER_INFO = struct.Struct("!IIIII")
 _REPORT_BLOCK = struct.Struct("!IIIIII")
 
 
@@ -268,8 +268,8 @@ def _parse_one_rtcp(data: bytes, start: int, end: int, packet_type: int, count: 
         if start + fixed + count * _REPORT_BLOCK.size > end:
             raise MalformedPacketError("sender report shorter than its report count")
         ssrc = struct.unpack_from("!I", data, start)[0]
-        ntp_hi, ntp_lo, rtp_ts, packets, octets = struct.unpack_from("!IIIII", data, start + 4)
-        blocks_at = start + 4 + 20
+        ntp_hi, ntp_lo, rtp_ts, packets, octets = _SENDER_INFO.unpack_from(data, start + 4)
+        blocks_at = start + fixed
         reports = _parse_blocks(data, blocks_at, count)
         return SenderReport(
             ssrc=ssrc,
