@@ -1,0 +1,112 @@
+"""Free loopback port numbers for real SIP peers.
+
+Peers are separate processes that bind their own sockets, so the only way to hand them a port is
+to find a number nobody holds now and hope nobody takes it before the peer binds. Two things keep
+that window harmless: every number is checked on both UDP and TCP (SIP may use either, baresip's
+control channel is TCP), and a number handed out once is never handed out again in this test
+run, so two fixtures of one session cannot race each other. Numbers are drawn at random below
+the kernel's ephemeral range, where the kernel itself never picks ports for outgoing sockets.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import threading
+
+HOST = "127.0.0.1"
+_LOW = 20000
+_HIGH = 32000  # Linux ephemeral ports start at 32768.
+
+
+def _is_free(port: int) -> bool:
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+        sock = socket.socket(socket.AF_INET, kind)
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+        finally:
+            sock.close()
+    return True
+
+
+class PortAllocator:
+    """Hands out loopback ports free on UDP and TCP, never the same number twice."""
+
+    def __init__(self, low: int = _LOW, high: int = _HIGH, seed: int | None = None) -> None:
+        self._low = low
+        self._high = high
+        self._issued: set[int] = set()
+        self._lock = threading.Lock()
+        self._random = random.Random(seed)
+
+    def block(self, count: int, *, align: int = 1) -> int:
+        """Return the first of `count` consecutive free ports; the first is a multiple of `align`.
+
+        RTP wants even ports (RFC 3550 section 11) and SIPp binds both its media port and media
+        port + 2, so media needs whole blocks, not scattered numbers.
+        """
+        with self._lock:
+            for _ in range(500):
+                first = self._random.randrange(self._low, self._high - count)
+                first -= first % align
+                span = range(first, first + count)
+                if any(p in self._issued for p in span):
+                    continue
+                if all(_is_free(p) for p in span):
+                    self._issued.update(span)
+                    return first
+        raise RuntimeError(f"no block of {count} free ports in {self._low}-{self._high}")
+
+    def port(self) -> int:
+        return self.block(1)
+
+    def ports(self, count: int) -> list[int]:
+        return [self.port() for _ in range(count)]
+
+
+_default = PortAllocator()
+
+
+def free_port() -> int:
+    """One free loopback port (UDP and TCP) from the process-wide allocator."""
+    return _default.port()
+
+
+def free_block(count: int, *, align: int = 1) -> int:
+    return _default.block(count, align=align)
+
+
+def default_allocator() -> PortAllocator:
+    return _default
+
+
+def _proc_net_ports(table: str, *, listen_only: bool) -> set[int]:
+    """Local ports of IPv4 sockets bound on loopback or any address, read from /proc/net.
+
+    Reading the kernel's table (rather than probing with bind) cannot steal the port from the
+    peer that is about to bind it.
+    """
+    ports: set[int] = set()
+    try:
+        with open(f"/proc/net/{table}", encoding="ascii") as lines:
+            next(lines, None)
+            for line in lines:
+                fields = line.split()
+                address, _, port_hex = fields[1].partition(":")
+                if address not in {"0100007F", "00000000"}:
+                    continue
+                if listen_only and fields[3] != "0A":  # TCP_LISTEN
+                    continue
+                ports.add(int(port_hex, 16))
+    except FileNotFoundError:
+        pass
+    return ports
+
+
+def is_bound(port: int, proto: str = "udp") -> bool:
+    """True when some process holds `port` on 127.0.0.1 (UDP bound, or TCP listening)."""
+    if proto == "udp":
+        return port in _proc_net_ports("udp", listen_only=False)
+    return port in _proc_net_ports("tcp", listen_only=True)
