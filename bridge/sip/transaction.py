@@ -173,6 +173,7 @@ class Timer(Enum):
     L = auto()
     M = auto()
     RETRANSMIT_2XX = auto()  # §13.3.1.4, the TU's 2xx retransmission
+    TRYING_100 = auto()  # §17.2.1: answer 100 ourselves if the TU is silent for 200 ms
     CANCEL_GUARD = auto()  # §9.1: give up on a cancelled INVITE after 64*T1
     ANSWER_GUARD = auto()  # a non-INVITE the TU never answered, dropped after 64*T1
 
@@ -183,6 +184,7 @@ class Do(Enum):
     REACK_OR_PASS_UP = auto()  # client Accepted: a 2xx again (§13.2.2.4)
     RETRANSMIT_REQUEST = auto()
     SEND_RESPONSE = auto()  # server: the TU's response becomes the one retransmitted
+    SEND_TRYING = auto()
     RESEND_RESPONSE = auto()
     BACK_OFF = auto()  # re-arm the retransmit timer that fired at double the interval
     REARM_AT_T2 = auto()  # Timer E in Proceeding (§17.1.2.2)
@@ -247,13 +249,14 @@ CLIENT_NON_INVITE: Table = {
 }
 
 SERVER_INVITE: Table = {
+    (St.PROCEEDING, Tm.TRYING_100): (St.PROCEEDING, (Do.SEND_TRYING,)),
     (St.PROCEEDING, In.RETRANSMISSION): (St.PROCEEDING, (Do.RESEND_RESPONSE,)),
-    (St.PROCEEDING, In.PROVISIONAL): (St.PROCEEDING, (Do.SEND_RESPONSE,)),
+    (St.PROCEEDING, In.PROVISIONAL): (St.PROCEEDING, (Do.STOP_TIMERS, Do.SEND_RESPONSE)),
     (St.PROCEEDING, In.SUCCESS): (
         St.ACCEPTED,
-        (Do.SEND_RESPONSE, Do.EXPECT_ACK, Tm.RETRANSMIT_2XX, Tm.L),
+        (Do.STOP_TIMERS, Do.SEND_RESPONSE, Do.EXPECT_ACK, Tm.RETRANSMIT_2XX, Tm.L),
     ),
-    (St.PROCEEDING, In.FAILURE): (St.COMPLETED, (Do.SEND_RESPONSE, Tm.G, Tm.H)),
+    (St.PROCEEDING, In.FAILURE): (St.COMPLETED, (Do.STOP_TIMERS, Do.SEND_RESPONSE, Tm.G, Tm.H)),
     (St.PROCEEDING, In.TRANSPORT_ERROR): (St.TERMINATED, (Do.REPORT_TRANSPORT_ERROR,)),
     (St.COMPLETED, In.RETRANSMISSION): (St.COMPLETED, (Do.RESEND_RESPONSE,)),
     (St.COMPLETED, In.ACK): (St.CONFIRMED, (Do.STOP_TIMERS, Tm.I)),
@@ -462,7 +465,7 @@ class TransactionLayer:
         unreliable: dict[Timer, float | None] = {
             Tm.A: t1, Tm.B: long, Tm.D: max(32.0, long), Tm.E: t1, Tm.F: long, Tm.G: t1, Tm.H: long,
             Tm.I: t4, Tm.J: long, Tm.K: t4, Tm.L: long, Tm.M: long, Tm.RETRANSMIT_2XX: t1,
-            Tm.CANCEL_GUARD: long, Tm.ANSWER_GUARD: long,
+            Tm.CANCEL_GUARD: long, Tm.ANSWER_GUARD: long, Tm.TRYING_100: 0.2,
         }  # fmt: skip
         reliable = dict(unreliable)
         reliable.update({Tm.A: None, Tm.E: None, Tm.G: None, Tm.D: 0, Tm.I: 0, Tm.J: 0, Tm.K: 0})
@@ -542,11 +545,7 @@ class TransactionLayer:
         self._events.append(
             RequestReceived(request=request, source=source, transport=transport, server_key=key)
         )
-        if invite:
-            # §17.2.1: answering 100 at once stops the client's Timer A without a 200 ms wait.
-            tx.response_out = self._send(make_response(request, 100), tx)
-        else:
-            self._arm(tx, Tm.ANSWER_GUARD, now)
+        self._arm(tx, Tm.TRYING_100 if invite else Tm.ANSWER_GUARD, now)
 
     def transport_error(self, destination: Address, transport: str, now: float) -> list[Event]:
         """The transport could not reach ``destination`` (ICMP error, failed TCP connect):
@@ -722,6 +721,8 @@ class TransactionLayer:
         elif action is Do.SEND_RESPONSE:
             assert isinstance(message, Response)
             tx.response_out = self._send(message, tx)
+        elif action is Do.SEND_TRYING:
+            tx.response_out = self._send(make_response(tx.request, 100), tx)
         elif action is Do.RESEND_RESPONSE:
             if tx.response_out is not None:
                 self._outgoing.append(tx.response_out)

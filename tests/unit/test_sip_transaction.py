@@ -1,0 +1,735 @@
+"""Transaction layer (RFC 3261 §17, RFC 6026) driven by a fake clock: times are plain floats."""
+
+from __future__ import annotations
+
+import pytest
+
+from bridge.sip.errors import LocalProtocolError
+from bridge.sip.message import Request, Response, make_response, parse_message
+from bridge.sip.transaction import (
+    AckTimeout,
+    Address,
+    ClientTimeout,
+    ClientTransportError,
+    Event,
+    Outgoing,
+    RequestReceived,
+    ResponseReceived,
+    ServerTimeout,
+    ServerTransportError,
+    State,
+    TransactionLayer,
+    build_cancel,
+    build_non2xx_ack,
+    new_branch,
+)
+
+PEER: Address = ("192.0.2.7", 5062)
+TRUNK: Address = ("198.51.100.9", 5060)
+
+
+def request_text(
+    method: str = "INVITE",
+    *,
+    branch: str = "z9hG4bKabc1",
+    via_host: str = "192.0.2.7:5062",
+    via_params: str = "",
+    transport: str = "UDP",
+    cseq: int = 1,
+    to_tag: str | None = None,
+    call_id: str = "call-1@192.0.2.7",
+    routes: tuple[str, ...] = (),
+    body: bytes = b"",
+) -> bytes:
+    to = "<sip:110@bridge.example>" + (f";tag={to_tag}" if to_tag else "")
+    lines = [
+        f"{method} sip:110@bridge.example SIP/2.0",
+        f"Via: SIP/2.0/{transport} {via_host};branch={branch}{via_params}",
+        *(f"Route: {r}" for r in routes),
+        "Max-Forwards: 70",
+        'From: "Caller" <sip:12345@192.0.2.7>;tag=from1',
+        f"To: {to}",
+        f"Call-ID: {call_id}",
+        f"CSeq: {cseq} {method}",
+        "Contact: <sip:12345@192.0.2.7:5062>",
+        f"Content-Length: {len(body)}",
+        "",
+        "",
+    ]
+    return "\r\n".join(lines).encode() + body
+
+
+def request(method: str = "INVITE", **kw: object) -> Request:
+    message = parse_message(request_text(method, **kw))  # type: ignore[arg-type]
+    assert isinstance(message, Request)
+    return message
+
+
+def respond(req: Request, status: int, to_tag: str | None = "totag1") -> Response:
+    """A response as the far end would send it, re-parsed so it is a wire message."""
+    message = parse_message(bytes(make_response(req, status, to_tag=to_tag)))
+    assert isinstance(message, Response)
+    return message
+
+
+def new_server_tx(
+    layer: TransactionLayer, req: Request, source: Address = PEER, now: float = 0.0
+) -> str:
+    """Feed a new request and return the key of the server transaction it opened."""
+    [event] = layer.receive(req, source, req.top_via.transport, now)
+    assert isinstance(event, RequestReceived)
+    assert event.request is req
+    assert event.source == source
+    assert event.server_key is not None
+    return event.server_key
+
+
+def sent(layer: TransactionLayer) -> list[Request | Response]:
+    out: list[Request | Response] = []
+    for item in layer.take_outgoing():
+        out.append(parse_message(item.data))
+    return out
+
+
+def run_timers(
+    layer: TransactionLayer, until: float
+) -> list[tuple[float, list[Event], list[Outgoing]]]:
+    """Advance the fake clock deadline by deadline, recording what each firing produced."""
+    log = []
+    while (deadline := layer.next_deadline()) is not None and deadline <= until:
+        events = layer.handle_timers(deadline)
+        log.append((deadline, events, layer.take_outgoing()))
+    return log
+
+
+def send_times(log: list[tuple[float, list[Event], list[Outgoing]]]) -> list[float]:
+    return [t for t, _, out in log for _ in out]
+
+
+# --------------------------------------------------------------------------- client INVITE
+
+
+def test_timer_a_doubles_and_timer_b_times_out_over_udp() -> None:
+    layer = TransactionLayer()
+    invite = request(branch="z9hG4bKa1")
+    key = layer.send_request(invite, TRUNK, "UDP", now=0.0)
+    first = layer.take_outgoing()
+    assert [o.destination for o in first] == [TRUNK]
+    log = run_timers(layer, 100.0)
+    assert send_times(log) == [0.5, 1.5, 3.5, 7.5, 15.5, 31.5]
+    assert all(o.data == first[0].data for _, _, out in log for o in out)
+    timeouts = [(t, e) for t, events, _ in log for e in events]
+    assert timeouts == [(32.0, ClientTimeout(client_key=key, request=invite))]
+    assert len(layer) == 0
+
+
+def test_timer_a_is_off_over_tcp_but_timer_b_still_fires() -> None:
+    layer = TransactionLayer()
+    key = layer.send_request(request(transport="TCP"), TRUNK, "TCP", now=10.0)
+    assert len(layer.take_outgoing()) == 1
+    log = run_timers(layer, 100.0)
+    assert send_times(log) == []
+    assert [(t, type(e)) for t, events, _ in log for e in events] == [(42.0, ClientTimeout)]
+    assert layer.state_of(key) is None
+
+
+def test_provisional_stops_retransmission_and_is_passed_up() -> None:
+    layer = TransactionLayer()
+    invite = request()
+    key = layer.send_request(invite, TRUNK, "UDP", now=0.0)
+    layer.take_outgoing()
+    ringing = respond(invite, 180)
+    assert layer.receive(ringing, TRUNK, "UDP", now=0.3) == [
+        ResponseReceived(response=ringing, client_key=key)
+    ]
+    assert layer.state_of(key) is State.PROCEEDING
+    assert run_timers(layer, 1000.0) == []
+    assert len(layer) == 1  # Proceeding has no timer of its own (§17.1.1.2)
+
+
+def test_non2xx_final_is_acked_by_the_layer_with_the_rfc_headers() -> None:
+    layer = TransactionLayer()
+    invite = request(routes=("<sip:proxy.example;lr>", "<sip:edge.example;lr>"))
+    key = layer.send_request(invite, TRUNK, "UDP", now=0.0)
+    layer.take_outgoing()
+    busy = respond(invite, 486, to_tag="busy7")
+    assert layer.receive(busy, TRUNK, "UDP", now=0.2) == [
+        ResponseReceived(response=busy, client_key=key)
+    ]
+    [ack] = sent(layer)
+    assert isinstance(ack, Request)
+    assert ack.method == "ACK"
+    assert ack.uri == invite.uri
+    assert ack.headers.get_all("Via") == invite.headers.get_all("Via")[:1]
+    assert ack.headers.get_all("Route") == ["<sip:proxy.example;lr>", "<sip:edge.example;lr>"]
+    assert ack.to.tag == "busy7"
+    assert ack.headers.get("From") == invite.headers.get("From")
+    assert ack.call_id == invite.call_id
+    assert str(ack.cseq) == "1 ACK"
+    assert ack.body == b""
+    # A retransmitted final is ACKed again but not passed up.
+    assert layer.receive(busy, TRUNK, "UDP", now=1.0) == []
+    assert [m.method for m in sent(layer) if isinstance(m, Request)] == ["ACK"]
+    assert layer.state_of(key) is State.COMPLETED
+    log = run_timers(layer, 100.0)
+    assert [t for t, _, _ in log] == [32.2]  # Timer D
+    assert len(layer) == 0
+
+
+def test_non2xx_final_over_tcp_terminates_at_once() -> None:
+    layer = TransactionLayer()
+    invite = request(transport="TCP")
+    layer.send_request(invite, TRUNK, "TCP", now=0.0)
+    layer.take_outgoing()
+    layer.receive(respond(invite, 404), TRUNK, "TCP", now=0.1)
+    assert [m.method for m in sent(layer) if isinstance(m, Request)] == ["ACK"]
+    assert len(layer) == 0
+
+
+def test_build_non2xx_ack_matches_the_golden_message() -> None:
+    invite = request(branch="z9hG4bKgold", routes=("<sip:p.example;lr>",))
+    ack = build_non2xx_ack(invite, respond(invite, 603, to_tag="dec"))
+    assert bytes(ack) == (
+        b"ACK sip:110@bridge.example SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 192.0.2.7:5062;branch=z9hG4bKgold\r\n"
+        b"Route: <sip:p.example;lr>\r\n"
+        b"Max-Forwards: 70\r\n"
+        b'From: "Caller" <sip:12345@192.0.2.7>;tag=from1\r\n'
+        b"To: <sip:110@bridge.example>;tag=dec\r\n"
+        b"Call-ID: call-1@192.0.2.7\r\n"
+        b"CSeq: 1 ACK\r\n"
+        b"Content-Length: 0\r\n\r\n"
+    )
+
+
+def test_2xx_moves_to_accepted_and_retransmissions_are_reacked() -> None:
+    layer = TransactionLayer()
+    invite = request()
+    key = layer.send_request(invite, TRUNK, "UDP", now=0.0)
+    layer.take_outgoing()
+    ok = respond(invite, 200, to_tag="ok1")
+    assert layer.receive(ok, TRUNK, "UDP", now=0.1) == [
+        ResponseReceived(response=ok, client_key=key)
+    ]
+    assert layer.state_of(key) is State.ACCEPTED
+    assert layer.take_outgoing() == []  # the TU builds the 2xx ACK (§13.2.2.4)
+    # Retransmitted before the TU ACKed: absorbed, not passed up twice.
+    assert layer.receive(ok, TRUNK, "UDP", now=0.2) == []
+    ack = request("ACK", branch=new_branch(), to_tag="ok1")
+    layer.send_ack(key, ack, TRUNK, "UDP")
+    assert [o.data for o in layer.take_outgoing()] == [bytes(ack)]
+    for now in (0.6, 1.6, 3.6):
+        assert layer.receive(ok, TRUNK, "UDP", now=now) == []
+        assert [o.data for o in layer.take_outgoing()] == [bytes(ack)]
+    # A 2xx from another fork (new To tag) is a new dialog: the TU must see it.
+    other = respond(invite, 200, to_tag="fork2")
+    assert layer.receive(other, TRUNK, "UDP", now=4.0) == [
+        ResponseReceived(response=other, client_key=key)
+    ]
+    log = run_timers(layer, 100.0)
+    assert [t for t, _, _ in log] == [32.1]  # Timer M = 64*T1
+    assert len(layer) == 0
+    # After Timer M a retransmitted 2xx reaches the TU without a transaction: it re-ACKs.
+    assert layer.receive(ok, TRUNK, "UDP", now=40.0) == [
+        ResponseReceived(response=ok, client_key=None)
+    ]
+    layer.send_ack(None, ack, TRUNK, "UDP")
+    assert len(layer.take_outgoing()) == 1
+
+
+def test_unmatched_responses_other_than_invite_2xx_are_dropped() -> None:
+    layer = TransactionLayer()
+    invite = request()
+    assert layer.receive(respond(invite, 486), TRUNK, "UDP", now=0.0) == []
+    assert layer.receive(respond(request("BYE"), 200), TRUNK, "UDP", now=0.0) == []
+    assert layer.take_outgoing() == []
+
+
+# --------------------------------------------------------------------------- CANCEL, client side
+
+
+def test_build_cancel_copies_what_9_1_requires() -> None:
+    invite = request(branch="z9hG4bKcan", routes=("<sip:p.example;lr>",), cseq=7, body=b"v=0\r\n")
+    cancel = build_cancel(invite)
+    assert bytes(cancel) == (
+        b"CANCEL sip:110@bridge.example SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 192.0.2.7:5062;branch=z9hG4bKcan\r\n"
+        b"Route: <sip:p.example;lr>\r\n"
+        b"Max-Forwards: 70\r\n"
+        b'From: "Caller" <sip:12345@192.0.2.7>;tag=from1\r\n'
+        b"To: <sip:110@bridge.example>\r\n"
+        b"Call-ID: call-1@192.0.2.7\r\n"
+        b"CSeq: 7 CANCEL\r\n"
+        b"Content-Length: 0\r\n\r\n"
+    )
+
+
+def test_cancelled_invite_ends_64_t1_after_the_cancel_even_without_a_final() -> None:
+    layer = TransactionLayer()
+    invite = request()
+    invite_key = layer.send_request(invite, TRUNK, "UDP", now=0.0)
+    layer.receive(respond(invite, 180), TRUNK, "UDP", now=0.1)
+    cancel_key = layer.send_request(build_cancel(invite), TRUNK, "UDP", now=5.0)
+    assert cancel_key != invite_key
+    layer.take_outgoing()
+    cancel_ok = respond(build_cancel(invite), 200)
+    assert layer.receive(cancel_ok, TRUNK, "UDP", now=5.1) == [
+        ResponseReceived(response=cancel_ok, client_key=cancel_key)
+    ]
+    log = run_timers(layer, 100.0)
+    timeouts = [(t, e) for t, events, _ in log for e in events]
+    assert timeouts == [(37.0, ClientTimeout(client_key=invite_key, request=invite))]
+    assert len(layer) == 0
+
+
+def test_cancelled_invite_completes_normally_on_487() -> None:
+    layer = TransactionLayer()
+    invite = request()
+    invite_key = layer.send_request(invite, TRUNK, "UDP", now=0.0)
+    layer.send_request(build_cancel(invite), TRUNK, "UDP", now=0.05)  # before any 1xx
+    layer.receive(respond(invite, 180), TRUNK, "UDP", now=0.1)
+    layer.take_outgoing()
+    terminated = respond(invite, 487)
+    events = layer.receive(terminated, TRUNK, "UDP", now=0.2)
+    assert events == [ResponseReceived(response=terminated, client_key=invite_key)]
+    assert [m.method for m in sent(layer) if isinstance(m, Request)] == ["ACK"]
+    assert layer.state_of(invite_key) is State.COMPLETED
+
+
+def test_invite_cancelled_before_any_provisional_is_guarded_once_proceeding() -> None:
+    layer = TransactionLayer()
+    invite = request()
+    invite_key = layer.send_request(invite, TRUNK, "UDP", now=0.0)
+    layer.send_request(build_cancel(invite), TRUNK, "UDP", now=0.1)
+    layer.receive(respond(invite, 180), TRUNK, "UDP", now=1.0)  # stops Timer B
+    layer.receive(respond(build_cancel(invite), 200), TRUNK, "UDP", now=1.1)
+    log = run_timers(layer, 100.0)
+    assert [(t, e) for t, events, _ in log for e in events] == [
+        (33.0, ClientTimeout(client_key=invite_key, request=invite))
+    ]
+
+
+# --------------------------------------------------------------------------- client non-INVITE
+
+
+def test_timer_e_caps_at_t2_and_timer_f_times_out() -> None:
+    layer = TransactionLayer()
+    bye = request("BYE", to_tag="t1")
+    key = layer.send_request(bye, TRUNK, "UDP", now=0.0)
+    layer.take_outgoing()
+    log = run_timers(layer, 100.0)
+    assert send_times(log) == [0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5]
+    assert [(t, e) for t, events, _ in log for e in events] == [
+        (32.0, ClientTimeout(client_key=key, request=bye))
+    ]
+    assert len(layer) == 0
+
+
+def test_timer_e_goes_to_t2_once_proceeding() -> None:
+    layer = TransactionLayer()
+    options = request("OPTIONS")
+    layer.send_request(options, TRUNK, "UDP", now=0.0)
+    layer.receive(respond(options, 100), TRUNK, "UDP", now=0.2)
+    layer.take_outgoing()
+    log = run_timers(layer, 20.0)
+    assert send_times(log) == [0.5, 4.5, 8.5, 12.5, 16.5]
+
+
+def test_timer_e_is_off_over_tcp() -> None:
+    layer = TransactionLayer()
+    layer.send_request(request("BYE", transport="TCP"), TRUNK, "TCP", now=0.0)
+    layer.take_outgoing()
+    log = run_timers(layer, 100.0)
+    assert send_times(log) == []
+    assert [(t, type(e)) for t, events, _ in log for e in events] == [(32.0, ClientTimeout)]
+
+
+def test_non_invite_final_then_timer_k_absorbing_retransmissions() -> None:
+    layer = TransactionLayer()
+    bye = request("BYE", to_tag="t1")
+    key = layer.send_request(bye, TRUNK, "UDP", now=0.0)
+    ok = respond(bye, 200)
+    assert layer.receive(ok, TRUNK, "UDP", now=0.1) == [
+        ResponseReceived(response=ok, client_key=key)
+    ]
+    assert layer.receive(ok, TRUNK, "UDP", now=0.6) == []
+    layer.take_outgoing()
+    log = run_timers(layer, 100.0)
+    assert [t for t, _, _ in log] == [5.1]  # Timer K = T4
+    assert send_times(log) == []
+    assert len(layer) == 0
+
+
+def test_non_invite_final_over_tcp_terminates_at_once() -> None:
+    layer = TransactionLayer()
+    bye = request("BYE", transport="TCP")
+    layer.send_request(bye, TRUNK, "TCP", now=0.0)
+    layer.receive(respond(bye, 481), TRUNK, "TCP", now=0.1)
+    assert len(layer) == 0
+
+
+# --------------------------------------------------------------------------- server INVITE
+
+
+def test_server_invite_sends_100_after_200ms_and_absorbs_retransmissions() -> None:
+    layer = TransactionLayer()
+    invite = request()
+    key = new_server_tx(layer, invite)
+    # A retransmission before any response: nothing to re-send, nothing passed up.
+    assert layer.receive(request(), PEER, "UDP", now=0.1) == []
+    assert layer.take_outgoing() == []
+    log = run_timers(layer, 0.5)
+    assert [t for t, _, _ in log] == [0.2]
+    [trying] = [parse_message(o.data) for o in log[0][2]]
+    assert isinstance(trying, Response)
+    assert trying.status == 100
+    assert trying.to.tag is None
+    # Now a retransmission gets the 100 again.
+    assert layer.receive(request(), PEER, "UDP", now=0.5) == []
+    assert [m.status for m in sent(layer) if isinstance(m, Response)] == [100]
+    # The TU's 180 replaces it as the response re-sent for retransmissions.
+    layer.send_response(key, make_response(invite, 180, to_tag="me"), now=0.6)
+    assert [m.status for m in sent(layer) if isinstance(m, Response)] == [180]
+    layer.receive(request(), PEER, "UDP", now=0.7)
+    assert [m.status for m in sent(layer) if isinstance(m, Response)] == [180]
+
+
+def test_server_invite_tu_answer_within_200ms_suppresses_the_automatic_100() -> None:
+    layer = TransactionLayer()
+    invite = request()
+    key = new_server_tx(layer, invite)
+    layer.send_response(key, make_response(invite, 100), now=0.01)
+    assert len(layer.take_outgoing()) == 1
+    assert send_times(run_timers(layer, 1.0)) == []
+
+
+def test_server_invite_non2xx_timer_g_then_timer_h() -> None:
+    layer = TransactionLayer()
+    invite = request()
+    key = new_server_tx(layer, invite)
+    layer.send_response(key, make_response(invite, 486, to_tag="b"), now=0.1)
+    [busy] = layer.take_outgoing()
+    assert busy.destination == PEER
+    log = run_timers(layer, 100.0)
+    times = send_times(log)
+    assert times == pytest.approx([0.6, 1.6, 3.6, 7.6, 11.6, 15.6, 19.6, 23.6, 27.6, 31.6])
+    [(when, timeout)] = [(t, e) for t, events, _ in log for e in events]
+    assert when == pytest.approx(32.1)
+    assert timeout == ServerTimeout(server_key=key, request=invite)
+    assert len(layer) == 0
+
+
+def test_server_invite_ack_confirms_then_timer_i() -> None:
+    layer = TransactionLayer()
+    invite = request()
+    key = new_server_tx(layer, invite)
+    response = make_response(invite, 404, to_tag="nf")
+    layer.send_response(key, response, now=0.1)
+    layer.take_outgoing()
+    ack = parse_message(bytes(build_non2xx_ack(invite, response)))
+    assert layer.receive(ack, PEER, "UDP", now=0.3) == []  # absorbed (§17.2.1)
+    assert layer.state_of(key) is State.CONFIRMED
+    assert layer.receive(ack, PEER, "UDP", now=0.4) == []
+    log = run_timers(layer, 100.0)
+    assert [t for t, _, _ in log] == [5.3]  # Timer I = T4, no more retransmissions
+    assert send_times(log) == []
+    assert len(layer) == 0
+
+
+def test_server_invite_over_tcp_has_no_timer_g_and_ends_on_ack() -> None:
+    layer = TransactionLayer()
+    invite = request(transport="TCP")
+    key = new_server_tx(layer, invite)
+    response = make_response(invite, 480, to_tag="x")
+    layer.send_response(key, response, now=0.0)
+    layer.take_outgoing()
+    assert run_timers(layer, 10.0) == []
+    layer.receive(parse_message(bytes(build_non2xx_ack(invite, response))), PEER, "TCP", now=11.0)
+    assert len(layer) == 0
+
+
+def test_server_invite_over_tcp_timer_h_without_ack() -> None:
+    layer = TransactionLayer()
+    invite = request(transport="TCP")
+    key = new_server_tx(layer, invite)
+    layer.send_response(key, make_response(invite, 480, to_tag="x"), now=1.0)
+    layer.take_outgoing()
+    log = run_timers(layer, 100.0)
+    assert [(t, type(e)) for t, events, _ in log for e in events] == [(33.0, ServerTimeout)]
+
+
+def test_2xx_is_retransmitted_until_the_ack_and_the_ack_is_passed_up_once() -> None:
+    layer = TransactionLayer()
+    invite = request()
+    key = new_server_tx(layer, invite)
+    ok = make_response(invite, 200, to_tag="uas1")
+    layer.send_response(key, ok, now=0.0)
+    assert [o.data for o in layer.take_outgoing()] == [bytes(ok)]
+    log = run_timers(layer, 4.0)
+    assert send_times(log) == [0.5, 1.5, 3.5]
+    assert all(o.data == bytes(ok) for _, _, out in log for o in out)
+    # The INVITE retransmitted meanwhile is absorbed (RFC 6026 §8.7).
+    assert layer.receive(request(), PEER, "UDP", now=3.6) == []
+    assert layer.take_outgoing() == []
+    ack = request("ACK", branch="z9hG4bKnewack", to_tag="uas1")
+    assert layer.receive(ack, PEER, "UDP", now=3.7) == [
+        RequestReceived(request=ack, source=PEER, transport="UDP", server_key=None)
+    ]
+    again = request("ACK", branch="z9hG4bKnewack", to_tag="uas1")
+    assert layer.receive(again, PEER, "UDP", now=3.8) == []
+    log = run_timers(layer, 100.0)
+    assert send_times(log) == []
+    assert [t for t, _, _ in log] == [32.0]  # Timer L, silently
+    assert [e for _, events, _ in log for e in events] == []
+    assert len(layer) == 0
+
+
+def test_2xx_retransmission_continues_over_tcp_and_ack_timeout_fires() -> None:
+    layer = TransactionLayer()
+    invite = request(transport="TCP")
+    key = new_server_tx(layer, invite)
+    layer.send_response(key, make_response(invite, 200, to_tag="uas1"), now=0.0)
+    layer.take_outgoing()
+    log = run_timers(layer, 100.0)
+    # §13.3.1.4: end to end, so even over TCP: T1 doubling up to T2 until 64*T1.
+    assert send_times(log) == [0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5]
+    assert [(t, e) for t, events, _ in log for e in events] == [
+        (32.0, AckTimeout(server_key=key, request=invite))
+    ]
+    assert len(layer) == 0
+
+
+def test_ack_with_the_wrong_to_tag_still_stops_2xx_retransmission() -> None:
+    """pyVoIP's ACK to a 200 carries a wrong To tag; Call-ID, From tag and CSeq suffice."""
+    layer = TransactionLayer()
+    invite = request()
+    key = new_server_tx(layer, invite)
+    layer.send_response(key, make_response(invite, 200, to_tag="uas1"), now=0.0)
+    layer.take_outgoing()
+    layer.receive(request("ACK", branch="z9hG4bKx", to_tag="bogus"), PEER, "UDP", now=0.2)
+    assert send_times(run_timers(layer, 100.0)) == []
+
+
+def test_stray_ack_is_passed_up_without_a_key() -> None:
+    layer = TransactionLayer()
+    ack = request("ACK", to_tag="gone")
+    assert layer.receive(ack, PEER, "UDP", now=0.0) == [
+        RequestReceived(request=ack, source=PEER, transport="UDP", server_key=None)
+    ]
+    assert len(layer) == 0
+
+
+# --------------------------------------------------------------------------- server non-INVITE
+
+
+def test_server_non_invite_retransmissions_and_timer_j() -> None:
+    layer = TransactionLayer()
+    bye = request("BYE", to_tag="t")
+    key = new_server_tx(layer, bye)
+    assert layer.receive(request("BYE", to_tag="t"), PEER, "UDP", now=0.5) == []
+    assert layer.take_outgoing() == []  # Trying: nothing to re-send yet
+    layer.send_response(key, make_response(bye, 200), now=1.0)
+    assert len(layer.take_outgoing()) == 1
+    assert layer.receive(request("BYE", to_tag="t"), PEER, "UDP", now=1.5) == []
+    assert [m.status for m in sent(layer) if isinstance(m, Response)] == [200]
+    log = run_timers(layer, 100.0)
+    assert [t for t, _, _ in log] == [33.0]  # Timer J = 64*T1
+    assert len(layer) == 0
+
+
+def test_server_non_invite_provisional_is_resent() -> None:
+    layer = TransactionLayer()
+    options = request("OPTIONS")
+    key = new_server_tx(layer, options)
+    layer.send_response(key, make_response(options, 100), now=0.0)
+    layer.take_outgoing()
+    layer.receive(request("OPTIONS"), PEER, "UDP", now=0.1)
+    assert [m.status for m in sent(layer) if isinstance(m, Response)] == [100]
+
+
+def test_server_non_invite_over_tcp_timer_j_is_zero() -> None:
+    layer = TransactionLayer()
+    bye = request("BYE", transport="TCP")
+    key = new_server_tx(layer, bye)
+    layer.send_response(key, make_response(bye, 200), now=0.0)
+    assert len(layer) == 0
+
+
+def test_unanswered_non_invite_is_dropped_when_the_client_gave_up() -> None:
+    layer = TransactionLayer()
+    notify = request("NOTIFY")
+    key = new_server_tx(layer, notify)
+    log = run_timers(layer, 100.0)
+    assert [(t, e) for t, events, _ in log for e in events] == [
+        (32.0, ServerTimeout(server_key=key, request=notify))
+    ]
+    assert layer.send_response(key, make_response(notify, 200), now=40.0) is False
+    assert layer.take_outgoing() == []
+
+
+# --------------------------------------------------------------------------- §18.2 addressing
+
+
+def test_rport_sends_responses_back_to_the_source_port() -> None:
+    layer = TransactionLayer()
+    invite = request(via_host="10.0.0.5:5060", via_params=";rport")
+    key = new_server_tx(layer, invite, ("203.0.113.4", 40123))
+    via = invite.top_via
+    assert via.param("received") == "203.0.113.4"
+    assert via.param("rport") == "40123"
+    response = make_response(invite, 180, to_tag="r")
+    assert "received=203.0.113.4" in (response.headers.get("Via") or "")
+    layer.send_response(key, response, now=0.0)
+    [out] = layer.take_outgoing()
+    assert out.destination == ("203.0.113.4", 40123)
+
+
+def test_received_without_rport_uses_the_via_port() -> None:
+    layer = TransactionLayer()
+    invite = request(via_host="pbx.example:5070")
+    new_server_tx(layer, invite, ("203.0.113.4", 40123))
+    assert invite.top_via.param("received") == "203.0.113.4"
+    run_timers(layer, 0.2)
+    layer.take_outgoing()
+    layer.receive(request(via_host="pbx.example:5070"), ("203.0.113.4", 40123), "UDP", now=0.3)
+    [out] = layer.take_outgoing()
+    assert out.destination == ("203.0.113.4", 5070)
+
+
+def test_same_host_without_rport_leaves_the_via_alone() -> None:
+    layer = TransactionLayer()
+    raw = request_text("OPTIONS", via_host="192.0.2.7")
+    options = parse_message(raw)
+    assert isinstance(options, Request)
+    key = new_server_tx(layer, options, ("192.0.2.7", 5060))
+    assert bytes(options) == raw
+    layer.send_response(key, make_response(options, 200), 0.0)
+    assert layer.take_outgoing()[0].destination == ("192.0.2.7", 5060)
+
+
+def test_tcp_responses_go_back_over_the_connection() -> None:
+    layer = TransactionLayer()
+    invite = request(transport="TCP", via_host="10.9.9.9:5099")
+    key = new_server_tx(layer, invite, ("127.0.0.1", 50000))
+    layer.send_response(key, make_response(invite, 100), now=0.0)
+    [out] = layer.take_outgoing()
+    assert (out.destination, out.transport) == (("127.0.0.1", 50000), "TCP")
+
+
+# --------------------------------------------------------------------------- CANCEL, server side
+
+
+def test_find_invite_server_matches_a_cancel_by_branch_and_sent_by() -> None:
+    layer = TransactionLayer()
+    invite = request(branch="z9hG4bKinv9")
+    invite_key = new_server_tx(layer, invite)
+    cancel = parse_message(bytes(build_cancel(request(branch="z9hG4bKinv9"))))
+    assert isinstance(cancel, Request)
+    [cancel_event] = layer.receive(cancel, PEER, "UDP", now=0.1)
+    assert isinstance(cancel_event, RequestReceived)
+    assert cancel_event.server_key not in (None, invite_key)
+    assert layer.find_invite_server(cancel) == invite_key
+    other = parse_message(bytes(build_cancel(request(branch="z9hG4bKother"))))
+    assert isinstance(other, Request)
+    assert layer.find_invite_server(other) is None
+    moved = parse_message(bytes(build_cancel(request(branch="z9hG4bKinv9", via_host="1.2.3.4"))))
+    assert isinstance(moved, Request)
+    assert layer.find_invite_server(moved) is None
+
+
+# --------------------------------------------------------------------------- transport errors
+
+
+def test_transport_error_fails_client_and_server_transactions_to_that_address() -> None:
+    layer = TransactionLayer()
+    invite = request(branch="z9hG4bKc1")
+    client = layer.send_request(invite, TRUNK, "UDP", now=0.0)
+    elsewhere = layer.send_request(request("OPTIONS", branch="z9hG4bKc2"), PEER, "UDP", now=0.0)
+    bye = request("BYE", branch="z9hG4bKs1", via_host="198.51.100.9:5060")
+    server = new_server_tx(layer, bye, TRUNK)
+    events = layer.transport_error(TRUNK, "udp", now=1.0)
+    assert sorted(map(repr, events)) == sorted(
+        map(
+            repr,
+            [
+                ClientTransportError(client_key=client, request=invite),
+                ServerTransportError(server_key=server, request=bye),
+            ],
+        )
+    )
+    assert layer.state_of(client) is None
+    assert layer.state_of(server) is None
+    assert layer.state_of(elsewhere) is State.TRYING
+    assert layer.send_response(server, make_response(bye, 200), now=1.1) is False
+    assert layer.transport_error(TRUNK, "UDP", now=2.0) == []
+
+
+# --------------------------------------------------------------------------- misuse
+
+
+def test_misuse_raises_local_protocol_error() -> None:
+    layer = TransactionLayer()
+    with pytest.raises(LocalProtocolError):
+        layer.send_request(request("ACK"), TRUNK, "UDP", now=0.0)
+    with pytest.raises(LocalProtocolError):
+        layer.send_request(request(branch="nocookie"), TRUNK, "UDP", now=0.0)
+    layer.send_request(request(), TRUNK, "UDP", now=0.0)
+    with pytest.raises(LocalProtocolError):
+        layer.send_request(request(), TRUNK, "UDP", now=0.0)
+    invite = request(branch="z9hG4bKsrv")
+    key = new_server_tx(layer, invite)
+    layer.send_response(key, make_response(invite, 486, to_tag="b"), now=0.0)
+    with pytest.raises(LocalProtocolError):
+        layer.send_response(key, make_response(invite, 200, to_tag="b"), now=0.1)
+
+
+def test_rfc2543_request_without_cookie_still_matches_its_retransmission() -> None:
+    layer = TransactionLayer()
+    invite = request(branch="old2543")
+    new_server_tx(layer, invite)
+    assert layer.receive(request(branch="old2543"), PEER, "UDP", now=0.1) == []
+
+
+def test_new_branch_has_the_magic_cookie_and_is_unique() -> None:
+    branches = {new_branch() for _ in range(1000)}
+    assert len(branches) == 1000
+    assert all(b.startswith("z9hG4bK") and len(b) > 7 + 8 for b in branches)
+
+
+# --------------------------------------------------------------------------- scale
+
+
+def test_ten_thousand_transactions_all_end_and_leave_nothing_behind() -> None:
+    layer = TransactionLayer()
+    n = 10_000
+    server_keys = []
+    for i in range(n // 2):
+        bye = request("BYE", branch=f"z9hG4bKs{i}", call_id=f"s{i}", to_tag="t")
+        server_keys.append((new_server_tx(layer, bye, now=i * 0.001), bye))
+    for i in range(n // 2):
+        layer.send_request(request(branch=f"z9hG4bKc{i}", call_id=f"c{i}"), TRUNK, "UDP", 0.0)
+    assert len(layer) == n
+    for key, bye in server_keys:
+        layer.send_response(key, make_response(bye, 200), now=6.0)
+    layer.take_outgoing()
+    now = 6.0
+    while (deadline := layer.next_deadline()) is not None:
+        now = max(now, deadline)
+        layer.handle_timers(now)
+        layer.take_outgoing()
+    assert len(layer) == 0
+    assert now < 100.0
+    assert layer.next_deadline() is None
+
+
+def test_stale_timer_entries_do_not_pile_up() -> None:
+    """Each finished transaction leaves a cancelled Timer B entry behind; compaction keeps the
+    heap bounded by the live transactions, not by the calls ever made."""
+    layer = TransactionLayer()
+    for i in range(5000):
+        invite = request(branch=f"z9hG4bKq{i}", call_id=f"q{i}", transport="TCP")
+        layer.send_request(invite, TRUNK, "TCP", now=0.0)
+        layer.receive(respond(invite, 486), TRUNK, "TCP", now=0.0)
+        layer.take_outgoing()
+    assert len(layer) == 0
+    assert len(layer._heap) <= 1025
