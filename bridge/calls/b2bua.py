@@ -144,6 +144,9 @@ class B2BUA:
         elif isinstance(event, tx.ClientTimeout):
             timeout = make_response(event.request, 408, "Request Timeout")
             self._on_response(timeout, event.client_key, now)
+        elif isinstance(event, tx.ClientTransportError):
+            unreachable = make_response(event.request, 503, "Unreachable")
+            self._on_response(unreachable, event.client_key, now)
         elif isinstance(event, tx.AckTimeout):
             found = self._by_server.get(event.server_key)
             if found is not None:

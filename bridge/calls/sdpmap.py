@@ -7,7 +7,7 @@ direction and only replace the connection address and the audio port.
 from __future__ import annotations
 
 from bridge.sip.errors import RemoteProtocolError
-from bridge.sip.sdp import SessionDescription, rewrite_connection
+from bridge.sip.sdp import SessionDescription, primary_codec, rewrite_connection
 
 
 def anchor(body: bytes, host: str, port: int) -> bytes:
@@ -22,4 +22,9 @@ def remote_of(body: bytes) -> tuple[str, int, int | None] | None:
         sd = SessionDescription.parse(body)
     except RemoteProtocolError:
         return None
-    return sd.audio_destination()
+    endpoint = sd.audio_endpoint
+    audio = sd.audio
+    if endpoint is None or audio is None:
+        return None
+    codec = primary_codec(audio)
+    return endpoint[0], endpoint[1], codec.payload_type if codec is not None else None

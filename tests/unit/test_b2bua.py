@@ -1,0 +1,317 @@
+"""The B2BUA core driven with raw SIP bytes and a fake clock: no sockets, no asyncio."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from bridge.calls.b2bua import B2BUA
+from bridge.calls.call import CallState
+from bridge.calls.ports import Destination, MediaUnavailable, Origin, RouteResult
+from bridge.sip.message import Request, Response, parse_message
+from bridge.sip.uri import SipUri
+
+BRIDGE = ("127.0.0.1", 5060)
+CALLER = ("127.0.0.1", 5071)
+CALLEE = ("127.0.0.1", 5072)
+BACKUP = ("127.0.0.1", 5073)
+
+SDP = (
+    b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    b"m=audio 6000 RTP/AVP 8 0 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\n"
+    b"a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=sendrecv\r\n"
+)
+
+
+@dataclass
+class FakeMediaLeg:
+    port: int
+    host: str = "127.0.0.1"
+    remote: tuple[str, int, int | None] | None = None
+
+    def set_remote(self, host: str, port: int, payload_type: int | None) -> None:
+        self.remote = (host, port, payload_type)
+
+
+@dataclass
+class FakeMedia:
+    capacity: int = 100
+    next_port: int = 20000
+    live: set[int] = field(default_factory=set)
+    connected: list[tuple[int, int]] = field(default_factory=list)
+
+    def allocate(self) -> FakeMediaLeg:
+        if len(self.live) >= self.capacity:
+            raise MediaUnavailable("pool empty")
+        leg = FakeMediaLeg(self.next_port)
+        self.next_port += 2
+        self.live.add(leg.port)
+        return leg
+
+    def connect(self, a: FakeMediaLeg, b: FakeMediaLeg) -> None:
+        self.connected.append((a.port, b.port))
+
+    def release(self, leg: FakeMediaLeg) -> None:
+        self.live.discard(leg.port)
+
+
+class FakeRouting:
+    def __init__(self, *destinations: tuple[str, int], ring_timeout: float = 30.0) -> None:
+        self.destinations = destinations
+        self.ring_timeout = ring_timeout
+
+    def identify(self, request: Request, source: tuple[str, int]) -> Origin | None:
+        if source == CALLER:
+            return Origin(kind="trunk", name="carrier", platform="12345")
+        return None
+
+    def route(self, request: Request, origin: Origin, now: float) -> RouteResult | None:
+        if request.uri.user == "404":
+            return None
+        dests = tuple(
+            Destination(
+                uri=SipUri(user="110", host=h, port=p),
+                address=(h, p),
+                transport="UDP",
+                peer=f"pbx-{p}",
+                ring_timeout=self.ring_timeout,
+            )
+            for h, p in self.destinations
+        )
+        return RouteResult(origin=origin.platform, destinations=dests, reason="test")
+
+
+def invite(call_id: str = "c1", user: str = "110", branch: str = "z9hG4bKa1") -> bytes:
+    return (
+        f"INVITE sip:{user}@127.0.0.1:5060 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:5071;branch={branch}\r\n"
+        "Max-Forwards: 70\r\n"
+        "From: <sip:13800138000@127.0.0.1:5071>;tag=caller1\r\n"
+        f"To: <sip:{user}@127.0.0.1:5060>\r\n"
+        f"Call-ID: {call_id}\r\n"
+        "CSeq: 1 INVITE\r\n"
+        "Contact: <sip:caller@127.0.0.1:5071>\r\n"
+        "Content-Type: application/sdp\r\n"
+        f"Content-Length: {len(SDP)}\r\n\r\n"
+    ).encode() + SDP
+
+
+class Harness:
+    def __init__(self, *destinations: tuple[str, int], capacity: int = 100, ring: float = 30.0):
+        self.media = FakeMedia(capacity=capacity)
+        self.core = B2BUA(
+            local=BRIDGE,
+            advertised_host="127.0.0.1",
+            routing=FakeRouting(*(destinations or (CALLEE,)), ring_timeout=ring),
+            media=self.media,
+        )
+        self.now = 1000.0
+
+    def feed(self, data: bytes, source: tuple[str, int]) -> None:
+        self.core.receive(data, source, "UDP", self.now)
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+        self.core.handle_timers(self.now)
+
+    def sent(self) -> list[tuple[tuple[str, int], Request | Response]]:
+        return [
+            (out.destination, parse_message(out.data)) for out in self.core.take_outgoing()
+        ]
+
+    def sent_to(self, who: tuple[str, int]) -> list[Request | Response]:
+        return [m for dest, m in self.sent() if dest == who]
+
+
+def answer(request: Request, status: int, *, tag: str = "callee1", sdp: bytes = b"") -> bytes:
+    lines = [f"SIP/2.0 {status} X"]
+    for via in request.headers.get_all("Via"):
+        lines.append(f"Via: {via}")
+    lines += [
+        f"From: {request.headers.get('From')}",
+        f"To: {request.headers.get('To')};tag={tag}",
+        f"Call-ID: {request.call_id}",
+        f"CSeq: {request.headers.get('CSeq')}",
+        "Contact: <sip:pbx@127.0.0.1:5072>",
+    ]
+    if sdp:
+        lines.append("Content-Type: application/sdp")
+    lines.append(f"Content-Length: {len(sdp)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + sdp
+
+
+def request_in_dialog(method: str, response_200: Response, cseq: int, branch: str) -> bytes:
+    """A request from the caller inside the dialog the bridge's 200 OK set up."""
+    return (
+        f"{method} sip:bridge@127.0.0.1:5060 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:5071;branch={branch}\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: {response_200.headers.get('From')}\r\n"
+        f"To: {response_200.headers.get('To')}\r\n"
+        f"Call-ID: {response_200.call_id}\r\n"
+        f"CSeq: {cseq} {method}\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def establish(h: Harness) -> tuple[Request, Response]:
+    """Caller → bridge → callee answered; returns the outgoing INVITE and the caller's 200."""
+    h.feed(invite(), CALLER)
+    out = h.sent_to(CALLEE)
+    inv = next(m for m in out if isinstance(m, Request))
+    h.feed(answer(inv, 200, sdp=SDP), CALLEE)
+    to_caller = [m for m in h.sent_to(CALLER) if isinstance(m, Response)]
+    ok = next(m for m in to_caller if m.status == 200)
+    h.feed(request_in_dialog("ACK", ok, 1, "z9hG4bKack1"), CALLER)
+    return inv, ok
+
+
+def test_call_is_bridged_with_anchored_media() -> None:
+    h = Harness()
+    h.feed(invite(), CALLER)
+    sent = h.sent()
+    trying = [m for d, m in sent if d == CALLER]
+    assert [m.status for m in trying if isinstance(m, Response)] == [100]
+    inv = next(m for d, m in sent if d == CALLEE and isinstance(m, Request))
+    assert inv.method == "INVITE"
+    assert inv.call_id != "c1", "a B2BUA starts its own dialog"
+    assert inv.from_.tag and inv.from_.tag != "caller1"
+    assert b"c=IN IP4 127.0.0.1" in inv.body and b"m=audio 20002 " in inv.body
+    assert inv.headers.get("Max-Forwards") == "69"
+
+    h.feed(answer(inv, 180), CALLEE)
+    assert [m.status for m in h.sent_to(CALLER) if isinstance(m, Response)] == [180]
+
+    h.feed(answer(inv, 200, sdp=SDP), CALLEE)
+    sent = h.sent()
+    ack = next(m for d, m in sent if d == CALLEE and isinstance(m, Request))
+    assert ack.method == "ACK" and ack.cseq.seq == 1
+    ok = next(m for d, m in sent if d == CALLER and isinstance(m, Response))
+    assert ok.status == 200 and ok.to.tag
+    assert b"m=audio 20000 " in ok.body
+    assert h.media.connected == [(20000, 20002)]
+    call = next(iter(h.core.calls.values()))
+    assert call.state is CallState.ANSWERED
+
+
+def test_bye_from_callee_ends_both_legs_and_frees_ports() -> None:
+    h = Harness()
+    inv, _ok = establish(h)
+    bye = (
+        "BYE sip:bridge@127.0.0.1:5060 SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.1:5072;branch=z9hG4bKbye1\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: {inv.headers.get('To')};tag=callee1\r\n"
+        f"To: {inv.headers.get('From')}\r\n"
+        f"Call-ID: {inv.call_id}\r\n"
+        "CSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    h.feed(bye, CALLEE)
+    sent = h.sent()
+    assert any(isinstance(m, Response) and m.status == 200 for d, m in sent if d == CALLEE)
+    bye_out = next(m for d, m in sent if d == CALLER and isinstance(m, Request))
+    assert bye_out.method == "BYE"
+    h.feed(answer(bye_out, 200, tag=bye_out.to.tag or ""), CALLER)
+    assert h.core.calls == {}
+    assert h.media.live == set()
+
+
+def test_cancel_before_answer() -> None:
+    h = Harness()
+    h.feed(invite(), CALLER)
+    inv = next(m for m in h.sent_to(CALLEE) if isinstance(m, Request))
+    h.feed(answer(inv, 180), CALLEE)
+    h.sent()
+    cancel = invite().split(b"\r\n\r\n")[0].replace(b"INVITE sip", b"CANCEL sip")
+    cancel = cancel.replace(b"CSeq: 1 INVITE", b"CSeq: 1 CANCEL")
+    cancel = cancel.replace(b"Content-Type: application/sdp\r\n", b"")
+    cancel = cancel.split(b"Content-Length")[0] + b"Content-Length: 0\r\n\r\n"
+    h.feed(cancel, CALLER)
+    sent = h.sent()
+    statuses = sorted(m.status for d, m in sent if d == CALLER and isinstance(m, Response))
+    assert statuses == [200, 487]
+    assert any(isinstance(m, Request) and m.method == "CANCEL" for d, m in sent if d == CALLEE)
+
+
+@pytest.mark.parametrize("status", [486, 503])
+def test_failover_then_caller_gets_clean_failure(status: int) -> None:
+    h = Harness(CALLEE, BACKUP)
+    h.feed(invite(), CALLER)
+    first = next(m for m in h.sent_to(CALLEE) if isinstance(m, Request))
+    h.feed(answer(first, status), CALLEE)
+    sent = h.sent()
+    second = next(m for d, m in sent if d == BACKUP and isinstance(m, Request))
+    assert second.method == "INVITE"
+    assert not [m for d, m in sent if d == CALLER and isinstance(m, Response) and m.status >= 300]
+    h.feed(answer(second, status), BACKUP)
+    final = [m for m in h.sent_to(CALLER) if isinstance(m, Response) and m.status >= 300]
+    assert [m.status for m in final] == [486 if status == 486 else 503]
+    assert h.media.live == set()
+
+
+def test_unreachable_trunk_times_out_to_clean_failure() -> None:
+    h = Harness(ring=120.0)
+    h.feed(invite(), CALLER)
+    h.sent()
+    for _ in range(80):
+        h.advance(0.5)
+    final = [m for m in h.sent_to(CALLER) if isinstance(m, Response) and m.status >= 300]
+    # Timer B (64*T1) gives up on the trunk; the final is retransmitted until the caller ACKs.
+    assert final and {m.status for m in final} == {480}
+    assert h.core.calls == {}
+
+
+def test_ring_timeout_cancels_and_fails_over() -> None:
+    h = Harness(CALLEE, BACKUP, ring=5.0)
+    h.feed(invite(), CALLER)
+    first = next(m for m in h.sent_to(CALLEE) if isinstance(m, Request))
+    h.feed(answer(first, 180), CALLEE)
+    h.sent()
+    h.advance(5.1)
+    sent = h.sent()
+    assert any(isinstance(m, Request) and m.method == "CANCEL" for d, m in sent if d == CALLEE)
+    assert any(isinstance(m, Request) and m.method == "INVITE" for d, m in sent if d == BACKUP)
+
+
+def test_no_route_is_404_and_no_media_is_503() -> None:
+    h = Harness()
+    h.feed(invite(user="404"), CALLER)
+    assert [m.status for m in h.sent_to(CALLER) if isinstance(m, Response)] == [100, 404]
+    h = Harness(capacity=0)
+    h.feed(invite(), CALLER)
+    assert [m.status for m in h.sent_to(CALLER) if isinstance(m, Response)] == [100, 503]
+
+
+def test_untrusted_source_is_refused() -> None:
+    h = Harness()
+    h.feed(invite(), ("127.0.0.9", 5999))
+    assert [m.status for d, m in h.sent() if isinstance(m, Response)] == [403]
+
+
+def test_out_of_dialog_requests() -> None:
+    h = Harness()
+    options = invite().replace(b"INVITE sip", b"OPTIONS sip").replace(b"1 INVITE", b"1 OPTIONS")
+    h.feed(options, CALLER)
+    (resp,) = h.sent_to(CALLER)
+    assert isinstance(resp, Response) and resp.status == 200 and "INVITE" in (resp.headers.get("Allow") or "")
+    bye = invite().replace(b"INVITE sip", b"BYE sip").replace(b"1 INVITE", b"1 BYE")
+    bye = bye.replace(b"To: <sip:110@127.0.0.1:5060>", b"To: <sip:110@127.0.0.1:5060>;tag=zz")
+    h.feed(bye, CALLER)
+    assert [m.status for m in h.sent_to(CALLER) if isinstance(m, Response)] == [481]
+    odd = invite().replace(b"INVITE sip", b"FOO sip").replace(b"1 INVITE", b"1 FOO")
+    h.feed(odd, CALLER)
+    assert [m.status for m in h.sent_to(CALLER) if isinstance(m, Response)] == [501]
+    sub = invite().replace(b"INVITE sip", b"SUBSCRIBE sip").replace(b"1 INVITE", b"1 SUBSCRIBE")
+    h.feed(sub, CALLER)
+    assert [m.status for m in h.sent_to(CALLER) if isinstance(m, Response)] == [405]
+
+
+def test_garbage_gets_400_when_addressable_and_is_dropped_otherwise() -> None:
+    h = Harness()
+    h.feed(b"\x00\x01garbage", CALLER)
+    assert h.sent() == []
+    bad = invite().replace(b"INVITE sip:110@127.0.0.1:5060 SIP/2.0", b"INVITE  sip:110@x SIP/2.0")
+    h.feed(bad, CALLER)
+    assert [m.status for m in h.sent_to(CALLER) if isinstance(m, Response)] == [400]
+    assert h.core.counters.parse_errors == 2
