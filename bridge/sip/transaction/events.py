@@ -1,0 +1,89 @@
+"""What the transaction layer hands back: datagrams to send and events for the TU."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TypeAlias
+
+from bridge.sip.message import Request, Response
+
+Address: TypeAlias = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outgoing:
+    data: bytes
+    destination: Address
+    transport: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestReceived:
+    """A new request. ``server_key`` is None for an ACK (to our 2xx, or stray): it has no
+    transaction of its own (§17.1.1.3) and needs no response."""
+
+    request: Request
+    source: Address
+    transport: str
+    server_key: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResponseReceived:
+    """A response for a client transaction; ``client_key`` is None for a 2xx to an INVITE whose
+    transaction is gone: the TU must ACK it again (§13.2.2.4)."""
+
+    response: Response
+    client_key: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientTimeout:
+    """Timer B/F (or the §9.1 CANCEL guard) fired: the TU treats it as a 408 (§8.1.3.1)."""
+
+    client_key: str
+    request: Request
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientTransportError:
+    """The request could not be sent: the TU treats it as a 503 (§8.1.3.1)."""
+
+    client_key: str
+    request: Request
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AckTimeout:
+    """Our 2xx to an INVITE got no ACK within 64*T1: the TU should send BYE (§13.3.1.4)."""
+
+    server_key: str
+    request: Request
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerTimeout:
+    """A server transaction ended without its exchange completing: Timer H (no ACK for our
+    non-2xx final, §17.2.1) or a non-INVITE the TU never answered. Informational."""
+
+    server_key: str
+    request: Request
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerTransportError:
+    """A response could not be delivered (§17.2.4); the transaction is gone."""
+
+    server_key: str
+    request: Request
+
+
+Event: TypeAlias = (
+    RequestReceived
+    | ResponseReceived
+    | ClientTimeout
+    | ClientTransportError
+    | AckTimeout
+    | ServerTimeout
+    | ServerTransportError
+)
