@@ -172,13 +172,13 @@ class _Checker:
         try:
             compiled = re.compile(match.regex)
         except re.error as exc:
-            self.add((*path, "regex"), f"bad regex {match.regex!r}: {exc}")
+            self.add((*path, "regex"), f"bad regex '{match.regex}': {exc}")
             return
         if match.rewrite is not None:
             try:
                 _stand_in(compiled).expand(match.rewrite)
             except (re.error, IndexError) as exc:
-                self.add((*path, "rewrite"), f"bad rewrite {match.rewrite!r}: {exc}")
+                self.add((*path, "rewrite"), f"bad rewrite '{match.rewrite}': {exc}")
 
     # -- transfer rules -------------------------------------------------------------------
 
@@ -344,6 +344,7 @@ class _Checker:
                         f"{short!r} is a prefix of {long!r}, so {long!r} could never be dialled"
                     )
                 self.add(("features", "codes", i, "code"), message)
+                break  # one conflict per code is enough to fix it
 
 
 def _stand_in(pattern: re.Pattern[str]) -> re.Match[str]:

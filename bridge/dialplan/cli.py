@@ -66,12 +66,19 @@ def _check(args: argparse.Namespace) -> int:
             status = 1
             continue
         plan = router.plan
-        print(
-            f"{path}: ok ({len(plan.platforms)} platforms, {len(plan.categories)} categories, "
-            f"{len(plan.rules)} rules, {len(plan.inbound)} inbound rules, "
-            f"{len(plan.features.codes)} feature codes)"
-        )
+        counts = [
+            _count(len(plan.platforms), "platform"),
+            _count(len(plan.categories), "category", "categories"),
+            _count(len(plan.rules), "rule"),
+            _count(len(plan.inbound), "inbound rule"),
+            _count(len(plan.features.codes), "feature code"),
+        ]
+        print(f"{path}: ok ({', '.join(counts)})")
     return status
+
+
+def _count(n: int, singular: str, plural: str | None = None) -> str:
+    return f"{n} {singular if n == 1 else plural or singular + 's'}"
 
 
 def _route(args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from bridge.dialplan.checks import check_plan
 from bridge.dialplan.locate import LineMap, Path
 from bridge.dialplan.router import Router
-from bridge.dialplan.schema import DialPlan
+from bridge.dialplan.schema import PATTERN_HINTS, DialPlan
 
 _TOML_POSITION = re.compile(r"\s*\(at (?:line (\d+), column \d+|end of document)\)$")
 
@@ -109,15 +109,26 @@ def _syntax_problem(filename: str, text: str, message: str) -> Problem:
 
 
 def _schema_findings(exc: ValidationError, raw: dict[str, Any]) -> list[tuple[Path, str]]:
+    errors = exc.errors(include_url=False)
+    paths = [
+        _real_prefix(raw, tuple(p for p in e["loc"] if isinstance(p, str | int))) for e in errors
+    ]
     findings: list[tuple[Path, str]] = []
-    for error in exc.errors(include_url=False):
-        path: Path = tuple(p for p in error["loc"] if isinstance(p, str | int))
-        path = _real_prefix(raw, path)
+    for error, path in zip(errors, paths, strict=True):
         kind = error["type"]
+        if kind == "too_short" and any(
+            len(p) > len(path) and p[: len(path)] == path for p in paths
+        ):
+            continue  # "too few items" only because its items failed: those errors say why
         if kind == "extra_forbidden":
             message = f"unknown key {path[-1]!r}" + _in(path[:-1])
         elif kind == "missing":
             message = f"missing key {path[-1]!r}" + _in(path[:-1])
+        elif kind == "string_pattern_mismatch" and error.get("ctx", {}).get("pattern") in (
+            PATTERN_HINTS
+        ):
+            hint = PATTERN_HINTS[error["ctx"]["pattern"]]
+            message = f"{dotted(path)}: {error['input']!r} {hint}"
         else:
             text = str(error["msg"]).removeprefix("Value error, ")
             message = f"{dotted(path)}: {text}" if path else text

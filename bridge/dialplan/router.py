@@ -141,7 +141,7 @@ class Router:
         self._inbound = self._compile_inbound()
         self._features = {f.code: self._feature(f) for f in plan.features.codes}
         self._feature_prefixes = frozenset(
-            code[:n] for code in self._features for n in range(1, len(code))
+            code[:n] for code in self._features for n in range(len(code))
         )
         self._keywords = KeywordIndex((c.key, c.keywords) for c in plan.categories)
 

@@ -22,6 +22,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     StringConstraints,
     model_validator,
 )
@@ -38,21 +39,32 @@ WILDCARD = "*"
 
 Action = Literal["transfer", "three_way", "guide", "keep"]
 CallAction = Literal["transfer", "three_way"]
-Name = Annotated[
-    str,
-    StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$", max_length=64),
-]
+_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$"
+_REFERENCE = r"^(\*|[A-Za-z0-9_][A-Za-z0-9_.\-]*)$"
+_DIAL_STRING = r"^\+?[0-9*#\-]+$"
+_FEATURE_DIGITS = r"^[0-9*#]{1,8}$"
+_SEAT_ID = r"^[A-Za-z0-9_.\-+]+$"
+
+PATTERN_HINTS = {
+    _NAME: "may hold only letters, digits, _, - and . (and not start with - or .)",
+    _REFERENCE: "must be a key (letters, digits, _, - and .) or *",
+    _DIAL_STRING: "must be a number: digits, *, # and -, with an optional leading +",
+    _FEATURE_DIGITS: "must be 1 to 8 of the DTMF keys 0-9, * and #",
+    _SEAT_ID: "must be a SIP user name: letters, digits, _, ., - and +",
+}
+"""Admin-readable wording for each pattern, used by the loader instead of the regex."""
+
+Name = Annotated[str, StringConstraints(pattern=_NAME, max_length=64)]
 """Keys that other tables refer to: platform keys, trunk and group names, category keys."""
 
-Reference = Annotated[
-    str,
-    StringConstraints(pattern=r"^(\*|[A-Za-z0-9_][A-Za-z0-9_.\-]*)$", max_length=64),
-]
+Reference = Annotated[str, StringConstraints(pattern=_REFERENCE, max_length=64)]
 """A :data:`Name` or the wildcard ``*`` (rule origins and categories)."""
 
-DialString = Annotated[str, StringConstraints(pattern=r"^\+?[0-9*#\-]+$", max_length=32)]
-FeatureDigits = Annotated[str, StringConstraints(pattern=r"^[0-9*#]{1,8}$")]
-SeatId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-+]+$", max_length=64)]
+DialString = Annotated[str, StringConstraints(pattern=_DIAL_STRING, max_length=32)]
+FeatureDigits = Annotated[str, StringConstraints(pattern=_FEATURE_DIGITS)]
+SeatId = Annotated[str, StringConstraints(pattern=_SEAT_ID, max_length=64)]
+Seconds = Annotated[float, Field(strict=True, gt=0, le=300)]
+"""Strict: ``20`` and ``2.5`` are seconds, ``"20"`` and ``true`` are mistakes."""
 Label = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 Keyword = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 
@@ -66,7 +78,7 @@ def _sip_uri(text: str) -> str:
     try:
         uri = SipUri.parse(text)
     except SipError as exc:
-        raise ValueError(f"not a SIP URI: {text!r} ({exc.detail})") from None
+        raise ValueError(exc.detail) from None
     if uri.scheme not in ("sip", "sips") or not uri.host:
         raise ValueError(f"not a sip: or sips: URI: {text!r}")
     return text
@@ -108,7 +120,7 @@ class _Strict(BaseModel):
 
 
 class Defaults(_Strict):
-    ring_timeout: float = Field(default=20.0, gt=0, le=300)
+    ring_timeout: Seconds = 20.0
 
 
 class Trunk(_Strict):
@@ -116,7 +128,7 @@ class Trunk(_Strict):
 
     name: Name
     destinations: tuple[SipUriText, ...] = Field(min_length=1)
-    ring_timeout: float | None = Field(default=None, gt=0, le=300)
+    ring_timeout: Seconds | None = None
 
 
 class Platform(_Strict):
@@ -130,7 +142,7 @@ class Platform(_Strict):
     label: Label
     number: DialString | None = None
     trunk: Name | None = None
-    desk: bool = False
+    desk: StrictBool = False
     say: str | None = Field(default=None, max_length=500)
 
 
@@ -262,7 +274,7 @@ class FeatureCode(_Strict):
 
 
 class Features(_Strict):
-    digit_timeout: float = Field(default=3.0, gt=0, le=30)
+    digit_timeout: Annotated[float, Field(strict=True, gt=0, le=30)] = 3.0
     codes: tuple[FeatureCode, ...] = ()
 
 
