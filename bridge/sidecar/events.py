@@ -77,6 +77,16 @@ class Subscription:
             raise SubscriptionClosed(self.closed_reason or "closed")
         return message
 
+    def get_nowait(self) -> Published | None:
+        """The next event if one is queued, else None; raises once closed."""
+        if self._queue.empty():
+            return None
+        message = self._queue.get_nowait()
+        if message is None:
+            self._queue.put_nowait(None)
+            raise SubscriptionClosed(self.closed_reason or "closed")
+        return message
+
     def close(self, reason: str = "closed") -> None:
         if self.closed:
             return
