@@ -58,7 +58,10 @@ def describe_route(router: Router, origin: str, category: str) -> str:
 def _describe_feature(code: FeatureCode) -> str:
     if code.action == "cancel":
         return "cancel"
-    return f"{code.action} to {code.destination}"
+    return (
+        f"{code.action} to {code.destination} via {', '.join(code.uris)} "
+        f"(ring {code.ring_timeout:g}s)"
+    )
 
 
 def diff_routers(old: Router, new: Router) -> list[RouteChange]:
@@ -80,13 +83,13 @@ def diff_routers(old: Router, new: Router) -> list[RouteChange]:
 
         add(
             URGENT,
-            "urgent",
+            "",
             describe(old.urgent_route(origin)) if in_old else None,
             describe(new.urgent_route(origin)) if in_new else None,
         )
         add(
             UNRESOLVED,
-            "ownership unresolved",
+            "",
             describe(old.route(origin, None)) if in_old else None,
             describe(new.route(origin, None)) if in_new else None,
         )
@@ -143,15 +146,26 @@ def format_changes(changes: Iterable[RouteChange]) -> list[str]:
 
 
 def _inbound_fingerprint(router: Router) -> object:
+    """Everything that decides an incoming call, with names resolved to what they stand for."""
     plan = router.plan
-    return (
-        plan.timezone,
-        plan.inbound,
-        plan.seat_groups,
-        plan.seats,
-        plan.time_windows,
-        plan.holidays,
-    )
+    windows = {w.name: w for w in plan.time_windows}
+    calendars = {h.name: h for h in plan.holidays}
+    groups = {g.name: g for g in plan.seat_groups}
+    trunks = {t.name: t for t in plan.trunks}
+    resolved: list[tuple[object, ...]] = []
+    for rule in plan.inbound:
+        window = windows.get(rule.when) if rule.when else None
+        calendar = calendars.get(window.holidays) if window and window.holidays else None
+        if rule.group is not None:
+            group = groups.get(rule.group)
+            target: object = (group.platform, group.seats) if group else None
+        else:
+            platform = router.platforms.get(rule.platform or "")
+            target = trunks.get(platform.trunk) if platform and platform.trunk else None
+            target = (rule.platform, target, plan.defaults.ring_timeout)
+        resolved.append((rule.called, rule.calling, window, calendar, target))
+    zone = plan.timezone if any(rule.when for rule in plan.inbound) else None
+    return zone, resolved
 
 
 def _union(first: Iterable[str], second: Iterable[str]) -> list[str]:
