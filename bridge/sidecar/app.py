@@ -116,11 +116,11 @@ def _console_page() -> bytes:
     return resources.files("bridge.sidecar").joinpath("static/console.html").read_bytes()
 
 
+CONSOLE_PAGE = web.AppKey("console_page", bytes)
+
+
 async def console(request: web.Request) -> web.Response:
     return web.Response(body=request.app[CONSOLE_PAGE], content_type="text/html", charset="utf-8")
-
-
-CONSOLE_PAGE = web.AppKey("console_page", bytes)
 
 
 # -- tickets ----------------------------------------------------------------------------------

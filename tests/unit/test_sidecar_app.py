@@ -701,3 +701,48 @@ async def test_server_shutdown_closes_subscribers(harness: Harness) -> None:
     closing = await ws.receive(timeout=5)
     assert closing.type is WSMsgType.CLOSE
     assert closing.data == aiohttp.WSCloseCode.GOING_AWAY
+
+
+async def test_a_ticket_link_still_works_after_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "tickets.sqlite3"
+    auth = AuthConfig.model_validate({"tokens": list(TOKENS.values())})
+
+    def app_for(store: SqliteTicketStore) -> Any:
+        return create_app(
+            store=store,
+            control=FakeCallControl(calls=answered_calls(), store=store),
+            auth=auth,
+            signer=LinkSigner("link-secret-for-tests-0123456789"),
+            hub=EventHub(),
+            base_url=BASE_URL,
+            clock=FakeClock(NOW),
+        )
+
+    store = await SqliteTicketStore.open(path)
+    try:
+        async with (
+            TestClient(TestServer(app_for(store))) as client,
+            client.post(
+                "/api/v1/calls/c1/transfer",
+                json={"target": "110", "ticket": DRAFT},
+                headers={"Authorization": f"Bearer {TOKENS['agent']['token']}"},
+            ) as response,
+        ):
+            assert response.status == 202
+            url = (await response.json())["ticket_url"]
+    finally:
+        await store.close()
+
+    store = await SqliteTicketStore.open(path)
+    try:
+        async with (
+            TestClient(TestServer(app_for(store))) as client,
+            client.get(link_path(url)) as response,
+        ):
+            assert response.status == 200
+            body = await response.json()
+    finally:
+        await store.close()
+    assert body["ticket"]["state"] == "transfer_requested"
+    assert body["ticket"]["summary"] == DRAFT["summary"]
+    assert [e["kind"] for e in body["events"]] == ["created", "transfer_requested"]
