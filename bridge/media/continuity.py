@@ -99,6 +99,23 @@ class StreamContinuity:
             self._last_sent_at = now
         return out_sequence, out_timestamp, switched
 
+    def insert(self) -> int:
+        """Take the next sequence number for a packet the bridge adds to the stream itself.
+
+        Used for RFC 4733 events played into a leg while its source keeps talking: the
+        source's later packets shift up by one, so the sequence stays gapless.
+        """
+        self._last_out_sequence = (self._last_out_sequence + 1) % _SEQ_MOD
+        self._sequence_offset = (self._sequence_offset + 1) % _SEQ_MOD
+        return self._last_out_sequence
+
+    def timestamp_at(self, now: float) -> int:
+        """The outgoing timestamp that corresponds to ``now`` on the current timeline."""
+        if self._last_sent_at is None:
+            return (self._last_out_timestamp + self._frame) % _TS_MOD
+        elapsed = round((now - self._last_sent_at) * self._clock_rate)
+        return (self._last_out_timestamp + max(0, elapsed)) % _TS_MOD
+
     def _start(self, source: Hashable, sequence: int, timestamp: int, now: float) -> None:
         advance = self._frame
         if self._last_sent_at is not None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from bridge.media.continuity import StreamContinuity
 
 
-def stream(out: StreamContinuity, source: str, seq: int, ts: int, t: float, count: int) -> list:
+def stream(
+    out: StreamContinuity, source: str, seq: int, ts: int, t: float, count: int
+) -> list[tuple[int, int, bool]]:
     sent = []
     for n in range(count):
         sent.append(

@@ -26,12 +26,11 @@ def heard(frame: np.ndarray) -> set[float]:
     return {float(f) for f, a in zip(freqs, spectrum, strict=True) if a > 60.0}
 
 
-def run(mixer: Mixer, ticks: int = 4, *, silent: frozenset[Hashable] = frozenset()) -> dict:
+def run(mixer: Mixer, ticks: int = 4) -> dict[Hashable, np.ndarray]:
     out: dict[Hashable, np.ndarray] = {}
     for frame in range(ticks):
         for key in mixer.keys:
-            if key not in silent:
-                mixer.push(key, tone(TONES[str(key)], frame))
+            mixer.push(key, tone(TONES[str(key)], frame))
         out = mixer.mix()
     return out
 

@@ -1,0 +1,471 @@
+"""The media relay over real UDP sockets on 127.0.0.1, with Python sockets as the phones.
+
+Each "phone" is a plain datagram socket that sends RTP the way a phone would and records what
+it receives; the relay under test sits between them exactly as in a call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+
+import numpy as np
+import pytest
+
+from bridge.media import g711
+from bridge.media.dtmf import DtmfDetector, DtmfDigit, TelephoneEvent, event_packets
+from bridge.media.mixer import MixMode
+from bridge.media.relay import MediaEndpoint, MediaRelay, PortPoolExhaustedError
+from bridge.media.rtp import ReceiverReport, ReportBlock, RtpPacket, parse_rtp, serialize_rtcp
+from bridge.media.tone import ToneSource
+
+HOST = "127.0.0.1"
+RATE = 8000
+TIMEOUT = 5.0
+
+
+class Phone(asyncio.DatagramProtocol):
+    """A UDP socket that records every RTP packet it receives, with its arrival time."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[float, RtpPacket]] = []
+        self.raw: list[bytes] = []
+        self._arrived = asyncio.Event()
+        self.transport: asyncio.DatagramTransport | None = None
+
+    @classmethod
+    async def open(cls) -> Phone:
+        loop = asyncio.get_running_loop()
+        transport, phone = await loop.create_datagram_endpoint(cls, local_addr=(HOST, 0))
+        phone.transport = transport
+        return phone
+
+    @property
+    def port(self) -> int:
+        assert self.transport is not None
+        return int(self.transport.get_extra_info("sockname")[1])
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.raw.append(data)
+        self.received.append((time.monotonic(), parse_rtp(data)))
+        self._arrived.set()
+
+    def send(self, data: bytes, to: MediaEndpoint | tuple[str, int]) -> None:
+        assert self.transport is not None
+        addr = (HOST, to.port) if isinstance(to, MediaEndpoint) else to
+        self.transport.sendto(data, addr)
+
+    async def wait_until(self, condition: Callable[[], bool], within: float = TIMEOUT) -> None:
+        deadline = time.monotonic() + within
+        while not condition():
+            self._arrived.clear()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("phone did not receive what was expected in time")
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except TimeoutError:
+                continue
+
+    async def wait_for_packets(self, count: int, within: float = TIMEOUT) -> None:
+        await self.wait_until(lambda: len(self.received) >= count, within)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+def sine(freq: float, seconds: float, amplitude: float = 8000.0) -> np.ndarray:
+    n = np.arange(round(seconds * RATE))
+    return np.round(amplitude * np.sin(2 * np.pi * freq * n / RATE + 0.1)).astype(np.int16)
+
+
+def rtp(
+    payload_type: int, seq: int, ts: int, ssrc: int, payload: bytes, marker: bool = False
+) -> bytes:
+    return RtpPacket(
+        payload_type=payload_type,
+        sequence=seq % 65536,
+        timestamp=ts % 2**32,
+        ssrc=ssrc,
+        marker=marker,
+        payload=payload,
+    ).to_bytes()
+
+
+async def stream(
+    phone: Phone,
+    to: MediaEndpoint,
+    samples: np.ndarray,
+    *,
+    payload_type: int,
+    ssrc: int,
+    seq: int = 1000,
+    ts: int = 0,
+    paced: bool = True,
+) -> None:
+    """Send audio as 20 ms packets, paced on an absolute 20 ms schedule like a phone."""
+    start = time.monotonic()
+    for index in range(len(samples) // 160):
+        frame = samples[index * 160 : (index + 1) * 160]
+        phone.send(
+            rtp(
+                payload_type, seq + index, ts + 160 * index, ssrc, g711.encode(payload_type, frame)
+            ),
+            to,
+        )
+        if paced:
+            delay = start + 0.02 * (index + 1) - time.monotonic()
+            await asyncio.sleep(max(0.0, delay))
+        elif index % 10 == 9:
+            await asyncio.sleep(0)
+
+
+def peak_frequency(samples: np.ndarray) -> float:
+    spectrum = np.abs(np.fft.rfft(samples.astype(np.float64) * np.hanning(len(samples))))
+    return float(np.fft.rfftfreq(len(samples), 1 / RATE)[np.argmax(spectrum)])
+
+
+def decode_all(packets: list[RtpPacket]) -> np.ndarray:
+    return np.concatenate([g711.decode(p.payload_type, p.payload) for p in packets])
+
+
+@pytest.fixture
+async def relay() -> AsyncIterator[MediaRelay]:
+    base = random.randrange(42000, 58000, 2)
+    media = MediaRelay(HOST, base, base + 200)
+    yield media
+    media.close()
+
+
+@pytest.fixture
+async def phones() -> AsyncIterator[list[Phone]]:
+    opened = [await Phone.open() for _ in range(4)]
+    yield opened
+    for phone in opened:
+        phone.close()
+
+
+async def legs(relay: MediaRelay, phones: list[Phone], *codecs: int) -> list[MediaEndpoint]:
+    endpoints = []
+    for phone, codec in zip(phones, codecs, strict=False):
+        endpoint = await relay.allocate(codec=codec)
+        endpoint.set_remote(HOST, phone.port)
+        endpoints.append(endpoint)
+    return endpoints
+
+
+async def test_alaw_caller_reaches_ulaw_seat_transcoded(
+    relay: MediaRelay, phones: list[Phone]
+) -> None:
+    caller, seat = phones[:2]
+    trunk_leg, seat_leg = await legs(relay, phones, g711.PCMA, g711.PCMU)
+    relay.connect(trunk_leg, seat_leg)
+    tone = sine(700.0, 0.5)
+    await stream(caller, trunk_leg, tone, payload_type=g711.PCMA, ssrc=0xA1, paced=False)
+    await seat.wait_for_packets(25)
+    packets = [p for _, p in seat.received]
+    assert {p.payload_type for p in packets} == {g711.PCMU}
+    assert len({p.ssrc for p in packets}) == 1
+    assert [p.sequence for p in packets] == [(packets[0].sequence + i) % 65536 for i in range(25)]
+    heard = decode_all(packets)
+    assert peak_frequency(heard) == pytest.approx(700.0, abs=10)
+    # Transcoding by table is as good as decoding A-law and re-encoding μ-law.
+    expected = g711.decode_ulaw(g711.alaw_to_ulaw(g711.encode_alaw(tone)))
+    assert np.array_equal(heard, expected)
+    # And the other way: the seat's μ-law reaches the caller as A-law.
+    await stream(seat, seat_leg, sine(1200.0, 0.2), payload_type=g711.PCMU, ssrc=0xB2, paced=False)
+    await caller.wait_for_packets(10)
+    back = [p for _, p in caller.received]
+    assert {p.payload_type for p in back} == {g711.PCMA}
+    assert peak_frequency(decode_all(back)) == pytest.approx(1200.0, abs=10)
+    stats = trunk_leg.stats.snapshot()
+    assert (stats.packets_received, stats.packets_lost) == (25, 0)
+    assert seat_leg.stats.snapshot().packets_sent == 25
+
+
+async def test_media_latches_to_where_the_phone_really_sends_from(
+    relay: MediaRelay, phones: list[Phone]
+) -> None:
+    caller, seat, stranger = phones[:3]
+    trunk_leg, seat_leg = await legs(relay, phones, g711.PCMU, g711.PCMU)
+    seat_leg.set_remote(HOST, 9)  # the SDP named a port nobody listens on (NAT)
+    relay.connect(trunk_leg, seat_leg)
+    seat.send(rtp(0, 1, 0, 0x5EA7, b"\xff" * 160), seat_leg)
+    caller.send(rtp(0, 1, 0, 0xCA11, b"\xff" * 160), trunk_leg)
+    await seat.wait_for_packets(1)
+    assert seat_leg.remote == (HOST, seat.port)
+    # Once latched, another address with another SSRC cannot take the call's audio.
+    stranger.send(rtp(0, 7, 0, 0xBAD, b"\x00" * 160), seat_leg)
+    seat.send(rtp(0, 2, 160, 0x5EA7, b"\xff" * 160), seat_leg)
+    await caller.wait_for_packets(2)
+    assert caller.received[0][1].ssrc == trunk_leg.out.ssrc
+    assert seat_leg.remote == (HOST, seat.port)
+    assert relay.counters.foreign_source == 1
+    assert len(caller.received) == 2
+
+
+async def test_leg_swap_keeps_one_continuous_stream(relay: MediaRelay, phones: list[Phone]) -> None:
+    caller, agent, officer = phones[:3]
+    caller_leg, agent_leg, officer_leg = await legs(relay, phones, g711.PCMA, g711.PCMA, g711.PCMU)
+    relay.connect(caller_leg, agent_leg)
+    agent_audio = g711.encode_alaw(sine(500.0, 1.2))
+    officer_audio = g711.encode_ulaw(sine(1500.0, 1.2))
+    start = time.monotonic()
+    for n in range(60):
+        # Both far legs talk all the time, as answered calls do; the officer's is dropped
+        # until the swap, then the agent's.
+        agent.send(
+            rtp(8, 50000 + n, 777 + 160 * n, 0xA6E, agent_audio[160 * n : 160 * n + 160]), agent_leg
+        )
+        officer.send(
+            rtp(0, 9 + n, 123456 + 160 * n, 0x0FF, officer_audio[160 * n : 160 * n + 160]),
+            officer_leg,
+        )
+        if n == 30:
+            relay.connect(caller_leg, officer_leg)
+        await asyncio.sleep(max(0.0, start + 0.02 * (n + 1) - time.monotonic()))
+    await caller.wait_for_packets(58)
+    packets = [p for _, p in caller.received]
+    assert len({p.ssrc for p in packets}) == 1
+    seqs = [p.sequence for p in packets]
+    assert seqs == [(seqs[0] + i) % 65536 for i in range(len(seqs))]
+    markers = [i for i, p in enumerate(packets) if p.marker]
+    assert markers[0] == 0  # the first packet, then the swap
+    assert len(markers) == 2
+    switch = markers[1]
+    steps = np.diff([p.timestamp for p in packets])
+    # One timestamp step at the swap, no longer than two packets' worth: at most one missing.
+    assert 160 <= steps[switch - 1] <= 320
+    assert (np.delete(steps, switch - 1) == 160).all()
+    before, after = decode_all(packets[:switch]), decode_all(packets[switch:])
+    assert peak_frequency(before) == pytest.approx(500.0, abs=10)
+    assert peak_frequency(after) == pytest.approx(1500.0, abs=10)
+    assert agent_leg.peer is None
+    assert len(agent.received) == 0  # the caller was silent
+
+
+async def test_port_pool_runs_out_and_refills(phones: list[Phone]) -> None:
+    base = random.randrange(42000, 58000, 2)
+    relay = MediaRelay(HOST, base, base + 5)  # pairs at base, base+2, base+4
+    try:
+        taken = [await relay.allocate() for _ in range(3)]
+        assert sorted(e.port for e in taken) == [base, base + 2, base + 4]
+        with pytest.raises(PortPoolExhaustedError):
+            await relay.allocate()
+        await relay.release(taken[1])
+        await relay.release(taken[1])  # twice is harmless
+        again = await relay.allocate()
+        assert again.port == base + 2
+        # The released socket is really closed: someone else can bind it now.
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            await relay.release(again)
+            probe.bind((HOST, base + 2))
+            # A port held by another program is skipped, not fatal.
+            await relay.release(taken[0])
+            other = await relay.allocate()
+            assert other.port == base
+    finally:
+        relay.close()
+    assert relay.pool.in_use == 0
+
+
+async def test_ports_come_back_however_the_call_ends(
+    relay: MediaRelay, phones: list[Phone]
+) -> None:
+    free = relay.pool.free
+    a, b = await legs(relay, phones, g711.PCMU, g711.PCMU)
+    c = await relay.allocate()
+    relay.connect(a, b)
+    conf = relay.conference([b, c])
+    relay.play_hold(a, ToneSource())
+    assert relay.pool.free == free - 3
+    await relay.release(a)
+    await relay.release(b)  # released from inside a conference
+    assert c in conf.members
+    assert b not in conf.members
+    relay.close()  # shutdown takes the rest
+    assert relay.pool.free == free
+    with pytest.raises(ValueError, match="released"):
+        relay.connect(a, c)
+
+
+async def test_feature_code_digits_are_detected_and_not_leaked(
+    relay: MediaRelay, phones: list[Phone]
+) -> None:
+    agent, caller = phones[:2]
+    digits: list[tuple[MediaEndpoint, DtmfDigit]] = []
+    relay.on_digit = lambda endpoint, digit: digits.append((endpoint, digit))
+    agent_leg, caller_leg = await legs(relay, phones, g711.PCMU, g711.PCMA)
+    agent_leg.swallow_dtmf = True
+    relay.connect(agent_leg, caller_leg)
+    seq = 100
+    for index, digit in enumerate("*12#"):
+        start = 8000 * (index + 1)
+        for n, event in enumerate(event_packets(digit)):
+            agent.send(rtp(101, seq, start, 0xA6, event.to_bytes(), marker=n == 0), agent_leg)
+            seq += 1
+    agent.send(rtp(0, seq, 50000, 0xA6, b"\xff" * 160), agent_leg)
+    await caller.wait_for_packets(1)
+    assert "".join(d.digit for _, d in digits) == "*12#"
+    assert all(endpoint is agent_leg for endpoint, _ in digits)
+    assert [p.payload_type for _, p in caller.received] == [g711.PCMA]
+
+
+async def test_digits_pass_through_with_the_event_type_renumbered(
+    relay: MediaRelay, phones: list[Phone]
+) -> None:
+    caller, officer = phones[:2]
+    caller_leg, officer_leg = await legs(relay, phones, g711.PCMA, g711.PCMA)
+    officer_leg.telephone_event_pt = 96
+    relay.connect(caller_leg, officer_leg)
+    for n, event in enumerate(event_packets("7")):
+        caller.send(rtp(101, 10 + n, 4000, 0xCA, event.to_bytes(), marker=n == 0), caller_leg)
+    await officer.wait_for_packets(7)
+    packets = [p for _, p in officer.received]
+    assert {p.payload_type for p in packets} == {96}
+    detector = DtmfDetector()
+    found = [
+        d.digit
+        for p in packets
+        for d in detector.on_event_payload(
+            ssrc=p.ssrc, timestamp=p.timestamp, payload=p.payload, marker=p.marker, now=0.0
+        )
+    ]
+    assert found == ["7"]
+
+
+async def test_three_party_conference_each_hears_the_other_two(
+    relay: MediaRelay, phones: list[Phone]
+) -> None:
+    caller, agent, officer, supervisor = phones
+    legs_ = await legs(relay, phones, g711.PCMA, g711.PCMU, g711.PCMA, g711.PCMU)
+    agent_leg, supervisor_leg = legs_[1], legs_[3]
+    relay.conference(
+        legs_,
+        {supervisor_leg: MixMode.WHISPER},
+        whisper_to={supervisor_leg: agent_leg},
+    )
+    tones = {caller: 500.0, agent: 1000.0, officer: 1500.0, supervisor: 2500.0}
+    codecs = {caller: 8, agent: 0, officer: 8, supervisor: 0}
+    await asyncio.gather(
+        *(
+            stream(phone, leg, sine(tones[phone], 1.0), payload_type=codecs[phone], ssrc=i + 1)
+            for i, (phone, leg) in enumerate(zip(phones, legs_, strict=True))
+        )
+    )
+    for phone in phones:
+        await phone.wait_for_packets(40)
+
+    def hears(phone: Phone) -> set[float]:
+        audio = decode_all([p for _, p in phone.received[15:45]])
+        spectrum = np.abs(np.fft.rfft(audio.astype(np.float64))) / (len(audio) / 2)
+        freqs = np.fft.rfftfreq(len(audio), 1 / RATE)
+        return {float(f) for f in freqs[spectrum > 800.0]}
+
+    assert hears(caller) == {1000.0, 1500.0}
+    assert hears(agent) == {500.0, 1500.0, 2500.0}
+    assert hears(officer) == {500.0, 1000.0}
+    assert hears(supervisor) == {500.0, 1000.0, 1500.0}
+    assert {p.payload_type for _, p in agent.received} == {g711.PCMU}
+    assert len(relay.tick_lateness) >= 40
+
+
+async def test_held_party_hears_the_hold_tone(relay: MediaRelay, phones: list[Phone]) -> None:
+    caller = phones[0]
+    (caller_leg,) = await legs(relay, phones, g711.PCMA)
+    relay.play_hold(caller_leg, ToneSource((450.0,), on_seconds=1.0, off_seconds=1.0))
+    await caller.wait_for_packets(20)
+    relay.stop_hold(caller_leg)
+    packets = [p for _, p in caller.received[:20]]
+    assert {p.payload_type for p in packets} == {g711.PCMA}
+    assert peak_frequency(decode_all(packets)) == pytest.approx(450.0, abs=10)
+    seqs = [p.sequence for p in packets]
+    assert seqs == [(seqs[0] + i) % 65536 for i in range(20)]
+
+
+async def test_bad_packets_are_counted_and_do_not_stop_the_relay(
+    relay: MediaRelay, phones: list[Phone]
+) -> None:
+    caller, seat = phones[:2]
+    trunk_leg, seat_leg = await legs(relay, phones, g711.PCMU, g711.PCMU)
+    relay.connect(trunk_leg, seat_leg)
+    caller.send(b"\x00\x01", trunk_leg)
+    caller.send(b"\x40" + bytes(20), trunk_leg)  # RTP version 1
+    caller.send(rtp(34, 1, 0, 0xCA, b"h263"), trunk_leg)  # a video payload type
+    caller.send(rtp(101, 2, 0, 0xCA, b"\x01\x02\x03"), trunk_leg)  # truncated event
+    caller.send(rtp(0, 3, 0, 0xCA, b"\xff" * 160), trunk_leg)
+    await seat.wait_for_packets(1)
+    assert relay.counters.malformed == 3
+    assert relay.counters.unknown_payload_type == 1
+    assert len(seat.received) == 1
+
+
+async def test_rtcp_reports_about_our_stream_are_kept(
+    relay: MediaRelay, phones: list[Phone]
+) -> None:
+    seat, caller = phones[:2]
+    seat_leg, caller_leg = await legs(relay, phones, g711.PCMU, g711.PCMU)
+    relay.connect(seat_leg, caller_leg)
+    block = ReportBlock(
+        ssrc=seat_leg.out.ssrc,
+        fraction_lost=26,
+        cumulative_lost=3,
+        highest_sequence=1000,
+        jitter=40,
+        last_sr=0,
+        delay_since_last_sr=0,
+    )
+    report = serialize_rtcp([ReceiverReport(ssrc=0x5EA7, reports=(block,))])
+    seat.send(report, (HOST, seat_leg.rtcp_port))
+    seat.send(b"\x80\xc9\x00\x09", (HOST, seat_leg.rtcp_port))  # length overruns
+    # Loopback queues datagrams at once: when this packet comes out of the relay, the reports
+    # sent before it have been read in the same or an earlier loop iteration.
+    seat.send(rtp(0, 1, 0, 0x5EA7, b"\xff" * 160), seat_leg)
+    await caller.wait_for_packets(1)
+    assert seat_leg.remote_report == block
+    assert relay.counters.rtcp_received == 1
+    assert relay.counters.rtcp_malformed == 1
+    # RTCP multiplexed on the RTP port (RFC 5761) is recognised too.
+    seat.send(report, seat_leg)
+    seat.send(rtp(0, 2, 160, 0x5EA7, b"\xff" * 160), seat_leg)
+    await caller.wait_for_packets(2)
+    assert relay.counters.rtcp_received == 2
+    assert relay.counters.malformed == 0
+
+
+async def test_bridge_can_play_digits_into_a_leg(relay: MediaRelay, phones: list[Phone]) -> None:
+    officer = phones[0]
+    (officer_leg,) = await legs(relay, phones, g711.PCMU)
+    await relay.send_dtmf(officer_leg, "59", duration_ms=60, gap_ms=20)
+    await officer.wait_for_packets(10)
+    detector = DtmfDetector()
+    found = [
+        d.digit
+        for _, p in officer.received
+        for d in detector.on_event_payload(
+            ssrc=p.ssrc, timestamp=p.timestamp, payload=p.payload, marker=p.marker, now=0.0
+        )
+    ]
+    assert found == ["5", "9"]
+    seqs = [p.sequence for _, p in officer.received]
+    assert seqs == [(seqs[0] + i) % 65536 for i in range(len(seqs))]
+
+
+async def test_end_packet_retransmissions_do_not_repeat_a_digit(
+    relay: MediaRelay, phones: list[Phone]
+) -> None:
+    agent, caller = phones[:2]
+    digits: list[str] = []
+    relay.on_digit = lambda endpoint, digit: digits.append(digit.digit)
+    agent_leg, caller_leg = await legs(relay, phones, g711.PCMU, g711.PCMU)
+    relay.connect(agent_leg, caller_leg)
+    end = TelephoneEvent(event=3, end=True, duration=960).to_bytes()
+    for _ in range(3):  # identical copies, same sequence number, as some phones send them
+        agent.send(rtp(101, 77, 16000, 0xA6, end), agent_leg)
+    agent.send(rtp(0, 78, 17000, 0xA6, b"\xff" * 160), agent_leg)
+    await caller.wait_for_packets(4)
+    assert digits == ["3"]
