@@ -29,9 +29,9 @@ class KeywordIndex:
     def __init__(self, categories: Iterable[tuple[str, Iterable[str]]]) -> None:
         self._categories: list[tuple[str, tuple[str, ...]]] = []
         for key, keywords in categories:
-            # Longest first, so a short keyword inside a longer hit is easy to skip.
-            unique = sorted({normalise(k) for k in keywords if k.strip()}, key=len, reverse=True)
-            self._categories.append((key, tuple(unique)))
+            # Longest first (then plan order), so a short keyword inside a longer hit is skipped.
+            unique = dict.fromkeys(normalise(k) for k in keywords if k.strip())
+            self._categories.append((key, tuple(sorted(unique, key=len, reverse=True))))
 
     def suggest(self, text: str) -> list[Suggestion]:
         """Categories with at least one hit, best first."""
