@@ -165,7 +165,7 @@ class TransactionLayer:
     ) -> None:
         original_via = request.top_via
         key = server_key(request, original_via)
-        via = stamp_via(request, source)
+        via = stamp_via(request, source, original_via)
         tx = self._transactions.get(key)
         if request.method == "ACK":
             if tx is None:

@@ -47,10 +47,12 @@ def _bare_host(host: str) -> str:
     return host[1:-1] if host.startswith("[") and host.endswith("]") else host
 
 
-def stamp_via(request: Request, source: Address) -> Via:
+def stamp_via(request: Request, source: Address, via: Via | None = None) -> Via:
     """§18.2.1 + RFC 3581: record where the request really came from in its top Via, so every
-    response built from it (make_response copies Via) goes back the way it came."""
-    via = request.top_via
+    response built from it (make_response copies Via) goes back the way it came. ``via`` is
+    the request's top Via when the caller has parsed it already."""
+    if via is None:
+        via = request.top_via
     host, port = source
     stamped = via
     if has_param(via.params, "rport"):
@@ -58,21 +60,11 @@ def stamp_via(request: Request, source: Address) -> Via:
     elif _bare_host(via.host) != host:
         stamped = stamped.with_param("received", host)
     if stamped is not via:
-        _replace_top_via(request, str(stamped))
+        # Only the order of the Via values matters (§7.3.1), so remove-then-prepend is a
+        # faithful in-place swap of the top one.
+        request.headers.remove_first("Via")
+        request.headers.prepend("Via", str(stamped))
     return stamped
-
-
-def _replace_top_via(request: Request, value: str) -> None:
-    """Swap the first Via in place; Headers has no single-entry replace, so rebuild it."""
-    items: list[tuple[str, str]] = []
-    done = False
-    for name, old in request.headers:
-        if not done and name == "Via":
-            items.append((name, value))
-            done = True
-        else:
-            items.append((name, old))
-    request.headers = Headers(items)
 
 
 def response_address(via: Via, source: Address, transport: str) -> Address:
