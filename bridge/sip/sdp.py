@@ -32,24 +32,12 @@ _MEDIA_EXTRA = frozenset("ibk")
 
 # RFC 3551 §6: static payload types, used when an offer omits a=rtpmap for them.
 _STATIC_PAYLOAD_TYPES: dict[int, tuple[str, int, int]] = {
-    0: ("PCMU", 8000, 1),
-    3: ("GSM", 8000, 1),
-    4: ("G723", 8000, 1),
-    5: ("DVI4", 8000, 1),
-    6: ("DVI4", 16000, 1),
-    7: ("LPC", 8000, 1),
-    8: ("PCMA", 8000, 1),
-    9: ("G722", 8000, 1),
-    10: ("L16", 44100, 2),
-    11: ("L16", 44100, 1),
-    12: ("QCELP", 8000, 1),
-    13: ("CN", 8000, 1),
-    14: ("MPA", 90000, 1),
-    15: ("G728", 8000, 1),
-    16: ("DVI4", 11025, 1),
-    17: ("DVI4", 22050, 1),
-    18: ("G729", 8000, 1),
-}
+    0: ("PCMU", 8000, 1), 3: ("GSM", 8000, 1), 4: ("G723", 8000, 1), 5: ("DVI4", 8000, 1),
+    6: ("DVI4", 16000, 1), 7: ("LPC", 8000, 1), 8: ("PCMA", 8000, 1), 9: ("G722", 8000, 1),
+    10: ("L16", 44100, 2), 11: ("L16", 44100, 1), 12: ("QCELP", 8000, 1), 13: ("CN", 8000, 1),
+    14: ("MPA", 90000, 1), 15: ("G728", 8000, 1), 16: ("DVI4", 11025, 1),
+    17: ("DVI4", 22050, 1), 18: ("G729", 8000, 1),
+}  # fmt: skip
 
 # Profiles the relay can carry: plain RTP. AVPF is a superset whose feedback we simply never send.
 RTP_PROFILES = frozenset({"RTP/AVP", "RTP/AVPF"})
@@ -83,13 +71,7 @@ class Direction(StrEnum):
 
     @classmethod
     def from_flags(cls, *, sends: bool, receives: bool) -> Direction:
-        if sends and receives:
-            return cls.SENDRECV
-        if sends:
-            return cls.SENDONLY
-        if receives:
-            return cls.RECVONLY
-        return cls.INACTIVE
+        return _BY_FLAGS[sends, receives]
 
     def mirrored(self) -> Direction:
         """The direction the other side sees: what one sends, the other receives (§6.1)."""
@@ -97,6 +79,7 @@ class Direction(StrEnum):
 
 
 _DIRECTIONS = frozenset(d.value for d in Direction)
+_BY_FLAGS = {(d.sends, d.receives): d for d in Direction}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -516,6 +499,8 @@ def _parse(data: bytes) -> SessionDescription:
             attributes.append(Attribute.parse(value))
         elif kind in _SESSION_EXTRA:
             extra.append((kind, value))
+        elif kind in "vosc":
+            raise RemoteProtocolError(f"SDP repeats its {kind}= line (RFC 4566 §5)")
         else:
             # RFC 4566 §5: a description with a type letter we do not know must be ignored
             # as a whole, which for an offer means refusing it.

@@ -175,6 +175,9 @@ def test_timing_repeats_stay_with_their_t_line() -> None:
         (b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\nm=audio\r\n", 400),
         (b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\nm=audio 5004 RTP/AVP 0\r\n", 400),  # no c=
         (b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=\xff\r\n", 400),
+        (b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\no=- 2 2 IN IP4 192.0.2.1\r\n", 400),
+        (b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=a\r\ns=b\r\n", 400),
+        (b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\nv=0\r\n", 400),
         (b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\nx=unknown\r\n", 488),
         (b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\nc=IN IP4 a\r\nm=audio 1 RTP/AVP 0\r\nq=1\r\n", 488),
     ],
@@ -531,3 +534,29 @@ def test_direction_mirror() -> None:
         Direction.RECVONLY: Direction.SENDONLY,
         Direction.INACTIVE: Direction.INACTIVE,
     }
+
+
+GOLDEN_LINES = sorted(
+    {line for name in GOLDEN for line in (DATA / name).read_text().splitlines() if line}
+)
+
+
+@given(
+    st.lists(
+        st.one_of(st.sampled_from(GOLDEN_LINES), st.text(max_size=20)),
+        max_size=25,
+    )
+)
+def test_any_input_parses_or_is_a_remote_error(body_lines: list[str]) -> None:
+    """Whatever a peer sends, parsing ends in a value that round-trips or in a status to
+    answer with, never in another exception."""
+    data = "\r\n".join(["v=0", *body_lines]).encode("utf-8", "surrogatepass")
+    status: int | None = None
+    try:
+        sd = SessionDescription.parse(data)
+    except RemoteProtocolError as exc:
+        status = exc.status
+    if status is None:
+        assert SessionDescription.parse(bytes(sd)) == sd
+    else:
+        assert status in (400, 488)
