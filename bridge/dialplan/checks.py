@@ -30,7 +30,7 @@ class _Checker:
         self.found: list[Finding] = []
         self.platforms = {p.key: p for p in plan.platforms}
         self.desks = [p.key for p in plan.platforms if p.desk]
-        self.trunks = {t.name for t in plan.trunks}
+        self.trunks = {t.name: t for t in plan.trunks}
         self.seats = {s.id: s for s in plan.seats}
         self.groups = {g.name for g in plan.seat_groups}
         self.windows = {w.name for w in plan.time_windows}
@@ -95,6 +95,19 @@ class _Checker:
         self.add(path, f"unknown {what} {value!r}")
         return False
 
+    def _callable(self, path: Path, platform: Platform) -> None:
+        """The bridge must be able to ring ``platform``: it needs a trunk with destinations."""
+        if platform.trunk is None:
+            self.add(path, f"platform {platform.key!r} has no trunk to call")
+            return
+        trunk = self.trunks.get(platform.trunk)
+        if trunk is not None and not trunk.destinations:
+            self.add(
+                path,
+                f"platform {platform.key!r} cannot be called: trunk {trunk.name!r} "
+                "has no destinations",
+            )
+
     def _platforms(self) -> None:
         if not self.desks:
             self.add(
@@ -147,8 +160,8 @@ class _Checker:
             self._ref(("inbound", i, "group"), rule.group, self.groups, "seat group")
             if self._ref(("inbound", i, "platform"), rule.platform, self.platforms, "platform"):
                 platform = self.platforms.get(rule.platform or "")
-                if platform is not None and platform.trunk is None:
-                    self.add(("inbound", i, "platform"), _no_trunk(platform))
+                if platform is not None:
+                    self._callable(("inbound", i, "platform"), platform)
             self._ref(("inbound", i, "when"), rule.when, self.windows, "time window")
             for side in ("called", "calling"):
                 match = getattr(rule, side)
@@ -220,8 +233,7 @@ class _Checker:
             return
         platform = self.platforms[to]
         if action in ("transfer", "three_way"):
-            if platform.trunk is None:
-                self.add(path, _no_trunk(platform))
+            self._callable(path, platform)
             if to in origins:
                 self.add(path, f"{action} from {to} to itself: use action 'keep'")
         elif action == "guide" and platform.number is None:
@@ -318,18 +330,14 @@ class _Checker:
             return
         path = ("overrides", "urgent", "to")
         if self._ref(path, urgent.to, self.platforms, "platform"):
-            platform = self.platforms[urgent.to]
-            if platform.trunk is None:
-                self.add(path, _no_trunk(platform))
+            self._callable(path, self.platforms[urgent.to])
 
     def _features(self) -> None:
         codes = self.plan.features.codes
         for i, feature in enumerate(codes):
             path = ("features", "codes", i, "to")
             if self._ref(path, feature.to, self.platforms, "platform") and feature.to:
-                platform = self.platforms[feature.to]
-                if platform.trunk is None:
-                    self.add(path, _no_trunk(platform))
+                self._callable(path, self.platforms[feature.to])
             for j in range(i):
                 other = codes[j].code
                 if not (feature.code.startswith(other) or other.startswith(feature.code)):
@@ -356,10 +364,6 @@ def _stand_in(pattern: re.Pattern[str]) -> re.Match[str]:
     found = re.fullmatch(groups, "")
     assert found is not None
     return found
-
-
-def _no_trunk(platform: Platform) -> str:
-    return f"platform {platform.key!r} has no trunk to call"
 
 
 def _covers(earlier: NumberMatch | None, later: NumberMatch | None) -> bool:

@@ -114,6 +114,18 @@ def parse_hours(text: str) -> tuple[time, time | None]:
 
 HoursRange = Annotated[str, AfterValidator(_hours_range)]
 
+_HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]+)(?::(\d{1,5}))?$")
+
+
+def _host_port(text: str) -> str:
+    match = _HOST_PORT.match(text)
+    if not match or (match.group(2) and not 0 < int(match.group(2)) < 65536):
+        raise ValueError(f"{text!r} must be HOST or HOST:PORT")
+    return text
+
+
+HostPort = Annotated[str, AfterValidator(_host_port)]
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -124,11 +136,22 @@ class Defaults(_Strict):
 
 
 class Trunk(_Strict):
-    """A way out of the bridge: SIP destinations tried in order until one answers."""
+    """A SIP peer: destinations tried in order until one answers, and where its calls come from.
+
+    Requests from a trunk's ``sources`` (and from its destinations' addresses) are trusted as
+    coming from that trunk; a carrier that only sends calls in has sources and no destinations.
+    """
 
     name: Name
-    destinations: tuple[SipUriText, ...] = Field(min_length=1)
+    destinations: tuple[SipUriText, ...] = ()
+    sources: tuple[HostPort, ...] = ()
     ring_timeout: Seconds | None = None
+
+    @model_validator(mode="after")
+    def _reachable_or_heard(self) -> Trunk:
+        if not self.destinations and not self.sources:
+            raise ValueError("give destinations (to call it), sources (calls from it) or both")
+        return self
 
 
 class Platform(_Strict):
