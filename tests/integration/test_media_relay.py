@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import random
+import shutil
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -469,3 +471,252 @@ async def test_end_packet_retransmissions_do_not_repeat_a_digit(
     agent.send(rtp(0, 78, 17000, 0xA6, b"\xff" * 160), agent_leg)
     await caller.wait_for_packets(4)
     assert digits == ["3"]
+
+
+# -- SIPp as an independent RTP source ---------------------------------------------------------
+#
+# SIPp answers one INVITE (sent by the small UAC below, whose SDP names the relay's port) and
+# plays a capture of real RTP from its own media port: the relay must latch to it, transcode
+# it and detect its digits like any phone's.
+
+SIPP = shutil.which("sipp")
+PCAP_DIR = Path("/usr/share/sip-tester")
+needs_sipp = pytest.mark.skipif(
+    SIPP is None or not (PCAP_DIR / "g711a.pcap").exists(), reason="sipp (sip-tester) not installed"
+)
+
+UAS_HEAD = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="media source">
+  <recv request="INVITE" crlf="true"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 8 101
+a=rtpmap:8 PCMA/8000
+a=rtpmap:101 telephone-event/8000
+]]></send>
+  <recv request="ACK" crlf="true"/>
+"""
+UAS_PLAY = """  <nop><action><exec play_pcap_audio="{pcap}"/></action></nop>
+"""
+UAS_PAUSE = """  <pause milliseconds="{pause_ms}"/>
+"""
+UAS_TAIL = """  <recv request="BYE"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+</scenario>
+"""
+
+
+def free_udp_port(pairs: int = 1) -> int:
+    """An even port p with p .. p + 2 * pairs free right now (SIPp binds media p and p + 2)."""
+    for _ in range(100):
+        port = random.randrange(30000, 40000, 2)
+        sockets = []
+        try:
+            for offset in range(2 * pairs + 1):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                sockets.append(s)
+                s.bind((HOST, port + offset))
+            return port
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+    raise RuntimeError("no free UDP ports")
+
+
+class MiniUac(asyncio.DatagramProtocol):
+    """Just enough of a SIP UAC to make SIPp start and stop one call."""
+
+    def __init__(self) -> None:
+        self.responses: asyncio.Queue[str] = asyncio.Queue()
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        text = data.decode("utf-8", "replace")
+        if text.startswith("SIP/2.0 "):
+            self.responses.put_nowait(text)
+
+    async def final_response(self, cseq_method: str) -> str:
+        while True:
+            response = await asyncio.wait_for(self.responses.get(), TIMEOUT)
+            status = int(response.split(" ", 2)[1])
+            if status >= 200 and f" {cseq_method}\r\n" in response:
+                return response
+
+    def send(self, text: str, port: int) -> None:
+        assert self.transport is not None
+        self.transport.sendto(text.replace("\n", "\r\n").encode(), (HOST, port))
+
+
+def sip_request(
+    method: str, uac_port: int, sipp_port: int, cseq: int, to_tag: str, body: str
+) -> str:
+    lines = [
+        f"{method} sip:service@{HOST}:{sipp_port} SIP/2.0",
+        f"Via: SIP/2.0/UDP {HOST}:{uac_port};branch=z9hG4bK-media-{method}-{cseq}",
+        f"From: <sip:relaytest@{HOST}:{uac_port}>;tag=relaytest",
+        f"To: <sip:service@{HOST}:{sipp_port}>{to_tag}",
+        "Call-ID: media-relay-sipp-test",
+        f"CSeq: {cseq} {method}",
+        f"Contact: <sip:relaytest@{HOST}:{uac_port}>",
+        "Max-Forwards: 70",
+    ]
+    if body:
+        lines.append("Content-Type: application/sdp")
+    lines.append(f"Content-Length: {len(body.replace(chr(10), chr(13) + chr(10)))}")
+    return "\n".join(lines) + "\n\n" + body
+
+
+async def sipp_call(
+    tmp_path: Path,
+    relay_port: int,
+    plays: list[tuple[str, int]],
+    until: Callable[[], Awaitable[object]],
+) -> None:
+    """Run one SIPp call that plays captures into ``relay_port``; hang up once ``until``.
+
+    Each capture is followed by its pause (the next play would cut it short); the last one
+    keeps playing until the BYE.
+    """
+    assert SIPP is not None
+    scenario = tmp_path / "uas.xml"
+    steps = [
+        UAS_PLAY.format(pcap=PCAP_DIR / name) + (UAS_PAUSE.format(pause_ms=ms) if ms else "")
+        for name, ms in plays
+    ]
+    scenario.write_text(UAS_HEAD + "".join(steps) + UAS_TAIL)
+    sipp_port, media_port, control_port = free_udp_port(), free_udp_port(2), free_udp_port()
+    process = await asyncio.create_subprocess_exec(
+        SIPP,
+        "-sf", str(scenario),
+        "-i", HOST, "-p", str(sipp_port), "-mp", str(media_port),
+        "-ci", HOST, "-cp", str(control_port),
+        "-m", "1", "-timeout", "20s", "-nostdin",
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    loop = asyncio.get_running_loop()
+    transport, uac = await loop.create_datagram_endpoint(MiniUac, local_addr=(HOST, 0))
+    uac.transport = transport
+    uac_port = transport.get_extra_info("sockname")[1]
+    try:
+        sdp = (
+            f"v=0\no=- 1 1 IN IP4 {HOST}\ns=-\nc=IN IP4 {HOST}\nt=0 0\n"
+            f"m=audio {relay_port} RTP/AVP 8 101\na=rtpmap:8 PCMA/8000\n"
+            "a=rtpmap:101 telephone-event/8000\n"
+        )
+        # SIPp needs a moment to bind; retransmit the INVITE like a real UAC would (timer A).
+        for _ in range(20):
+            uac.send(sip_request("INVITE", uac_port, sipp_port, 1, "", sdp), sipp_port)
+            try:
+                answer = await asyncio.wait_for(uac.final_response("INVITE"), 0.5)
+                break
+            except TimeoutError:
+                continue
+        else:
+            raise TimeoutError("SIPp did not answer")
+        to_line = next(line for line in answer.split("\r\n") if line.lower().startswith("to:"))
+        to_tag = ";tag=" + to_line.split(";tag=", 1)[1]
+        uac.send(sip_request("ACK", uac_port, sipp_port, 1, to_tag, ""), sipp_port)
+        await until()
+        uac.send(sip_request("BYE", uac_port, sipp_port, 2, to_tag, ""), sipp_port)
+        await uac.final_response("BYE")
+        _, stderr = await asyncio.wait_for(process.communicate(), 15)
+        assert process.returncode == 0, stderr.decode(errors="replace")
+    finally:
+        transport.close()
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+def pcap_rtp_payloads(path: Path) -> list[bytes]:
+    """RTP payloads of a classic pcap of Ethernet/IPv4/UDP frames."""
+    data = path.read_bytes()
+    payloads = []
+    offset = 24
+    while offset + 16 <= len(data):
+        captured = int.from_bytes(data[offset + 8 : offset + 12], "little")
+        frame = data[offset + 16 : offset + 16 + captured]
+        offset += 16 + captured
+        packet = parse_rtp(frame[42:])
+        payloads.append(packet.payload)
+    return payloads
+
+
+@needs_sipp
+@pytest.mark.peers
+async def test_sipp_alaw_stream_reaches_a_ulaw_sink_transcoded(
+    relay: MediaRelay, phones: list[Phone], tmp_path: Path
+) -> None:
+    sink = phones[0]
+    trunk_leg = await relay.allocate(codec=g711.PCMA)  # remote unknown: latch to SIPp
+    seat_leg = await relay.allocate(codec=g711.PCMU)
+    seat_leg.set_remote(HOST, sink.port)
+    relay.connect(trunk_leg, seat_leg)
+    await sipp_call(
+        tmp_path,
+        trunk_leg.port,
+        [("g711a.pcap", 0)],
+        lambda: sink.wait_for_packets(40),
+    )
+    sent = pcap_rtp_payloads(PCAP_DIR / "g711a.pcap")
+    received = [p for _, p in sink.received[:40]]
+    assert {p.payload_type for p in received} == {g711.PCMU}
+    assert [p.payload for p in received] == [g711.alaw_to_ulaw(a) for a in sent[:40]]
+    seqs = [p.sequence for p in received]
+    assert seqs == [(seqs[0] + i) % 65536 for i in range(40)]
+    assert trunk_leg.remote is not None
+    assert trunk_leg.remote[1] != trunk_leg.port
+    assert trunk_leg.stats.snapshot().packets_lost == 0
+
+
+@needs_sipp
+@pytest.mark.peers
+async def test_sipp_rfc4733_digits_are_detected_once_each(
+    relay: MediaRelay, phones: list[Phone], tmp_path: Path
+) -> None:
+    sink = phones[0]
+    digits: list[str] = []
+    got_all = asyncio.Event()
+
+    def on_digit(endpoint: MediaEndpoint, digit: DtmfDigit) -> None:
+        digits.append(digit.digit)
+        if len(digits) == 3:
+            got_all.set()
+
+    relay.on_digit = on_digit
+    trunk_leg = await relay.allocate(codec=g711.PCMA)
+    seat_leg = await relay.allocate(codec=g711.PCMU)
+    seat_leg.set_remote(HOST, sink.port)
+    trunk_leg.swallow_dtmf = True
+    relay.connect(trunk_leg, seat_leg)
+    plays = [("dtmf_2833_1.pcap", 300), ("dtmf_2833_star.pcap", 300), ("dtmf_2833_9.pcap", 0)]
+    await sipp_call(tmp_path, trunk_leg.port, plays, lambda: asyncio.wait_for(got_all.wait(), 10))
+    assert digits == ["1", "*", "9"]
+    assert sink.received == []  # swallowed: the feature code never reached the other side
