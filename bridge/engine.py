@@ -31,11 +31,11 @@ class Engine:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.transport = SipTransport(
-            self._on_frame, max_size=config.sip.max_message_bytes
-        )
+        self.transport = SipTransport(self._on_frame, max_size=config.sip.max_message_bytes)
         self.routing = PlanRouting(config.resolve(config.dialplan.path))
         self.seats = SeatAuthority(config.registrar)
+        self.routing.seat_lookup = self.seats.destinations
+        self.seats.platform_of = self.routing.seat_platform
         self.media = RelayMedia(config.media)
         self.b2bua: B2BUA | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -43,6 +43,8 @@ class Engine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.event_listeners: list[Any] = []
         self.closed = asyncio.Event()
+        self.idle = asyncio.Event()
+        """Set whenever no call is in progress: what a graceful shutdown waits for."""
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -89,6 +91,10 @@ class Engine:
         events = core.take_events()
         if events:
             self._publish(events)
+        if core.calls:
+            self.idle.clear()
+        else:
+            self.idle.set()
         self._arm_timer()
 
     def _publish(self, events: list[CallEvent]) -> None:
@@ -124,15 +130,14 @@ class Engine:
         then hang up what is left and wait briefly for the BYEs to be answered."""
         core = self.core
         core.accepting = False
-        deadline = self._now() + grace
-        while core.calls and self._now() < deadline:
-            await asyncio.sleep(0.1)
+        self.flush()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.idle.wait(), grace)
         for call_id in list(core.calls):
             core.hangup(call_id, self._now(), reason="shutdown")
         self.flush()
-        settle = self._now() + 2.0
-        while core.calls and self._now() < settle:
-            await asyncio.sleep(0.05)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.idle.wait(), 2.0)
 
     async def close(self) -> None:
         if self._timer is not None:

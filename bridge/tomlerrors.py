@@ -65,9 +65,13 @@ def _with_indices(
     for i, name in enumerate(names):
         out.append(name)
         prefix = tuple(names[: i + 1])
-        if isinstance(name, str) and prefix in counts and i + 1 < len(names):
-            if not isinstance(names[i + 1], int):
-                out.append(counts[prefix])
+        if (
+            isinstance(name, str)
+            and prefix in counts
+            and i + 1 < len(names)
+            and not isinstance(names[i + 1], int)
+        ):
+            out.append(counts[prefix])
     return out
 
 

@@ -121,9 +121,7 @@ class SipTransport:
 
     async def start(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
-        udp, _ = await loop.create_datagram_endpoint(
-            lambda: _Udp(self), local_addr=(host, port)
-        )
+        udp, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), local_addr=(host, port))
         self._udp = udp
         bound = udp.get_extra_info("sockname")
         self.local = (str(bound[0]), int(bound[1]))

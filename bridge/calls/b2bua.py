@@ -288,7 +288,9 @@ class B2BUA:
         caller_user = incoming.from_.uri.user or "anonymous"
         headers = Headers()
         headers.add("Via", self._via(leg.transport))
-        headers.add("Max-Forwards", str(max(int(incoming.headers.get("Max-Forwards") or 70) - 1, 0)))
+        headers.add(
+            "Max-Forwards", str(max(int(incoming.headers.get("Max-Forwards") or 70) - 1, 0))
+        )
         from_addr = NameAddr(
             uri=SipUri(user=caller_user, host=self.host, port=self.local[1]),
             display_name=incoming.from_.display_name,
@@ -368,8 +370,11 @@ class B2BUA:
 
     def _relay_provisional(self, call: Call, response: Response, now: float) -> None:
         caller = call.caller
-        assert caller.invite is not None and caller.server_key is not None
-        out = make_response(caller.invite, response.status, response.reason, to_tag=caller.local_tag)
+        assert caller.invite is not None
+        assert caller.server_key is not None
+        out = make_response(
+            caller.invite, response.status, response.reason, to_tag=caller.local_tag
+        )
         out.headers.add("Contact", self._contact(caller.transport))
         if response.body and response.content_type == "application/sdp":
             out.body = sdpmap.anchor(response.body, caller.media.host, caller.media.port)
@@ -394,7 +399,8 @@ class B2BUA:
         if response.body:
             self._point_media(leg, response.body)
         caller = call.caller
-        assert caller.invite is not None and caller.server_key is not None
+        assert caller.invite is not None
+        assert caller.server_key is not None
         out = make_response(caller.invite, 200, to_tag=caller.local_tag)
         out.headers.add("Contact", self._contact(caller.transport))
         out.headers.add("Allow", ALLOW)
@@ -413,12 +419,13 @@ class B2BUA:
 
     def _point_media(self, leg: Leg, sdp: bytes) -> None:
         remote = sdpmap.remote_of(sdp)
-        if remote is not None and leg.media is not None:
-            leg.media.set_remote(*remote)
+        if remote is not None and leg.media is not None and not isinstance(leg.media, _Released):
+            self.media.point(leg.media, *remote)
 
     def _fail_caller(self, call: Call, status: int, reason: str | None, now: float) -> None:
         caller = call.caller
-        assert caller.invite is not None and caller.server_key is not None
+        assert caller.invite is not None
+        assert caller.server_key is not None
         if caller.state is LegState.INCOMING:
             out = make_response(caller.invite, status, reason, to_tag=caller.local_tag)
             self.txl.send_response(caller.server_key, out, now)
@@ -433,7 +440,7 @@ class B2BUA:
         found = self._find_leg(request)
         if found is None:
             return
-        call, leg = found
+        _call, leg = found
         if request.body and leg.media is not None:
             self._point_media(leg, request.body)
 
@@ -548,7 +555,8 @@ class B2BUA:
         caller = call.caller
         if caller.state is not LegState.INCOMING:
             return
-        assert caller.invite is not None and caller.server_key is not None
+        assert caller.invite is not None
+        assert caller.server_key is not None
         self.txl.send_response(
             caller.server_key, make_response(caller.invite, 487, to_tag=caller.local_tag), now
         )
@@ -685,9 +693,6 @@ class _Released:
         self.was = was
         self.host = ""
         self.port = 0
-
-    def set_remote(self, host: str, port: int, payload_type: int | None) -> None:
-        return None
 
 
 def _caller_status(status: int) -> int:

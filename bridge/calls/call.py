@@ -144,7 +144,9 @@ class Call:
         if new_state is None:
             raise LocalProtocolError(f"call {self.call_id}: {event} not allowed in {self.state}")
         self.state = new_state
-        record = CallEvent(at=now, call_id=self.call_id, kind=str(event), state=new_state, data=data)
+        record = CallEvent(
+            at=now, call_id=self.call_id, kind=str(event), state=new_state, data=data
+        )
         self.history.append(record)
         return record
 

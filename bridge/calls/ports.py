@@ -8,7 +8,7 @@ synchronously and finishes registering them with the event loop on its own.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from bridge.sip.message import Request
 from bridge.sip.uri import SipUri
@@ -52,21 +52,17 @@ class Routing(Protocol):
         """Where an incoming call goes; None when the plan has no route for it."""
 
 
-class MediaLeg(Protocol):
-    """One anchored media endpoint (RTP + RTCP port pair) facing one party."""
-
-    @property
-    def port(self) -> int: ...
-
-    @property
-    def host(self) -> str: ...
-
-    def set_remote(self, host: str, port: int, payload_type: int | None) -> None: ...
+MediaLeg = Any
+"""One anchored media endpoint (RTP + RTCP port pair) facing one party: it has ``host`` and
+``port``; what else is the media implementation's business."""
 
 
 class Media(Protocol):
     def allocate(self) -> MediaLeg:
         """Raise :class:`MediaUnavailable` when the port pool is exhausted."""
+
+    def point(self, leg: MediaLeg, host: str, port: int, payload_type: int | None) -> None:
+        """Send this leg's audio to ``host:port`` as ``payload_type`` (from its SDP)."""
 
     def connect(self, a: MediaLeg, b: MediaLeg) -> None: ...
 

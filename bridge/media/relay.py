@@ -44,6 +44,7 @@ import contextlib
 import functools
 import logging
 import random
+import socket
 import struct
 import time
 from collections import deque
@@ -545,6 +546,59 @@ class MediaRelay:
             self._endpoints.add(endpoint)
             return endpoint
         raise PortPoolExhaustedError(f"no free RTP port pair ({self.pool.in_use} pairs in use)")
+
+    def allocate_nowait(
+        self, *, codec: int = g711.PCMU, telephone_event_pt: int | None = 101
+    ) -> MediaEndpoint:
+        """:meth:`allocate` for callers that cannot await (the sans-IO call core).
+
+        Both sockets are bound here, synchronously, so the ports are ours before the SDP
+        naming them leaves; registering them with the loop finishes in a task, and packets
+        that arrive meanwhile wait in the kernel's socket buffer.
+        """
+        if self._closed:
+            raise RuntimeError("media relay is closed")
+        loop = asyncio.get_running_loop()
+        for _ in range(self.pool.free):
+            port = self.pool.take()
+            socks: list[socket.socket] = []
+            try:
+                for p in (port, port + 1):
+                    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                    socks.append(sock)
+                    sock.setblocking(False)
+                    sock.bind((self.host, p))
+            except OSError:
+                for sock in socks:
+                    sock.close()
+                self.pool.give_back(port)
+                continue
+            endpoint = MediaEndpoint(
+                self, host=self.host, port=port, codec=codec, telephone_event_pt=telephone_event_pt
+            )
+            self._endpoints.add(endpoint)
+            task = loop.create_task(self._register(endpoint, socks[0], socks[1]))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+            return endpoint
+        raise PortPoolExhaustedError(f"no free RTP port pair ({self.pool.in_use} pairs in use)")
+
+    async def _register(
+        self, endpoint: MediaEndpoint, rtp_sock: socket.socket, rtcp_sock: socket.socket
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        rtp, rtp_protocol = await loop.create_datagram_endpoint(
+            functools.partial(_EndpointProtocol, endpoint._on_rtp), sock=rtp_sock
+        )
+        rtcp, rtcp_protocol = await loop.create_datagram_endpoint(
+            functools.partial(_EndpointProtocol, endpoint._on_rtcp), sock=rtcp_sock
+        )
+        if endpoint.closed:
+            rtp.close()
+            rtcp.close()
+            return
+        endpoint._rtp, endpoint._rtp_protocol = rtp, rtp_protocol
+        endpoint._rtcp, endpoint._rtcp_protocol = rtcp, rtcp_protocol
 
     async def release(self, endpoint: MediaEndpoint) -> None:
         """Detach, close both sockets and return the ports; safe to call more than once."""

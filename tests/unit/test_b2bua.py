@@ -30,9 +30,6 @@ class FakeMediaLeg:
     host: str = "127.0.0.1"
     remote: tuple[str, int, int | None] | None = None
 
-    def set_remote(self, host: str, port: int, payload_type: int | None) -> None:
-        self.remote = (host, port, payload_type)
-
 
 @dataclass
 class FakeMedia:
@@ -48,6 +45,9 @@ class FakeMedia:
         self.next_port += 2
         self.live.add(leg.port)
         return leg
+
+    def point(self, leg: FakeMediaLeg, host: str, port: int, payload_type: int | None) -> None:
+        leg.remote = (host, port, payload_type)
 
     def connect(self, a: FakeMediaLeg, b: FakeMediaLeg) -> None:
         self.connected.append((a.port, b.port))

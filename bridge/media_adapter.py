@@ -1,0 +1,53 @@
+"""The media relay behind the call core's synchronous :class:`~bridge.calls.ports.Media`.
+
+The core decides on media while handling one SIP message and cannot await; the relay binds
+sockets synchronously (:meth:`MediaRelay.allocate_nowait`) and finishes registering them with the
+event loop on its own, and releases in the background.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from bridge.calls.ports import MediaUnavailable
+from bridge.config import MediaConfig
+from bridge.media.relay import MediaEndpoint, MediaRelay, PortPoolExhaustedError
+
+
+class RelayMedia:
+    def __init__(self, config: MediaConfig) -> None:
+        self.config = config
+        self.relay: MediaRelay | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self.relay = MediaRelay(self.config.host, self.config.port_min, self.config.port_max)
+
+    def _relay(self) -> MediaRelay:
+        assert self.relay is not None, "media not started"
+        return self.relay
+
+    def allocate(self) -> MediaEndpoint:
+        try:
+            return self._relay().allocate_nowait()
+        except PortPoolExhaustedError as exc:
+            raise MediaUnavailable(str(exc)) from exc
+
+    def point(self, leg: MediaEndpoint, host: str, port: int, payload_type: int | None) -> None:
+        leg.set_remote(host, port)
+        if payload_type is not None:
+            leg.codec = payload_type
+
+    def connect(self, a: MediaEndpoint, b: MediaEndpoint) -> None:
+        self._relay().connect(a, b)
+
+    def release(self, leg: MediaEndpoint) -> None:
+        task = asyncio.get_running_loop().create_task(self._relay().release(leg))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.relay is not None:
+            self.relay.close()

@@ -1,0 +1,154 @@
+"""The HTTP side of one bridge process: ticket store, sidecar app, live events, reloads.
+
+:class:`Service` implements the sidecar's :class:`~bridge.sidecar.control.CallControl` on top of
+the engine, and turns the core's call events into live events and metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from bridge.calls.call import CallEvent
+from bridge.config import Config
+from bridge.engine import Engine
+from bridge.sidecar.app import create_app
+from bridge.sidecar.auth import AuthConfig
+from bridge.sidecar.control import CallNotFound, SuperviseMode, UnprocessableRequest
+from bridge.sidecar.events import EventHub
+from bridge.sidecar.links import LinkSigner
+from bridge.sidecar.metrics import MetricsRegistry
+from bridge.tickets.model import Ticket, TransferMode
+from bridge.tickets.sqlite_store import SqliteTicketStore, path_from_url
+
+log = logging.getLogger("bridge.service")
+
+
+class Service:
+    def __init__(self, engine: Engine, config: Config) -> None:
+        self.engine = engine
+        self.config = config
+        self.hub = EventHub()
+        self.metrics = MetricsRegistry()
+        self.signer = LinkSigner(
+            config.sidecar.link_secret,
+            base_url=config.sidecar.public_url,
+            ttl_seconds=config.sidecar.link_ttl_s,
+        )
+        self.store: SqliteTicketStore | None = None
+        self._runner: web.AppRunner | None = None
+        self._calls_total = self.metrics.counter(
+            "bridge_call_events_total", "Call state changes", ("kind",)
+        )
+        self._reloads = self.metrics.counter(
+            "bridge_dialplan_reloads_total", "Dial-plan reloads", ("result",)
+        )
+        engine.event_listeners.append(self._on_call_events)
+        self.listen: tuple[str, int] = config.sidecar.address
+
+    async def start(self) -> None:
+        url = self.config.storage.url
+        if not url.startswith("sqlite:///"):
+            raise RuntimeError("only sqlite:/// storage is available in this release")
+        path = Path(path_from_url(url))
+        if not path.is_absolute():
+            path = self.config.base_dir / path
+        self.store = await SqliteTicketStore.open(str(path))
+        app = create_app(
+            store=self.store,
+            control=self,
+            auth=AuthConfig.from_token_configs(self.config.sidecar.tokens),
+            signer=self.signer,
+            hub=self.hub,
+            base_url=self.config.sidecar.public_url,
+            metrics=self.metrics,
+        )
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        host, port = self.config.sidecar.address
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        for sock in getattr(site._server, "sockets", None) or ():
+            name = sock.getsockname()
+            self.listen = (str(name[0]), int(name[1]))
+        log.info("sidecar listening on %s:%d", *self.listen)
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self.store is not None:
+            await self.store.close()
+
+    # -- live events ---------------------------------------------------------------------
+
+    def _on_call_events(self, events: list[CallEvent]) -> None:
+        for event in events:
+            self._calls_total.inc(kind=event.kind)
+            self.hub.publish(
+                {
+                    "type": "call",
+                    "call_id": event.call_id,
+                    "kind": event.kind,
+                    "state": str(event.state),
+                    "at": time.time(),
+                    "data": {k: v for k, v in event.data.items() if isinstance(v, str | int)},
+                }
+            )
+
+    # -- CallControl ---------------------------------------------------------------------
+
+    async def list_calls(self) -> list[dict[str, Any]]:
+        return [call.summary() for call in self.engine.core.calls.values()]
+
+    async def get_call(self, call_id: str) -> dict[str, Any] | None:
+        call = self.engine.core.calls.get(call_id)
+        return call.summary() if call is not None else None
+
+    async def transfer(
+        self, call_id: str, target: str, mode: TransferMode, ticket: Ticket, *, actor: str
+    ) -> dict[str, Any]:
+        if call_id not in self.engine.core.calls:
+            raise CallNotFound(f"no call {call_id}")
+        raise UnprocessableRequest("transfer is not available in this release yet")
+
+    async def supervise(
+        self, call_id: str, supervisor: str, mode: SuperviseMode, *, actor: str
+    ) -> dict[str, Any]:
+        if call_id not in self.engine.core.calls:
+            raise CallNotFound(f"no call {call_id}")
+        raise UnprocessableRequest("supervision is not available in this release yet")
+
+    async def reload_dialplan(self) -> dict[str, Any]:
+        return self._reload("api")
+
+    def reload_dialplan_from_signal(self) -> None:
+        self._reload("SIGHUP")
+
+    def _reload(self, trigger: str) -> dict[str, Any]:
+        outcome = self.engine.routing.holder.reload()
+        if outcome.ok:
+            self.engine.routing.reloaded()
+            self._reloads.inc(result="ok")
+            log.info("dial plan reloaded (%s)", trigger)
+        else:
+            self._reloads.inc(result="error")
+            log.warning("dial plan reload refused (%s): %d errors", trigger, len(outcome.problems))
+        result = {
+            "ok": outcome.ok,
+            "errors": list(outcome.problems),
+            "changes": list(outcome.changes),
+            "trigger": trigger,
+        }
+        self.hub.publish({"type": "dialplan_reload", "at": time.time(), **result})
+        return result
+
+    async def suggest_route(self, text: str) -> list[dict[str, Any]]:
+        router = self.engine.routing.router
+        return [
+            {"category": key, "label": router.label(key), "score": score}
+            for key, score in router.suggest(text)
+        ]
