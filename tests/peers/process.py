@@ -1,8 +1,8 @@
 """A peer process the tests started: bounded, logged, awaited, and killed by its own PID.
 
-Each peer runs in its own session (process group), so killing it also ends anything it spawned
-and nothing else. Its stdout and stderr go to a file in the test's directory, so a failing test
-can quote what the peer said instead of hiding it.
+Each peer runs in its own session, so a signal meant for the test runner's terminal does not
+reach it half-way; its own -t / -timeout bounds it if teardown never runs. Its stdout and stderr
+go to a file in the test's directory, so a failing test can quote what the peer said.
 """
 
 from __future__ import annotations
@@ -36,15 +36,15 @@ class PeerProcess:
         self.argv = list(argv)
         self.cwd = cwd
         self.output_path = output_path
-        self._output = output_path.open("wb")
-        self.popen = subprocess.Popen(
-            self.argv,
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=self._output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        with output_path.open("wb") as output:  # the child keeps its own descriptor
+            self.popen = subprocess.Popen(
+                self.argv,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     @property
     def pid(self) -> int:
@@ -87,13 +87,18 @@ class PeerProcess:
         return self.popen.wait()
 
     def kill(self) -> None:
-        """Kill the process group this peer leads (by its PID), then reap it."""
+        """SIGKILL this peer by its PID (if still running), then reap it."""
         if self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                self.popen.kill()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.popen.wait(5)
-        self._output.close()
+
+    def signal(self, signum: int) -> None:
+        """Send `signum` to this peer (by PID) if it is still running."""
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.popen.send_signal(signum)
 
     def terminate(self, grace: float = 3.0) -> int | None:
         """SIGTERM, then SIGKILL after `grace` seconds; returns the exit status if it had one."""
@@ -102,11 +107,9 @@ class PeerProcess:
                 self.popen.send_signal(signal.SIGTERM)
             if self.wait_sync(grace) is None:
                 self.kill()
-        self._output.close()
         return self.popen.returncode
 
     def output_tail(self, lines: int = 40) -> str:
-        self._output.flush()
         return tail(self.output_path, lines)
 
 

@@ -131,6 +131,7 @@ class SippRun:
         variables: Mapping[str, str] | None = None,
         extra_args: Sequence[str] = (),
         trace_messages: bool = True,
+        deadcall_wait_ms: int = 1000,
         timeout_is_error: bool = True,
         allocator: PortAllocator | None = None,
         name: str | None = None,
@@ -146,6 +147,7 @@ class SippRun:
         self.timeout = timeout
         self.calls = calls
         self.process: PeerProcess | None = None
+        self.killed = False  # by us, because it outlived a wait
 
         self.error_log = self.workdir / "errors.log"
         self.stat_file = self.workdir / "stats.csv"
@@ -167,6 +169,10 @@ class SippRun:
         argv += ["-nostdin", "-m", str(calls), "-timeout", f"{math.ceil(timeout)}s"]
         if timeout_is_error:
             argv.append("-timeout_error")
+        # SIPp remembers a finished Call-ID this long and, while it does, does not exit after
+        # -m calls: a single late message (a REGISTER to unregister on the same Call-ID, a
+        # stray retransmission) would otherwise keep it running into -timeout (33 s default).
+        argv += ["-deadcall_wait", str(deadcall_wait_ms)]
         argv += ["-trace_err", "-error_file", str(self.error_log)]
         argv += ["-trace_stat", "-stf", str(self.stat_file)]
         argv += ["-trace_screen", "-screen_file", str(self.screen_file)]
@@ -239,8 +245,9 @@ class SippRun:
 
     def _finish(self, code: int | None) -> SippResult:
         if code is None:
+            self.killed = True
             self.kill()
-        return SippResult(returncode=code, stats=self.stats(), report=self.report(code))
+        return SippResult(returncode=code, stats=self.stats(), report=self.report())
 
     def kill(self) -> None:
         if self.process is not None:
@@ -259,11 +266,28 @@ class SippRun:
         except FileNotFoundError:
             return ""
 
-    def report(self, code: int | None = None, lines: int = 30) -> str:
+    def logged_headers(self) -> dict[int, dict[str, str]]:
+        """`<log>` lines of the form "<call number> <Name>: <value>", per call number.
+
+        uas_ticket, uas_refer and uas_register log what they received this way.
+        """
+        calls: dict[int, dict[str, str]] = {}
+        for line in self.logged().splitlines():
+            number, _, rest = line.partition(" ")
+            name, colon, value = rest.partition(": ")
+            if number.isdigit() and colon and " " not in name:
+                calls.setdefault(int(number), {})[name] = value.strip()
+        return calls
+
+    def report(self, lines: int = 30) -> str:
         """Command, exit status, statistics and log tails, for assertion messages."""
-        if code is None and self.process is not None:
-            code = self.process.returncode
-        meaning = EXIT_MEANING.get(code, "killed after timeout" if code is None else "?")
+        code = self.process.returncode if self.process is not None else None
+        if self.killed:
+            meaning = "killed after the wait timed out"
+        elif code is None:
+            meaning = "still running"
+        else:
+            meaning = EXIT_MEANING.get(code, "unexpected exit status")
         stats = self.stats()
         summary = (
             f"created={stats.created} successful={stats.successful} failed={stats.failed} "
