@@ -112,3 +112,28 @@ def test_line_map_places_tables_arrays_and_inline_tables() -> None:
     assert lines.line_of(("platforms", "quoted key", "a", "b")) == 17
     assert lines.line_of(("inbound", 1, "not there")) == 5
     assert lines.line_of(("nothing",)) == 1
+
+
+def test_readme_documents_every_key_of_the_format() -> None:
+    from pydantic import BaseModel
+
+    from bridge.dialplan import schema
+
+    readme = (PLANS / "README.md").read_text(encoding="utf-8")
+    models = [
+        value
+        for value in vars(schema).values()
+        if isinstance(value, type) and issubclass(value, BaseModel) and value is not BaseModel
+    ]
+
+    def documented(key: str) -> bool:
+        forms = (f"`{key}`", f"\n{key} =", f"[{key}]", f"[[{key}]]", f".{key}]")
+        return any(form in readme for form in forms)
+
+    missing = [
+        f"{model.__name__}.{field.alias or name}"
+        for model in models
+        for name, field in model.model_fields.items()
+        if not documented(field.alias or name)
+    ]
+    assert missing == []
