@@ -105,7 +105,7 @@ class _NumberMatcher:
         return found.expand(self._rewrite) if self._rewrite is not None else number
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class _Inbound:
     called: _NumberMatcher | None
     calling: _NumberMatcher | None
@@ -169,7 +169,7 @@ class Router:
             return self._unresolved[origin]
         chain = self._chains.get((origin, category))
         if chain is None:
-            return self._keep_decision(origin, category, "")
+            return self._first_contact(origin, category)
         window, decision = chain[0]
         if window is None:
             return decision
@@ -177,7 +177,7 @@ class Router:
         for window, decision in chain:
             if window is None or window.is_open(local):
                 return decision
-        return self._keep_decision(origin, category, "")
+        return self._first_contact(origin, category)
 
     def chain(self, origin: str, category: str) -> Chain:
         """Every decision (origin, category) can get, with the window that selects it."""
@@ -323,23 +323,27 @@ class Router:
             reason=f"{name}{where}{window}: {label} from {origin}: {what}",
         )
 
+    def _first_contact(self, origin: str, category: str | None) -> RouteDecision:
+        """No rule decides (only possible in an unchecked plan): the caller is never dropped."""
+        why = f"no rule routes {self.label(category)} from {origin} now: kept at first contact"
+        return self._keep_decision(origin, category, "first-contact", why=why)
+
     def _keep_decision(
         self,
         origin: str,
         category: str | None,
         rule: str,
         path: Path = ("overrides", "unresolved"),
+        *,
+        why: str = "",
     ) -> RouteDecision:
         platform = self.platforms[origin]
-        if category is None:
+        if not why and category is None:
             why = (
                 f"ownership unresolved{self._where(path)}: first-contact responsibility "
                 f"keeps it at {origin}"
             )
-        elif not rule:
-            why = f"no rule routes {self.label(category)} from {origin} now: kept at first contact"
-            rule = "first-contact"
-        else:
+        elif not why:
             why = f"{rule}{self._where(path)}: {self.label(category)} stays at {origin}"
         return RouteDecision(
             action="keep",
@@ -359,7 +363,7 @@ class Router:
     def _urgent_decision(self, origin: str) -> RouteDecision:
         urgent = self.plan.overrides.urgent
         if urgent is None or urgent.to not in self.platforms:
-            keep = self._keep_decision(origin, None, "")
+            keep = self._first_contact(origin, None)
             return RouteDecision(
                 action="keep",
                 origin=origin,

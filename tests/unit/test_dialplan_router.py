@@ -384,3 +384,18 @@ def test_routing_is_fast(router: Router) -> None:
         20 * len(pairs)
     )
     assert per_call < 50e-6
+
+
+def test_unchecked_plan_with_a_gap_keeps_the_call_at_first_contact() -> None:
+    """The checker refuses such plans; the router still never leaves a caller without a route."""
+    import tomllib
+
+    from bridge.dialplan.schema import DialPlan
+
+    text = (ROOT / "tests" / "data" / "dialplans" / "coverage.toml").read_text(encoding="utf-8")
+    gappy = Router(DialPlan.model_validate(tomllib.loads(text)))
+    outside = gappy.route("12345", "legal", now=datetime(2025, 3, 2, 10, 0))
+    assert (outside.action, outside.destination, outside.rule) == ("keep", "12345", "first-contact")
+    inside = gappy.route("12345", "legal", now=datetime(2025, 3, 3, 10, 0))
+    assert (inside.action, inside.destination) == ("three_way", "12348")
+    assert gappy.route("110", "police").action == "keep"
