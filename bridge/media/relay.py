@@ -200,6 +200,8 @@ class MediaEndpoint:
         self._hold: AudioSource | None = None
         self._generated_sequence = 0
         self._generated_timestamp = 0
+        self._sockets: tuple[socket.socket, socket.socket] | None = None
+        self._registered: asyncio.Task[None] | None = None
         self._rtp: asyncio.DatagramTransport | None = None
         self._rtcp: asyncio.DatagramTransport | None = None
         self._rtp_protocol: _EndpointProtocol | None = None
@@ -502,7 +504,6 @@ class MediaRelay:
         self._conferences: set[Conference] = set()
         self._holds: set[MediaEndpoint] = set()
         self._ticker: asyncio.Task[None] | None = None
-        self._background: set[asyncio.Task[None]] = set()
         self._closed = False
 
     @property
@@ -515,37 +516,10 @@ class MediaRelay:
         self, *, codec: int = g711.PCMU, telephone_event_pt: int | None = 101
     ) -> MediaEndpoint:
         """Bind a fresh RTP/RTCP port pair; raise :class:`PortPoolExhaustedError` if none."""
-        if self._closed:
-            raise RuntimeError("media relay is closed")
-        loop = asyncio.get_running_loop()
-        for _ in range(self.pool.free):
-            port = self.pool.take()
-            endpoint = MediaEndpoint(
-                self, host=self.host, port=port, codec=codec, telephone_event_pt=telephone_event_pt
-            )
-            try:
-                rtp, rtp_protocol = await loop.create_datagram_endpoint(
-                    functools.partial(_EndpointProtocol, endpoint._on_rtp),
-                    local_addr=(self.host, port),
-                )
-            except OSError:
-                self.pool.give_back(port)  # taken by another program: try the next pair
-                continue
-            try:
-                rtcp, rtcp_protocol = await loop.create_datagram_endpoint(
-                    functools.partial(_EndpointProtocol, endpoint._on_rtcp),
-                    local_addr=(self.host, port + 1),
-                )
-            except OSError:
-                rtp.close()
-                await rtp_protocol.closed
-                self.pool.give_back(port)
-                continue
-            endpoint._rtp, endpoint._rtp_protocol = rtp, rtp_protocol
-            endpoint._rtcp, endpoint._rtcp_protocol = rtcp, rtcp_protocol
-            self._endpoints.add(endpoint)
-            return endpoint
-        raise PortPoolExhaustedError(f"no free RTP port pair ({self.pool.in_use} pairs in use)")
+        endpoint = self.allocate_nowait(codec=codec, telephone_event_pt=telephone_event_pt)
+        assert endpoint._registered is not None
+        await asyncio.shield(endpoint._registered)
+        return endpoint
 
     def allocate_nowait(
         self, *, codec: int = g711.PCMU, telephone_event_pt: int | None = 101
@@ -559,46 +533,48 @@ class MediaRelay:
         if self._closed:
             raise RuntimeError("media relay is closed")
         loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         for _ in range(self.pool.free):
             port = self.pool.take()
             socks: list[socket.socket] = []
             try:
                 for p in (port, port + 1):
-                    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                    sock = socket.socket(family, socket.SOCK_DGRAM)
                     socks.append(sock)
                     sock.setblocking(False)
                     sock.bind((self.host, p))
             except OSError:
                 for sock in socks:
                     sock.close()
-                self.pool.give_back(port)
+                self.pool.give_back(port)  # taken by another program: try the next pair
                 continue
             endpoint = MediaEndpoint(
                 self, host=self.host, port=port, codec=codec, telephone_event_pt=telephone_event_pt
             )
+            endpoint._sockets = (socks[0], socks[1])
             self._endpoints.add(endpoint)
-            task = loop.create_task(self._register(endpoint, socks[0], socks[1]))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            endpoint._registered = loop.create_task(self._register(endpoint))
             return endpoint
         raise PortPoolExhaustedError(f"no free RTP port pair ({self.pool.in_use} pairs in use)")
 
-    async def _register(
-        self, endpoint: MediaEndpoint, rtp_sock: socket.socket, rtcp_sock: socket.socket
-    ) -> None:
+    async def _register(self, endpoint: MediaEndpoint) -> None:
         loop = asyncio.get_running_loop()
-        rtp, rtp_protocol = await loop.create_datagram_endpoint(
-            functools.partial(_EndpointProtocol, endpoint._on_rtp), sock=rtp_sock
-        )
-        rtcp, rtcp_protocol = await loop.create_datagram_endpoint(
-            functools.partial(_EndpointProtocol, endpoint._on_rtcp), sock=rtcp_sock
-        )
-        if endpoint.closed:
-            rtp.close()
-            rtcp.close()
-            return
-        endpoint._rtp, endpoint._rtp_protocol = rtp, rtp_protocol
-        endpoint._rtcp, endpoint._rtcp_protocol = rtcp, rtcp_protocol
+        assert endpoint._sockets is not None
+        rtp_sock, rtcp_sock = endpoint._sockets
+        try:
+            rtp, rtp_protocol = await loop.create_datagram_endpoint(
+                functools.partial(_EndpointProtocol, endpoint._on_rtp), sock=rtp_sock
+            )
+            endpoint._rtp, endpoint._rtp_protocol = rtp, rtp_protocol
+            rtcp, rtcp_protocol = await loop.create_datagram_endpoint(
+                functools.partial(_EndpointProtocol, endpoint._on_rtcp), sock=rtcp_sock
+            )
+            endpoint._rtcp, endpoint._rtcp_protocol = rtcp, rtcp_protocol
+        except BaseException:
+            _close_endpoint_sockets(endpoint)
+            raise
+        if endpoint.closed:  # released while registering
+            _close_endpoint_sockets(endpoint)
 
     async def release(self, endpoint: MediaEndpoint) -> None:
         """Detach, close both sockets and return the ports; safe to call more than once."""
@@ -607,16 +583,12 @@ class MediaRelay:
         endpoint.closed = True
         self._detach(endpoint)
         self._endpoints.discard(endpoint)
-        waits = []
-        for transport, protocol in (
-            (endpoint._rtp, endpoint._rtp_protocol),
-            (endpoint._rtcp, endpoint._rtcp_protocol),
-        ):
-            if transport is not None and protocol is not None:
-                transport.close()
-                waits.append(protocol.closed)
-        endpoint._rtp = endpoint._rtcp = None
         try:
+            registered = endpoint._registered
+            if registered is not None and not registered.done():
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(registered), timeout=1.0)
+            waits = _close_endpoint_sockets(endpoint)
             if waits:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.gather(*waits), timeout=1.0)
@@ -629,15 +601,12 @@ class MediaRelay:
         if self._ticker is not None:
             self._ticker.cancel()
             self._ticker = None
-        for task in self._background:
-            task.cancel()
         for endpoint in list(self._endpoints):
             endpoint.closed = True
             self._detach(endpoint)
-            for transport in (endpoint._rtp, endpoint._rtcp):
-                if transport is not None:
-                    transport.close()
-            endpoint._rtp = endpoint._rtcp = None
+            if endpoint._registered is not None:
+                endpoint._registered.cancel()
+            _close_endpoint_sockets(endpoint)
             self.pool.give_back(endpoint.port)
         self._endpoints.clear()
 
@@ -781,6 +750,28 @@ class MediaRelay:
             endpoint._conference.remove(endpoint)
         if endpoint._hold is not None:
             self.stop_hold(endpoint)
+
+
+def _close_endpoint_sockets(endpoint: MediaEndpoint) -> list[asyncio.Future[None]]:
+    """Close the endpoint's transports, or its bare sockets not yet registered; return waits.
+
+    A socket handed to a transport belongs to it (uvloop may close the descriptor itself), so
+    only sockets that never got a transport are closed directly.
+    """
+    waits = []
+    sockets = endpoint._sockets or (None, None)
+    for transport, protocol, sock in (
+        (endpoint._rtp, endpoint._rtp_protocol, sockets[0]),
+        (endpoint._rtcp, endpoint._rtcp_protocol, sockets[1]),
+    ):
+        if transport is not None and protocol is not None:
+            transport.close()
+            waits.append(protocol.closed)
+        elif sock is not None:
+            sock.close()
+    endpoint._rtp = endpoint._rtcp = None
+    endpoint._sockets = None
+    return waits
 
 
 def _send_samples(endpoint: MediaEndpoint, samples: Samples, source: int, now: float) -> None:

@@ -275,6 +275,27 @@ async def test_port_pool_runs_out_and_refills(phones: list[Phone]) -> None:
     assert relay.pool.in_use == 0
 
 
+async def test_allocate_without_awaiting_keeps_early_packets(
+    relay: MediaRelay, phones: list[Phone]
+) -> None:
+    # The sans-IO call core allocates while handling a SIP message and cannot await.
+    caller, seat = phones[:2]
+    trunk_leg = relay.allocate_nowait(codec=g711.PCMA)
+    seat_leg = relay.allocate_nowait(codec=g711.PCMA)
+    seat_leg.set_remote(HOST, seat.port)
+    relay.connect(trunk_leg, seat_leg)
+    # The port is bound already: a packet sent before the loop registered it is not lost.
+    caller.send(rtp(8, 1, 0, 0xCA, b"\xd5" * 160), trunk_leg)
+    await seat.wait_for_packets(1)
+    # Released before its registration ran: the ports still come back.
+    free = relay.pool.free
+    early = relay.allocate_nowait()
+    await relay.release(early)
+    assert relay.pool.free == free
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind((HOST, early.port))
+
+
 async def test_ports_come_back_however_the_call_ends(
     relay: MediaRelay, phones: list[Phone]
 ) -> None:
