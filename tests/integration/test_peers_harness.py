@@ -7,6 +7,7 @@ are driven against SIPp the way bridge tests will drive them.
 
 from __future__ import annotations
 
+import shutil
 import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -77,14 +78,14 @@ def test_is_bound_sees_a_udp_socket_without_touching_it(ports: PortAllocator) ->
 
 def test_missing_peer_skips_locally(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CI", raising=False)
-    monkeypatch.setattr(availability.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(pytest.skip.Exception, match="sip-tester"):
         availability.require_peer("sipp")
 
 
 def test_missing_peer_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CI", "true")
-    monkeypatch.setattr(availability.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(pytest.fail.Exception, match="CI=true requires every SIP peer"):
         availability.require_peer("baresip")
 
@@ -217,6 +218,20 @@ async def test_baresip_auto_answers_and_survives_rfc4733_digits(
     (await caller.wait()).assert_ok(successful=1)
     closed = await phone.wait_event("CALL_CLOSED", 5)
     assert closed["id"] == established["id"]
+
+
+@pytest.mark.peers("sipp", "baresip")
+async def test_baresip_in_manual_mode_rings_until_accepted(
+    sipp: SippFactory, baresip: BaresipFactory
+) -> None:
+    phone = await baresip(lifetime=15, answermode="manual")
+    caller = sipp("uac_basic", remote=phone.address, service=phone.user, calls=1)
+    incoming = await phone.wait_event("CALL_INCOMING", 5)
+    assert "CALL_ESTABLISHED" not in phone.event_types()
+    await phone.accept()
+    established = await phone.wait_event("CALL_ESTABLISHED", 5)
+    assert established["id"] == incoming["id"]
+    (await caller.wait()).assert_ok(successful=1)
 
 
 @pytest.mark.peers("sipp", "baresip")

@@ -14,6 +14,10 @@ Behaviour worth knowing (baresip 1.0.0):
 - The microphone is `aufile` playing the WAV; at its end baresip closes the call ("end of file"),
   so the WAV is written as long as the process may live.
 - DTMF goes out only as RFC 4733 events (`sndcode`), never SIP INFO.
+- Its Contact user is `USER-0x...`, not the account's user: a registrar must route by the
+  address of record (To), not by the Contact's user part.
+- With a registrar, each `quit` first unregisters (REGISTER on the registration's Call-ID with
+  ;expires=0 on the Contact) and waits for the answer.
 - `transfer URI` sends REFER with Refer-To without angle brackets and no Referred-By; after the
   NOTIFY with 200 it reports "Call transfered" and sends BYE itself.
 """

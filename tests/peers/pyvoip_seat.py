@@ -4,6 +4,7 @@ pyVoIP is thread-based (a receive thread, a re-registration timer, two RTP threa
 one callback thread per incoming call). `PyVoIPSeat` records what happens in those threads as
 events (registered, register_failed, call_incoming, call_answered, call_cancelled, call_ended)
 that asyncio code awaits with a deadline: `await seat.wait_for("call_answered", 5)`.
+pyVoIP's own warnings, which it raises in its threads, are recorded as "warning" events.
 
 What pyVoIP 1.6.8 does on the wire (read from its source and seen against SIPp), so that the
 bridge can be tested against it knowingly:
@@ -14,16 +15,19 @@ bridge can be tested against it knowingly:
   `sip:SERVER;transport=UDP`, not the Request-URI: verify digests over the header's `uri`.
   It treats only 200 as success and gives up (status FAILED) after 3 failures; 407 is not
   handled. Every (re-/un-)registration uses a fresh Call-ID. Re-registration: expires - 5 s.
+- Its receive thread starts one second after registering; an INVITE sent meanwhile waits in
+  the socket and its retransmissions are then seen as further INVITEs (event "invite_repeat").
 - It answers INVITE with 180 at once (whose Contact copies the caller's Contact), then calls
   the application one second later (a timer thread): answering takes >= 1 s.
-- Its answer offers every codec of the offer it knows (PCMU, PCMA, telephone-event),
-  `a=sendrecv`; its own offers (outgoing calls, unused here) are PCMU + 101 only.
+- Its answer offers the codecs of the offer it knows (PCMU, PCMA, telephone-event 0-15),
+  ptime 20, `a=sendrecv`; its own offers (outgoing calls, unused here) are PCMU + 101 only.
 - CANCEL gets 200 but never a 487 for the INVITE, and pyVoIP would still answer the INVITE
   afterwards; this wrapper does not answer a cancelled call. The bridge must end the INVITE
   transaction itself (timer B/C).
-- A BYE it sends as callee (hangup) copies the Via of the INVITE it received (the bridge's own
-  Via and branch), uses CSeq = INVITE's CSeq + 1 and the caller's Contact as Request-URI:
-  match it by Call-ID and tags, not by Via.
+- A BYE it sends as callee (`hangup`) copies the Via of the INVITE it received, i.e. the
+  bridge's own sent-by and the INVITE's branch; its CSeq is the INVITE's CSeq + 1 and its
+  Request-URI the caller's Contact. Answer it at the packet's source address (RFC 3581
+  style), not at the Via, which points back at the bridge; match it by Call-ID and tags.
 - Its 200 to a BYE carries a fresh random To-tag, not the dialog's: match responses by branch.
 - Its ACK (to a 200 of its own INVITE) carries a new random To-tag (not used as callee).
 - No answer at all to OPTIONS, REFER, NOTIFY, INFO, UPDATE: do not use them as keep-alives.
@@ -83,7 +87,7 @@ class PyVoIPSeat:
         username: str,
         password: str,
         answer: bool = True,
-        register_timeout: float = 3.0,
+        register_timeout: int = 3,
         allocator: PortAllocator | None = None,
     ) -> None:
         from pyVoIP.VoIP import VoIPPhone  # deferred: importing pyVoIP warns about audioop
@@ -101,7 +105,7 @@ class PyVoIPSeat:
         self._started = False
         seat = self
 
-        class _SeatPhone(VoIPPhone):  # type: ignore[misc]
+        class _SeatPhone(VoIPPhone):
             def callback(self, request: Any) -> None:
                 if getattr(request, "method", None) == "CANCEL":
                     call_id = str(request.headers["Call-ID"])
@@ -114,7 +118,7 @@ class PyVoIPSeat:
                 call_id = str(request.headers["Call-ID"])
                 known = call_id in self.calls
                 super()._callback_MSG_Invite(request)
-                seat._record("reinvite" if known else "call_incoming", call_id)
+                seat._record("invite_repeat" if known else "call_incoming", call_id)
 
             def _callback_MSG_Bye(self, request: Any) -> None:
                 super()._callback_MSG_Bye(request)
@@ -143,8 +147,8 @@ class PyVoIPSeat:
         import pyVoIP.VoIP.VoIP
 
         shim = _WarningsToEvents(lambda text: self._record("warning", detail=text))
-        pyVoIP.RTP.warnings = shim  # type: ignore[attr-defined]
-        pyVoIP.VoIP.VoIP.warnings = shim  # type: ignore[attr-defined]
+        for module in (pyVoIP.RTP, pyVoIP.VoIP.VoIP):
+            setattr(module, "warnings", shim)  # noqa: B010 (a module global, on purpose)
 
     @property
     def contact(self) -> str:

@@ -196,6 +196,14 @@ class SippRun:
         argv += list(extra_args)
         self.argv = argv
 
+    def remote_args(self, remote: str) -> SippRun:
+        """Set the UAC's target once it is known (before `start()`): the bridge's port is
+        allocated after the caller's, which the dial plan must name as a trunk."""
+        if self.process is not None:
+            raise RuntimeError("remote must be set before start()")
+        self.argv = [self.argv[0], remote, *[a for a in self.argv[1:] if a != remote]]
+        return self
+
     @property
     def address(self) -> str:
         """`host:port` where this SIPp receives SIP (what a UAC targets)."""
