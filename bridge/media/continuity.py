@@ -75,7 +75,7 @@ class StreamContinuity:
         self._explicit_switch = True
 
     def rewrite(
-        self, *, source: Hashable, sequence: int, timestamp: int, now: float
+        self, source: Hashable, sequence: int, timestamp: int, now: float
     ) -> tuple[int, int, bool]:
         """Return ``(sequence, timestamp, switched)`` to send.
 

@@ -76,6 +76,7 @@ DigitCallback = Callable[["MediaEndpoint", DtmfDigit], None]
 COMFORT_NOISE = 13
 """RFC 3389 comfort noise: law-independent, relayed as is."""
 _FIXED_HEADER = struct.Struct("!BBHII")
+_monotonic = time.monotonic
 # Generated streams get source keys outside the 32-bit SSRC space of real senders.
 _MIX_SOURCE = 1 << 32
 _HOLD_SOURCE = (1 << 32) + 1
@@ -242,7 +243,7 @@ class MediaEndpoint:
             self._on_rtcp(data, addr)  # RTCP multiplexed on the RTP port (RFC 5761)
             return
         _, _, sequence, timestamp, ssrc = _FIXED_HEADER.unpack_from(data)
-        now = time.monotonic()
+        now = _monotonic()
         if addr != self.remote and not self._latch(addr, ssrc, now):
             return
         self.last_received_at = now
@@ -255,14 +256,7 @@ class MediaEndpoint:
         ):
             relay.counters.unknown_payload_type += 1
             return
-        if not self.stats.on_packet(
-            ssrc=ssrc,
-            sequence=sequence,
-            timestamp=timestamp,
-            size=len(data),
-            now=now,
-            timed=not is_event,
-        ):
+        if not self.stats.on_packet(ssrc, sequence, timestamp, len(data), now, not is_event):
             return
         if is_event:
             if not self._on_event(data, ssrc, timestamp, bool(second & 0x80), now):
@@ -367,15 +361,20 @@ class MediaEndpoint:
                 except ValueError:
                     relay.counters.untranscodable += 1
                     return
-        out_sequence, out_timestamp, switched = self.out.rewrite(
-            source=ssrc, sequence=sequence, timestamp=timestamp, now=now
-        )
-        second = out_type | (0x80 if switched else data[1] & 0x80)
+        out = self.out
+        out_sequence, out_timestamp, switched = out.rewrite(ssrc, sequence, timestamp, now)
+        first = data[0]
         header = _FIXED_HEADER.pack(
-            0x80 | (data[0] & 0x3F), second, out_sequence, out_timestamp, self.out.ssrc
+            0x80 | (first & 0x3F),
+            out_type | (0x80 if switched else data[1] & 0x80),
+            out_sequence,
+            out_timestamp,
+            out.ssrc,
         )
         if table is None:
             packet = header + data[12:]
+        elif first == 0x80:  # no CSRC, extension or padding: the payload follows the header
+            packet = header + data[12:].translate(table)
         else:
             try:
                 start, end = payload_bounds(data)
@@ -384,7 +383,9 @@ class MediaEndpoint:
                 return
             packet = header + data[12:start] + data[start:end].translate(table) + data[end:]
         self._rtp.sendto(packet, remote)
-        self.stats.on_sent(len(packet))
+        stats = self.stats
+        stats.packets_sent += 1
+        stats.bytes_sent += len(packet)
 
     def _send_generated(self, payload: bytes, payload_type: int, source: int, now: float) -> None:
         """Send a frame the bridge made itself (mix, hold) under this leg's continuity."""

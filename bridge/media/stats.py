@@ -76,7 +76,6 @@ class StreamStats:
 
     def on_packet(
         self,
-        *,
         ssrc: int,
         sequence: int,
         timestamp: int,
@@ -93,8 +92,14 @@ class StreamStats:
         self.bytes_received += size
         if ssrc != self._ssrc:
             self._start_source(ssrc, sequence)
-        elif not self._update_sequence(sequence):
-            return False
+        else:
+            delta = (sequence - self._max_sequence) & 0xFFFF
+            if 0 < delta < MAX_DROPOUT:  # the common case, in order: A.1's first branch
+                if sequence < self._max_sequence:
+                    self._cycles += SEQ_MOD
+                self._max_sequence = sequence
+            elif not self._update_sequence(sequence):
+                return False
         self._received += 1
         if timed:
             self._update_jitter(timestamp, now)

@@ -1,0 +1,365 @@
+"""Media relay load on loopback: relayed calls and three-party mixes, against a bare relay.
+
+``python bench/bench_media.py [--calls 500] [--mixes 150] [--seconds 4] [--loop uvloop]``
+
+The relay runs in a child process, as in production; this process plays the phones with plain
+non-blocking sockets (one per leg, as a real call has) driven by epoll, so the phones cost as
+little as possible and do not share the relay's core. Every phone sends a 20 ms packet 50 times
+a second, phones spread evenly over the 20 ms so the load is smooth as with real calls. Half the
+calls are A-law on one leg and μ-law on the other (transcoded), half A-law on both.
+
+Each packet carries (stream, index, send time) in an RTP header extension, which the relay
+passes through while rewriting the fixed header and transcoding the payload; so the receiver
+measures loss and one-way delay per packet. "Added jitter" is each packet's delay above the
+smallest delay seen on its stream, p99 over all packets. CPU is the relay process's own CPU
+time over the measured window.
+
+Three runs, all bounded (about 5 s each): a bare asyncio relay that forwards datagrams between
+fixed socket pairs (the ratio baseline), the bridge relay with the same calls, and the bridge
+relay mixing three-party conferences on its 20 ms tick. Figures are printed; BENCHMARKS.md
+records them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import multiprocessing as mp
+import os
+import select
+import socket
+import struct
+import sys
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+import numpy as np
+
+from bridge.media import g711
+from bridge.media.relay import MediaEndpoint, MediaRelay
+
+HOST = "127.0.0.1"
+PORT_MIN = 20000
+PACKET_SECONDS = 0.02
+_HEADER = struct.Struct("!BBHII")
+_EXTENSION = struct.Struct("!HHIId")  # profile, words, stream, index, send time
+PAYLOAD = bytes(160)
+
+
+# -- the relay side (child process) ----------------------------------------------------------
+
+
+def _leg_codec(mode: str, leg: int) -> int:
+    """Legs 1, 5, 9, ... speak μ-law: every other call is transcoded, both ways."""
+    return g711.PCMU if mode == "relay" and leg % 4 == 1 else g711.PCMA
+
+
+def _new_loop(kind: str) -> asyncio.AbstractEventLoop:
+    if kind == "uvloop":
+        import uvloop
+
+        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+        return loop
+    return asyncio.new_event_loop()
+
+
+class _BareForward(asyncio.DatagramProtocol):
+    """The baseline: forward every datagram, untouched, to one fixed address."""
+
+    def __init__(self) -> None:
+        self.out: asyncio.DatagramTransport | None = None
+        self.to: tuple[str, int] = (HOST, 0)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self.out is not None:
+            self.out.sendto(data, self.to)
+
+
+async def _serve(conn: Connection, mode: str, count: int) -> None:
+    """Set up ``count`` legs for ``mode``, report ports, then measure between start and stop."""
+    loop = asyncio.get_running_loop()
+    # Spare pairs in the range: ports other programs hold are skipped, as in production.
+    relay = MediaRelay(HOST, PORT_MIN, PORT_MIN + 4 * count + 400)
+    endpoints: list[MediaEndpoint] = []
+    bare: list[tuple[asyncio.DatagramTransport, _BareForward]] = []
+    if mode == "bare":
+        for _ in range(count):
+            transport, protocol = await loop.create_datagram_endpoint(
+                _BareForward, local_addr=(HOST, 0)
+            )
+            bare.append((transport, protocol))
+        ports = [t.get_extra_info("sockname")[1] for t, _ in bare]
+    else:
+        for index in range(count):
+            endpoints.append(await relay.allocate(codec=_leg_codec(mode, index)))
+        ports = [e.port for e in endpoints]
+    conn.send(ports)
+    phone_ports: list[int] = conn.recv()
+    if mode == "bare":
+        for index, (_, protocol) in enumerate(bare):
+            partner = index ^ 1
+            protocol.out = bare[partner][0]
+            protocol.to = (HOST, phone_ports[partner])
+    else:
+        for endpoint, port in zip(endpoints, phone_ports, strict=True):
+            endpoint.set_remote(HOST, port)
+        if mode == "relay":
+            for index in range(0, count, 2):
+                relay.connect(endpoints[index], endpoints[index + 1])
+        else:
+            for index in range(0, count, 3):
+                relay.conference(endpoints[index : index + 3])
+    conn.send("ready")
+
+    done = asyncio.Event()
+    marks: dict[str, float] = {}
+
+    def on_command() -> None:
+        command = conn.recv()
+        if command == "start":
+            marks["cpu"], marks["wall"] = time.process_time(), time.monotonic()
+            marks["ticks"] = relay.counters.ticks
+            relay.tick_lateness.clear()
+        elif command == "stop":
+            marks["cpu"] = time.process_time() - marks["cpu"]
+            marks["wall"] = time.monotonic() - marks["wall"]
+            marks["ticks"] = relay.counters.ticks - marks["ticks"]
+            done.set()
+
+    loop.add_reader(conn.fileno(), on_command)
+    await done.wait()
+    loop.remove_reader(conn.fileno())
+    lateness = np.array(relay.tick_lateness or [0.0]) * 1000
+    conn.send(
+        {
+            "cpu": marks["cpu"],
+            "wall": marks["wall"],
+            "ticks": marks["ticks"],
+            "tick_p50_ms": float(np.percentile(lateness, 50)),
+            "tick_p99_ms": float(np.percentile(lateness, 99)),
+            "tick_max_ms": float(lateness.max()),
+            "counters": relay.counters.as_dict(),
+        }
+    )
+    relay.close()
+    for transport, _ in bare:
+        transport.close()
+
+
+def _child(conn: Connection, mode: str, count: int, loop_kind: str) -> None:
+    loop = _new_loop(loop_kind)
+    try:
+        loop.run_until_complete(_serve(conn, mode, count))
+    finally:
+        loop.close()
+
+
+# -- the phones (this process) ---------------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    mode: str
+    legs: int
+    seconds: float
+    sent: int
+    received: int
+    delays_ms: np.ndarray
+    streams: np.ndarray
+    relay: dict[str, Any]
+
+    @property
+    def loss(self) -> float:
+        return 1 - self.received / self.sent if self.sent else 0.0
+
+    def added_jitter_ms(self, q: float) -> float:
+        if not len(self.delays_ms):
+            return float("nan")
+        floor = np.full(self.legs, np.inf)
+        np.minimum.at(floor, self.streams, self.delays_ms)
+        return float(np.percentile(self.delays_ms - floor[self.streams], q))
+
+    @property
+    def relay_cpu_share(self) -> float:
+        return float(self.relay["cpu"]) / float(self.relay["wall"])
+
+
+def _packet(stream: int, index: int, payload_type: int) -> bytes:
+    header = _HEADER.pack(
+        0x90, payload_type, index & 0xFFFF, (160 * index) & 0xFFFFFFFF, stream + 1
+    )
+    return header + _EXTENSION.pack(0xBEDE, 4, stream, index, time.monotonic()) + PAYLOAD
+
+
+def run(mode: str, legs: int, seconds: float, loop_kind: str) -> RunResult:
+    """One bounded run: ``legs`` phones, each sending for ``seconds`` at 50 packets/s."""
+    ctx = mp.get_context("fork")
+    parent, child_conn = ctx.Pipe()
+    child = ctx.Process(target=_child, args=(child_conn, mode, legs, loop_kind), daemon=True)
+    child.start()
+    phones: list[socket.socket] = []
+    try:
+        if not parent.poll(30):
+            raise RuntimeError("relay process did not start")
+        relay_ports: list[int] = parent.recv()
+        for _ in range(legs):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 18)
+            s.bind((HOST, 0))
+            s.setblocking(False)
+            phones.append(s)
+        parent.send([s.getsockname()[1] for s in phones])
+        if not parent.poll(30):
+            raise RuntimeError("relay did not get ready")
+        parent.recv()
+        return _drive(mode, legs, seconds, phones, relay_ports, parent)
+    finally:
+        for s in phones:
+            s.close()
+        child.join(timeout=5)
+        if child.is_alive():
+            child.kill()
+
+
+def _drive(
+    mode: str,
+    legs: int,
+    seconds: float,
+    phones: list[socket.socket],
+    relay_ports: list[int],
+    conn: Connection,
+) -> RunResult:
+    by_fd = {s.fileno(): i for i, s in enumerate(phones)}
+    poller = select.epoll()
+    for s in phones:
+        poller.register(s.fileno(), select.EPOLLIN)
+    slots = 20  # phones spread over the 20 ms, one slot per millisecond
+    destinations = [(HOST, port) for port in relay_ports]
+    payload_types = [_leg_codec(mode, phone) for phone in range(legs)]
+    delays: list[float] = []
+    streams: list[int] = []
+    received = 0
+    sent = 0
+    index = 0
+    conn.send("start")
+    start = time.monotonic()
+    end = start + seconds
+    drain_until = end + 0.3
+
+    def receive(timeout: float) -> None:
+        nonlocal received
+        for fd, _ in poller.poll(timeout):
+            sock = phones[by_fd[fd]]
+            while True:
+                try:
+                    data = sock.recv(2048)
+                except BlockingIOError:
+                    break
+                received += 1
+                now = time.monotonic()
+                if mode != "mix" and len(data) >= 32:
+                    _, _, stream, _, sent_at = _EXTENSION.unpack_from(data, 12)
+                    delays.append(now - sent_at)
+                    streams.append(stream)
+
+    while True:
+        now = time.monotonic()
+        if now >= end:
+            break
+        # Send every phone's packet whose turn has come, then read until the next slot.
+        slot_due = start + index * PACKET_SECONDS / slots
+        if now >= slot_due:
+            frame = index // slots
+            for phone in range(index % slots, legs, slots):
+                packet = _packet(phone, frame, payload_types[phone])
+                phones[phone].sendto(packet, destinations[phone])
+                sent += 1
+            index += 1
+            continue
+        receive(max(0.0, slot_due - now))
+    while time.monotonic() < drain_until:
+        receive(max(0.0, drain_until - time.monotonic()))
+    conn.send("stop")
+    if not conn.poll(10):
+        raise RuntimeError("relay did not report")
+    report: dict[str, Any] = conn.recv()
+    poller.close()
+    return RunResult(
+        mode=mode,
+        legs=legs,
+        seconds=seconds,
+        sent=sent,
+        received=received,
+        delays_ms=np.array(delays) * 1000,
+        streams=np.array(streams, dtype=np.int64),
+        relay=report,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=500, help="relayed two-leg calls")
+    parser.add_argument("--mixes", type=int, default=150, help="three-party conferences")
+    parser.add_argument("--seconds", type=float, default=4.0, help="measured time per run")
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    args = parser.parse_args(argv)
+    if not 0 < args.seconds <= 5:
+        parser.error("--seconds must be in (0, 5]: the whole benchmark stays under 20 s")
+    with contextlib.suppress(ValueError, OSError):
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
+
+    legs = 2 * args.calls
+    print(
+        f"media relay bench: {args.calls} calls ({legs} streams, {50 * legs} packets/s), "
+        f"{args.mixes} three-party mixes, {args.seconds:g} s each, loop={args.loop}, "
+        f"{os.cpu_count()} CPUs"
+    )
+    bare = run("bare", legs, args.seconds, args.loop)
+    relay = run("relay", legs, args.seconds, args.loop)
+    for result in (bare, relay):
+        target = int(50 * result.legs * result.seconds)
+        if result.sent < 0.98 * target:
+            print(
+                f"  ({result.mode}: the phones fell behind, {result.sent} of {target} packets "
+                "sent: this machine is too busy for these figures to mean much)"
+            )
+        us_per_packet = result.relay["cpu"] / max(1, result.received) * 1e6
+        print(
+            f"  {result.mode:5}  sent {result.sent:7d}  loss {100 * result.loss:6.3f} %  "
+            f"delay p50 {np.percentile(result.delays_ms, 50):6.2f} ms  "
+            f"added jitter p99 {result.added_jitter_ms(99):6.2f} ms  "
+            f"CPU {100 * result.relay_cpu_share:5.1f} % of a core  "
+            f"{us_per_packet:5.1f} µs/packet  "
+            f"{1000 * result.relay_cpu_share / args.calls:6.3f} ms CPU per call-second"
+        )
+    ratio = relay.relay_cpu_share / bare.relay_cpu_share if bare.relay_cpu_share else float("nan")
+    print(f"  relay/bare CPU ratio {ratio:.2f}; relay counters {_nonzero(relay.relay['counters'])}")
+
+    if args.mixes:
+        mix = run("mix", 3 * args.mixes, args.seconds, args.loop)
+        ticks = mix.relay["ticks"]
+        expected = ticks * 3 * args.mixes
+        print(
+            f"  mix    {args.mixes} conferences: {ticks} ticks, "
+            f"tick lateness p50 {mix.relay['tick_p50_ms']:.2f} ms "
+            f"p99 {mix.relay['tick_p99_ms']:.2f} ms max {mix.relay['tick_max_ms']:.2f} ms, "
+            f"mixed packets received {mix.received}/{expected}, "
+            f"CPU {100 * mix.relay_cpu_share:5.1f} % of a core, "
+            f"{1000 * mix.relay_cpu_share / args.mixes:6.3f} ms CPU per mix-second; "
+            f"counters {_nonzero(mix.relay['counters'])}"
+        )
+    return 0
+
+
+def _nonzero(counters: dict[str, int]) -> dict[str, int]:
+    return {k: v for k, v in counters.items() if v}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
