@@ -85,7 +85,7 @@ class B2BUA:
         self.host = advertised_host
         self.routing = routing
         self.media = media
-        self.txl = transactions or tx.TransactionLayer()
+        self.txl = transactions if transactions is not None else tx.TransactionLayer()
         self.user_agent = user_agent
         self.authenticate_seat = authenticate_seat
         self.handle_register = handle_register
@@ -649,7 +649,7 @@ class B2BUA:
         self.calls.pop(call.call_id, None)
 
     def _release_media(self, leg: Leg) -> None:
-        if leg.media is not None:
+        if leg.media is not None and not isinstance(leg.media, _Released):
             self.media.release(leg.media)
             leg.media = _Released(leg.media)
 

@@ -1,0 +1,159 @@
+"""A bridge service running on the test's event loop, with its own config and dial plan.
+
+The bridge binds real loopback sockets; the peers (SIPp, baresip, pyVoIP) are separate
+processes, so every message crosses a real socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from pathlib import Path
+
+from bridge.config import load_config
+from bridge.engine import Engine
+from bridge.service import Service
+from peers.ports import PortAllocator
+
+PLAN_HEAD = """
+name = "integration"
+[defaults]
+ring_timeout = {ring_timeout}
+[[trunks]]
+name = "carrier"
+destinations = ["sip:12345@127.0.0.1:{carrier_port}"]
+[[trunks]]
+name = "pbx-110"
+destinations = [{pbx_destinations}]
+[[platforms]]
+key = "12345"
+label = "12345 热线"
+trunk = "carrier"
+desk = true
+[[platforms]]
+key = "110"
+label = "110 报警台"
+trunk = "pbx-110"
+desk = true
+[[inbound]]
+name = "to 110"
+called = {{ exact = "110" }}
+platform = "110"
+[[categories]]
+key = "criminal"
+label = "刑事类警情"
+[[rules]]
+origins = ["12345"]
+categories = ["criminal"]
+action = "transfer"
+to = "110"
+[[rules]]
+origins = ["110"]
+categories = ["criminal"]
+action = "keep"
+[overrides.urgent]
+to = "110"
+"""
+
+CONFIG = """
+[sip]
+listen = "127.0.0.1:{sip_port}"
+t1_ms = {t1_ms}
+[media]
+port_min = {media_min}
+port_max = {media_max}
+[sidecar]
+listen = "127.0.0.1:{http_port}"
+link_secret = "integration-secret-0123456789"
+[[sidecar.tokens]]
+token = "admin-token-0123456789"
+name = "admin"
+role = "admin"
+[storage]
+url = "sqlite:///bridge.sqlite3"
+[registrar]
+realm = "bridge"
+[[registrar.seats]]
+user = "agent1001"
+password = "seat-secret-1001"
+[dialplan]
+path = "plan.toml"
+[shutdown]
+grace_s = {grace_s}
+"""
+
+
+class BridgeUnderTest:
+    def __init__(
+        self,
+        workdir: Path,
+        ports: PortAllocator,
+        *,
+        carrier_port: int,
+        pbx_ports: Sequence[int],
+        ring_timeout: float = 20,
+        t1_ms: int = 500,
+        grace_s: float = 2,
+        extra_plan: str = "",
+    ) -> None:
+        self.workdir = workdir
+        self.sip_port = ports.port()
+        self.http_port = ports.port()
+        media_min = ports.block(200, align=2)
+        workdir.mkdir(parents=True, exist_ok=True)
+        destinations = ", ".join(f'"sip:110@127.0.0.1:{p}"' for p in pbx_ports)
+        self.plan_path = workdir / "plan.toml"
+        self.plan_path.write_text(
+            PLAN_HEAD.format(
+                ring_timeout=ring_timeout,
+                carrier_port=carrier_port,
+                pbx_destinations=destinations,
+            )
+            + extra_plan,
+            encoding="utf-8",
+        )
+        self.config_path = workdir / "bridge.toml"
+        self.config_path.write_text(
+            CONFIG.format(
+                sip_port=self.sip_port,
+                t1_ms=t1_ms,
+                media_min=media_min,
+                media_max=media_min + 199,
+                http_port=self.http_port,
+                grace_s=grace_s,
+            ),
+            encoding="utf-8",
+        )
+        self.engine: Engine | None = None
+        self.service: Service | None = None
+
+    @property
+    def sip_address(self) -> str:
+        return f"127.0.0.1:{self.sip_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    async def start(self) -> BridgeUnderTest:
+        config = load_config(self.config_path)
+        self.engine = Engine(config)
+        await self.engine.start()
+        self.service = Service(self.engine, config)
+        await self.service.start()
+        return self
+
+    async def wait_idle(self, within: float = 10.0) -> None:
+        assert self.engine is not None
+        await asyncio.wait_for(self.engine.idle.wait(), within)
+
+    async def stop(self) -> None:
+        if self.engine is None:
+            return
+        with contextlib.suppress(Exception):
+            await self.engine.drain(0.5)
+        if self.service is not None:
+            await self.service.close()
+        await self.engine.close()
+        self.engine = None

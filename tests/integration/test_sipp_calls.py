@@ -1,0 +1,147 @@
+"""Calls through the bridge between real SIPp peers on loopback (issue: SIP B2BUA service)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from integration.bridge_under_test import BridgeUnderTest
+from peers.ports import PortAllocator
+from peers.sipp import SippRun
+
+pytestmark = pytest.mark.peers("sipp")
+
+BridgeFactory = Callable[..., Awaitable[BridgeUnderTest]]
+
+
+def prepare_caller(scenario: str, tmp_path: Path, ports: PortAllocator, **kwargs: Any) -> SippRun:
+    """A SIPp UAC not started yet: its port must be in the dial plan as the carrier trunk."""
+    kwargs.setdefault("service", "110")
+    return SippRun(scenario, workdir=tmp_path, allocator=ports, name=f"caller-{scenario}", **kwargs)
+
+
+async def run_pair(
+    bridge: BridgeFactory,
+    sipp: Callable[..., SippRun],
+    tmp_path: Path,
+    ports: PortAllocator,
+    *,
+    caller: str,
+    callee: str,
+    calls: int = 1,
+    caller_kwargs: dict[str, Any] | None = None,
+    callee_kwargs: dict[str, Any] | None = None,
+    bridge_kwargs: dict[str, Any] | None = None,
+) -> tuple[BridgeUnderTest, SippRun, SippRun]:
+    uas = sipp(callee, calls=calls, name=f"callee-{callee}", **(callee_kwargs or {}))
+    uac = prepare_caller(caller, tmp_path, ports, calls=calls, **(caller_kwargs or {}))
+    service = await bridge(
+        carrier_port=uac.port, pbx_ports=[uas.port], **(bridge_kwargs or {})
+    )
+    await uas.started()
+    uac.remote_args(service.sip_address)
+    uac.start()
+    return service, uac, uas
+
+
+async def test_200_calls_through_the_bridge_all_succeed(
+    bridge: BridgeFactory, sipp: Callable[..., SippRun], tmp_path: Path, ports: PortAllocator
+) -> None:
+    service, uac, uas = await run_pair(
+        bridge, sipp, tmp_path, ports, caller="uac", callee="uas", calls=200,
+        caller_kwargs={"rate": 50, "timeout": 40, "trace_messages": False},
+        callee_kwargs={"timeout": 40, "trace_messages": False},
+    )
+    try:
+        (await uac.wait()).assert_ok(successful=200)
+        (await uas.wait()).assert_ok(successful=200)
+        await service.wait_idle()
+        assert service.engine is not None
+        assert service.engine.media.relay is not None
+        assert service.engine.media.relay.pool.in_use == 0, "every media port went back"
+    finally:
+        uac.kill()
+
+
+async def test_cancel_before_answer_reaches_the_callee(
+    bridge: BridgeFactory, sipp: Callable[..., SippRun], tmp_path: Path, ports: PortAllocator
+) -> None:
+    _service, uac, uas = await run_pair(
+        bridge, sipp, tmp_path, ports, caller="uac_cancel", callee="uas_noanswer"
+    )
+    try:
+        (await uac.wait()).assert_ok(successful=1)
+        (await uas.wait()).assert_ok(successful=1)
+    finally:
+        uac.kill()
+
+
+async def test_bye_from_the_callee_ends_the_caller_leg(
+    bridge: BridgeFactory, sipp: Callable[..., SippRun], tmp_path: Path, ports: PortAllocator
+) -> None:
+    _service, uac, uas = await run_pair(
+        bridge, sipp, tmp_path, ports, caller="uac_recv_bye", callee="uas_bye"
+    )
+    try:
+        (await uac.wait()).assert_ok(successful=1)
+        (await uas.wait()).assert_ok(successful=1)
+    finally:
+        uac.kill()
+
+
+async def test_hold_and_resume_reinvites_cross_the_bridge(
+    bridge: BridgeFactory, sipp: Callable[..., SippRun], tmp_path: Path, ports: PortAllocator
+) -> None:
+    _service, uac, uas = await run_pair(
+        bridge, sipp, tmp_path, ports, caller="uac_hold", callee="uas_hold"
+    )
+    try:
+        (await uac.wait()).assert_ok(successful=1)
+        (await uas.wait()).assert_ok(successful=1)
+    finally:
+        uac.kill()
+
+
+async def test_ten_percent_packet_loss_still_completes_every_call(
+    bridge: BridgeFactory, sipp: Callable[..., SippRun], tmp_path: Path, ports: PortAllocator
+) -> None:
+    _service, uac, uas = await run_pair(
+        bridge, sipp, tmp_path, ports, caller="uac", callee="uas", calls=20,
+        caller_kwargs={"rate": 10, "timeout": 60, "extra_args": ["-lost", "10"]},
+        callee_kwargs={"timeout": 60, "extra_args": ["-lost", "10"]},
+        bridge_kwargs={"t1_ms": 100},
+    )
+    try:
+        (await uac.wait()).assert_ok(successful=20)
+        (await uas.wait()).assert_ok(successful=20)
+    finally:
+        uac.kill()
+
+
+async def test_busy_callee_gives_the_caller_486(
+    bridge: BridgeFactory, sipp: Callable[..., SippRun], tmp_path: Path, ports: PortAllocator
+) -> None:
+    _service, uac, uas = await run_pair(
+        bridge, sipp, tmp_path, ports, caller="uac_busy", callee="uas_busy"
+    )
+    try:
+        (await uac.wait()).assert_ok(successful=1)
+    finally:
+        uac.kill()
+
+
+async def test_trunk_down_gives_a_clean_failure(
+    bridge: BridgeFactory, tmp_path: Path, ports: PortAllocator
+) -> None:
+    uac = prepare_caller("uac_unavailable", tmp_path, ports, timeout=20)
+    dead_port = ports.port()  # nothing listens here
+    service = await bridge(carrier_port=uac.port, pbx_ports=[dead_port], t1_ms=50)
+    uac.remote_args(service.sip_address)
+    uac.start()
+    try:
+        (await uac.wait()).assert_ok(successful=1)
+        await service.wait_idle()
+    finally:
+        uac.kill()
