@@ -35,7 +35,6 @@ FRAME_SAMPLES = 160
 FRAME_SECONDS = 0.02
 
 Samples = NDArray[np.int16]
-_EMPTY = np.zeros(0, dtype=np.int16)
 _INT16_MIN = -32768.0
 _INT16_MAX = 32767.0
 
@@ -52,6 +51,8 @@ class _Participant:
     mode: MixMode
     whisper_to: Hashable | None
     buffer: Samples
+    """Preallocated playout buffer; ``fill`` samples of it are queued, oldest first."""
+    fill: int = 0
     playing: bool = False
 
 
@@ -85,7 +86,9 @@ class Mixer:
     ) -> None:
         if key in self._participants:
             raise ValueError(f"{key!r} is already in the conference")
-        self._participants[key] = _Participant(mode=mode, whisper_to=None, buffer=_EMPTY)
+        self._participants[key] = _Participant(
+            mode=mode, whisper_to=None, buffer=np.zeros(self.max_samples, dtype=np.int16)
+        )
         self.set_mode(key, mode, whisper_to=whisper_to)
 
     def set_mode(self, key: Hashable, mode: MixMode, *, whisper_to: Hashable | None = None) -> None:
@@ -107,10 +110,14 @@ class Mixer:
         participant = self._participants.get(key)
         if participant is None or not len(samples):
             return
-        buffer = np.concatenate((participant.buffer, samples))
-        if len(buffer) > self.max_samples:
-            buffer = buffer[len(buffer) - self.prime_samples :]
-        participant.buffer = buffer
+        fill, count = participant.fill, len(samples)
+        if fill + count <= self.max_samples:
+            participant.buffer[fill : fill + count] = samples
+            participant.fill = fill + count
+        else:
+            newest = np.concatenate((participant.buffer[:fill], samples))[-self.prime_samples :]
+            participant.buffer[: len(newest)] = newest
+            participant.fill = len(newest)
 
     def gains(self) -> NDArray[np.float32]:
         """``G[listener, speaker]``: 1 where the listener hears the speaker."""
@@ -132,16 +139,21 @@ class Mixer:
         """Pull one frame per participant from the playout buffers, silence where none."""
         frames = np.zeros((len(self._participants), FRAME_SAMPLES), dtype=np.float32)
         for row, participant in enumerate(self._participants.values()):
-            buffer = participant.buffer
+            fill = participant.fill
             if not participant.playing:
-                if len(buffer) < self.prime_samples:
+                if fill < self.prime_samples:
                     continue
                 participant.playing = True
-            taken = buffer[:FRAME_SAMPLES]
-            frames[row, : len(taken)] = taken
-            participant.buffer = buffer[FRAME_SAMPLES:]
-            if len(taken) < FRAME_SAMPLES:
-                participant.playing = False
+            buffer = participant.buffer
+            if fill > FRAME_SAMPLES:
+                frames[row] = buffer[:FRAME_SAMPLES]
+                buffer[: fill - FRAME_SAMPLES] = buffer[FRAME_SAMPLES:fill]
+                participant.fill = fill - FRAME_SAMPLES
+            else:
+                frames[row, :fill] = buffer[:fill]
+                participant.fill = 0
+                # Ran dry (or exactly empty): refill to the priming level before playing on.
+                participant.playing = fill == FRAME_SAMPLES
         return frames
 
     def mix(self) -> dict[Hashable, Samples]:

@@ -48,7 +48,7 @@ import socket
 import struct
 import time
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -389,45 +389,30 @@ class MediaEndpoint:
 
     def _send_generated(self, payload: bytes, payload_type: int, source: int, now: float) -> None:
         """Send a frame the bridge made itself (mix, hold) under this leg's continuity."""
-        self._generated_sequence = (self._generated_sequence + 1) & 0xFFFF
-        self._generated_timestamp = (self._generated_timestamp + FRAME_SAMPLES) & 0xFFFFFFFF
-        self._send_with_continuity(
-            payload,
-            payload_type,
-            source,
-            self._generated_sequence,
-            self._generated_timestamp,
-            marker=False,
-            now=now,
-        )
-
-    def _send_with_continuity(
-        self,
-        payload: bytes,
-        payload_type: int,
-        source: Hashable,
-        sequence: int,
-        timestamp: int,
-        *,
-        marker: bool,
-        now: float,
-    ) -> None:
-        if self.remote is None or self._rtp is None:
+        remote, transport = self.remote, self._rtp
+        if remote is None or transport is None:
             self.relay.counters.no_remote += 1
             return
-        out_sequence, out_timestamp, switched = self.out.rewrite(
-            source=source, sequence=sequence, timestamp=timestamp, now=now
+        sequence = self._generated_sequence = (self._generated_sequence + 1) & 0xFFFF
+        timestamp = self._generated_timestamp = (
+            self._generated_timestamp + FRAME_SAMPLES
+        ) & 0xFFFFFFFF
+        out = self.out
+        out_sequence, out_timestamp, switched = out.rewrite(source, sequence, timestamp, now)
+        packet = (
+            _FIXED_HEADER.pack(
+                0x80,
+                payload_type | 0x80 if switched else payload_type,
+                out_sequence,
+                out_timestamp,
+                out.ssrc,
+            )
+            + payload
         )
-        header = _FIXED_HEADER.pack(
-            0x80,
-            payload_type | (0x80 if switched or marker else 0),
-            out_sequence,
-            out_timestamp,
-            self.out.ssrc,
-        )
-        packet = header + payload
-        self._rtp.sendto(packet, self.remote)
-        self.stats.on_sent(len(packet))
+        transport.sendto(packet, remote)
+        stats = self.stats
+        stats.packets_sent += 1
+        stats.bytes_sent += len(packet)
 
 
 class Conference:
@@ -725,16 +710,31 @@ class MediaRelay:
     def tick(self, now: float) -> None:
         """Mix every conference and play every hold source for one 20 ms frame."""
         self.counters.ticks += 1
-        conferences = list(self._conferences)
-        mixed = mix_batch([c.mixer for c in conferences])
-        for result in mixed:
+        frames: list[tuple[MediaEndpoint, Samples, int]] = []
+        for result in mix_batch([c.mixer for c in self._conferences]):
             for key, samples in result.items():
                 if isinstance(key, MediaEndpoint):
-                    _send_samples(key, samples, _MIX_SOURCE, now)
-        for endpoint in list(self._holds):
+                    frames.append((key, samples, _MIX_SOURCE))
+        for endpoint in self._holds:
             source = endpoint._hold
             if source is not None:
-                _send_samples(endpoint, source.next_frame(), _HOLD_SOURCE, now)
+                frames.append((endpoint, source.next_frame(), _HOLD_SOURCE))
+        self._send_frames(frames, now)
+
+    def _send_frames(self, frames: list[tuple[MediaEndpoint, Samples, int]], now: float) -> None:
+        """Encode all of a tick's frames with one table lookup per codec, then send them."""
+        by_codec: dict[int, list[int]] = {}
+        for index, (endpoint, _, _) in enumerate(frames):
+            by_codec.setdefault(endpoint.codec, []).append(index)
+        for codec, indexes in by_codec.items():
+            if not g711.is_g711(codec):
+                self.counters.untranscodable += len(indexes)
+                continue
+            encoded = g711.encode(codec, np.stack([frames[i][1] for i in indexes]))
+            for row, index in enumerate(indexes):
+                endpoint, _, source = frames[index]
+                payload = encoded[row * FRAME_SAMPLES : (row + 1) * FRAME_SAMPLES]
+                endpoint._send_generated(payload, codec, source, now)
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -773,10 +773,3 @@ def _close_endpoint_sockets(endpoint: MediaEndpoint) -> list[asyncio.Future[None
     endpoint._rtp = endpoint._rtcp = None
     endpoint._sockets = None
     return waits
-
-
-def _send_samples(endpoint: MediaEndpoint, samples: Samples, source: int, now: float) -> None:
-    if not g711.is_g711(endpoint.codec):
-        endpoint.relay.counters.untranscodable += 1
-        return
-    endpoint._send_generated(g711.encode(endpoint.codec, samples), endpoint.codec, source, now)
