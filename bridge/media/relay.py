@@ -637,8 +637,14 @@ class MediaRelay:
         return conference
 
     def play_hold(self, endpoint: MediaEndpoint, source: AudioSource | Samples) -> None:
-        """The endpoint hears ``source`` (a tone, a looped WAV) instead of anyone."""
+        """The endpoint hears ``source`` (a tone, a looped WAV) instead of anyone.
+
+        A source keeps its own position, so each held endpoint needs its own; samples (e.g.
+        from :func:`~bridge.media.tone.load_wav`) can be shared and get a fresh loop each.
+        """
         self._check_own(endpoint)
+        if any(e._hold is source for e in self._holds if e is not endpoint):
+            raise ValueError("this audio source already plays to another endpoint")
         self._detach(endpoint)
         endpoint._hold = source if not isinstance(source, np.ndarray) else LoopSource(source)
         endpoint.out.switch()
