@@ -112,6 +112,9 @@ class SeatCredential(_Strict):
 
 class RegistrarConfig(_Strict):
     realm: str = "bridge"
+    digest_algorithms: list[Literal["SHA-256", "MD5"]] = Field(
+        default=["SHA-256", "MD5"], min_length=1
+    )
     min_expires_s: int = Field(default=60, ge=1)
     max_expires_s: int = Field(default=3600, ge=60)
     seats: list[SeatCredential] = []

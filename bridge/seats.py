@@ -12,7 +12,7 @@ from collections.abc import Callable
 from bridge.calls.b2bua import new_tag
 from bridge.calls.ports import Destination, Origin
 from bridge.config import RegistrarConfig
-from bridge.sip.digest import Challenger
+from bridge.sip.digest import Algorithm, Challenger
 from bridge.sip.message import Request, Response, make_response
 from bridge.sip.registrar import Registrar
 
@@ -22,7 +22,10 @@ Address = tuple[str, int]
 class SeatAuthority:
     def __init__(self, config: RegistrarConfig) -> None:
         self.passwords = {seat.user: seat.password for seat in config.seats}
-        self.challenger = Challenger(config.realm)
+        self.challenger = Challenger(
+            config.realm,
+            algorithms=tuple(Algorithm.parse(name) for name in config.digest_algorithms),
+        )
         self.registrar = Registrar(
             min_expires=config.min_expires_s,
             default_expires=min(max(3600, config.min_expires_s), config.max_expires_s),

@@ -322,7 +322,7 @@ class B2BUA:
 
     def _on_response(self, response: Response, key: str | None, now: float) -> None:
         if key is None:
-            self.counters.dropped_responses += 1
+            self._reack(response)
             return
         found = self._by_client.get(key)
         if found is None:
@@ -336,6 +336,23 @@ class B2BUA:
             self._on_invite_response(call, leg, response, now)
         elif response.cseq.method == "BYE" and response.status >= 200:
             self._leg_gone(call, leg, now)
+
+    def _reack(self, response: Response) -> None:
+        """A 2xx to our INVITE retransmitted after its transaction ended: its ACK was lost, so
+        the UAC core sends it again (§13.2.2.4); anything else is a stray and is dropped."""
+        tag = response.from_.tag
+        found = self._by_dialog.get((response.call_id, tag or ""))
+        call = self.calls.get(found[0]) if found else None
+        if found is None or call is None or not 200 <= response.status < 300:
+            self.counters.dropped_responses += 1
+            return
+        leg = call.legs[found[1]]
+        if leg.dialog is None or response.cseq.method != "INVITE":
+            self.counters.dropped_responses += 1
+            return
+        ack = leg.dialog.create_ack(response.cseq.seq)
+        ack.headers.prepend("Via", self._via(leg.transport))
+        self.txl.send_stateless(ack, self._next_hop(leg.dialog, leg), leg.transport)
 
     def _on_invite_response(self, call: Call, leg: Leg, response: Response, now: float) -> None:
         status = response.status

@@ -315,3 +315,14 @@ def test_garbage_gets_400_when_addressable_and_is_dropped_otherwise() -> None:
     h.feed(bad, CALLER)
     assert [m.status for m in h.sent_to(CALLER) if isinstance(m, Response)] == [400]
     assert h.core.counters.parse_errors == 2
+
+
+def test_late_2xx_retransmission_is_acked_again() -> None:
+    h = Harness()
+    inv, _ok = establish(h)
+    h.advance(40.0)  # the INVITE client transaction is long gone (Timer M)
+    h.sent()
+    h.feed(answer(inv, 200, sdp=SDP), CALLEE)
+    acks = [m for m in h.sent_to(CALLEE) if isinstance(m, Request)]
+    assert [m.method for m in acks] == ["ACK"]
+    assert acks[0].to.tag == "callee1"
