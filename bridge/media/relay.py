@@ -58,12 +58,15 @@ from bridge.media.continuity import StreamContinuity
 from bridge.media.dtmf import DtmfDetector, DtmfDigit, TelephoneEvent, event_packets
 from bridge.media.mixer import FRAME_SAMPLES, FRAME_SECONDS, Mixer, MixMode, mix_batch
 from bridge.media.rtp import (
+    RTCP_SDES,
     MalformedPacketError,
+    OtherRtcp,
     ReceiverReport,
     ReportBlock,
     SenderReport,
     parse_rtcp,
     payload_bounds,
+    serialize_rtcp,
 )
 from bridge.media.stats import StreamStats
 from bridge.media.tone import AudioSource, LoopSource, Samples
@@ -81,6 +84,7 @@ _monotonic = time.monotonic
 _MIX_SOURCE = 1 << 32
 _HOLD_SOURCE = (1 << 32) + 1
 _MAX_TICK_BACKLOG = 5 * FRAME_SECONDS
+_NTP_EPOCH_OFFSET = 2208988800  # seconds from 1900 (NTP) to 1970 (Unix)
 _LATENESS_SAMPLES = 20000
 
 
@@ -186,6 +190,7 @@ class MediaEndpoint:
         self.remote_report: ReportBlock | None = None
         """The latest RTCP reception report the phone sent about our stream."""
         self.last_received_at: float | None = None
+        self._last_sender_report: tuple[int, float] | None = None
         self.dtmf = DtmfDetector()
         self.out = StreamContinuity(
             ssrc=random.getrandbits(32),
@@ -322,10 +327,43 @@ class MediaEndpoint:
             self.remote_rtcp = addr
             self._rtcp_latched = True
         for packet in packets:
+            if isinstance(packet, SenderReport):
+                # §6.4.1 LSR: the middle 32 bits of the NTP timestamp, echoed with the delay.
+                self._last_sender_report = ((packet.ntp_timestamp >> 16) & 0xFFFFFFFF, _monotonic())
             if isinstance(packet, SenderReport | ReceiverReport):
                 for block in packet.reports:
                     if block.ssrc == self.out.ssrc:
                         self.remote_report = block
+
+    def rtcp_report(self, wall: float, now: float) -> bytes:
+        """Our compound RTCP packet for this leg: SR (or RR) plus the SDES CNAME (§6.1).
+
+        ``wall`` is Unix time for the NTP field, ``now`` the monotonic clock of the packets.
+        """
+        last_sr = delay = 0
+        if self._last_sender_report is not None:
+            last_sr = self._last_sender_report[0]
+            delay = int((now - self._last_sender_report[1]) * 65536) & 0xFFFFFFFF
+        block = self.stats.reception_report(last_sr=last_sr, delay_since_last_sr=delay)
+        blocks = (block,) if block is not None else ()
+        stats, ssrc = self.stats, self.out.ssrc
+        report: SenderReport | ReceiverReport
+        if stats.packets_sent:
+            report = SenderReport(
+                ssrc=ssrc,
+                ntp_timestamp=int((wall + _NTP_EPOCH_OFFSET) * (1 << 32)) & ((1 << 64) - 1),
+                rtp_timestamp=self.out.timestamp_at(now),
+                packet_count=stats.packets_sent & 0xFFFFFFFF,
+                octet_count=(stats.bytes_sent - 12 * stats.packets_sent) & 0xFFFFFFFF,
+                reports=blocks,
+            )
+        else:
+            report = ReceiverReport(ssrc=ssrc, reports=blocks)
+        cname = f"bridge@{self.host}".encode()
+        chunk = struct.pack("!IBB", ssrc, 1, len(cname)) + cname
+        chunk += bytes(4 - len(chunk) % 4)  # the null item ending the list, then word padding
+        sdes = OtherRtcp(packet_type=RTCP_SDES, count=1, body=chunk)
+        return serialize_rtcp([report, sdes])
 
     # -- send path ----------------------------------------------------------------------
 
@@ -478,8 +516,11 @@ class MediaRelay:
         *,
         on_digit: DigitCallback | None = None,
         relatch_after: float = 1.0,
+        rtcp_interval: float = 5.0,
     ) -> None:
         self.host = host
+        self.rtcp_interval = rtcp_interval
+        """Mean seconds between our RTCP reports to each active leg (§6.2); 0 sends none."""
         self.pool = PortPool(port_min, port_max)
         self.on_digit = on_digit
         self.relatch_after = relatch_after
@@ -490,6 +531,7 @@ class MediaRelay:
         self._conferences: set[Conference] = set()
         self._holds: set[MediaEndpoint] = set()
         self._ticker: asyncio.Task[None] | None = None
+        self._reporter: asyncio.Task[None] | None = None
         self._closed = False
 
     @property
@@ -540,6 +582,8 @@ class MediaRelay:
             endpoint._sockets = (socks[0], socks[1])
             self._endpoints.add(endpoint)
             endpoint._registered = loop.create_task(self._register(endpoint))
+            if self.rtcp_interval > 0 and (self._reporter is None or self._reporter.done()):
+                self._reporter = loop.create_task(self._report_loop())
             return endpoint
         raise PortPoolExhaustedError(f"no free RTP port pair ({self.pool.in_use} pairs in use)")
 
@@ -584,9 +628,10 @@ class MediaRelay:
     def close(self) -> None:
         """Close every endpoint at once (shutdown); ports return when the sockets are gone."""
         self._closed = True
-        if self._ticker is not None:
-            self._ticker.cancel()
-            self._ticker = None
+        for task in (self._ticker, self._reporter):
+            if task is not None:
+                task.cancel()
+        self._ticker = self._reporter = None
         for endpoint in list(self._endpoints):
             endpoint.closed = True
             self._detach(endpoint)
@@ -686,6 +731,18 @@ class MediaRelay:
         packet = header + event.to_bytes()
         endpoint._rtp.sendto(packet, endpoint.remote)
         endpoint.stats.on_sent(len(packet))
+
+    async def _report_loop(self) -> None:
+        """Send each leg that has media our RTCP report, at randomised intervals (§6.3.1)."""
+        while self._endpoints:
+            await asyncio.sleep(self.rtcp_interval * random.uniform(0.5, 1.5))
+            wall, now = time.time(), _monotonic()
+            for endpoint in list(self._endpoints):
+                transport, remote = endpoint._rtcp, endpoint.remote_rtcp
+                active = endpoint.last_received_at is not None or endpoint.stats.packets_sent
+                if transport is None or remote is None or not active:
+                    continue
+                transport.sendto(endpoint.rtcp_report(wall, now), remote)
 
     # -- the 20 ms tick -------------------------------------------------------------------
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bridge.media.rtp import ReportBlock
+
 MAX_DROPOUT = 3000
 MAX_MISORDER = 100
 SEQ_MOD = 1 << 16
@@ -44,8 +46,10 @@ class StreamStats:
         "_cycles",
         "_done_expected",
         "_done_received",
+        "_expected_prior",
         "_max_sequence",
         "_received",
+        "_received_prior",
         "_ssrc",
         "_transit",
         "bytes_received",
@@ -73,6 +77,8 @@ class StreamStats:
         self._transit: float | None = None
         self._done_expected = 0
         self._done_received = 0
+        self._expected_prior = 0
+        self._received_prior = 0
 
     def on_packet(
         self,
@@ -128,6 +134,34 @@ class StreamStats:
             bytes_sent=self.bytes_sent,
         )
 
+    def reception_report(
+        self, *, last_sr: int = 0, delay_since_last_sr: int = 0
+    ) -> ReportBlock | None:
+        """The RTCP report block about the current source (§6.4.1, A.3); None before any packet.
+
+        Each call closes a reporting interval: ``fraction_lost`` covers the packets since the
+        previous call, which is what the sender of the stream wants to know.
+        """
+        if self._ssrc is None:
+            return None
+        expected = self._expected_current()
+        expected_interval = expected - self._expected_prior
+        lost_interval = expected_interval - (self._received - self._received_prior)
+        self._expected_prior = expected
+        self._received_prior = self._received
+        fraction = 0
+        if expected_interval > 0 and lost_interval > 0:
+            fraction = min(255, (lost_interval << 8) // expected_interval)
+        return ReportBlock(
+            ssrc=self._ssrc,
+            fraction_lost=fraction,
+            cumulative_lost=max(-0x800000, min(0x7FFFFF, expected - self._received)),
+            highest_sequence=(self._cycles + self._max_sequence) & 0xFFFFFFFF,
+            jitter=int(self.jitter),
+            last_sr=last_sr,
+            delay_since_last_sr=delay_since_last_sr,
+        )
+
     def _expected_current(self) -> int:
         if self._ssrc is None:
             return 0
@@ -146,6 +180,8 @@ class StreamStats:
         self._bad_sequence = SEQ_MOD + 1
         self._cycles = 0
         self._received = 0
+        self._expected_prior = 0
+        self._received_prior = 0
 
     def _update_sequence(self, sequence: int) -> bool:
         delta = (sequence - self._max_sequence) % SEQ_MOD

@@ -22,7 +22,15 @@ from bridge.media import g711
 from bridge.media.dtmf import DtmfDetector, DtmfDigit, TelephoneEvent, event_packets
 from bridge.media.mixer import MixMode
 from bridge.media.relay import MediaEndpoint, MediaRelay, PortPoolExhaustedError
-from bridge.media.rtp import ReceiverReport, ReportBlock, RtpPacket, parse_rtp, serialize_rtcp
+from bridge.media.rtp import (
+    OtherRtcp,
+    ReceiverReport,
+    ReportBlock,
+    RtpPacket,
+    parse_rtcp,
+    parse_rtp,
+    serialize_rtcp,
+)
 from bridge.media.tone import ToneSource
 
 HOST = "127.0.0.1"
@@ -468,6 +476,39 @@ async def test_rtcp_reports_about_our_stream_are_kept(
     await caller.wait_for_packets(2)
     assert relay.counters.rtcp_received == 2
     assert relay.counters.malformed == 0
+
+
+async def test_the_bridge_sends_its_own_rtcp_reports(phones: list[Phone]) -> None:
+    base = random.randrange(42000, 58000, 2)
+    relay = MediaRelay(HOST, base, base + 20, rtcp_interval=0.05)
+    loop = asyncio.get_running_loop()
+    reports: asyncio.Queue[bytes] = asyncio.Queue()
+
+    class RtcpSink(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+            reports.put_nowait(data)
+
+    transport, _ = await loop.create_datagram_endpoint(RtcpSink, local_addr=(HOST, 0))
+    try:
+        seat = phones[0]
+        seat_leg = await relay.allocate(codec=g711.PCMU)
+        seat_leg.set_remote(HOST, seat.port, rtcp_port=transport.get_extra_info("sockname")[1])
+        for seq in (1, 2, 4):  # 3 is lost
+            seat.send(rtp(0, seq, 160 * seq, 0x5EA7, b"\xff" * 160), seat_leg)
+        first = parse_rtcp(await asyncio.wait_for(reports.get(), TIMEOUT))
+        while not (isinstance(first[0], ReceiverReport) and first[0].reports):
+            first = parse_rtcp(await asyncio.wait_for(reports.get(), TIMEOUT))
+        report, sdes = first
+        assert isinstance(report, ReceiverReport)  # we have sent nothing: RR, not SR
+        assert report.ssrc == seat_leg.out.ssrc
+        (block,) = report.reports
+        assert (block.ssrc, block.cumulative_lost, block.highest_sequence) == (0x5EA7, 1, 4)
+        assert isinstance(sdes, OtherRtcp)
+        assert sdes.packet_type == 202
+        assert b"bridge@127.0.0.1" in sdes.body
+    finally:
+        transport.close()
+        relay.close()
 
 
 async def test_bridge_can_play_digits_into_a_leg(relay: MediaRelay, phones: list[Phone]) -> None:

@@ -101,3 +101,27 @@ def test_sent_counters() -> None:
     stats.on_sent(172)
     stats.on_sent(172)
     assert (stats.snapshot().packets_sent, stats.snapshot().bytes_sent) == (2, 344)
+
+
+def test_reception_report_covers_the_interval_since_the_last_one() -> None:
+    stats = StreamStats()
+    assert stats.reception_report() is None
+    feed(stats, [(1, 0, 0.0), (2, 160, 0.02), (4, 480, 0.06)], ssrc=0xCAFE)
+    first = stats.reception_report(last_sr=0x12345678, delay_since_last_sr=65536)
+    assert first is not None
+    # 1 of 4 lost: 64/256; the loss counts from the first packet of the source.
+    assert (first.ssrc, first.fraction_lost, first.cumulative_lost) == (0xCAFE, 64, 1)
+    assert first.highest_sequence == 4
+    assert (first.last_sr, first.delay_since_last_sr) == (0x12345678, 65536)
+    feed(stats, [(5, 640, 0.08), (6, 800, 0.10)], ssrc=0xCAFE)
+    second = stats.reception_report()
+    assert second is not None
+    assert (second.fraction_lost, second.cumulative_lost, second.highest_sequence) == (0, 1, 6)
+
+
+def test_reception_report_extends_the_sequence_over_wraps() -> None:
+    stats = StreamStats()
+    feed(stats, [(s % 65536, 160 * s, 0.02 * s) for s in range(65534, 65540)])
+    report = stats.reception_report()
+    assert report is not None
+    assert report.highest_sequence == 65536 + 3
