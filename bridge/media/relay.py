@@ -191,6 +191,7 @@ class MediaEndpoint:
         """The latest RTCP reception report the phone sent about our stream."""
         self.last_received_at: float | None = None
         self._last_sender_report: tuple[int, float] | None = None
+        self._next_report_at: float | None = None
         self.dtmf = DtmfDetector()
         self.out = StreamContinuity(
             ssrc=random.getrandbits(32),
@@ -733,16 +734,27 @@ class MediaRelay:
         endpoint.stats.on_sent(len(packet))
 
     async def _report_loop(self) -> None:
-        """Send each leg that has media our RTCP report, at randomised intervals (§6.3.1)."""
+        """Send each leg that has media our RTCP report, at randomised intervals (§6.3.1).
+
+        Each leg has its own due time, so a thousand legs cost a few reports per wake-up
+        rather than one burst that would delay the 20 ms tick.
+        """
+        interval = self.rtcp_interval
         while self._endpoints:
-            await asyncio.sleep(self.rtcp_interval * random.uniform(0.5, 1.5))
+            await asyncio.sleep(min(0.1, interval / 2))
             wall, now = time.time(), _monotonic()
             for endpoint in list(self._endpoints):
+                due = endpoint._next_report_at
+                if due is None:
+                    endpoint._next_report_at = now + interval * random.uniform(0.5, 1.5)
+                    continue
+                if due > now:
+                    continue
+                endpoint._next_report_at = now + interval * random.uniform(0.5, 1.5)
                 transport, remote = endpoint._rtcp, endpoint.remote_rtcp
                 active = endpoint.last_received_at is not None or endpoint.stats.packets_sent
-                if transport is None or remote is None or not active:
-                    continue
-                transport.sendto(endpoint.rtcp_report(wall, now), remote)
+                if transport is not None and remote is not None and active:
+                    transport.sendto(endpoint.rtcp_report(wall, now), remote)
 
     # -- the 20 ms tick -------------------------------------------------------------------
 
