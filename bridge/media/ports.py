@@ -1,0 +1,44 @@
+"""The RTP port pool: even ports for RTP, each with the odd port above it for RTCP.
+
+Pure bookkeeping; the relay binds the sockets. Released ports go to the back of the queue, so a
+late packet of an ended call does not land in the call that got its port next.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+
+class PortPoolExhaustedError(RuntimeError):
+    """No free RTP port pair: the engine answers the INVITE 503 rather than 200 without media."""
+
+
+class PortPool:
+    """Even RTP ports of a range, each with the odd RTCP port above it (RFC 3550 §11)."""
+
+    def __init__(self, port_min: int, port_max: int) -> None:
+        first = port_min + (port_min % 2)
+        if not 0 < first < port_max <= 65535:
+            raise ValueError(f"RTP port range {port_min}-{port_max} holds no even/odd pair")
+        self._free: deque[int] = deque(range(first, port_max, 2))
+        self._in_use: set[int] = set()
+
+    @property
+    def free(self) -> int:
+        return len(self._free)
+
+    @property
+    def in_use(self) -> int:
+        return len(self._in_use)
+
+    def take(self) -> int:
+        if not self._free:
+            raise PortPoolExhaustedError("no free RTP port pair")
+        port = self._free.popleft()
+        self._in_use.add(port)
+        return port
+
+    def give_back(self, port: int) -> None:
+        if port in self._in_use:
+            self._in_use.remove(port)
+            self._free.append(port)
