@@ -188,11 +188,6 @@ class MediaEndpoint:
         if 192 <= second <= 223:
             self._on_rtcp(data, addr)  # RTCP multiplexed on the RTP port (RFC 5761)
             return
-        _, _, sequence, timestamp, ssrc = _FIXED_HEADER.unpack_from(data)
-        now = _monotonic()
-        if addr != self.remote and not self._latch(addr, ssrc, now):
-            return
-        self.last_received_at = now
         payload_type = second & 0x7F
         is_event = payload_type == self.telephone_event_pt
         if (
@@ -202,6 +197,12 @@ class MediaEndpoint:
         ):
             relay.counters.unknown_payload_type += 1
             return
+        _, _, sequence, timestamp, ssrc = _FIXED_HEADER.unpack_from(data)
+        now = _monotonic()
+        if (addr != self.remote or not self._latched) and not self._latch(addr, ssrc, now):
+            return
+        self.last_received_at = now
+        self._latched_ssrc = ssrc  # a phone may change SSRC (re-INVITE) and later move (NAT)
         if not self.stats.on_packet(ssrc, sequence, timestamp, len(data), now, not is_event):
             return
         if is_event:
@@ -229,10 +230,12 @@ class MediaEndpoint:
             if ssrc != self._latched_ssrc and not quiet:
                 relay.counters.foreign_source += 1
                 return False
-            relay.counters.relatched += 1
-        self.remote = addr
-        if not self._rtcp_latched:
+            if addr != self.remote:
+                relay.counters.relatched += 1
+        if addr != self.remote and not self._rtcp_latched:
+            # Moved (NAT): RTCP most likely comes from the port above, until it shows itself.
             self.remote_rtcp = (addr[0], addr[1] + 1)
+        self.remote = addr
         self._latched = True
         self._latched_ssrc = ssrc
         return True

@@ -219,6 +219,24 @@ async def test_media_latches_to_where_the_phone_really_sends_from(
     assert len(caller.received) == 2
 
 
+async def test_a_stranger_cannot_take_over_media_from_the_sdp_address(
+    relay: MediaRelay, phones: list[Phone]
+) -> None:
+    caller, seat, stranger = phones[:3]
+    trunk_leg, seat_leg = await legs(relay, phones, g711.PCMU, g711.PCMU)
+    relay.connect(trunk_leg, seat_leg)
+    # The seat sends from exactly the address its SDP gave: that latches too.
+    seat.send(rtp(0, 1, 0, 0x5EA7, b"\xff" * 160), seat_leg)
+    stranger.send(rtp(0, 9, 0, 0xBAD, b"\x00" * 160), seat_leg)
+    stranger.send(rtp(99, 9, 0, 0xBAD, b"\x00" * 160), seat_leg)  # junk latches nothing
+    seat.send(rtp(0, 2, 160, 0x5EA7, b"\xff" * 160), seat_leg)
+    await caller.wait_for_packets(2)
+    assert {p.payload for _, p in caller.received} == {b"\xff" * 160}
+    assert seat_leg.remote == (HOST, seat.port)
+    assert relay.counters.foreign_source == 1
+    assert relay.counters.relatched == 0
+
+
 async def test_leg_swap_keeps_one_continuous_stream(relay: MediaRelay, phones: list[Phone]) -> None:
     caller, agent, officer = phones[:3]
     caller_leg, agent_leg, officer_leg = await legs(relay, phones, g711.PCMA, g711.PCMA, g711.PCMU)
