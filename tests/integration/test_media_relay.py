@@ -237,6 +237,28 @@ async def test_a_stranger_cannot_take_over_media_from_the_sdp_address(
     assert relay.counters.relatched == 0
 
 
+async def test_media_follows_a_nat_rebinding_and_a_restarted_phone(
+    relay: MediaRelay, phones: list[Phone]
+) -> None:
+    caller, seat, seat_moved, seat_restarted = phones
+    trunk_leg, seat_leg = await legs(relay, phones, g711.PCMU, g711.PCMU)
+    relay.connect(trunk_leg, seat_leg)
+    seat.send(rtp(0, 1, 0, 0x5EA7, b"\xff" * 160), seat_leg)
+    # Same SSRC from a new port: the NAT in front of the seat changed its mapping.
+    seat_moved.send(rtp(0, 2, 160, 0x5EA7, b"\xff" * 160), seat_leg)
+    await caller.wait_for_packets(2)
+    caller.send(rtp(0, 1, 0, 0xCA11, b"\xff" * 160), trunk_leg)
+    await seat_moved.wait_for_packets(1)
+    assert seat_leg.remote == (HOST, seat_moved.port)
+    # A new SSRC from elsewhere is believed once the latched source has gone quiet.
+    relay.relatch_after = 0.0
+    seat_restarted.send(rtp(0, 500, 0, 0x0BE1, b"\xff" * 160), seat_leg)
+    await caller.wait_for_packets(3)
+    assert seat_leg.remote == (HOST, seat_restarted.port)
+    assert relay.counters.relatched == 2
+    assert len(seat.received) == 0
+
+
 async def test_leg_swap_keeps_one_continuous_stream(relay: MediaRelay, phones: list[Phone]) -> None:
     caller, agent, officer = phones[:3]
     caller_leg, agent_leg, officer_leg = await legs(relay, phones, g711.PCMA, g711.PCMA, g711.PCMU)
