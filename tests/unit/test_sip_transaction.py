@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bridge.sip.errors import LocalProtocolError
 from bridge.sip.message import Request, Response, make_response, parse_message
@@ -726,10 +730,107 @@ def test_stale_timer_entries_do_not_pile_up() -> None:
     """Each finished transaction leaves a cancelled Timer B entry behind; compaction keeps the
     heap bounded by the live transactions, not by the calls ever made."""
     layer = TransactionLayer()
-    for i in range(5000):
+    for i in range(3000):
         invite = request(branch=f"z9hG4bKq{i}", call_id=f"q{i}", transport="TCP")
         layer.send_request(invite, TRUNK, "TCP", now=0.0)
         layer.receive(respond(invite, 486), TRUNK, "TCP", now=0.0)
         layer.take_outgoing()
     assert len(layer) == 0
     assert len(layer._heap) <= 1025
+
+
+def test_only_the_top_via_is_stamped() -> None:
+    layer = TransactionLayer()
+    raw = request_text("OPTIONS", via_host="10.0.0.5", via_params=";rport").replace(
+        b"\r\nMax-Forwards", b"\r\nVia: SIP/2.0/UDP 10.0.0.99;branch=z9hG4bKlower\r\nMax-Forwards"
+    )
+    options = parse_message(raw)
+    assert isinstance(options, Request)
+    new_server_tx(layer, options, ("203.0.113.4", 40000))
+    top, lower = options.headers.get_all("Via")
+    assert top.endswith(";received=203.0.113.4;rport=40000")
+    assert lower == "SIP/2.0/UDP 10.0.0.99;branch=z9hG4bKlower"
+
+
+# --------------------------------------------------------------------------- no leaks
+
+_STEPS = st.lists(
+    st.tuples(
+        st.sampled_from(["response", "retransmit", "answer", "ack", "cancel", "tick", "error"]),
+        st.integers(min_value=0, max_value=5),
+        st.sampled_from([100, 180, 200, 200, 486]),
+    ),
+    min_size=3,
+    max_size=30,
+)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(steps=_STEPS, tcp=st.booleans())
+def test_every_transaction_ends_once_calls_are_settled(
+    steps: list[tuple[str, int, int]], tcp: bool
+) -> None:
+    """Random interleavings of wire input, TU answers, time and transport errors: once every
+    INVITE gets some final answer, running the timers out leaves no transaction behind."""
+    transport = "TCP" if tcp else "UDP"
+    layer = TransactionLayer()
+    now = 0.0
+    out_invites = [
+        request(branch=f"z9hG4bKo{i}", call_id=f"o{i}", transport=transport) for i in range(2)
+    ]
+    out_keys = [layer.send_request(r, TRUNK, transport, now) for r in out_invites]
+    out_bye = request("BYE", branch="z9hG4bKob", transport=transport)
+    layer.send_request(out_bye, TRUNK, transport, now)
+    in_requests = [
+        request("INVITE", branch="z9hG4bKi0", call_id="i0", transport=transport),
+        request("OPTIONS", branch="z9hG4bKi1", call_id="i1", transport=transport),
+    ]
+    in_keys = [new_server_tx(layer, r) for r in in_requests]
+    for kind, index, status in steps:
+        now += 0.3
+        which = index % 2
+        if kind == "response":
+            answered = out_bye if index >= 4 else out_invites[which]
+            layer.receive(respond(answered, status), TRUNK, transport, now)
+        elif kind == "retransmit":
+            layer.receive(_retransmission(which, transport), PEER, transport, now)
+        elif kind == "answer" and layer.state_of(in_keys[which]) in (
+            State.TRYING,
+            State.PROCEEDING,
+        ):
+            layer.send_response(
+                in_keys[which], make_response(in_requests[which], status, to_tag="u"), now
+            )
+        elif kind == "ack":
+            # Even: the hop-by-hop ACK of a non-2xx (INVITE's branch); odd: a 2xx ACK.
+            branch = "z9hG4bKi0" if index % 2 == 0 else f"z9hG4bKack{index}"
+            ack = request("ACK", branch=branch, call_id="i0", to_tag="u", transport=transport)
+            layer.receive(ack, PEER, transport, now)
+        elif kind == "cancel" and layer.state_of(out_keys[which]) is not None:
+            with contextlib.suppress(LocalProtocolError):  # a second CANCEL reuses the branch
+                layer.send_request(build_cancel(out_invites[which]), TRUNK, transport, now)
+        elif kind == "tick":
+            now += index * 7.0
+            layer.handle_timers(now)
+        elif kind == "error" and index >= 4:
+            layer.transport_error(TRUNK if index == 5 else PEER, transport, now)
+        layer.take_outgoing()
+    # Settle: every INVITE still waiting for a final answer gets one.
+    for invite, key in zip(out_invites, out_keys, strict=True):
+        if layer.state_of(key) in (State.CALLING, State.PROCEEDING):
+            layer.receive(respond(invite, 487), TRUNK, transport, now)
+    if layer.state_of(in_keys[0]) is State.PROCEEDING:
+        layer.send_response(in_keys[0], make_response(in_requests[0], 500, to_tag="u"), now)
+    for _ in range(1000):  # bounded: a machine that never ends must fail, not hang
+        if (deadline := layer.next_deadline()) is None:
+            break
+        layer.handle_timers(deadline)
+    assert layer.next_deadline() is None
+    assert len(layer) == 0
+    assert layer._accepted_by_dialog == {}
+    assert layer._by_destination == {}
+
+
+def _retransmission(which: int, transport: str) -> Request:
+    method = "INVITE" if which == 0 else "OPTIONS"
+    return request(method, branch=f"z9hG4bKi{which}", call_id=f"i{which}", transport=transport)
