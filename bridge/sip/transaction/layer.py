@@ -455,8 +455,9 @@ class TransactionLayer:
             self._compact()
 
     def _compact(self) -> None:
+        # In place: handle_timers may be iterating over this very list.
         live = self._transactions
-        self._heap = [
+        self._heap[:] = [
             entry
             for entry in self._heap
             if (tx := live.get(entry[2])) is not None and tx.timers.get(entry[3]) == entry[1]
