@@ -834,4 +834,3 @@ def test_every_transaction_ends_once_calls_are_settled(
 def _retransmission(which: int, transport: str) -> Request:
     method = "INVITE" if which == 0 else "OPTIONS"
     return request(method, branch=f"z9hG4bKi{which}", call_id=f"i{which}", transport=transport)
-
