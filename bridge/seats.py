@@ -93,7 +93,9 @@ class SeatAuthority:
                 Destination(
                     uri=binding.contact.uri,
                     address=binding.destination,
-                    transport=binding.transport,
+                    # The registrar keeps RFC 3261's lower-case token; the transport
+                    # layer and our Via take the upper-case name ("TCP" selects TCP).
+                    transport=binding.transport.upper(),
                     peer=seat,
                     ring_timeout=ring_timeout,
                 )

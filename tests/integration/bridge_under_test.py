@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from peers.ports import PortAllocator
 
 from bridge.config import load_config
 from bridge.engine import Engine
 from bridge.service import Service
-from peers.ports import PortAllocator
+from bridge.sip.registrar import Binding
 
 PLAN_HEAD = """
 name = "integration"
@@ -74,14 +76,32 @@ role = "admin"
 url = "sqlite:///bridge.sqlite3"
 [registrar]
 realm = "bridge"
-[[registrar.seats]]
-user = "agent1001"
-password = "seat-secret-1001"
+digest_algorithms = [{digest_algorithms}]
+{seat_credentials}
 [dialplan]
 path = "plan.toml"
 [shutdown]
 grace_s = {grace_s}
 """
+
+DEFAULT_SEATS = {"agent1001": "seat-secret-1001"}
+
+
+def seat_group_plan(
+    seats: Sequence[str], *, called: str = "12345", group: str = "hotline-desk"
+) -> str:
+    """Dial-plan text: `seats` on the 12345 platform, rung as one group for calls to `called`.
+
+    Inbound rules are tried in order after the head's "to 110" rule, so `called` must not be 110.
+    """
+    lines = []
+    for seat in seats:
+        lines += ["[[seats]]", f'id = "{seat}"', 'platform = "12345"']
+    members = ", ".join(f'"{seat}"' for seat in seats)
+    lines += ["[[seat_groups]]", f'name = "{group}"', 'platform = "12345"', f"seats = [{members}]"]
+    lines += ["[[inbound]]", f'name = "{called} to {group}"', f'called = {{ exact = "{called}" }}']
+    lines += [f'group = "{group}"']
+    return "\n".join(lines) + "\n"
 
 
 class BridgeUnderTest:
@@ -96,6 +116,8 @@ class BridgeUnderTest:
         t1_ms: int = 500,
         grace_s: float = 2,
         extra_plan: str = "",
+        seat_credentials: Mapping[str, str] = DEFAULT_SEATS,
+        digest_algorithms: Sequence[str] = ("SHA-256", "MD5"),
     ) -> None:
         self.workdir = workdir
         self.sip_port = ports.port()
@@ -122,6 +144,11 @@ class BridgeUnderTest:
                 media_max=media_min + 199,
                 http_port=self.http_port,
                 grace_s=grace_s,
+                digest_algorithms=", ".join(f'"{name}"' for name in digest_algorithms),
+                seat_credentials="".join(
+                    f'[[registrar.seats]]\nuser = "{user}"\npassword = "{password}"\n'
+                    for user, password in seat_credentials.items()
+                ),
             ),
             encoding="utf-8",
         )
@@ -143,6 +170,11 @@ class BridgeUnderTest:
         self.service = Service(self.engine, config)
         await self.service.start()
         return self
+
+    def bindings(self, seat: str) -> list[Binding]:
+        """The seat's registrations in force now, as the bridge's registrar holds them."""
+        assert self.engine is not None
+        return self.engine.seats.registrar.lookup(seat, asyncio.get_running_loop().time())
 
     async def wait_idle(self, within: float = 10.0) -> None:
         assert self.engine is not None
