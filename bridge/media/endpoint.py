@@ -22,6 +22,7 @@ it saw of our stream, and we send our own (:meth:`MediaEndpoint.rtcp_report`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import socket
@@ -324,7 +325,7 @@ class MediaEndpoint:
         """Send a packet received from our peer to our phone, rewritten for this leg."""
         relay = self.relay
         remote = self.remote
-        if remote is None or self._rtp is None:
+        if remote is None or self.closed:
             relay.counters.no_remote += 1
             return
         table = None
@@ -364,28 +365,38 @@ class MediaEndpoint:
                 relay.counters.malformed += 1
                 return
             packet = header + data[12:start] + data[start:end].translate(table) + data[end:]
-        self._rtp.sendto(packet, remote)
+        self._transmit(packet, remote)
         stats = self.stats
         stats.packets_sent += 1
         stats.bytes_sent += len(packet)
 
+    def _transmit(self, packet: bytes, remote: Address) -> None:
+        transport = self._rtp
+        if transport is not None:
+            transport.sendto(packet, remote)
+        elif self._sockets is not None:
+            # Bound but not yet registered with the loop (allocate_nowait): the socket is ours
+            # already, so send on it rather than drop what the other leg said first.
+            with contextlib.suppress(OSError):
+                self._sockets[0].sendto(packet, remote)
+
     def send_event(self, event: TelephoneEvent, start: int, *, marker: bool) -> None:
         """Send one RFC 4733 event packet inside this leg's outgoing stream (see send_dtmf)."""
         pt = self.telephone_event_pt
-        if self.closed or self._rtp is None or self.remote is None or pt is None:
+        if self.closed or self.remote is None or pt is None:
             return
         sequence = self.out.insert()
         header = _FIXED_HEADER.pack(
             0x80, pt | (0x80 if marker else 0), sequence, start, self.out.ssrc
         )
         packet = header + event.to_bytes()
-        self._rtp.sendto(packet, self.remote)
+        self._transmit(packet, self.remote)
         self.stats.on_sent(len(packet))
 
     def _send_generated(self, payload: bytes, payload_type: int, source: int, now: float) -> None:
         """Send a frame the bridge made itself (mix, hold) under this leg's continuity."""
-        remote, transport = self.remote, self._rtp
-        if remote is None or transport is None:
+        remote = self.remote
+        if remote is None or self.closed:
             self.relay.counters.no_remote += 1
             return
         sequence = self._generated_sequence = (self._generated_sequence + 1) & 0xFFFF
@@ -404,7 +415,7 @@ class MediaEndpoint:
             )
             + payload
         )
-        transport.sendto(packet, remote)
+        self._transmit(packet, remote)
         stats = self.stats
         stats.packets_sent += 1
         stats.bytes_sent += len(packet)

@@ -585,6 +585,47 @@ async def test_end_packet_retransmissions_do_not_repeat_a_digit(
     assert digits == ["3"]
 
 
+# -- the same on uvloop ------------------------------------------------------------------------
+#
+# The engine runs on uvloop when it is installed; its UDP transports are a different
+# implementation, so the relay's main paths run again on it.
+
+UvScenario = Callable[[MediaRelay, list[Phone]], Awaitable[None]]
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        test_alaw_caller_reaches_ulaw_seat_transcoded,
+        test_allocate_without_awaiting_keeps_early_packets,
+        test_leg_swap_keeps_one_continuous_stream,
+        test_three_party_conference_each_hears_the_other_two,
+        test_feature_code_digits_are_detected_and_not_leaked,
+    ],
+    ids=lambda f: f.__name__.removeprefix("test_"),
+)
+def test_on_uvloop(scenario: UvScenario) -> None:
+    uvloop = pytest.importorskip("uvloop")
+
+    async def run() -> None:
+        base = random.randrange(42000, 58000, 2)
+        relay = MediaRelay(HOST, base, base + 200)
+        phones = [await Phone.open() for _ in range(4)]
+        try:
+            await scenario(relay, phones)
+            for endpoint in relay.endpoints:
+                await relay.release(endpoint)
+            assert relay.pool.in_use == 0
+        finally:
+            relay.close()
+            for phone in phones:
+                phone.close()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        assert "uvloop" in type(runner.get_loop()).__module__
+        runner.run(run())
+
+
 # -- SIPp as an independent RTP source ---------------------------------------------------------
 #
 # SIPp answers one INVITE (sent by the small UAC below, whose SDP names the relay's port) and
