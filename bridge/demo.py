@@ -1,0 +1,548 @@
+"""``bridge demo``: the bridge on the example config, with simulated peers on loopback.
+
+Everything the demo shows crosses real sockets. The bridge runs as ``bridge run`` would (engine,
+media relay, sidecar, SQLite store) on a copy of the config in a temporary folder; around it sit
+peers built on the project's own SIP stack (:mod:`bridge.simpeers`): a carrier trunk bringing
+citizens' calls in, a 12345 seat and a 110 seat that REGISTER with digest credentials and
+answer by themselves, and the 12345 and 110 PBXs that the plan's trunks ring. Then a short
+script plays, and every side prints what it saw:
+
+1. a citizen calls 12345; the seat the plan routes to rings, answers, audio flows both ways
+   (each side counts the RTP packets it got and names the tone it heard), the citizen hangs up;
+2. a citizen calls 110 and reaches the 110 seat, who ends the call.
+
+One-click transfer and three-way calls are not in the bridge yet, so the script says so rather
+than pretend. With ``--once`` the command exits after the script (status 1 if a step failed);
+otherwise the bridge keeps serving its console until SIGINT/SIGTERM. Ports of the example
+config that are taken are replaced by free ones, and the demo says so; ``BRIDGE_DEMO_FREE_PORTS=1``
+(or ``free_ports=True``) takes free ports throughout, for tests on a busy machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import tempfile
+import time
+import tomllib
+import unicodedata
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import aiohttp
+
+from bridge.calls.call import CallEvent
+from bridge.config import Config, ConfigError, load_config
+from bridge.dialplan.loader import load_text
+from bridge.dialplan.router import Router
+from bridge.engine import Engine, _runner
+from bridge.logging_setup import mask_numbers, setup_logging
+from bridge.service import Service
+from bridge.simpeers import PeerCall, SimPhone, SipEndpoint, layout
+from bridge.simpeers.phone import codec_name
+
+FREE_PORTS_ENV = "BRIDGE_DEMO_FREE_PORTS"
+EXAMPLE_CONFIG = "config.example.toml"
+PLATFORMS = ("12345", "110")
+CITIZENS = {"12345": "13800138000", "110": "13900139001"}
+"""Made-up caller numbers; shown masked like everything the bridge logs."""
+TONES = {"carrier": 440.0, "12345": 620.0, "110": 820.0, "pbx": 1000.0}
+"""Each party sends its own tone, so what a side hears tells whose audio reached it."""
+RTP_PACKETS = 50
+"""Packets each side must receive in a call: one second of 20 ms frames."""
+STEP_TIMEOUT = 5.0
+
+EVENT_LABELS = {
+    "routed": "已路由",
+    "no_route": "无路由",
+    "progress": "对端振铃",
+    "answered": "已接通，媒体经桥接锚定",
+    "attempt_failed": "呼叫失败",
+    "failover": "改呼下一个目的地",
+    "caller_cancelled": "主叫取消",
+    "hangup": "挂断",
+    "legs_gone": "各方均已挂机，通话结束",
+}
+
+
+def run_demo(
+    config_path: str | None = None, once: bool = False, *, free_ports: bool | None = None
+) -> int:
+    """Run the demo; the exit status of ``bridge demo``."""
+    if free_ports is None:
+        free_ports = os.environ.get(FREE_PORTS_ENV, "") not in ("", "0")
+    base = Path(config_path) if config_path else _example_config()
+    if base is None:
+        print(f"bridge demo: {EXAMPLE_CONFIG} not found; pass --config FILE", file=sys.stderr)
+        return 1
+    setup_logging("warning")
+    with tempfile.TemporaryDirectory(prefix="bridge-demo-") as folder:
+        demo = Demo(base, Path(folder), once=once, free_ports=free_ports, out=sys.stdout)
+        try:
+            status: int = _runner()(demo.run())
+        except KeyboardInterrupt:
+            return 130
+    return status
+
+
+def _example_config() -> Path | None:
+    for folder in (Path.cwd(), Path(__file__).resolve().parent.parent):
+        candidate = folder / EXAMPLE_CONFIG
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+# -- output ----------------------------------------------------------------------------------
+
+
+def _pad(text: str, width: int) -> str:
+    """Left-align by display width: CJK characters take two columns in a terminal."""
+    shown = sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+    return text + " " * max(width - shown, 1)
+
+
+class Script:
+    """Prints the scene line by line, each side labelled, and keeps the verdicts."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.started = time.monotonic()
+        self.failures: list[str] = []
+        self.steps: list[tuple[str, bool]] = []
+
+    def print(self, text: str = "") -> None:
+        print(text, file=self.out, flush=True)
+
+    def heading(self, text: str) -> None:
+        self.print()
+        self.print(text)
+
+    def line(self, who: str, text: str) -> None:
+        elapsed = time.monotonic() - self.started
+        self.print(f"  [{elapsed:6.2f}s] {_pad(who, 20)}{mask_numbers(text)}")
+
+    def voice(self, who: str) -> Any:
+        return lambda text: self.line(who, text)
+
+    def check(self, ok: bool, text: str) -> bool:
+        self.print(f"    {'✔' if ok else '✘'} {text}")
+        if not ok:
+            self.failures.append(text)
+        return ok
+
+
+# -- the demo ----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Seat:
+    seat_id: str
+    label: str
+    password: str
+    phone: SimPhone | None = None
+
+
+@dataclass(slots=True)
+class Cast:
+    """Everyone on the demo's stage, bound to their sockets."""
+
+    carrier: SimPhone
+    pbx: dict[str, SimPhone] = field(default_factory=dict)
+    seats: dict[str, Seat] = field(default_factory=dict)
+
+
+class Demo:
+    def __init__(
+        self, base: Path, folder: Path, *, once: bool, free_ports: bool, out: TextIO
+    ) -> None:
+        self.base = base
+        self.folder = folder
+        self.once = once
+        self.free_ports = free_ports
+        self.script = Script(out)
+        self.engine: Engine | None = None
+        self.service: Service | None = None
+        self.cast: Cast | None = None
+        self.notes: list[str] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def run(self) -> int:
+        try:
+            config = await self._set_up()
+        except (ConfigError, DemoSetupError, OSError) as exc:
+            for line in str(exc).splitlines():
+                print(f"bridge demo: {line}", file=sys.stderr)
+            await self._tear_down()
+            return 1
+        try:
+            await self._play()
+            status = 1 if self.script.failures else 0
+            if not self.once:
+                await self._serve(config)
+        finally:
+            await self._tear_down()
+        return status
+
+    # -- setting the stage -------------------------------------------------------------------
+
+    async def _set_up(self) -> Config:
+        s = self.script
+        base_config = load_config(self.base)
+        plan_path = base_config.resolve(base_config.dialplan.path)
+        try:
+            plan_text = plan_path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise DemoSetupError(f"{plan_path}: cannot read: {exc.strerror}") from exc
+        plan_text, router = await self._bind_peers(plan_text, str(plan_path))
+        seats = self._seats_on_duty(router, base_config)
+        config_path = self._write_copies(base_config, plan_text, seats)
+        config = load_config(config_path)
+        self.engine = Engine(config)
+        await self.engine.start()
+        self.engine.event_listeners.append(self._on_call_events)
+        self.service = Service(self.engine, config)
+        await self.service.start()
+        assert self.cast is not None
+        self.cast.seats = seats
+
+        s.print("bridge demo — 12345 ↔ 110 联动桥接演示（真实 SIP/RTP，环回地址）")
+        s.print(f"  工作目录   {self.folder}（配置副本、拨号计划副本、SQLite）")
+        s.print(f"  桥接 SIP   {_hostport(self.engine.transport.local)}（UDP+TCP）")
+        s.print(f"  控制台     {self._console_url()}")
+        peers = [f"运营商中继 {_hostport(self.cast.carrier.endpoint.local)}"]
+        peers += [f"{key} PBX {_hostport(p.endpoint.local)}" for key, p in self.cast.pbx.items()]
+        s.print(f"  模拟对端   {' · '.join(peers)}")
+        for note in self.notes:
+            s.print(f"  注意       {note}")
+        return config
+
+    async def _bind_peers(self, plan_text: str, filename: str) -> tuple[str, Router]:
+        router = _load_plan(plan_text, filename)
+        wanted = layout.plan_peers(router.plan, PLATFORMS)
+        moves: dict[int, int] = {}
+        carrier_wanted = wanted.carrier or layout.CARRIER_PORT
+        carrier = await self._phone("carrier", carrier_wanted, "运营商中继", TONES["carrier"])
+        moves[carrier_wanted] = carrier.endpoint.port
+        if wanted.carrier is None:
+            names = {t.name for t in router.plan.trunks}
+            plan_text = layout.add_carrier_trunk(plan_text, carrier.endpoint.port, names)
+            self.notes.append("拨号计划没有运营商中继（trunk sources），演示副本里已加上")
+        self.cast = Cast(carrier=carrier)
+        for key, port in wanted.pbx.items():
+            phone = await self._phone("pbx", port, f"{key} PBX", TONES["pbx"])
+            self.cast.pbx[key] = phone
+            moves[port] = phone.endpoint.port
+        plan_text = layout.move_ports(plan_text, moves)
+        return plan_text, _load_plan(plan_text, filename)
+
+    async def _phone(self, user: str, wanted: int, label: str, tone: float) -> SimPhone:
+        endpoint = SipEndpoint(layout.HOST)
+        try:
+            await endpoint.start(0 if self.free_ports else wanted)
+        except OSError:
+            await endpoint.start(0)
+        if not self.free_ports and endpoint.port != wanted:
+            self.notes.append(f"{label}：端口 {wanted} 已被占用，改用 {endpoint.port}")
+        return SimPhone(endpoint, user=user, say=self.script.voice(label), tone_hz=tone)
+
+    def _seats_on_duty(self, router: Router, config: Config) -> dict[str, Seat]:
+        """The seat each desk's inbound rule rings right now (day or night shift)."""
+        passwords = {seat.user: seat.password for seat in config.registrar.seats}
+        names = {seat.id: seat.name or seat.id for seat in router.plan.seats}
+        seats: dict[str, Seat] = {}
+        for platform in PLATFORMS:
+            now = datetime.now(router.zone)
+            decision = router.route_inbound(platform, CITIZENS[platform], now)
+            if decision is None or not decision.seats:
+                raise DemoSetupError(f"the dial plan sends calls to {platform} to no seat group")
+            seat_id = decision.seats[0]
+            password = passwords.get(seat_id)
+            if password is None:
+                password = f"demo-secret-{seat_id}"
+                self.notes.append(f"座席 {seat_id} 在配置里没有口令，演示副本里已加上")
+            seats[platform] = Seat(seat_id, names.get(seat_id, seat_id), password)
+        return seats
+
+    def _write_copies(self, config: Config, plan_text: str, seats: dict[str, Seat]) -> Path:
+        data = tomllib.loads(self.base.read_text(encoding="utf-8"))
+        sip_port, moved = layout.choose_port(config.sip.address[1], any_port=self.free_ports)
+        if moved and not self.free_ports:
+            self.notes.append(f"桥接 SIP：端口 {config.sip.address[1]} 已被占用，改用 {sip_port}")
+        http_port, moved = layout.choose_port(
+            config.sidecar.address[1], udp=False, any_port=self.free_ports
+        )
+        if moved and not self.free_ports:
+            wanted_http = config.sidecar.address[1]
+            self.notes.append(f"控制台：端口 {wanted_http} 已被占用，改用 {http_port}")
+        data.setdefault("sip", {})["listen"] = f"{layout.HOST}:{sip_port}"
+        data.setdefault("sidecar", {})["listen"] = f"{layout.HOST}:{http_port}"
+        data["sidecar"].pop("base_url", None)
+        data["storage"] = {"url": "sqlite:///bridge.sqlite3"}
+        data["dialplan"] = {"path": "dialplan.toml"}
+        data["log"] = {"level": "warning"}
+        data["shutdown"] = {"grace_s": 2}
+        if config.media.hold_audio:
+            data["media"]["hold_audio"] = str(config.resolve(config.media.hold_audio))
+        registrar = data.setdefault("registrar", {})
+        known = {entry["user"] for entry in registrar.get("seats", [])}
+        for seat in seats.values():
+            if seat.seat_id not in known:
+                registrar.setdefault("seats", []).append(
+                    {"user": seat.seat_id, "password": seat.password}
+                )
+        (self.folder / "dialplan.toml").write_text(plan_text, encoding="utf-8")
+        path = self.folder / "config.toml"
+        path.write_text(layout.to_toml(data), encoding="utf-8")
+        return path
+
+    # -- the script ----------------------------------------------------------------------------
+
+    async def _play(self) -> None:
+        s = self.script
+        assert self.engine is not None
+        assert self.cast is not None
+        bridge = self.engine.transport.local
+        s.heading("准备：坐席摘要认证注册（RFC 3261 §10、§22）")
+        for platform, seat in self.cast.seats.items():
+            endpoint = SipEndpoint(layout.HOST)
+            await endpoint.start(0)
+            seat.phone = SimPhone(
+                endpoint, user=seat.seat_id, say=s.voice(seat.label), tone_hz=TONES[platform]
+            )
+            response = await seat.phone.register(bridge, seat.password, expires=3600)
+            s.check(response.status == 200, f"{seat.label}（{seat.seat_id}）注册成功")
+        await self._check_console()
+
+        steps = (
+            (
+                "12345",
+                "第 1 步：市民拨打 12345 → 12345 坐席接听，双向通话，市民挂机",
+                self._call_12345,
+            ),
+            ("110", "第 2 步：市民拨打 110 → 110 接警员接听，双向通话，接警员挂机", self._call_110),
+        )
+        for number, title, step in steps:
+            s.heading(title)
+            failures = len(s.failures)
+            try:
+                await step(number)
+            except (TimeoutError, OSError) as exc:
+                s.check(False, f"步骤中断：{type(exc).__name__} {exc}")
+            ok = len(s.failures) == failures
+            s.steps.append((title.split("：", 1)[0], ok))
+            s.print(f"  {'✔ 通过' if ok else '✘ 未通过'}：{title.split('：', 1)[0]}")
+
+        s.heading("未演示")
+        s.print("  一键转接（*1 转 110 / *3 转 12345）与三方通话（*2 / *4）在桥接中尚未实现")
+        s.print("  （issue 5）：本演示不模拟这两项。")
+        s.print("  110 PBX 与 12345 PBX 已就绪，实现后由它们接听转来的呼叫。")
+        passed = sum(1 for _, ok in s.steps if ok)
+        s.heading(f"结果：{passed}/{len(s.steps)} 步通过" + ("" if not s.failures else "，有失败"))
+        for failure in s.failures:
+            s.print(f"  ✘ {failure}")
+
+    async def _call_12345(self, number: str) -> None:
+        call, seat_call = await self._citizen_calls(number)
+        if call is None or seat_call is None:
+            return
+        assert self.cast is not None
+        s = self.script
+        await self._check_api_sees_call(self.cast.seats[number].seat_id)
+        status = await self.cast.carrier.hangup(call)
+        s.check(status == 200, "市民挂机：BYE 得到 200 OK")
+        await self._await(seat_call.ended.wait(), "坐席收到 BYE")
+        s.check(seat_call.ended_by == "remote", "坐席一侧通话随之结束")
+        await self._check_idle()
+
+    async def _call_110(self, number: str) -> None:
+        call, seat_call = await self._citizen_calls(number)
+        if call is None or seat_call is None:
+            return
+        assert self.cast is not None
+        seat = self.cast.seats[number]
+        assert seat.phone is not None
+        status = await seat.phone.hangup(seat_call)
+        self.script.check(status == 200, "接警员挂机：BYE 得到 200 OK")
+        await self._await(call.ended.wait(), "市民一侧收到 BYE")
+        self.script.check(call.ended_by == "remote", "市民一侧通话随之结束")
+        await self._check_idle()
+
+    async def _citizen_calls(self, number: str) -> tuple[PeerCall | None, PeerCall | None]:
+        """Ring ``number`` from the carrier; check the seat on duty answers and audio flows."""
+        s = self.script
+        assert self.engine is not None
+        assert self.cast is not None
+        seat = self.cast.seats[number]
+        assert seat.phone is not None
+        citizen = CITIZENS[number]
+        s.line("运营商中继", f"市民 {citizen} 来电，经运营商中继送往桥接")
+        call = await self.cast.carrier.dial(
+            number, self.engine.transport.local, from_user=citizen, within=STEP_TIMEOUT
+        )
+        if not s.check(call.status == 200, f"呼叫 {number} 接通（最终应答 {call.status}）"):
+            return None, None
+        seat_call = await seat.phone.next_incoming(STEP_TIMEOUT)
+        if not s.check(seat_call is not None, f"{seat.label}（{seat.seat_id}）振铃并接听"):
+            return call, None
+        assert seat_call is not None
+        s.check(
+            seat_call.remote_user == citizen,
+            f"{seat.label} 看到的主叫号码是市民的号码（{mask_numbers(citizen)}）",
+        )
+        await self._await(seat_call.answered.wait(), "坐席收到 ACK")
+        got_caller = await call.media.wait_received(RTP_PACKETS, STEP_TIMEOUT)
+        got_seat = await seat_call.media.wait_received(RTP_PACKETS, STEP_TIMEOUT)
+        agent = "接警员" if number == "110" else "坐席"
+        self._report_audio("运营商中继", "市民", call, TONES[number], agent)
+        self._report_audio(seat.label, agent, seat_call, TONES["carrier"], "市民")
+        s.check(got_caller and got_seat, f"RTP 双向经桥接转发（每侧至少 {RTP_PACKETS} 包）")
+        return call, seat_call
+
+    def _report_audio(
+        self, who: str, side: str, call: PeerCall, expected_hz: float, other: str
+    ) -> None:
+        heard = call.media.heard_hz()
+        codecs = "/".join(codec_name(pt) for pt in sorted(call.media.payload_types)) or "无"
+        tone = f"{heard:.0f} Hz" if heard is not None else "无声"
+        received, sent = call.media.received, call.media.sent
+        self.script.line(who, f"收到 RTP {received} 包（{codecs}），发出 {sent} 包，听到 {tone}")
+        self.script.check(
+            heard is not None and abs(heard - expected_hz) < 20,
+            f"{side}听到的是{other}的声音（{expected_hz:.0f} Hz）",
+        )
+
+    async def _check_api_sees_call(self, seat_id: str) -> None:
+        assert self.service is not None
+        token = self._read_token()
+        if token is None:
+            self.script.line("控制台", "配置里没有可读通话的令牌，跳过 API 查询")
+            return
+        url = f"{self._console_url()}/api/v1/calls"
+        headers = {"Authorization": f"Bearer {token}"}
+        async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as reply:
+            body = await reply.json() if reply.status == 200 else {}
+        calls = body.get("calls", [])
+        legs = [f"{leg['role']}={leg['peer']}" for c in calls for leg in c.get("legs", [])]
+        states = ",".join(str(c.get("state")) for c in calls)
+        self.script.line(
+            "控制台",
+            f"GET /api/v1/calls → {reply.status}：{len(calls)} 路通话 [{states}] {' '.join(legs)}",
+        )
+        self.script.check(
+            reply.status == 200 and any(seat_id in leg for leg in legs),
+            f"HTTP API 显示这路通话接到了 {seat_id}",
+        )
+
+    async def _check_console(self) -> None:
+        url = f"{self._console_url()}/healthz"
+        async with aiohttp.ClientSession() as session, session.get(url) as reply:
+            status = reply.status
+        self.script.line("控制台", f"GET /healthz → {status}")
+        self.script.check(status == 200, "HTTP 旁路服务（控制台）在线")
+
+    async def _check_idle(self) -> None:
+        assert self.engine is not None
+        await self._await(self.engine.idle.wait(), "桥接上没有遗留通话")
+        self.script.check(not self.engine.core.calls, "桥接上没有遗留通话")
+
+    async def _await(self, waiting: Awaitable[Any], what: str) -> None:
+        try:
+            await asyncio.wait_for(waiting, STEP_TIMEOUT)
+        except TimeoutError:
+            self.script.check(False, f"{what}：{STEP_TIMEOUT:.0f} 秒内没有等到")
+
+    def _on_call_events(self, events: list[CallEvent]) -> None:
+        for event in events:
+            label = EVENT_LABELS.get(event.kind, event.kind)
+            details = [f"{k}={v}" for k, v in event.data.items() if isinstance(v, str | int)]
+            suffix = f"（{', '.join(details)}）" if details else ""
+            self.script.line("桥接", f"通话 {event.call_id} {label} → {event.state}{suffix}")
+
+    # -- serving and stopping ------------------------------------------------------------------
+
+    async def _serve(self, config: Config) -> None:
+        assert self.cast is not None
+        assert self.engine is not None
+        s = self.script
+        s.heading("桥接继续运行（Ctrl-C 结束）")
+        s.print(f"  控制台   {self._console_url()}/  （令牌见 {self.folder / 'config.toml'}）")
+        s.print(f"  SIP      {_hostport(self.engine.transport.local)}，坐席保持注册")
+        for seat in self.cast.seats.values():
+            if seat.phone is not None:
+                self._spawn(self._keep_registered(seat))
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+        s.print("  正在停止……")
+
+    async def _keep_registered(self, seat: Seat) -> None:
+        assert seat.phone is not None
+        assert self.engine is not None
+        while True:
+            await asyncio.sleep(3000)
+            await seat.phone.register(self.engine.transport.local, seat.password, expires=3600)
+
+    async def _tear_down(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.engine is not None:
+            with contextlib.suppress(Exception):
+                await self.engine.drain(1.0)
+        if self.service is not None:
+            await self.service.close()
+        if self.engine is not None:
+            await self.engine.close()
+        if self.cast is not None:
+            phones = [self.cast.carrier, *self.cast.pbx.values()]
+            phones += [seat.phone for seat in self.cast.seats.values() if seat.phone is not None]
+            for phone in phones:
+                await phone.close()
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _console_url(self) -> str:
+        assert self.service is not None
+        host, port = self.service.listen
+        return f"http://{host}:{port}"
+
+    def _read_token(self) -> str | None:
+        assert self.service is not None
+        for token in self.service.config.sidecar.tokens:
+            if token.role in ("admin", "supervisor", "agent"):
+                return token.token
+        return None
+
+    def _spawn(self, coroutine: Any) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+class DemoSetupError(Exception):
+    """The demo cannot set its stage (unreadable plan, no seat on duty, ...)."""
+
+
+def _load_plan(text: str, filename: str) -> Router:
+    result = load_text(text, filename)
+    if result.router is None:
+        raise DemoSetupError("\n".join(str(problem) for problem in result.problems))
+    return result.router
+
+
+def _hostport(address: tuple[str, int]) -> str:
+    return f"{address[0]}:{address[1]}"

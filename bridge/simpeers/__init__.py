@@ -1,0 +1,14 @@
+"""Simulated SIP peers for ``bridge demo``: real SIP and RTP over loopback, our own stack.
+
+:class:`~bridge.simpeers.endpoint.SipEndpoint` drives the sans-IO transaction layer from one
+UDP socket; :class:`~bridge.simpeers.phone.SimPhone` is a carrier trunk, an agent seat or a
+PBX on top of it (REGISTER with digest auth, INVITE with SDP, auto-answer, BYE);
+:class:`~bridge.simpeers.audio.RtpStream` sends each call's G.711 tone and counts what the
+other side's tone brought back.
+"""
+
+from bridge.simpeers.audio import RtpStream
+from bridge.simpeers.endpoint import SipEndpoint
+from bridge.simpeers.phone import PeerCall, SimPhone
+
+__all__ = ["PeerCall", "RtpStream", "SimPhone", "SipEndpoint"]
