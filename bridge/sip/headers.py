@@ -8,11 +8,22 @@ lines mean the same thing to the rest of the stack.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 from bridge.sip.errors import RemoteProtocolError
-from bridge.sip.uri import Params, format_params, get_param, parse_params, split_quoted, with_param
+from bridge.sip.uri import (
+    Params,
+    format_params,
+    get_param,
+    is_token,
+    parse_params,
+    split_hostport,
+    split_quoted,
+    with_param,
+)
 
 COMPACT_FORMS = {
     "a": "Accept-Contact",
@@ -71,8 +82,23 @@ LIST_HEADERS = frozenset(
         "Alert-Info",
         "Error-Info",
         "Reason",
+        "Warning",
+        "Call-Info",
+        "Path",
+        "Service-Route",
+        "P-Asserted-Identity",
+        "P-Preferred-Identity",
     }
 )
+
+# List headers whose entries are structured addresses: an empty entry there is a syntax error
+# (RFC 4475 §3.1.2.1), whereas ``Allow: INVITE,,ACK`` is harmless and tolerated.
+ADDRESS_LIST_HEADERS = frozenset(
+    {"Via", "Route", "Record-Route", "Contact", "Path", "Service-Route", "P-Asserted-Identity"}
+)
+
+# Option-tag and media-range lists go back on the wire as one comma-joined line.
+JOINED_LIST_HEADERS = LIST_HEADERS - ADDRESS_LIST_HEADERS - {"Warning", "Call-Info", "Reason"}
 
 _canonical_cache: dict[str, str] = {}
 
@@ -94,6 +120,24 @@ def canonical_name(name: str) -> str:
     return result
 
 
+_wire_name_cache: dict[str, str] = {}
+
+
+def header_name_from_wire(raw: str) -> str:
+    """Canonical name for the text before a header's colon, which may carry trailing LWS
+    (§7.3.1 HCOLON); anything but a token is a syntax error."""
+    cached = _wire_name_cache.get(raw)
+    if cached is not None:
+        return cached
+    name = raw.rstrip(" \t")
+    if not is_token(name):
+        raise RemoteProtocolError(f"malformed header name {name[:40]!r}")
+    result = canonical_name(name)
+    if len(_wire_name_cache) < 4096:
+        _wire_name_cache[raw] = result
+    return result
+
+
 class Headers:
     """An ordered multi-map of header name to raw value, names stored canonically."""
 
@@ -101,6 +145,13 @@ class Headers:
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str]] = [(canonical_name(n), v) for n, v in items]
+
+    @classmethod
+    def from_canonical(cls, items: list[tuple[str, str]]) -> Headers:
+        """Adopt ``items`` whose names are already canonical (the parser's fast path)."""
+        new = cls.__new__(cls)
+        new._items = items
+        return new
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return iter(self._items)
@@ -171,9 +222,17 @@ class Headers:
         return new
 
 
-def split_list_value(value: str) -> list[str]:
-    """Split a comma-separated header value, respecting quotes and <> (§7.3.1)."""
-    return [part.strip() for part in split_quoted(value, ",") if part.strip()]
+def split_list_value(value: str, *, allow_empty: bool = True) -> list[str]:
+    """Split a comma-separated header value, respecting quotes and <> (§7.3.1).
+
+    Empty entries are dropped, or rejected when ``allow_empty`` is false.
+    """
+    parts = [part.strip(" \t") for part in split_quoted(value, ",")]
+    if "" in parts:
+        if not allow_empty:
+            raise RemoteProtocolError(f"empty list entry in {value[:80]!r}")
+        parts = [part for part in parts if part]
+    return parts
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -188,30 +247,12 @@ class Via:
 
     @classmethod
     def parse(cls, text: str) -> Via:
-        text = text.strip()
-        proto_end = _skip_sent_protocol(text)
-        sent_protocol = text[:proto_end]
-        parts = [p.strip() for p in sent_protocol.split("/")]
-        if len(parts) != 3 or not all(parts):
-            raise RemoteProtocolError(f"bad Via sent-protocol in {text!r}")
-        rest = text[proto_end:].strip()
-        sent_by, _, param_text = rest.partition(";")
-        sent_by = sent_by.strip()
-        if not sent_by or " " in sent_by:
-            raise RemoteProtocolError(f"bad Via sent-by in {text!r}")
-        host, port = _split_sent_by(sent_by, text)
-        params = parse_params(param_text, unescape=False) if param_text else ()
-        return cls(
-            transport=parts[2].upper(),
-            host=host,
-            port=port,
-            params=params,
-            protocol=f"{parts[0]}/{parts[1]}",
-        )
+        return _parse_via(text.strip(" \t"))
 
     def __str__(self) -> str:
         port = f":{self.port}" if self.port is not None else ""
-        return f"{self.protocol}/{self.transport} {self.host}{port}{format_params(self.params)}"
+        params = format_params(self.params, escape=False)
+        return f"{self.protocol}/{self.transport} {self.host}{port}{params}"
 
     @property
     def branch(self) -> str | None:
@@ -224,43 +265,63 @@ class Via:
         return replace(self, params=with_param(self.params, name, value))
 
 
-def _skip_sent_protocol(text: str) -> int:
-    """Index just past ``SIP / 2.0 / UDP`` (LWS allowed around the slashes, §25.1)."""
-    slashes = 0
-    i = 0
-    n = len(text)
-    while i < n:
-        ch = text[i]
-        if ch == "/":
-            slashes += 1
-        elif ch in " \t" and slashes == 2:
-            j = i
-            while j < n and text[j] in " \t":
-                j += 1
-            if j < n and text[j] != "/" and text[i - 1] not in "/ \t":
-                return i
-        i += 1
-    raise RemoteProtocolError(f"bad Via header {text!r}")
+_PLAIN_VIA = re.compile(
+    r"SIP/2\.0/(?:UDP|TCP|TLS|SCTP|WS|WSS) [A-Za-z0-9._-]++"
+    r"(?::(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}))?"
+    r"(?:;[A-Za-z0-9\-.!%*_+`'~]++(?:=[A-Za-z0-9\-.!%*_+`'~:\[\]]++)?)*+"
+)
+
+
+def validate_via(text: str) -> None:
+    """Raise :class:`RemoteProtocolError` unless ``text`` is one via-parm. The common shape is
+    recognised by one regex match (a subset of what :func:`_parse_via` accepts); the rest goes
+    through the full parser."""
+    if _PLAIN_VIA.fullmatch(text) is None:
+        _parse_via(text)
+
+
+@lru_cache(maxsize=4096)
+def _parse_via(text: str) -> Via:
+    """``SIP / 2.0 / UDP host:port;params``; LWS may surround the slashes and the colon (§25.1)."""
+    if text.startswith("SIP/2.0/"):
+        name, version = "SIP", "2.0"
+        tail = text[8:]
+    else:
+        pieces = text.split("/", 2)
+        if len(pieces) != 3:
+            raise RemoteProtocolError(f"bad Via sent-protocol in {text[:80]!r}")
+        name, version = pieces[0].strip(" \t"), pieces[1].strip(" \t")
+        tail = pieces[2].lstrip(" \t")
+        if not is_token(name) or not is_token(version):
+            raise RemoteProtocolError(f"bad Via sent-protocol in {text[:80]!r}")
+    end = 0
+    n = len(tail)
+    while end < n and tail[end] not in " \t":
+        end += 1
+    transport = tail[:end]
+    if not is_token(transport):
+        raise RemoteProtocolError(f"bad Via transport in {text[:80]!r}")
+    sent_by, semi, param_text = tail[end:].partition(";")
+    host, port = _split_sent_by(sent_by.strip(" \t"), text)
+    params = parse_params(semi + param_text, unescape=False) if semi else ()
+    return Via(
+        transport=transport.upper(),
+        host=host,
+        port=port,
+        params=params,
+        protocol=f"{name}/{version}",
+    )
 
 
 def _split_sent_by(sent_by: str, whole: str) -> tuple[str, int | None]:
-    if sent_by.startswith("["):
-        end = sent_by.find("]")
-        if end < 0:
-            raise RemoteProtocolError(f"bad IPv6 sent-by in {whole!r}")
-        host, tail = sent_by[: end + 1], sent_by[end + 1 :]
-        port_text = tail[1:].strip() if tail.startswith(":") else ""
-    else:
-        host, _, port_text = sent_by.partition(":")
-    host = host.strip()
-    port_text = port_text.strip()
-    if not host:
-        raise RemoteProtocolError(f"Via without host: {whole!r}")
-    if not port_text:
-        return host, None
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise RemoteProtocolError(f"bad Via port in {whole!r}")
-    return host, int(port_text)
+    if " " in sent_by or "\t" in sent_by:
+        # §25.1 COLON is SWS ":" SWS; any other LWS inside sent-by is an error.
+        host, colon, port = sent_by.rpartition(":") if "]" not in sent_by else ("", "", "")
+        if colon:
+            sent_by = f"{host.rstrip(' ')}:{port.lstrip(' ')}"
+    if not sent_by or " " in sent_by or "\t" in sent_by:
+        raise RemoteProtocolError(f"bad Via sent-by in {whole[:80]!r}")
+    return split_hostport(sent_by, whole)
 
 
 MAX_CSEQ = 2**31 - 1
@@ -275,13 +336,28 @@ class CSeq:
 
     @classmethod
     def parse(cls, text: str) -> CSeq:
-        parts = text.split()
-        if len(parts) != 2 or not parts[0].isdigit():
-            raise RemoteProtocolError(f"bad CSeq {text!r}")
-        seq = int(parts[0])
-        if seq > MAX_CSEQ:
-            raise RemoteProtocolError(f"CSeq number too large: {parts[0]}")
-        return cls(seq=seq, method=parts[1])
+        return _parse_cseq(text)
 
     def __str__(self) -> str:
         return f"{self.seq} {self.method}"
+
+
+_PLAIN_CSEQ = re.compile(r"([1-9][0-9]{0,8}|0) ([A-Za-z0-9\-.!%*_+`'~]+)")
+
+
+def cseq_method(text: str) -> str:
+    """The method of a CSeq value, checking the whole value (§20.16)."""
+    match = _PLAIN_CSEQ.fullmatch(text)
+    return match[2] if match is not None else _parse_cseq(text).method
+
+
+@lru_cache(maxsize=1024)
+def _parse_cseq(text: str) -> CSeq:
+    parts = text.split()
+    if len(parts) != 2 or not parts[0].isascii() or not parts[0].isdigit():
+        raise RemoteProtocolError(f"bad CSeq {text[:80]!r}")
+    if len(parts[0]) > 10 or int(parts[0]) > MAX_CSEQ:
+        raise RemoteProtocolError(f"CSeq number too large: {parts[0][:40]}")
+    if not is_token(parts[1]):
+        raise RemoteProtocolError(f"bad CSeq method {parts[1][:40]!r}")
+    return CSeq(seq=int(parts[0]), method=parts[1])

@@ -1,26 +1,38 @@
 """SIP requests and responses: parse and serialise (RFC 3261 §7, §20, §25).
 
 The parser is strict where RFC 4475 asks an element to reject a message (start-line spacing,
-scalar ranges, CSeq/method mismatch, missing mandatory headers) and tolerant where it asks for
-tolerance (LWS and line folding, compact names, case, unknown headers kept verbatim). It raises
-:class:`RemoteProtocolError` carrying the status to answer with, so the transport can answer a
-bad request without knowing why it was bad.
+scalar ranges, CSeq/method mismatch, missing mandatory headers, malformed From/To/Via) and
+tolerant where it asks for tolerance (LWS and line folding, compact names, case, unknown
+headers kept verbatim). It raises :class:`RemoteProtocolError` carrying the status to answer
+with, so the transport can answer a bad request without knowing why it was bad.
+
+Only the headers every layer needs (Via, From, To, Call-ID, CSeq, Max-Forwards,
+Content-Length) are checked eagerly; the rest are kept as text and parsed when read, so a
+message costs a few microseconds however many headers it carries. Semantic checks that need
+local policy (Require, Date, Contact syntax, URI scheme) live in :mod:`bridge.sip.checks`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import chain
+from operator import itemgetter
 
-from bridge.sip.errors import RemoteProtocolError
+from bridge.sip.errors import LocalProtocolError, RemoteProtocolError
 from bridge.sip.headers import (
+    ADDRESS_LIST_HEADERS,
+    JOINED_LIST_HEADERS,
     LIST_HEADERS,
     CSeq,
     Headers,
     Via,
-    canonical_name,
+    _wire_name_cache,
+    cseq_method,
+    header_name_from_wire,
     split_list_value,
+    validate_via,
 )
-from bridge.sip.uri import NameAddr, SipUri, is_token
+from bridge.sip.uri import TOKEN_CHARS, NameAddr, SipUri, is_token, validate_name_addr
 
 SIP_VERSION = "SIP/2.0"
 MAX_MESSAGE_SIZE = 65535
@@ -68,9 +80,15 @@ REASONS = {
     606: "Not Acceptable",
 }
 
-# §8.1.1: a request is unusable without these.
+
+# §8.1.1: a request is unusable without these; §8.2.6.2: a response echoes them.
 MANDATORY_REQUEST_HEADERS = ("To", "From", "CSeq", "Call-ID", "Via")
-_SINGLE_HEADERS = ("To", "From", "CSeq", "Call-ID", "Max-Forwards", "Content-Length")
+_SINGLE_HEADERS = frozenset(
+    {"To", "From", "CSeq", "Call-ID", "Max-Forwards", "Content-Length", "Content-Type"}
+)
+# §25.1 callid = word ["@" word]
+_CALL_ID_CHARS = TOKEN_CHARS + '()<>:\\"/[]?{}@'
+MAX_FORWARDS_LIMIT = 255
 
 
 @dataclass(slots=True, kw_only=True)
@@ -111,25 +129,61 @@ class _Message:
 
     @property
     def contact(self) -> NameAddr | None:
+        """The first Contact; None when absent or the REGISTER wildcard ``*`` (§10.2.2)."""
         value = self.headers.get("Contact")
-        if value is None or value.strip() == "*":
+        if value is None or value == "*":
             return None
         return NameAddr.parse(value)
+
+    @property
+    def contacts(self) -> list[NameAddr]:
+        return [NameAddr.parse(v) for v in self.headers.get_all("Contact") if v != "*"]
+
+    @property
+    def routes(self) -> list[NameAddr]:
+        return [NameAddr.parse(v) for v in self.headers.get_all("Route")]
+
+    @property
+    def record_routes(self) -> list[NameAddr]:
+        return [NameAddr.parse(v) for v in self.headers.get_all("Record-Route")]
+
+    @property
+    def max_forwards(self) -> int | None:
+        value = self.headers.get("Max-Forwards")
+        return None if value is None else _max_forwards(value)
 
     @property
     def content_type(self) -> str:
         value = self.headers.get("Content-Type") or ""
         return value.split(";", 1)[0].strip().lower()
 
+    def option_tags(self, name: str) -> frozenset[str]:
+        """The option tags of Require, Proxy-Require, Supported or Unsupported (§19.2)."""
+        return frozenset(v for v in self.headers.get_all(name) if v)
+
     def _serialise(self, start_line: str) -> bytes:
+        """One header per line in stored order, option-tag lists joined on one line, and a
+        Content-Length that always matches the body (§20.14)."""
         lines = [start_line]
+        wrote_length = False
+        previous = ""
         for name, value in self.headers:
-            if name != "Content-Length":
+            if name == "Content-Length":
+                if not wrote_length:
+                    lines.append(f"Content-Length: {len(self.body)}")
+                    wrote_length = True
+            elif name == previous and value and name in JOINED_LIST_HEADERS:
+                lines[-1] += f", {value}"
+            else:
                 lines.append(f"{name}: {value}")
-        lines.append(f"Content-Length: {len(self.body)}")
-        lines.append("")
-        lines.append("")
-        return "\r\n".join(lines).encode("utf-8") + self.body
+            previous = name if value else ""
+        if not wrote_length:
+            lines.append(f"Content-Length: {len(self.body)}")
+        lines.append("\r\n")
+        head = "\r\n".join(lines)
+        if head.count("\n") != len(lines) or head.count("\r") != len(lines):
+            raise LocalProtocolError("line break inside a start line or header value")
+        return head.encode("utf-8") + self.body
 
 
 def _name_addr(headers: Headers, name: str) -> NameAddr:
@@ -137,6 +191,12 @@ def _name_addr(headers: Headers, name: str) -> NameAddr:
     if value is None:
         raise RemoteProtocolError(f"missing {name}")
     return NameAddr.parse(value)
+
+
+def _max_forwards(value: str) -> int:
+    if not value.isascii() or not value.isdigit() or int(value) > MAX_FORWARDS_LIMIT:
+        raise RemoteProtocolError(f"bad Max-Forwards {value[:20]!r}")
+    return int(value)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -167,82 +227,166 @@ class Response(_Message):
 Message = Request | Response
 
 
-def parse_message(data: bytes, *, stream: bool = False) -> Message:
+def parse_message(
+    data: bytes, *, stream: bool = False, max_size: int = MAX_MESSAGE_SIZE
+) -> Message:
     """Parse one whole message.
 
-    With ``stream=False`` (UDP) the datagram is the frame and Content-Length may only shorten it
-    (§18.3: bytes past it are discarded; a body shorter than it is an error). With
-    ``stream=True`` the caller already framed the message with :class:`StreamFramer`.
+    With ``stream=False`` (UDP) the datagram is the frame and Content-Length may only shorten
+    it (§18.3: bytes past it are discarded, RFC 4475 §3.1.1.8; a body shorter than it is an
+    error, §3.1.2.2). With ``stream=True`` the caller already framed the message with
+    :class:`StreamFramer` and Content-Length is mandatory.
     """
-    if len(data) > MAX_MESSAGE_SIZE:
-        raise RemoteProtocolError("message too large", status=513)
-    head_end = data.find(b"\r\n\r\n")
-    sep_len = 4
-    if head_end < 0:
-        head_end = data.find(b"\n\n")
-        sep_len = 2
-    if head_end < 0:
-        raise RemoteProtocolError("no end of headers")
+    if data[:1] in (b"\r", b"\n"):
+        data = data.lstrip(b"\r\n")  # §7.5: CRLFs before the start line are ignored
+    head_end = data.find(b"\r\n\r\n", 0, max_size)
+    if len(data) > max_size:
+        if head_end >= 0:
+            raise RemoteProtocolError("message body too large", status=413, reason=REASONS[413])
+        raise RemoteProtocolError("message too large", status=513, reason=REASONS[513])
+    raw_head = data[:head_end]
+    body_start = head_end + 4
     try:
-        head = data[:head_end].decode("utf-8")
+        head = raw_head.decode("utf-8")
     except UnicodeDecodeError:
-        head = data[:head_end].decode("latin-1")
-    body = data[head_end + sep_len :]
-    lines = _unfold(head)
-    if not lines:
-        raise RemoteProtocolError("empty message")
+        head = raw_head.decode("latin-1")
+    lines = head.split("\r\n")
+    if head_end < 0 or head.count("\n") >= len(lines) or head.count("\r") >= len(lines):
+        # Not the plain CRLF layout: bare LF line ends (tolerated), or stray CR/LF (not).
+        lines, body_start = _split_lenient(data, max_size)
+    try:
+        groups = [_LINE_CACHE.get(line) or _header_line(line) for line in lines[1:]]
+    except (_Folded, RemoteProtocolError):
+        # Folded lines (§7.3.1) are rare: unfold only when a line failed on its own.
+        unfolded = _unfold(lines)
+        if len(unfolded) == len(lines):
+            raise
+        lines = unfolded
+        groups = [_LINE_CACHE.get(line) or _header_line(line) for line in lines[1:]]
+    items = list(chain.from_iterable(groups))
+    first = dict(items)
+    if sum(map(_SINGLE_HEADERS.__contains__, map(itemgetter(0), items))) != len(
+        _SINGLE_HEADERS.intersection(first)
+    ):
+        _raise_duplicate(items)
+    if not first.keys() >= _MANDATORY_SET:
+        missing = [name for name in MANDATORY_REQUEST_HEADERS if name not in first]
+        raise RemoteProtocolError(f"missing mandatory headers: {', '.join(missing)}")
+    body = _frame_body(first.get("Content-Length"), data[body_start:], stream=stream)
+    headers = Headers.from_canonical(items)
+
     start = lines[0]
-    headers = Headers()
-    for line in lines[1:]:
-        name, colon, value = line.partition(":")
-        name = name.rstrip(" \t")
-        if not colon or not is_token(name):
-            raise RemoteProtocolError(f"malformed header line {line[:60]!r}")
-        cname = canonical_name(name)
-        value = value.strip(" \t")
-        if cname in LIST_HEADERS and not (cname == "Contact" and value == "*"):
-            for part in split_list_value(value):
-                headers.add(cname, part)
-        else:
-            headers.add(cname, value)
-    body = _frame_body(headers, body, stream=stream)
-    if start.startswith(SIP_VERSION + " ") or start.upper().startswith("SIP/"):
+    if start[:4].upper() == "SIP/":
         message: Message = _parse_status_line(start, headers, body)
+        cseq_method(first["CSeq"])
     else:
         message = _parse_request_line(start, headers, body)
-    _check_common(message)
+        if cseq_method(first["CSeq"]) != message.method:
+            raise RemoteProtocolError("CSeq method does not match the request method")
+    call_id = first["Call-ID"]
+    if not call_id or call_id.strip(_CALL_ID_CHARS):
+        raise RemoteProtocolError(f"bad Call-ID {call_id[:80]!r}")
+    validate_name_addr(first["From"])
+    validate_name_addr(first["To"])
+    for name, value in items:
+        if name == "Via":
+            validate_via(value)
+    max_forwards = first.get("Max-Forwards")
+    if max_forwards is not None:
+        _max_forwards(max_forwards)
     return message
 
 
-def _unfold(head: str) -> list[str]:
-    """Join continuation lines (§7.3.1) and drop leading empty lines (§7.5)."""
-    raw = head.replace("\r\n", "\n").split("\n")
-    while raw and raw[0] == "":
-        raw.pop(0)
-    lines: list[str] = []
-    for line in raw:
-        if line[:1] in (" ", "\t") and lines:
-            lines[-1] = lines[-1].rstrip(" \t") + " " + line.strip(" \t")
+# Whole header lines that recur from message to message (``Max-Forwards: 70``, a peer's
+# ``Allow`` and ``User-Agent``) map straight to their parsed items. Lines that are new in
+# every message (Via branch, tags, Call-ID, CSeq) are not stored.
+_LINE_CACHE: dict[str, tuple[tuple[str, str], ...]] = {}
+_LINE_CACHE_LIMIT = 2048
+_UNCACHED_LINES = frozenset({"Via", "From", "To", "Call-ID", "CSeq"})
+_MANDATORY_SET = frozenset(MANDATORY_REQUEST_HEADERS)
+
+
+class _Folded(Exception):
+    """A header line starts with LWS: the block needs unfolding first (§7.3.1)."""
+
+
+def _header_line(line: str) -> tuple[tuple[str, str], ...]:
+    if line[:1] in (" ", "\t"):
+        raise _Folded
+    raw_name, colon, value = line.partition(":")
+    if not colon:
+        raise RemoteProtocolError(f"malformed header line {line[:60]!r}")
+    name = _wire_name_cache.get(raw_name) or header_name_from_wire(raw_name)
+    value = value.strip(" \t")
+    if name not in LIST_HEADERS:
+        result: tuple[tuple[str, str], ...] = ((name, value),)
+    elif "," in value:
+        parts = split_list_value(value, allow_empty=name not in ADDRESS_LIST_HEADERS)
+        result = tuple((name, part) for part in parts)
+    elif value or name not in ADDRESS_LIST_HEADERS:
+        result = ((name, value),)
+    else:
+        raise RemoteProtocolError(f"empty {name} header")
+    if name not in _UNCACHED_LINES and len(line) <= 256:
+        if len(_LINE_CACHE) >= _LINE_CACHE_LIMIT:
+            _LINE_CACHE.clear()
+        _LINE_CACHE[line] = result
+    return result
+
+
+def _raise_duplicate(items: list[tuple[str, str]]) -> None:
+    names = [name for name, _ in items]
+    for name in sorted(_SINGLE_HEADERS.intersection(names)):
+        if names.count(name) > 1:
+            raise RemoteProtocolError(f"more than one {name} header")
+
+
+def _split_lenient(data: bytes, max_size: int) -> tuple[list[str], int]:
+    """Lines of a header block that ends lines with bare LF (tolerated, as RFC 3261 §7.5
+    readers commonly do); a CR or LF anywhere but at a line end is an error."""
+    head_end = data.find(b"\r\n\r\n", 0, max_size)
+    lf_end = data.find(b"\n\n", 0, head_end if head_end >= 0 else max_size)
+    if lf_end >= 0:
+        head_end, sep_len = lf_end, 2
+    elif head_end >= 0:
+        sep_len = 4
+    else:
+        raise RemoteProtocolError("no end of headers" if data else "empty message")
+    raw_head = data[:head_end]
+    try:
+        head = raw_head.decode("utf-8")
+    except UnicodeDecodeError:
+        head = raw_head.decode("latin-1")
+    head = head.replace("\r\n", "\n")
+    if "\r" in head:
+        raise RemoteProtocolError("bare CR in header block")
+    return head.split("\n"), head_end + sep_len
+
+
+def _unfold(lines: list[str]) -> list[str]:
+    """Join continuation lines (§7.3.1): a line starting with SP/HT continues the last one."""
+    out: list[str] = []
+    for line in lines:
+        if line[:1] not in (" ", "\t"):
+            out.append(line)
+        elif len(out) > 1:
+            out[-1] = out[-1].rstrip(" \t") + " " + line.strip(" \t")
         else:
-            lines.append(line)
-    return lines
+            raise RemoteProtocolError("continuation line without a header")
+    return out
 
 
-def _frame_body(headers: Headers, body: bytes, *, stream: bool) -> bytes:
-    lengths = headers.get_all("Content-Length")
-    if len(lengths) > 1:
-        raise RemoteProtocolError("more than one Content-Length")
-    if not lengths:
+def _frame_body(length_text: str | None, body: bytes, *, stream: bool) -> bytes:
+    if length_text is None:
         if stream:
             raise RemoteProtocolError("Content-Length is required over a stream transport")
         return body
-    text = lengths[0].strip()
-    if not text.isdigit():
-        raise RemoteProtocolError(f"bad Content-Length {text!r}")
-    length = int(text)
+    if not length_text.isascii() or not length_text.isdigit():
+        raise RemoteProtocolError(f"bad Content-Length {length_text[:20]!r}")
+    length = int(length_text)
     if length > len(body):
         raise RemoteProtocolError("Content-Length larger than the message")
-    return body[:length]
+    return body[:length] if length < len(body) else body
 
 
 def _parse_request_line(start: str, headers: Headers, body: bytes) -> Request:
@@ -253,47 +397,27 @@ def _parse_request_line(start: str, headers: Headers, body: bytes) -> Request:
     if not is_token(method):
         raise RemoteProtocolError(f"bad method {method[:40]!r}")
     if version.upper() != SIP_VERSION:
-        raise RemoteProtocolError(f"unsupported version {version!r}", status=505)
+        if version[:4].upper() == "SIP/":
+            raise RemoteProtocolError(
+                f"unsupported version {version[:20]!r}", status=505, reason=REASONS[505]
+            )
+        raise RemoteProtocolError(f"malformed request line {start[:80]!r}")
     if uri_text.startswith("<"):
         raise RemoteProtocolError("Request-URI enclosed in <>")
     uri = SipUri.parse(uri_text)
     if uri.headers:
         raise RemoteProtocolError("Request-URI carries escaped headers")
-    request = Request(method=method, uri=uri, headers=headers, body=body)
-    missing = [name for name in MANDATORY_REQUEST_HEADERS if name not in headers]
-    if missing:
-        raise RemoteProtocolError(f"missing mandatory headers: {', '.join(missing)}")
-    cseq = request.cseq
-    if cseq.method != method:
-        raise RemoteProtocolError("CSeq method does not match the request method")
-    max_forwards = headers.get("Max-Forwards")
-    if max_forwards is not None and (
-        not max_forwards.isdigit() or int(max_forwards) > 255
-    ):
-        raise RemoteProtocolError(f"bad Max-Forwards {max_forwards!r}")
-    return request
+    return Request(method=method, uri=uri, headers=headers, body=body, version=SIP_VERSION)
 
 
 def _parse_status_line(start: str, headers: Headers, body: bytes) -> Response:
     version, _, rest = start.partition(" ")
     code, _, reason = rest.partition(" ")
     if version.upper() != SIP_VERSION:
-        raise RemoteProtocolError(f"unsupported version {version!r}", status=505)
-    if len(code) != 3 or not code.isdigit() or not 100 <= int(code) <= 699:
-        raise RemoteProtocolError(f"bad status code {code!r}")
-    response = Response(status=int(code), reason=reason, headers=headers, body=body)
-    response.cseq  # noqa: B018 - validates CSeq, which every response must carry
-    return response
-
-
-def _check_common(message: Message) -> None:
-    for name in _SINGLE_HEADERS:
-        if len(message.headers.get_all(name)) > 1:
-            raise RemoteProtocolError(f"more than one {name} header")
-    message.from_  # noqa: B018 - validates the address
-    message.to  # noqa: B018
-    for via in message.headers.get_all("Via"):
-        Via.parse(via)
+        raise RemoteProtocolError(f"unsupported version {version[:20]!r}", status=505)
+    if len(code) != 3 or not code.isascii() or not code.isdigit() or not 100 <= int(code) <= 699:
+        raise RemoteProtocolError(f"bad status code {code[:20]!r}")
+    return Response(status=int(code), reason=reason, headers=headers, body=body)
 
 
 class StreamFramer:
@@ -301,50 +425,93 @@ class StreamFramer:
 
     Bytes accumulate until a whole message is present; a header block longer than
     ``max_size`` without an end is an error, so a stalled or hostile peer cannot grow the
-    buffer without bound.
+    buffer without bound. After a :class:`RemoteProtocolError` the stream has lost its
+    framing and the connection must be closed (RFC 4475 §3.1.2.3).
+
+    CRLFs between messages are skipped (§7.5). A double CRLF is an RFC 5626 §4.4.1 keep-alive
+    ping: :meth:`take_pongs` says how many single-CRLF pongs the caller owes the peer.
     """
 
     def __init__(self, max_size: int = MAX_MESSAGE_SIZE) -> None:
         self._buffer = bytearray()
+        self._scanned = 0
+        self._crlf_run = 0
+        self._pongs = 0
         self.max_size = max_size
 
     def feed(self, data: bytes) -> list[bytes]:
         self._buffer += data
         frames: list[bytes] = []
+        buffer = self._buffer
         while True:
-            # §7.5: CRLFs between messages (keep-alives, RFC 5626 §4.4.1) are skipped.
-            while self._buffer[:2] == b"\r\n":
-                del self._buffer[:2]
-            end = self._buffer.find(b"\r\n\r\n")
+            if not self._scanned:
+                self._skip_keepalives()
+            end = buffer.find(b"\r\n\r\n", max(self._scanned - 3, 0))
             if end < 0:
-                if len(self._buffer) > self.max_size:
-                    self._buffer.clear()
-                    raise RemoteProtocolError("header block too large", status=513)
+                self._scanned = max(len(buffer), 1) if buffer else 0
+                if len(buffer) > self.max_size:
+                    self._fail()
+                    raise RemoteProtocolError(
+                        "header block too large", status=513, reason=REASONS[513]
+                    )
                 return frames
-            length = _content_length(bytes(self._buffer[:end]))
+            try:
+                length = _content_length(bytes(buffer[:end]))
+            except RemoteProtocolError:
+                self._fail()
+                raise
             total = end + 4 + length
             if total > self.max_size:
-                self._buffer.clear()
-                raise RemoteProtocolError("message too large", status=513)
-            if len(self._buffer) < total:
+                self._fail()
+                raise RemoteProtocolError("message too large", status=413, reason=REASONS[413])
+            if len(buffer) < total:
+                self._scanned = end + 1
                 return frames
-            frames.append(bytes(self._buffer[:total]))
-            del self._buffer[:total]
+            frames.append(bytes(buffer[:total]))
+            del buffer[:total]
+            self._scanned = 0
+
+    def take_pongs(self) -> int:
+        """Keep-alive pings seen since the last call; answer each with one CRLF."""
+        pongs, self._pongs = self._pongs, 0
+        return pongs
 
     @property
     def pending(self) -> int:
         return len(self._buffer)
 
+    def _skip_keepalives(self) -> None:
+        buffer = self._buffer
+        skipped = 0
+        while buffer[skipped : skipped + 2] == b"\r\n":
+            skipped += 2
+        if skipped:
+            del buffer[:skipped]
+            self._crlf_run += skipped // 2
+            self._pongs += self._crlf_run // 2
+            self._crlf_run %= 2
+        if buffer and buffer[:1] != b"\r":
+            self._crlf_run = 0
+
+    def _fail(self) -> None:
+        self._buffer.clear()
+        self._scanned = 0
+
 
 def _content_length(head: bytes) -> int:
+    found: int | None = None
     for line in head.split(b"\r\n")[1:]:
         name, colon, value = line.partition(b":")
-        if colon and name.strip().lower() in (b"content-length", b"l"):
-            text = value.strip()
-            if not text.isdigit():
-                raise RemoteProtocolError(f"bad Content-Length {text!r}")
-            return int(text)
-    raise RemoteProtocolError("Content-Length is required over a stream transport")
+        if colon and name.rstrip(b" \t").lower() in (b"content-length", b"l"):
+            text = value.strip(b" \t")
+            if not text.isdigit() or len(text) > 10:
+                raise RemoteProtocolError(f"bad Content-Length {text[:20]!r}")
+            if found is not None and found != int(text):
+                raise RemoteProtocolError("conflicting Content-Length headers")
+            found = int(text)
+    if found is None:
+        raise RemoteProtocolError("Content-Length is required over a stream transport")
+    return found
 
 
 def make_response(
@@ -364,3 +531,71 @@ def make_response(
         if to.tag is None:
             headers.set("To", str(to.with_tag(to_tag)))
     return Response(status=status, reason=reason or REASONS.get(status, ""), headers=headers)
+
+
+def error_response(
+    data: bytes, error: RemoteProtocolError, *, to_tag: str | None = None
+) -> Response | None:
+    """The response owed for bytes :func:`parse_message` rejected, or None when nothing may
+    be sent: the bytes were a response or an ACK (§17.1.1.3, neither is answered), or no Via
+    is readable to address the answer (§18.2.2).
+
+    Via, From, To, Call-ID and CSeq are echoed as received where they can be read, as
+    §8.2.6.2 asks, so the peer can match the error to its transaction.
+    """
+    head = data[: min(len(data), MAX_MESSAGE_SIZE)].lstrip(b"\r\n")
+    for separator in (b"\r\n\r\n", b"\n\n"):
+        head = head.split(separator, 1)[0]
+    text = head.decode("utf-8", "replace").replace("\r\n", "\n")
+    lines = text.split("\n")
+    if not lines or "\r" in lines[0]:
+        return None
+    method = lines[0].split(" ", 1)[0].upper()
+    if method.startswith("SIP/") or method == "ACK":
+        return None
+    lines = _unfold_leniently(lines)
+    echoed: dict[str, list[str]] = {}
+    for line in lines[1:]:
+        raw_name, colon, value = line.partition(":")
+        try:
+            name = header_name_from_wire(raw_name)
+        except RemoteProtocolError:
+            continue
+        if colon and name in MANDATORY_REQUEST_HEADERS and "\r" not in value:
+            echoed.setdefault(name, []).append(value.strip(" \t"))
+    vias: list[str] = []
+    for value in echoed.get("Via", []):
+        try:
+            entries = split_list_value(value, allow_empty=False)
+            for entry in entries:
+                Via.parse(entry)
+        except RemoteProtocolError:
+            break
+        vias.extend(entries)
+    if not vias:
+        return None
+    headers = Headers.from_canonical([("Via", via) for via in vias])
+    for name in ("From", "To", "Call-ID", "CSeq"):
+        values = echoed.get(name)
+        if values:
+            headers.add(name, values[0])
+    if to_tag is not None and error.status != 100:
+        try:
+            to = NameAddr.parse(headers.get("To") or "")
+        except RemoteProtocolError:
+            to = None
+        if to is not None and to.tag is None:
+            headers.set("To", str(to.with_tag(to_tag)))
+    return Response(
+        status=error.status, reason=REASONS.get(error.status, error.reason), headers=headers
+    )
+
+
+def _unfold_leniently(lines: list[str]) -> list[str]:
+    out: list[str] = []
+    for line in lines:
+        if line[:1] in (" ", "\t") and out:
+            out[-1] = out[-1].rstrip(" \t") + " " + line.strip(" \t")
+        else:
+            out.append(line)
+    return out

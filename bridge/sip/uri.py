@@ -1,57 +1,149 @@
 """SIP URIs and the address forms built on them (RFC 3261 §19.1, §20.10, §25.1).
 
 URIs are kept as parsed, immutable values; ``str()`` gives the wire form back. User parts and
-parameters are stored unescaped, because comparisons (§19.1.4) happen on unescaped values.
+URI parameters are stored unescaped, because comparisons (§19.1.4) happen on unescaped values;
+header parameters (``;tag=``, ``;branch=``) are stored as sent, because for them ``%`` is an
+ordinary token character (RFC 4475 §3.1.1.5).
+
+Parsing is memoised by text: the values are immutable, and the same From, To or Via string is
+read several times while one message travels through the stack.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from urllib.parse import quote, unquote
 
 from bridge.sip.errors import RemoteProtocolError
 
-# RFC 3261 §25.1: characters allowed unescaped in the user part and in parameters.
+# §25.1: characters allowed unescaped in the user part, the password, parameters and headers.
 _USER_SAFE = "-_.!~*'()&=+$,;?/"
+_PASSWORD_SAFE = "-_.!~*'()&=+$,"
 _PARAM_SAFE = "-_.!~*'()[]/:&+$"
 _HDR_SAFE = "-_.!~*'()[]/?:+$"
 
+_ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+TOKEN_CHARS = _ALNUM + "-.!%*_+`'~"
+_SCHEME_CHARS = _ALNUM + "+-."
+_HOST_CHARS = _ALNUM + "-._"
+_IPV6_CHARS = "0123456789abcdefABCDEF:."
+_HEX = "0123456789abcdefABCDEF"
+# Generic parameter values are token / host / quoted-string (§25.1 gen-value); IPv6 hosts
+# appear bracketed (maddr) or bare (Via received, RFC 5118 §4.5).
+_GEN_VALUE_CHARS = TOKEN_CHARS + ":[]"
+# Inside a sip: URI nothing outside the unreserved/reserved/escaped sets may appear raw.
+_URI_FORBIDDEN = frozenset(' \t\r\n<>"{}|\\^`' + "".join(map(chr, range(32))) + "\x7f")
+_OTHER_URI_FORBIDDEN = frozenset(' \t\r\n<>"' + "".join(map(chr, range(32))) + "\x7f")
+
 Params = tuple[tuple[str, str | None], ...]
+
+# Regular shapes of the common forms, written as subsets of what the full parsers below
+# accept. Validating a message only needs a yes/no, and one compiled match answers that for
+# ``"Alice" <sip:alice@example.com>;tag=x`` far faster than building the objects; anything
+# unusual (LWS, IPv6, URI headers, odd ports) falls through to the full parser, which is the
+# authority and produces the error text.
+_TOKEN_RE = r"[A-Za-z0-9\-.!%*_+`'~]++"
+_QUOTED_RE = r'"(?:[^"\\]++|\\[\s\S])*+"'
+_ESCAPED_RE = r"%[0-9A-Fa-f]{2}"
+_PORT_RE = r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3})"
+_HOST_RE = r"[A-Za-z0-9._-]++"
+_URI_PARAM_RE = rf"(?:[A-Za-z0-9\-_.!~*'()\[\]/:&+$]++|{_ESCAPED_RE})"
+_GEN_PARAMS_RE = rf"(?:;{_TOKEN_RE}(?:=(?:[A-Za-z0-9\-.!%*_+`'~:\[\]]++|{_QUOTED_RE}))?)*+"
+
+
+def _uri_re(*, in_brackets: bool) -> str:
+    # Outside <> the URI ends at the first ';' and may hold no '?' or ',' (§20.10).
+    user_chars, password_chars = ("&=+$,;?/", "&=+$,") if in_brackets else ("&=+$/", "&=+$")
+    user = rf"(?:[A-Za-z0-9\-_.!~*'(){user_chars}]++|{_ESCAPED_RE})++"
+    password = rf"(?:[A-Za-z0-9\-_.!~*'(){password_chars}]++|{_ESCAPED_RE})*+"
+    with_params = in_brackets
+    params = rf"(?:;{_URI_PARAM_RE}++(?:={_URI_PARAM_RE}*+)?)*+" if with_params else ""
+    return rf"sips?:(?:{user}(?::{password})?@)?{_HOST_RE}(?::{_PORT_RE})?{params}"
+
+
+_PLAIN_NAME_ADDR = re.compile(
+    rf"(?:(?:{_QUOTED_RE}|{_TOKEN_RE}(?: {_TOKEN_RE})*+) ?)?<{_uri_re(in_brackets=True)}>"
+    rf"{_GEN_PARAMS_RE}"
+    rf"|{_uri_re(in_brackets=False)}{_GEN_PARAMS_RE}"
+)
+
+
+def is_token(text: str) -> bool:
+    """RFC 3261 §25.1 ``token`` (``str.strip`` with a character set runs in C)."""
+    return bool(text) and not text.strip(TOKEN_CHARS)
 
 
 def parse_params(text: str, *, unescape: bool = True) -> Params:
-    """Parse ``;name=value;flag`` (leading ``;`` optional). Names are lower-cased (§7.3.1)."""
+    """Parse ``;name=value;flag`` (leading ``;`` optional). Names are lower-cased (§7.3.1).
+
+    With ``unescape`` (URI parameters, §19.1.1) names and values are %-decoded. Without it
+    (header parameters, §25.1 generic-param) they are checked against the token / host /
+    quoted-string grammar and kept verbatim. An empty parameter (``;;``) is a syntax error
+    (RFC 4475 §3.1.2.1).
+    """
+    if unescape:
+        return _parse_uri_params(text[1:] if text.startswith(";") else text)
+    return _parse_header_params(text)
+
+
+def _parse_uri_params(text: str) -> Params:
     out: list[tuple[str, str | None]] = []
-    for raw in split_quoted(text, ";"):
-        item = raw.strip()
-        if not item:
-            continue
+    for item in text.split(";"):
         name, sep, value = item.partition("=")
-        name = name.strip().lower()
         if not name:
-            raise RemoteProtocolError(f"empty parameter name in {text!r}")
-        if sep:
-            value = value.strip()
-            out.append((name, unquote(value) if unescape else value))
-        else:
-            out.append((name, None))
+            raise RemoteProtocolError(f"empty URI parameter in {text!r}")
+        name = _unescape(name).lower()
+        out.append((name, _unescape(value) if sep else None))
     return tuple(out)
 
 
-def format_params(params: Params, safe: str = _PARAM_SAFE) -> str:
+@lru_cache(maxsize=4096)
+def _parse_header_params(text: str) -> Params:
+    text = text.strip(" \t")
+    if not text:
+        return ()
+    if text[0] != ";":
+        raise RemoteProtocolError(f"parameters must start with ';': {text!r}")
+    items = text[1:].split(";") if '"' not in text else split_quoted(text[1:], ";")
+    out: list[tuple[str, str | None]] = []
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.strip(" \t").lower()
+        if not is_token(name):
+            raise RemoteProtocolError(f"bad parameter name {name[:40]!r}")
+        if not sep:
+            out.append((name, None))
+            continue
+        value = value.strip(" \t")
+        if value.startswith('"'):
+            unquote_string(value)
+        elif not value or value.strip(_GEN_VALUE_CHARS):
+            raise RemoteProtocolError(f"bad value for parameter {name!r}")
+        out.append((name, value))
+    return tuple(out)
+
+
+def format_params(params: Params, safe: str = _PARAM_SAFE, *, escape: bool = True) -> str:
+    """The wire form of parameters; ``escape=False`` for header parameters kept verbatim."""
     parts = []
     for name, value in params:
+        if escape:
+            name = quote(name, safe=safe)
         if value is None:
             parts.append(f";{name}")
-        elif value.startswith('"'):
+        elif not escape or value.startswith('"'):
             parts.append(f";{name}={value}")
         else:
-            parts.append(f";{name}={quote(value, safe=safe)}")
+            parts.append(f";{name}={_escape(value, safe)}")
     return "".join(parts)
 
 
 def split_quoted(text: str, sep: str) -> list[str]:
     """Split on ``sep`` outside double quotes and angle brackets."""
+    if '"' not in text and "<" not in text:
+        return text.split(sep)
     out: list[str] = []
     depth = 0
     quoted = False
@@ -76,7 +168,7 @@ def split_quoted(text: str, sep: str) -> list[str]:
             start = i + 1
         i += 1
     if quoted:
-        raise RemoteProtocolError(f"unterminated quoted string in {text!r}")
+        raise RemoteProtocolError(f"unterminated quoted string in {text[:80]!r}")
     out.append(text[start:])
     return out
 
@@ -101,6 +193,26 @@ def without_param(params: Params, name: str) -> Params:
     return tuple(p for p in params if p[0] != name)
 
 
+def _unescape(text: str) -> str:
+    """%-decode (§25.1 ``escaped``); a ``%`` not followed by two hex digits is an error.
+
+    Decoding is done once: ``%2541`` is ``%41``, not ``A`` (RFC 4475 §3.1.1.3). Octets that are
+    not UTF-8 survive as surrogate escapes so that re-escaping gives the same bytes back.
+    """
+    if "%" not in text:
+        return text
+    i = text.find("%")
+    while i >= 0:
+        if len(text) < i + 3 or text[i + 1] not in _HEX or text[i + 2] not in _HEX:
+            raise RemoteProtocolError(f"bad %-escape in {text[:80]!r}")
+        i = text.find("%", i + 3)
+    return unquote(text, errors="surrogateescape")
+
+
+def _escape(text: str, safe: str) -> str:
+    return quote(text, safe=safe, errors="surrogateescape")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SipUri:
     """A ``sip:``/``sips:`` URI (§19.1.1); other schemes keep their text in ``opaque``."""
@@ -116,53 +228,16 @@ class SipUri:
 
     @classmethod
     def parse(cls, text: str) -> SipUri:
-        text = text.strip()
-        scheme, colon, rest = text.partition(":")
-        scheme = scheme.lower()
-        if not colon or not scheme or not scheme[0].isalpha():
-            raise RemoteProtocolError(f"not a URI: {text!r}")
-        if any(ch in text for ch in " \t\r\n<>\""):
-            raise RemoteProtocolError(f"illegal character in URI {text!r}")
-        if scheme not in ("sip", "sips"):
-            return cls(scheme=scheme, opaque=rest)
-        rest, qmark, hdrs = rest.partition("?")
-        userinfo, at, hostpart = rest.rpartition("@")
-        if not at:
-            hostpart = rest
-        user: str | None = None
-        password: str | None = None
-        if at:
-            u, pc, pw = userinfo.partition(":")
-            user = unquote(u)
-            password = unquote(pw) if pc else None
-        hostport, _, param_text = hostpart.partition(";")
-        host, port = _split_hostport(hostport, text)
-        params = parse_params(param_text) if param_text else ()
-        headers: Params = ()
-        if qmark:
-            pairs = []
-            for item in hdrs.split("&"):
-                name, _, value = item.partition("=")
-                pairs.append((unquote(name), unquote(value)))
-            headers = tuple(pairs)
-        return cls(
-            scheme=scheme,
-            user=user,
-            password=password,
-            host=host.lower(),
-            port=port,
-            params=params,
-            headers=headers,
-        )
+        return _parse_uri(text.strip())
 
     def __str__(self) -> str:
         if self.opaque is not None:
             return f"{self.scheme}:{self.opaque}"
         out = [self.scheme, ":"]
         if self.user is not None:
-            out.append(quote(self.user, safe=_USER_SAFE))
+            out.append(_escape(self.user, _USER_SAFE))
             if self.password is not None:
-                out.append(":" + quote(self.password, safe=_USER_SAFE))
+                out.append(":" + _escape(self.password, _PASSWORD_SAFE))
             out.append("@")
         out.append(self.host)
         if self.port is not None:
@@ -172,7 +247,7 @@ class SipUri:
             out.append("?")
             out.append(
                 "&".join(
-                    f"{quote(k, safe=_HDR_SAFE)}={quote(v or '', safe=_HDR_SAFE)}"
+                    f"{_escape(k, _HDR_SAFE)}={_escape(v or '', _HDR_SAFE)}"
                     for k, v in self.headers
                 )
             )
@@ -193,24 +268,80 @@ class SipUri:
         return replace(self, **changes)  # type: ignore[arg-type]
 
 
-def _split_hostport(hostport: str, whole: str) -> tuple[str, int | None]:
-    if not hostport:
-        raise RemoteProtocolError(f"URI without host: {whole!r}")
+@lru_cache(maxsize=4096)
+def _parse_uri(text: str) -> SipUri:
+    colon = text.find(":")
+    scheme = text[:colon].lower()
+    if colon <= 0 or not scheme[0].isalpha() or scheme.strip(_SCHEME_CHARS):
+        raise RemoteProtocolError(f"not a URI: {text[:80]!r}")
+    rest = text[colon + 1 :]
+    if scheme not in ("sip", "sips"):
+        if not rest or not _OTHER_URI_FORBIDDEN.isdisjoint(rest):
+            raise RemoteProtocolError(f"illegal character in URI {text[:80]!r}")
+        return SipUri(scheme=scheme, opaque=rest)
+    if not rest.isascii() or not _URI_FORBIDDEN.isdisjoint(rest):
+        raise RemoteProtocolError(f"illegal character in URI {text[:80]!r}")
+    user: str | None = None
+    password: str | None = None
+    at = rest.find("@")
+    if at >= 0:
+        qmark = rest.find("?")
+        if 0 <= qmark < at:
+            # '?' is legal in the user part (RFC 4475 §3.1.1.2); '@' is not legal after it,
+            # so the last '@' ends the userinfo.
+            at = rest.rfind("@")
+        user_text, pc, password_text = rest[:at].partition(":")
+        if not user_text:
+            raise RemoteProtocolError(f"empty user part in {text[:80]!r}")
+        user = _unescape(user_text)
+        password = _unescape(password_text) if pc else None
+        rest = rest[at + 1 :]
+    qmark = rest.find("?")
+    header_text = None
+    if qmark >= 0:
+        rest, header_text = rest[:qmark], rest[qmark + 1 :]
+    hostport, semi, param_text = rest.partition(";")
+    host, port = split_hostport(hostport, text)
+    params = _parse_uri_params(param_text) if semi else ()
+    headers: Params = ()
+    if header_text is not None:
+        pairs: list[tuple[str, str | None]] = []
+        for item in header_text.split("&"):
+            name, eq, value = item.partition("=")
+            if not name or not eq:
+                raise RemoteProtocolError(f"bad URI header in {text[:80]!r}")
+            pairs.append((_unescape(name), _unescape(value)))
+        headers = tuple(pairs)
+    return SipUri(
+        scheme=scheme,
+        user=user,
+        password=password,
+        host=host.lower(),
+        port=port,
+        params=params,
+        headers=headers,
+    )
+
+
+def split_hostport(hostport: str, whole: str) -> tuple[str, int | None]:
+    """``host[:port]`` with an IPv6 reference in brackets (§25.1, RFC 5118)."""
     if hostport.startswith("["):
         end = hostport.find("]")
-        if end < 0:
-            raise RemoteProtocolError(f"unterminated IPv6 reference in {whole!r}")
+        if end < 3 or hostport[1:end].strip(_IPV6_CHARS) or ":" not in hostport[1:end]:
+            raise RemoteProtocolError(f"bad IPv6 reference in {whole[:80]!r}")
         host, tail = hostport[: end + 1], hostport[end + 1 :]
-        port_text = tail[1:] if tail.startswith(":") else None
-        if tail and port_text is None:
-            raise RemoteProtocolError(f"junk after IPv6 host in {whole!r}")
+        if tail and tail[0] != ":":
+            raise RemoteProtocolError(f"junk after IPv6 host in {whole[:80]!r}")
+        port_text = tail[1:] if tail else None
     else:
-        host, colon, port_text_raw = hostport.partition(":")
-        port_text = port_text_raw if colon else None
+        host, colon, port_raw = hostport.partition(":")
+        if not host or host.strip(_HOST_CHARS):
+            raise RemoteProtocolError(f"bad host in {whole[:80]!r}")
+        port_text = port_raw if colon else None
     if port_text is None:
         return host, None
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise RemoteProtocolError(f"bad port in {whole!r}")
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
+        raise RemoteProtocolError(f"bad port in {whole[:80]!r}")
     return host, int(port_text)
 
 
@@ -227,35 +358,13 @@ class NameAddr:
 
     @classmethod
     def parse(cls, text: str) -> NameAddr:
-        text = text.strip()
-        if not text:
-            raise RemoteProtocolError("empty address")
-        lt = _find_unquoted(text, "<")
-        if lt >= 0:
-            gt = text.find(">", lt)
-            if gt < 0:
-                raise RemoteProtocolError(f"unterminated <> in {text!r}")
-            display = _parse_display_name(text[:lt].strip())
-            uri = SipUri.parse(text[lt + 1 : gt])
-            params = parse_params(text[gt + 1 :].strip(), unescape=False)
-            if text[gt + 1 :].strip() and not text[gt + 1 :].strip().startswith(";"):
-                raise RemoteProtocolError(f"junk after address in {text!r}")
-            return cls(uri=uri, display_name=display, params=params)
-        if text.startswith('"'):
-            raise RemoteProtocolError(f"display name without <uri> in {text!r}")
-        uri_text, _, param_text = text.partition(";")
-        if any(ch in uri_text.strip() for ch in " \t"):
-            raise RemoteProtocolError(f"whitespace inside addr-spec {text!r}")
-        if "?" in uri_text or "," in uri_text:
-            raise RemoteProtocolError(f"addr-spec with headers or commas must use <>: {text!r}")
-        return cls(uri=SipUri.parse(uri_text), params=parse_params(param_text, unescape=False))
+        return _parse_name_addr(text.strip(" \t"))
 
     def __str__(self) -> str:
         display = ""
         if self.display_name:
-            escaped = self.display_name.replace("\\", "\\\\").replace('"', '\\"')
-            display = f'"{escaped}" '
-        return f"{display}<{self.uri}>{format_params(self.params)}"
+            display = f"{quote_string(self.display_name)} "
+        return f"{display}<{self.uri}>{format_params(self.params, escape=False)}"
 
     @property
     def tag(self) -> str | None:
@@ -268,10 +377,75 @@ class NameAddr:
         return get_param(self.params, name)
 
 
+def validate_name_addr(text: str) -> None:
+    """Raise :class:`RemoteProtocolError` unless ``text`` is a name-addr or addr-spec."""
+    if _PLAIN_NAME_ADDR.fullmatch(text) is None:
+        _parse_name_addr(text)
+
+
+@lru_cache(maxsize=4096)
+def _parse_name_addr(text: str) -> NameAddr:
+    if not text:
+        raise RemoteProtocolError("empty address")
+    lt = _find_unquoted(text, "<") if '"' in text else text.find("<")
+    if lt >= 0:
+        gt = text.find(">", lt)
+        if gt < 0:
+            raise RemoteProtocolError(f"unterminated <> in {text[:80]!r}")
+        display = _parse_display_name(text[:lt].strip(" \t"))
+        # No LWS is allowed inside <> (RFC 4475 §3.1.2.14), so the URI text is not stripped.
+        uri = _parse_uri(text[lt + 1 : gt])
+        return NameAddr(uri=uri, display_name=display, params=_parse_header_params(text[gt + 1 :]))
+    if text.startswith('"'):
+        raise RemoteProtocolError(f"display name without <uri> in {text[:80]!r}")
+    uri_text, semi, param_text = text.partition(";")
+    uri_text = uri_text.rstrip(" \t")
+    if "?" in uri_text or "," in uri_text:
+        raise RemoteProtocolError(f"addr-spec with headers or commas needs <>: {text[:80]!r}")
+    params = _parse_header_params(semi + param_text) if semi else ()
+    return NameAddr(uri=_parse_uri(uri_text), params=params)
+
+
+def quote_string(text: str) -> str:
+    """A §25.1 quoted-string; control characters go out as quoted-pairs, as they came in."""
+    out = text.replace("\\", "\\\\").replace('"', '\\"')
+    if not out.isprintable():
+        out = "".join(f"\\{c}" if c < " " or c == "\x7f" else c for c in out)
+    return f'"{out}"'
+
+
+def unquote_string(text: str) -> str:
+    """The content of a §25.1 quoted-string (``text`` includes the quotes)."""
+    if len(text) < 2 or text[0] != '"' or text[-1] != '"':
+        raise RemoteProtocolError(f"bad quoted string {text[:80]!r}")
+    inner = text[1:-1]
+    if "\\" not in inner:
+        if '"' in inner:
+            raise RemoteProtocolError(f"stray quote in {text[:80]!r}")
+        return inner
+    out = []
+    i = 0
+    n = len(inner)
+    while i < n:
+        c = inner[i]
+        if c == "\\":
+            i += 1
+            if i == n:
+                raise RemoteProtocolError(f"dangling backslash in {text[:80]!r}")
+            c = inner[i]
+        elif c == '"':
+            raise RemoteProtocolError(f"stray quote in {text[:80]!r}")
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
 def _find_unquoted(text: str, ch: str) -> int:
+    """Index of ``ch`` outside quoted strings; -1 if absent."""
     quoted = False
     i = 0
-    while i < len(text):
+    n = len(text)
+    while i < n:
         c = text[i]
         if quoted:
             if c == "\\":
@@ -284,38 +458,16 @@ def _find_unquoted(text: str, ch: str) -> int:
             return i
         i += 1
     if quoted:
-        raise RemoteProtocolError(f"unterminated quoted string in {text!r}")
+        raise RemoteProtocolError(f"unterminated quoted string in {text[:80]!r}")
     return -1
-
-
-_TOKEN_EXTRA = set("-.!%*_+`'~")
-
-
-def is_token(text: str) -> bool:
-    """RFC 3261 §25.1 ``token``."""
-    return bool(text) and all(c.isascii() and (c.isalnum() or c in _TOKEN_EXTRA) for c in text)
 
 
 def _parse_display_name(text: str) -> str | None:
     if not text:
         return None
     if text.startswith('"'):
-        if len(text) < 2 or not text.endswith('"'):
-            raise RemoteProtocolError(f"bad quoted display name {text!r}")
-        inner = text[1:-1]
-        out = []
-        i = 0
-        while i < len(inner):
-            c = inner[i]
-            if c == "\\" and i + 1 < len(inner):
-                i += 1
-                c = inner[i]
-            elif c == '"':
-                raise RemoteProtocolError(f"stray quote in display name {text!r}")
-            out.append(c)
-            i += 1
-        return "".join(out)
+        return unquote_string(text)
     words = text.split()
     if not all(is_token(w) for w in words):
-        raise RemoteProtocolError(f"display name must be tokens or quoted: {text!r}")
+        raise RemoteProtocolError(f"display name must be tokens or quoted: {text[:80]!r}")
     return " ".join(words)
