@@ -29,7 +29,7 @@ import tempfile
 import time
 import tomllib
 import unicodedata
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -128,7 +128,7 @@ class Script:
         elapsed = time.monotonic() - self.started
         self.print(f"  [{elapsed:6.2f}s] {_pad(who, 20)}{mask_numbers(text)}")
 
-    def voice(self, who: str) -> Any:
+    def voice(self, who: str) -> Callable[[str], None]:
         return lambda text: self.line(who, text)
 
     def check(self, ok: bool, text: str) -> bool:
@@ -174,25 +174,36 @@ class Demo:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def run(self) -> int:
+        """Set up, play, then serve unless ``once``; SIGINT/SIGTERM stop it at any point."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
         try:
-            config = await self._set_up()
+            return await self._run_until(stop)
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+            await self._tear_down()
+
+    async def _run_until(self, stop: asyncio.Event) -> int:
+        try:
+            await self._set_up()
         except (ConfigError, DemoSetupError, OSError) as exc:
             for line in str(exc).splitlines():
                 print(f"bridge demo: {line}", file=sys.stderr)
-            await self._tear_down()
             return 1
-        try:
-            await self._play()
-            status = 1 if self.script.failures else 0
-            if not self.once:
-                await self._serve(config)
-        finally:
-            await self._tear_down()
+        if not await _unless_stopped(self._play(), stop):
+            self.script.print("\n已中断。")
+            return 130
+        status = 1 if self.script.failures else 0
+        if not self.once:
+            await self._serve(stop)
         return status
 
     # -- setting the stage -------------------------------------------------------------------
 
-    async def _set_up(self) -> Config:
+    async def _set_up(self) -> None:
         s = self.script
         base_config = load_config(self.base)
         plan_path = base_config.resolve(base_config.dialplan.path)
@@ -221,7 +232,6 @@ class Demo:
         s.print(f"  模拟对端   {' · '.join(peers)}")
         for note in self.notes:
             s.print(f"  注意       {note}")
-        return config
 
     async def _bind_peers(self, plan_text: str, filename: str) -> tuple[str, Router]:
         router = _load_plan(plan_text, filename)
@@ -467,7 +477,7 @@ class Demo:
 
     # -- serving and stopping ------------------------------------------------------------------
 
-    async def _serve(self, config: Config) -> None:
+    async def _serve(self, stop: asyncio.Event) -> None:
         assert self.cast is not None
         assert self.engine is not None
         s = self.script
@@ -477,15 +487,7 @@ class Demo:
         for seat in self.cast.seats.values():
             if seat.phone is not None:
                 self._spawn(self._keep_registered(seat))
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        try:
-            await stop.wait()
-        finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
+        await stop.wait()
         s.print("  正在停止……")
 
     async def _keep_registered(self, seat: Seat) -> None:
@@ -502,7 +504,7 @@ class Demo:
                 await task
         if self.engine is not None:
             with contextlib.suppress(Exception):
-                await self.engine.drain(1.0)
+                await self.engine.drain(0.2)
         if self.service is not None:
             await self.service.close()
         if self.engine is not None:
@@ -527,10 +529,28 @@ class Demo:
                 return token.token
         return None
 
-    def _spawn(self, coroutine: Any) -> None:
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+async def _unless_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
+    """Run ``work`` to its end (True), or cancel it when ``stop`` is set first (False)."""
+    loop = asyncio.get_running_loop()
+    task = loop.create_task(work)
+    stopper = loop.create_task(stop.wait())
+    try:
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+    if task.done():
+        task.result()
+        return True
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return False
 
 
 class DemoSetupError(Exception):
