@@ -540,20 +540,17 @@ def error_response(
     be sent: the bytes were a response or an ACK (§17.1.1.3, neither is answered), or no Via
     is readable to address the answer (§18.2.2).
 
-    Via, From, To, Call-ID and CSeq are echoed as received where they can be read, as
-    §8.2.6.2 asks, so the peer can match the error to its transaction.
+    Via, From, To, Call-ID and CSeq are echoed exactly as received, as §8.2.6.2 asks (even a
+    Via the parser refused: RFC 4475 §3.1.2.1 still expects a 400), so the peer can match the
+    error to its transaction.
     """
-    head = data[: min(len(data), MAX_MESSAGE_SIZE)].lstrip(b"\r\n")
+    head = data[:MAX_MESSAGE_SIZE].lstrip(b"\r\n")
     for separator in (b"\r\n\r\n", b"\n\n"):
         head = head.split(separator, 1)[0]
-    text = head.decode("utf-8", "replace").replace("\r\n", "\n")
-    lines = text.split("\n")
-    if not lines or "\r" in lines[0]:
+    lines = _unfold_leniently(head.decode("utf-8", "replace").replace("\r\n", "\n").split("\n"))
+    method = lines[0].split(" ", 1)[0]
+    if method[:4].upper() == "SIP/" or method == "ACK":
         return None
-    method = lines[0].split(" ", 1)[0].upper()
-    if method.startswith("SIP/") or method == "ACK":
-        return None
-    lines = _unfold_leniently(lines)
     echoed: dict[str, list[str]] = {}
     for line in lines[1:]:
         raw_name, colon, value = line.partition(":")
@@ -561,20 +558,12 @@ def error_response(
             name = header_name_from_wire(raw_name)
         except RemoteProtocolError:
             continue
-        if colon and name in MANDATORY_REQUEST_HEADERS and "\r" not in value:
-            echoed.setdefault(name, []).append(value.strip(" \t"))
-    vias: list[str] = []
-    for value in echoed.get("Via", []):
-        try:
-            entries = split_list_value(value, allow_empty=False)
-            for entry in entries:
-                Via.parse(entry)
-        except RemoteProtocolError:
-            break
-        vias.extend(entries)
-    if not vias:
+        value = value.strip(" \t")
+        if colon and name in MANDATORY_REQUEST_HEADERS and value and value.isprintable():
+            echoed.setdefault(name, []).append(value)
+    if "Via" not in echoed:
         return None
-    headers = Headers.from_canonical([("Via", via) for via in vias])
+    headers = Headers.from_canonical([("Via", via) for via in echoed["Via"]])
     for name in ("From", "To", "Call-ID", "CSeq"):
         values = echoed.get(name)
         if values:
