@@ -444,7 +444,7 @@ class StreamFramer:
         frames: list[bytes] = []
         buffer = self._buffer
         while True:
-            if not self._scanned:
+            if buffer[:1] == b"\r":
                 self._skip_keepalives()
             end = buffer.find(b"\r\n\r\n", max(self._scanned - 3, 0))
             if end < 0:
@@ -470,6 +470,7 @@ class StreamFramer:
             frames.append(bytes(buffer[:total]))
             del buffer[:total]
             self._scanned = 0
+            self._crlf_run = 0
 
     def take_pongs(self) -> int:
         """Keep-alive pings seen since the last call; answer each with one CRLF."""
@@ -487,11 +488,10 @@ class StreamFramer:
             skipped += 2
         if skipped:
             del buffer[:skipped]
+            self._scanned = 0
             self._crlf_run += skipped // 2
             self._pongs += self._crlf_run // 2
             self._crlf_run %= 2
-        if buffer and buffer[:1] != b"\r":
-            self._crlf_run = 0
 
     def _fail(self) -> None:
         self._buffer.clear()
