@@ -1,0 +1,633 @@
+"""SIPp calls through the bridge, against SIPp direct and Kamailio (stateful ``tm``), one run.
+
+``python -m bench.bench_calls [--rate 500] [--duration 10] [--hold 10000] [--hold-rate 1000]
+[--skip-kamailio] [--skip-hold]``
+
+Three rate runs with the same SIPp built-in UAC and UAS on loopback, each lasting
+``--duration`` seconds at ``--rate`` calls/s (quote rates only from runs of 10 s or more):
+SIPp UAC straight to SIPp UAS, through Kamailio as a stateful proxy (2 workers, 1 GB shared
+memory: its 64 MB default runs out near 450 calls/s), and through the bridge (a B2BUA, so it
+does twice a proxy's work: two dialogs, two transactions per request and media anchoring).
+Achieved rates, failures, and CPU seconds per call are printed, with ratios against the other
+two. Then a hold run: ``--hold`` calls established and held at once (SIPp ``-l`` limit and a
+long ``-d`` pause) while the bridge's resident memory is read from /proc.
+
+The bridge runs as a child process (``bridge run --config``) with a throwaway config and dial
+plan; every child stops by itself (``-m`` calls, ``-timeout``) and is killed by PID otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BRIDGE = ROOT / ".venv" / "bin" / "bridge"
+HOST = "127.0.0.1"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+LOAD_BEHAVIOURS = ["-default_behaviors", "all,-abortunexp"]
+
+PLAN = """
+name = "bench"
+[defaults]
+ring_timeout = 30
+[[trunks]]
+name = "carrier"
+destinations = ["sip:12345@127.0.0.1:{uac_port}"]
+sources = ["127.0.0.1:{uac_port}"]
+[[trunks]]
+name = "pbx-110"
+destinations = ["sip:110@127.0.0.1:{uas_port}"]
+[[platforms]]
+key = "12345"
+label = "12345 hotline"
+trunk = "carrier"
+desk = true
+[[platforms]]
+key = "110"
+label = "110 police desk"
+trunk = "pbx-110"
+desk = true
+[[inbound]]
+name = "to 110"
+called = {{ exact = "110" }}
+platform = "110"
+[[categories]]
+key = "criminal"
+label = "criminal"
+[[rules]]
+origins = ["12345"]
+categories = ["criminal"]
+action = "transfer"
+to = "110"
+[[rules]]
+origins = ["110"]
+categories = ["criminal"]
+action = "keep"
+[overrides.urgent]
+to = "110"
+"""
+
+CONFIG = """
+[sip]
+listen = "127.0.0.1:{sip_port}"
+[media]
+port_min = {media_min}
+port_max = {media_max}
+[sidecar]
+listen = "127.0.0.1:{http_port}"
+link_secret = "bench-secret-0123456789-abcdef"
+[storage]
+url = "sqlite:///bridge.sqlite3"
+[registrar]
+realm = "bridge"
+[dialplan]
+path = "plan.toml"
+[log]
+level = "warning"
+[shutdown]
+grace_s = 2
+"""
+
+KAMAILIO = """#!KAMAILIO
+debug=1
+log_stderror=yes
+fork=yes
+children=2
+listen=udp:127.0.0.1:{port}
+disable_tcp=yes
+mpath="{mpath}"
+loadmodule "sl.so"
+loadmodule "tm.so"
+loadmodule "rr.so"
+loadmodule "maxfwd.so"
+loadmodule "pv.so"
+loadmodule "xlog.so"
+request_route {{
+    if (!mf_process_maxfwd_header("10")) {{ sl_send_reply("483", "Too Many Hops"); exit; }}
+    if ($tt != $null) {{
+        if (loose_route()) {{ t_relay(); exit; }}
+        if (method == "ACK") {{
+            if (t_check_trans()) {{ t_relay(); }}
+            exit;
+        }}
+        $du = "sip:127.0.0.1:{uas_port}";
+        t_relay();
+        exit;
+    }}
+    if (method == "CANCEL") {{ if (t_check_trans()) {{ t_relay(); }} exit; }}
+    t_check_trans();
+    if (method == "INVITE") {{ record_route(); }}
+    $du = "sip:127.0.0.1:{uas_port}";
+    if (!t_relay()) {{ sl_reply_error(); }}
+    exit;
+}}
+"""
+
+
+def free_port(kind: int = socket.SOCK_DGRAM, *, even: bool = False) -> int:
+    """A loopback port free for UDP and TCP now (SIPp also binds media port + 2)."""
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, kind) as probe:
+            probe.bind((HOST, 0))
+            port = int(probe.getsockname()[1])
+        if even and port % 2:
+            continue
+        if port > 60000:
+            continue
+        if all(_bindable(port + offset) for offset in (0, 2, 3)):
+            return port
+    raise RuntimeError("no free loopback port")
+
+
+def _bindable(port: int) -> bool:
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+        with socket.socket(socket.AF_INET, kind) as probe:
+            try:
+                probe.bind((HOST, port))
+            except OSError:
+                return False
+    return True
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of one process, from /proc/PID/stat (fields 14 and 15)."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def children_of(pid: int) -> list[int]:
+    """`pid` and its descendants (Kamailio forks its workers)."""
+    found = [pid]
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            text = (entry / "stat").read_text()
+            parent = int(text[text.rindex(")") + 2 :].split()[1])
+            if parent in found:
+                found.append(int(entry.name))
+    return found
+
+
+def tree_cpu(pids: Sequence[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(pid)
+    return total
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SippStats:
+    successful: int
+    failed: int
+    current: int
+    created: int
+    elapsed_s: float
+    failures: dict[str, int]
+
+    @property
+    def rate(self) -> float:
+        return self.successful / self.elapsed_s if self.elapsed_s else 0.0
+
+
+def read_stats(path: Path) -> SippStats | None:
+    """The last row of SIPp's `-trace_stat` CSV (cumulative counters)."""
+    if not path.is_file():
+        return None
+    rows = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    if len(rows) < 2:
+        return None
+    raw = dict(zip(rows[0].split(";"), rows[-1].split(";"), strict=False))
+
+    def count(name: str) -> int:
+        value = raw.get(name, "0").strip()
+        return int(value) if value.isdigit() else 0
+
+    def epoch(name: str) -> float:
+        # "2026-01-01<TAB>10:00:00.123456<TAB>1767261600.123456": the last field is epoch time.
+        with contextlib.suppress(ValueError):
+            return float(raw.get(name, "").split("\t")[-1])
+        return 0.0
+
+    elapsed = max(0.0, epoch("CurrentTime") - epoch("StartTime"))
+    failures = {
+        key.removesuffix("(C)"): count(key)
+        for key in raw
+        if key.startswith("Failed")
+        and key.endswith("(C)")
+        and key != "FailedCall(C)"
+        and count(key)
+    }
+    return SippStats(
+        successful=count("SuccessfulCall(C)"),
+        failed=count("FailedCall(C)"),
+        current=count("CurrentCall"),
+        created=count("TotalCallCreated"),
+        elapsed_s=elapsed,
+        failures=failures,
+    )
+
+
+class Sipp:
+    """One SIPp process pinned to loopback with its own SIP, media and control ports."""
+
+    def __init__(self, workdir: Path, name: str, args: Sequence[str]) -> None:
+        self.name = name
+        self.port = free_port()
+        self.stat_file = workdir / f"{name}.stat.csv"
+        self.error_file = workdir / f"{name}.errors.log"
+        self.command = [
+            "sipp",
+            *args,
+            "-i", HOST, "-p", str(self.port),
+            "-ci", HOST, "-cp", str(free_port(socket.SOCK_STREAM)),
+            "-mp", str(free_port(even=True)),
+            "-nostdin", "-trace_stat", "-stf", str(self.stat_file), "-fd", "1",
+            "-trace_err", "-error_file", str(self.error_file),
+            *LOAD_BEHAVIOURS,
+        ]  # fmt: skip
+        self.process: subprocess.Popen[bytes] | None = None
+        self.workdir = workdir
+
+    def start(self) -> None:
+        log = (self.workdir / f"{self.name}.out").open("wb")
+        self.process = subprocess.Popen(
+            self.command, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir
+        )
+
+    def wait(self, timeout: float) -> int | None:
+        assert self.process is not None
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            stop(self.process)
+            return None
+
+    def stats(self) -> SippStats | None:
+        return read_stats(self.stat_file)
+
+    def errors(self, lines: int = 5) -> str:
+        if not self.error_file.is_file():
+            return ""
+        text = self.error_file.read_text(errors="replace").strip().splitlines()
+        return "\n".join(text[-lines:])
+
+
+def stop(process: subprocess.Popen[bytes], within: float = 10) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(within)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
+
+
+def wait_bound(port: int, within: float = 15) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if not _bindable(port):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {HOST}:{port} after {within} s")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RateResult:
+    label: str
+    stats: SippStats | None
+    cpu_per_call: float | None
+    errors: str = ""
+    rss_kib: int = 0
+
+
+def raise_fd_limit(limit: int) -> None:
+    """Let the child hold one socket per anchored RTP/RTCP port (4 a call)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, limit), max(hard, limit)))
+
+
+class Bridge:
+    def __init__(self, workdir: Path, *, uac_port: int, uas_port: int) -> None:
+        self.workdir = workdir
+        self.sip_port = free_port()
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "plan.toml").write_text(PLAN.format(uac_port=uac_port, uas_port=uas_port))
+        (workdir / "bridge.toml").write_text(
+            CONFIG.format(
+                sip_port=self.sip_port,
+                http_port=free_port(socket.SOCK_STREAM),
+                media_min=20000,
+                media_max=65000,
+            )
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> int:
+        log = (self.workdir / "bridge.log").open("wb")
+        self.process = subprocess.Popen(
+            [str(BRIDGE), "run", "--config", str(self.workdir / "bridge.toml")],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+            preexec_fn=lambda: raise_fd_limit(65536),
+        )
+        wait_bound(self.sip_port)
+        return self.process.pid
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop(self.process)
+
+    def log_tail(self, lines: int = 5) -> str:
+        text = (self.workdir / "bridge.log").read_text(errors="replace").strip().splitlines()
+        return "\n".join(text[-lines:])
+
+
+def uas(workdir: Path, name: str, calls: int, timeout: float) -> Sipp:
+    return Sipp(workdir, name, ["-sn", "uas", "-m", str(calls), "-timeout", f"{timeout:.0f}s"])
+
+
+def uac(workdir: Path, name: str, *, rate: int, calls: int, timeout: float) -> Sipp:
+    args = ["-sn", "uac", "-s", "110", "-r", str(rate), "-m", str(calls)]
+    return Sipp(workdir, name, [*args, "-timeout", f"{timeout:.0f}s"])
+
+
+@contextlib.contextmanager
+def running(*processes: Sipp) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for sipp in processes:
+            if sipp.process is not None:
+                stop(sipp.process)
+
+
+def rate_direct(workdir: Path, rate: int, duration: float) -> RateResult:
+    calls = rate * int(duration)
+    callee = uas(workdir, "direct-uas", calls, duration + 40)
+    caller = uac(workdir, "direct-uac", rate=rate, calls=calls, timeout=duration + 30)
+    with running(callee, caller):
+        callee.start()
+        wait_bound(callee.port)
+        caller.command.insert(1, f"{HOST}:{callee.port}")
+        caller.start()
+        caller.wait(duration + 40)
+        callee.wait(10)
+    return RateResult(
+        label="SIPp direct", stats=caller.stats(), cpu_per_call=None, errors=caller.errors()
+    )
+
+
+def rate_kamailio(workdir: Path, rate: int, duration: float) -> RateResult:
+    binary = shutil.which("kamailio")
+    if binary is None:
+        return RateResult(label="Kamailio (tm)", stats=None, cpu_per_call=None, errors="absent")
+    calls = rate * int(duration)
+    callee = uas(workdir, "kamailio-uas", calls, duration + 40)
+    caller = uac(workdir, "kamailio-uac", rate=rate, calls=calls, timeout=duration + 30)
+    port = free_port()
+    mpath = next(
+        (str(p) for p in Path("/usr/lib").glob("*/kamailio/modules") if p.is_dir()),
+        "/usr/lib/x86_64-linux-gnu/kamailio/modules",
+    )
+    config = workdir / "kamailio.cfg"
+    config.write_text(KAMAILIO.format(port=port, mpath=mpath, uas_port=callee.port))
+    log = (workdir / "kamailio.log").open("wb")
+    proxy = subprocess.Popen(
+        [binary, "-f", str(config), "-m", "1024", "-M", "64", "-DD", "-E", "-w", str(workdir)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=workdir,
+    )
+    try:
+        wait_bound(port)
+        time.sleep(0.5)
+        pids = children_of(proxy.pid)
+        with running(callee, caller):
+            callee.start()
+            wait_bound(callee.port)
+            caller.command.insert(1, f"{HOST}:{port}")
+            before = tree_cpu(pids)
+            caller.start()
+            caller.wait(duration + 40)
+            callee.wait(10)
+            used = tree_cpu(pids) - before
+    finally:
+        stop(proxy)
+    stats = caller.stats()
+    per_call = used / stats.successful if stats and stats.successful else None
+    return RateResult(
+        label="Kamailio (tm)", stats=stats, cpu_per_call=per_call, errors=caller.errors()
+    )
+
+
+def rate_bridge(workdir: Path, rate: int, duration: float) -> RateResult:
+    calls = rate * int(duration)
+    callee = uas(workdir, "bridge-uas", calls, duration + 40)
+    caller = uac(workdir, "bridge-uac", rate=rate, calls=calls, timeout=duration + 30)
+    bridge = Bridge(workdir / "bridge-rate", uac_port=caller.port, uas_port=callee.port)
+    pid = bridge.start()
+    try:
+        with running(callee, caller):
+            callee.start()
+            wait_bound(callee.port)
+            caller.command.insert(1, f"{HOST}:{bridge.sip_port}")
+            before = cpu_seconds(pid)
+            caller.start()
+            caller.wait(duration + 40)
+            callee.wait(10)
+            used = cpu_seconds(pid) - before
+            rss = rss_kib(pid)
+    finally:
+        alive = bridge.process is not None and bridge.process.poll() is None
+        bridge.stop()
+    stats = caller.stats()
+    errors = caller.errors() + ("" if alive else "\nbridge died:\n" + bridge.log_tail())
+    per_call = used / stats.successful if stats and stats.successful else None
+    return RateResult(
+        label="bridge (B2BUA)", stats=stats, cpu_per_call=per_call, errors=errors, rss_kib=rss
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HoldResult:
+    target: int
+    reached: int
+    rss_idle_kib: int
+    rss_held_kib: int
+    failed: int
+    errors: str
+
+
+def hold_calls(workdir: Path, target: int, rate: int) -> HoldResult:
+    """`target` calls established at once through the bridge, RSS read while they are held."""
+    ramp = target / rate
+    hold_ms = int((ramp + 20) * 1000)
+    timeout = ramp + hold_ms / 1000 + 60
+    callee = uas(workdir, "hold-uas", target, timeout + 10)
+    caller = uac(workdir, "hold-uac", rate=rate, calls=target, timeout=timeout)
+    caller.command[1:1] = ["-l", str(target), "-d", str(hold_ms)]
+    bridge = Bridge(workdir / "bridge-hold", uac_port=caller.port, uas_port=callee.port)
+    pid = bridge.start()
+    time.sleep(1)
+    idle = rss_kib(pid)
+    held = reached = failed = 0
+    try:
+        with running(callee, caller):
+            callee.start()
+            wait_bound(callee.port)
+            caller.command.insert(1, f"{HOST}:{bridge.sip_port}")
+            caller.start()
+            deadline = time.monotonic() + ramp + 15
+            while time.monotonic() < deadline:
+                time.sleep(1)
+                stats = caller.stats()
+                if stats is None:
+                    continue
+                # A call counts as held once created and not failed; SIPp's UAC sits in its
+                # pause only after the 200 and ACK, so this is the established count.
+                if stats.created >= target or stats.failed:
+                    break
+            time.sleep(3)
+            stats = caller.stats()
+            if stats is not None:
+                reached = stats.current
+                failed = stats.failed
+            held = rss_kib(pid)
+            # The calls end by themselves (BYE after the pause); wait for that, bounded.
+            caller.wait(timeout + 10)
+            callee.wait(15)
+            stats = caller.stats()
+            if stats is not None:
+                failed = stats.failed
+    finally:
+        bridge.stop()
+    return HoldResult(
+        target=target,
+        reached=reached,
+        rss_idle_kib=idle,
+        rss_held_kib=held,
+        failed=failed,
+        errors=caller.errors(),
+    )
+
+
+def describe(result: RateResult) -> str:
+    stats = result.stats
+    if stats is None:
+        return f"{result.label:16} no statistics ({result.errors.strip() or 'did not run'})"
+    line = (
+        f"{result.label:16} {stats.rate:8.0f} calls/s  {stats.successful:7d} ok  "
+        f"{stats.failed:5d} failed  over {stats.elapsed_s:5.1f} s"
+    )
+    if result.cpu_per_call is not None:
+        line += f"  CPU {result.cpu_per_call * 1e3:.3f} ms/call"
+    if result.rss_kib:
+        line += f"  RSS {result.rss_kib / 1024:.0f} MiB"
+    if stats.failures:
+        line += f"  {stats.failures}"
+    return line
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}" if a and b else "n/a"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=int, default=500, help="offered calls/s (default 500)")
+    parser.add_argument("--duration", type=float, default=10, help="seconds per rate run")
+    parser.add_argument("--hold", type=int, default=10000, help="concurrent calls to hold")
+    parser.add_argument("--hold-rate", type=int, default=1000, help="calls/s while ramping up")
+    parser.add_argument("--skip-kamailio", action="store_true")
+    parser.add_argument("--skip-direct", action="store_true")
+    parser.add_argument("--skip-rate", action="store_true")
+    parser.add_argument("--skip-hold", action="store_true")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = parser.parse_args(argv)
+    if shutil.which("sipp") is None:
+        print("bench_calls: sipp is not installed (apt package sip-tester); skipped")
+        return 0
+    if not BRIDGE.exists():
+        print(f"bench_calls: {BRIDGE.relative_to(ROOT)} missing (run `make venv`); skipped")
+        return 0
+    workdir = Path(tempfile.mkdtemp(prefix="bench-calls-"))
+    failed = False
+    try:
+        if not args.skip_rate:
+            print(
+                f"Rate: {args.rate} calls/s offered for {args.duration:.0f} s, SIPp built-in "
+                "uac -> uas on loopback (2 cores shared with the load generators)"
+            )
+            results: list[RateResult] = []
+            if not args.skip_direct:
+                results.append(rate_direct(workdir, args.rate, args.duration))
+                print("  " + describe(results[-1]), flush=True)
+            if not args.skip_kamailio:
+                results.append(rate_kamailio(workdir, args.rate, args.duration))
+                print("  " + describe(results[-1]), flush=True)
+            bridged = rate_bridge(workdir, args.rate, args.duration)
+            results.append(bridged)
+            print("  " + describe(bridged), flush=True)
+            if bridged.stats is None or bridged.stats.failed or bridged.errors.strip():
+                failed = bridged.stats is None or bridged.stats.failed > 0
+                if bridged.errors.strip():
+                    print("  bridge run errors (SIPp error log tail):")
+                    print("    " + bridged.errors.strip().replace("\n", "\n    "))
+            for other in results[:-1]:
+                theirs = other.stats.rate if other.stats else None
+                mine = bridged.stats.rate if bridged.stats else None
+                line = f"  bridge / {other.label}: rate {ratio(mine, theirs)}"
+                if other.cpu_per_call is not None:
+                    line += f", CPU per call {ratio(bridged.cpu_per_call, other.cpu_per_call)}"
+                print(line)
+        if not args.skip_hold and args.hold > 0:
+            print(
+                f"Hold: {args.hold} concurrent calls through the bridge (ramp {args.hold_rate}/s)"
+            )
+            held = hold_calls(workdir, args.hold, args.hold_rate)
+            added = held.rss_held_kib - held.rss_idle_kib
+            per_call = added / held.reached if held.reached else 0
+            print(
+                f"  established and held: {held.reached} of {held.target}, failed "
+                f"{held.failed}; bridge RSS idle {held.rss_idle_kib / 1024:.0f} MiB, held "
+                f"{held.rss_held_kib / 1024:.0f} MiB ({per_call:.1f} KiB per call)"
+            )
+            if held.errors.strip():
+                print("    " + held.errors.strip().replace("\n", "\n    "))
+            failed = failed or held.failed > 0 or held.reached < held.target
+    finally:
+        if args.keep:
+            print(f"work directory kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
