@@ -37,9 +37,7 @@ async def run_pair(
 ) -> tuple[BridgeUnderTest, SippRun, SippRun]:
     uas = sipp(callee, calls=calls, name=f"callee-{callee}", **(callee_kwargs or {}))
     uac = prepare_caller(caller, tmp_path, ports, calls=calls, **(caller_kwargs or {}))
-    service = await bridge(
-        carrier_port=uac.port, pbx_ports=[uas.port], **(bridge_kwargs or {})
-    )
+    service = await bridge(carrier_port=uac.port, pbx_ports=[uas.port], **(bridge_kwargs or {}))
     await uas.started()
     uac.remote_args(service.sip_address)
     uac.start()
@@ -50,7 +48,13 @@ async def test_200_calls_through_the_bridge_all_succeed(
     bridge: BridgeFactory, sipp: Callable[..., SippRun], tmp_path: Path, ports: PortAllocator
 ) -> None:
     service, uac, uas = await run_pair(
-        bridge, sipp, tmp_path, ports, caller="uac", callee="uas", calls=200,
+        bridge,
+        sipp,
+        tmp_path,
+        ports,
+        caller="uac",
+        callee="uas",
+        calls=200,
         caller_kwargs={"rate": 50, "timeout": 40, "trace_messages": False},
         callee_kwargs={"timeout": 40, "trace_messages": False},
     )
@@ -108,7 +112,13 @@ async def test_ten_percent_packet_loss_still_completes_every_call(
     bridge: BridgeFactory, sipp: Callable[..., SippRun], tmp_path: Path, ports: PortAllocator
 ) -> None:
     _service, uac, uas = await run_pair(
-        bridge, sipp, tmp_path, ports, caller="uac", callee="uas", calls=20,
+        bridge,
+        sipp,
+        tmp_path,
+        ports,
+        caller="uac",
+        callee="uas",
+        calls=20,
         caller_kwargs={"rate": 10, "timeout": 60, "extra_args": ["-lost", "10"]},
         callee_kwargs={"timeout": 60, "extra_args": ["-lost", "10"]},
         bridge_kwargs={"t1_ms": 100},
@@ -123,7 +133,7 @@ async def test_ten_percent_packet_loss_still_completes_every_call(
 async def test_busy_callee_gives_the_caller_486(
     bridge: BridgeFactory, sipp: Callable[..., SippRun], tmp_path: Path, ports: PortAllocator
 ) -> None:
-    _service, uac, uas = await run_pair(
+    _service, uac, _uas = await run_pair(
         bridge, sipp, tmp_path, ports, caller="uac_busy", callee="uas_busy"
     )
     try:

@@ -116,9 +116,7 @@ class Harness:
         self.core.handle_timers(self.now)
 
     def sent(self) -> list[tuple[tuple[str, int], Request | Response]]:
-        return [
-            (out.destination, parse_message(out.data)) for out in self.core.take_outgoing()
-        ]
+        return [(out.destination, parse_message(out.data)) for out in self.core.take_outgoing()]
 
     def sent_to(self, who: tuple[str, int]) -> list[Request | Response]:
         return [m for dest, m in self.sent() if dest == who]
@@ -176,8 +174,10 @@ def test_call_is_bridged_with_anchored_media() -> None:
     inv = next(m for d, m in sent if d == CALLEE and isinstance(m, Request))
     assert inv.method == "INVITE"
     assert inv.call_id != "c1", "a B2BUA starts its own dialog"
-    assert inv.from_.tag and inv.from_.tag != "caller1"
-    assert b"c=IN IP4 127.0.0.1" in inv.body and b"m=audio 20002 " in inv.body
+    assert inv.from_.tag
+    assert inv.from_.tag != "caller1"
+    assert b"c=IN IP4 127.0.0.1" in inv.body
+    assert b"m=audio 20002 " in inv.body
     assert inv.headers.get("Max-Forwards") == "69"
 
     h.feed(answer(inv, 180), CALLEE)
@@ -186,9 +186,11 @@ def test_call_is_bridged_with_anchored_media() -> None:
     h.feed(answer(inv, 200, sdp=SDP), CALLEE)
     sent = h.sent()
     ack = next(m for d, m in sent if d == CALLEE and isinstance(m, Request))
-    assert ack.method == "ACK" and ack.cseq.seq == 1
+    assert ack.method == "ACK"
+    assert ack.cseq.seq == 1
     ok = next(m for d, m in sent if d == CALLER and isinstance(m, Response))
-    assert ok.status == 200 and ok.to.tag
+    assert ok.status == 200
+    assert ok.to.tag
     assert b"m=audio 20000 " in ok.body
     assert h.media.connected == [(20000, 20002)]
     call = next(iter(h.core.calls.values()))
@@ -258,7 +260,8 @@ def test_unreachable_trunk_times_out_to_clean_failure() -> None:
         h.advance(0.5)
     final = [m for m in h.sent_to(CALLER) if isinstance(m, Response) and m.status >= 300]
     # Timer B (64*T1) gives up on the trunk; the final is retransmitted until the caller ACKs.
-    assert final and {m.status for m in final} == {480}
+    assert final
+    assert {m.status for m in final} == {480}
     assert h.core.calls == {}
 
 
@@ -294,7 +297,9 @@ def test_out_of_dialog_requests() -> None:
     options = invite().replace(b"INVITE sip", b"OPTIONS sip").replace(b"1 INVITE", b"1 OPTIONS")
     h.feed(options, CALLER)
     (resp,) = h.sent_to(CALLER)
-    assert isinstance(resp, Response) and resp.status == 200 and "INVITE" in (resp.headers.get("Allow") or "")
+    assert isinstance(resp, Response)
+    assert resp.status == 200
+    assert "INVITE" in (resp.headers.get("Allow") or "")
     bye = invite().replace(b"INVITE sip", b"BYE sip").replace(b"1 INVITE", b"1 BYE")
     bye = bye.replace(b"To: <sip:110@127.0.0.1:5060>", b"To: <sip:110@127.0.0.1:5060>;tag=zz")
     h.feed(bye, CALLER)
