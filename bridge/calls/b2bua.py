@@ -432,7 +432,15 @@ class B2BUA:
         self.media.connect(caller.media, leg.media)
         self.counters.calls_answered += 1
         self._pending_destinations.pop(call.call_id, None)
-        self._record(call.apply(CallInput.ANSWERED, now, leg=leg.leg_id))
+        self._record(
+            call.apply(
+                CallInput.ANSWERED,
+                now,
+                leg=leg.leg_id,
+                peer=leg.peer,
+                destination=f"{leg.remote[0]}:{leg.remote[1]}",
+            )
+        )
 
     def _point_media(self, leg: Leg, sdp: bytes) -> None:
         remote = sdpmap.remote_of(sdp)
