@@ -133,10 +133,10 @@ def format_params(params: Params, safe: str = _PARAM_SAFE, *, escape: bool = Tru
             name = quote(name, safe=safe)
         if value is None:
             parts.append(f";{name}")
-        elif not escape or value.startswith('"'):
-            parts.append(f";{name}={value}")
-        else:
+        elif escape:
             parts.append(f";{name}={_escape(value, safe)}")
+        else:
+            parts.append(f";{name}={value}")
     return "".join(parts)
 
 
