@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -17,6 +18,10 @@ from bridge.config import load_config
 from bridge.engine import Engine
 from bridge.service import Service
 from bridge.sip.registrar import Binding
+
+MEDIA_PORTS = 64
+"""RTP+RTCP ports per bridge: 16 calls at once, plenty for these tests; the run's port range
+is shared by every test, so blocks stay small."""
 
 PLAN_HEAD = """
 name = "integration"
@@ -84,6 +89,7 @@ path = "plan.toml"
 grace_s = {grace_s}
 """
 
+BIND_ATTEMPTS = 3
 DEFAULT_SEATS = {"agent1001": "seat-secret-1001"}
 
 
@@ -120,9 +126,7 @@ class BridgeUnderTest:
         digest_algorithms: Sequence[str] = ("SHA-256", "MD5"),
     ) -> None:
         self.workdir = workdir
-        self.sip_port = ports.port()
-        self.http_port = ports.port()
-        media_min = ports.block(200, align=2)
+        self.ports = ports
         workdir.mkdir(parents=True, exist_ok=True)
         destinations = ", ".join(f'"sip:110@127.0.0.1:{p}"' for p in pbx_ports)
         self.plan_path = workdir / "plan.toml"
@@ -136,22 +140,16 @@ class BridgeUnderTest:
             encoding="utf-8",
         )
         self.config_path = workdir / "bridge.toml"
-        self.config_path.write_text(
-            CONFIG.format(
-                sip_port=self.sip_port,
-                t1_ms=t1_ms,
-                media_min=media_min,
-                media_max=media_min + 199,
-                http_port=self.http_port,
-                grace_s=grace_s,
-                digest_algorithms=", ".join(f'"{name}"' for name in digest_algorithms),
-                seat_credentials="".join(
-                    f'[[registrar.seats]]\nuser = "{user}"\npassword = "{password}"\n'
-                    for user, password in seat_credentials.items()
-                ),
+        self._config_values = {
+            "t1_ms": t1_ms,
+            "grace_s": grace_s,
+            "digest_algorithms": ", ".join(f'"{name}"' for name in digest_algorithms),
+            "seat_credentials": "".join(
+                f'[[registrar.seats]]\nuser = "{user}"\npassword = "{password}"\n'
+                for user, password in seat_credentials.items()
             ),
-            encoding="utf-8",
-        )
+        }
+        self._pick_ports()
         self.engine: Engine | None = None
         self.service: Service | None = None
 
@@ -163,7 +161,36 @@ class BridgeUnderTest:
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
+    def _pick_ports(self) -> None:
+        """Fresh SIP, HTTP and media ports for the bridge, written into its config."""
+        self.sip_port = self.ports.port()
+        self.http_port = self.ports.port()
+        media_min = self.ports.block(MEDIA_PORTS, align=2)
+        self.config_path.write_text(
+            CONFIG.format(
+                sip_port=self.sip_port,
+                http_port=self.http_port,
+                media_min=media_min,
+                media_max=media_min + MEDIA_PORTS - 1,
+                **self._config_values,
+            ),
+            encoding="utf-8",
+        )
+
     async def start(self) -> BridgeUnderTest:
+        """Start the bridge; if another process took one of its ports between the allocator's
+        check and the bind (other test runs share the machine), start again on new ports."""
+        for attempt in range(1, BIND_ATTEMPTS + 1):
+            try:
+                return await self._start_once()
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE or attempt == BIND_ATTEMPTS:
+                    raise
+                await self.stop()
+                self._pick_ports()
+        raise AssertionError("unreachable")
+
+    async def _start_once(self) -> BridgeUnderTest:
         config = load_config(self.config_path)
         self.engine = Engine(config)
         await self.engine.start()
@@ -189,3 +216,4 @@ class BridgeUnderTest:
             await self.service.close()
         await self.engine.close()
         self.engine = None
+        self.service = None

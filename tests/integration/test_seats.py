@@ -3,6 +3,7 @@ calls from the carrier trunk routed by the dial plan to the seat group (issue: a
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -207,3 +208,85 @@ async def test_baresip_seat_registered_over_tcp_is_rung_over_tcp(
     invite = first_request(phone.log_path.read_text(encoding="utf-8", errors="replace"), "INVITE")
     assert invite["Contact"].endswith(";transport=tcp>"), invite
     assert invite["Via"].startswith("SIP/2.0/TCP "), invite
+
+
+@pytest.mark.peers("sipp", "pyVoIP")
+async def test_caller_cancels_while_the_pyvoip_seat_rings(
+    bridge: BridgeFactory, pyvoip_seat: SeatFactory, tmp_path: Path, ports: PortAllocator
+) -> None:
+    """pyVoIP answers CANCEL with 200 but never sends 487 for the INVITE it was ringing for."""
+    caller = carrier_caller(tmp_path, ports, "uac_cancel", duration_ms=300, timeout=15)
+    service = await bridge(
+        carrier_port=caller.port,
+        pbx_ports=[ports.port()],
+        extra_plan=seat_group_plan([SEAT]),
+        t1_ms=100,
+    )
+    seat = await pyvoip_seat(
+        server_port=service.sip_port, username=SEAT, password=PASSWORD, answer=False
+    )
+    caller.remote_args(service.sip_address).start()
+    (await caller.wait()).assert_ok(successful=1)
+    cancelled = await seat.wait_for("call_cancelled", 5)
+    # Nothing answers the INVITE now: the bridge ends it after 64*T1 (RFC 3261 §9.1).
+    await service.wait_idle(64 * 0.1 + 2)
+    assert cancelled.call_id in seat.phone.calls, "pyVoIP still thinks it is ringing"
+
+
+@pytest.mark.peers("sipp", "pyVoIP")
+async def test_seat_answering_after_the_cancel_is_acked_and_hung_up(
+    bridge: BridgeFactory, pyvoip_seat: SeatFactory, tmp_path: Path, ports: PortAllocator
+) -> None:
+    """Unpatched pyVoIP still answers a call it got a CANCEL for (§9.1's race, made certain):
+    the bridge must ACK that 200 and send BYE, not leave the seat in a call nobody is on."""
+    caller = carrier_caller(tmp_path, ports, "uac_cancel", duration_ms=300, timeout=15)
+    service = await bridge(
+        carrier_port=caller.port, pbx_ports=[ports.port()], extra_plan=seat_group_plan([SEAT])
+    )
+    seat = await pyvoip_seat(
+        server_port=service.sip_port, username=SEAT, password=PASSWORD, answer=False
+    )
+    caller.remote_args(service.sip_address).start()
+    (await caller.wait()).assert_ok(successful=1)
+    cancelled = await seat.wait_for("call_cancelled", 5)
+    await asyncio.to_thread(seat.answer_call, seat.phone.calls[cancelled.call_id])
+    await seat.wait_for("call_answered", 5)
+    ended = await seat.wait_for("call_ended", 5)
+    assert ended.call_id == cancelled.call_id
+    await service.wait_idle(5)
+
+
+@pytest.mark.peers("sipp", "baresip", "pyVoIP")
+async def test_seat_group_fails_over_from_a_declining_seat_to_the_next(
+    bridge: BridgeFactory,
+    baresip: BaresipFactory,
+    pyvoip_seat: SeatFactory,
+    tmp_path: Path,
+    ports: PortAllocator,
+) -> None:
+    second = "agent1002"
+    caller = carrier_caller(tmp_path, ports, duration_ms=500, timeout=15)
+    service = await bridge(
+        carrier_port=caller.port,
+        pbx_ports=[ports.port()],
+        extra_plan=seat_group_plan([SEAT, second]),
+        seat_credentials={SEAT: PASSWORD, second: "seat-secret-1002"},
+        digest_algorithms=["MD5"],
+    )
+    phone = await baresip(
+        user=SEAT, registrar=service.sip_address, password=PASSWORD, answermode="manual"
+    )
+    await phone.wait_event("REGISTER_OK", 5)
+    seat = await pyvoip_seat(
+        server_port=service.sip_port, username=second, password="seat-secret-1002"
+    )
+
+    caller.remote_args(service.sip_address).start()
+    await phone.wait_event("CALL_INCOMING", 5)
+    await phone.hangup()  # declines the ringing call
+    answered = await seat.wait_for("call_answered", 10)
+    (await caller.wait()).assert_ok(successful=1)
+    ended = await seat.wait_for("call_ended", 5)
+    assert ended.call_id == answered.call_id
+    assert "CALL_ESTABLISHED" not in phone.event_types()
+    await service.wait_idle()
