@@ -14,8 +14,9 @@ local policy (Require, Date, Contact syntax, URI scheme) live in :mod:`bridge.si
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from itertools import chain
+from itertools import chain, groupby
 from operator import itemgetter
 
 from bridge.sip.errors import LocalProtocolError, RemoteProtocolError
@@ -165,20 +166,22 @@ class _Message:
         """One header per line in stored order, option-tag lists joined on one line, and a
         Content-Length that always matches the body (§20.14)."""
         lines = [start_line]
-        wrote_length = False
-        previous = ""
-        for name, value in self.headers:
-            if name == "Content-Length":
-                if not wrote_length:
-                    lines.append(f"Content-Length: {len(self.body)}")
-                    wrote_length = True
-            elif name == previous and value and name in JOINED_LIST_HEADERS:
-                lines[-1] += f", {value}"
+        length_line: str | None = f"Content-Length: {len(self.body)}"
+        for name, group in groupby(self.headers, itemgetter(0)):
+            if name in JOINED_LIST_HEADERS:
+                values = [value for _, value in group]
+                if "" in values:
+                    lines += [f"{name}: {value}" for value in values]
+                else:
+                    lines.append(f"{name}: {', '.join(values)}")
+            elif name == "Content-Length":
+                if length_line is not None:
+                    lines.append(length_line)
+                    length_line = None
             else:
-                lines.append(f"{name}: {value}")
-            previous = name if value else ""
-        if not wrote_length:
-            lines.append(f"Content-Length: {len(self.body)}")
+                lines += [f"{name}: {value}" for _, value in group]
+        if length_line is not None:
+            lines.append(length_line)
         lines.append("\r\n")
         head = "\r\n".join(lines)
         if head.count("\n") != len(lines) or head.count("\r") != len(lines):
@@ -254,9 +257,12 @@ def parse_message(
     if head_end < 0 or head.count("\n") >= len(lines) or head.count("\r") >= len(lines):
         # Not the plain CRLF layout: bare LF line ends (tolerated), or stray CR/LF (not).
         lines, body_start = _split_lenient(data, max_size)
+    start = lines[0]
+    is_response = start[:4].upper() == "SIP/"
+    request_line = None if is_response else _REQUEST_LINES.get(start) or _request_line(start)
     try:
         groups = [_LINE_CACHE.get(line) or _header_line(line) for line in lines[1:]]
-    except (_Folded, RemoteProtocolError):
+    except RemoteProtocolError:
         # Folded lines (§7.3.1) are rare: unfold only when a line failed on its own.
         unfolded = _unfold(lines)
         if len(unfolded) == len(lines):
@@ -265,65 +271,68 @@ def parse_message(
         groups = [_LINE_CACHE.get(line) or _header_line(line) for line in lines[1:]]
     items = list(chain.from_iterable(groups))
     first = dict(items)
-    if sum(map(_SINGLE_HEADERS.__contains__, map(itemgetter(0), items))) != len(
-        _SINGLE_HEADERS.intersection(first)
-    ):
+    singles = [item for item in items if item[0] in _SINGLE_HEADERS]
+    if len(singles) != len(_SINGLE_HEADERS.intersection(first)):
         _raise_duplicate(items)
     if not first.keys() >= _MANDATORY_SET:
         missing = [name for name in MANDATORY_REQUEST_HEADERS if name not in first]
         raise RemoteProtocolError(f"missing mandatory headers: {', '.join(missing)}")
     body = _frame_body(first.get("Content-Length"), data[body_start:], stream=stream)
     headers = Headers.from_canonical(items)
-
-    start = lines[0]
-    if start[:4].upper() == "SIP/":
-        message: Message = _parse_status_line(start, headers, body)
-        cseq_method(first["CSeq"])
-    else:
-        message = _parse_request_line(start, headers, body)
-        if cseq_method(first["CSeq"]) != message.method:
-            raise RemoteProtocolError("CSeq method does not match the request method")
-    call_id = first["Call-ID"]
-    if not call_id or call_id.strip(_CALL_ID_CHARS):
-        raise RemoteProtocolError(f"bad Call-ID {call_id[:80]!r}")
-    validate_name_addr(first["From"])
-    validate_name_addr(first["To"])
-    for name, value in items:
-        if name == "Via":
-            validate_via(value)
-    max_forwards = first.get("Max-Forwards")
-    if max_forwards is not None:
-        _max_forwards(max_forwards)
-    return message
+    if request_line is None:
+        return _parse_status_line(start, headers, body)
+    method = request_line[0]
+    if first["CSeq"].split()[1] != method:
+        raise RemoteProtocolError("CSeq method does not match the request method")
+    return Request(method=method, uri=request_line[1], headers=headers, body=body)
 
 
 # Whole header lines that recur from message to message (``Max-Forwards: 70``, a peer's
 # ``Allow`` and ``User-Agent``) map straight to their parsed items. Lines that are new in
-# every message (Via branch, tags, Call-ID, CSeq) are not stored.
+# every message (Via branch, tags, Call-ID, CSeq) are not stored. A line is checked before
+# it is stored, so a hit needs no further check.
 _LINE_CACHE: dict[str, tuple[tuple[str, str], ...]] = {}
 _LINE_CACHE_LIMIT = 2048
 _UNCACHED_LINES = frozenset({"Via", "From", "To", "Call-ID", "CSeq"})
 _MANDATORY_SET = frozenset(MANDATORY_REQUEST_HEADERS)
 
 
-class _Folded(Exception):
-    """A header line starts with LWS: the block needs unfolding first (§7.3.1)."""
+def _check_call_id(value: str) -> None:
+    if not value or value.strip(_CALL_ID_CHARS):
+        raise RemoteProtocolError(f"bad Call-ID {value[:80]!r}")
+
+
+# The headers every layer reads are checked as soon as their line is read (§8.1.1, §20).
+_CHECKS: dict[str, Callable[[str], object]] = {
+    "Via": validate_via,
+    "From": validate_name_addr,
+    "To": validate_name_addr,
+    "Call-ID": _check_call_id,
+    "CSeq": cseq_method,
+    "Max-Forwards": _max_forwards,
+}
 
 
 def _header_line(line: str) -> tuple[tuple[str, str], ...]:
-    if line[:1] in (" ", "\t"):
-        raise _Folded
     raw_name, colon, value = line.partition(":")
     if not colon:
         raise RemoteProtocolError(f"malformed header line {line[:60]!r}")
     name = _wire_name_cache.get(raw_name) or header_name_from_wire(raw_name)
     value = value.strip(" \t")
+    check = _CHECKS.get(name)
     if name not in LIST_HEADERS:
+        if check is not None:
+            check(value)
         result: tuple[tuple[str, str], ...] = ((name, value),)
     elif "," in value:
         parts = split_list_value(value, allow_empty=name not in ADDRESS_LIST_HEADERS)
+        if check is not None:
+            for part in parts:
+                check(part)
         result = tuple((name, part) for part in parts)
     elif value or name not in ADDRESS_LIST_HEADERS:
+        if check is not None:
+            check(value)
         result = ((name, value),)
     else:
         raise RemoteProtocolError(f"empty {name} header")
@@ -389,7 +398,11 @@ def _frame_body(length_text: str | None, body: bytes, *, stream: bool) -> bytes:
     return body[:length] if length < len(body) else body
 
 
-def _parse_request_line(start: str, headers: Headers, body: bytes) -> Request:
+# Request lines repeat (a trunk's INVITEs, in-dialog requests to one Contact).
+_REQUEST_LINES: dict[str, tuple[str, SipUri]] = {}
+
+
+def _request_line(start: str) -> tuple[str, SipUri]:
     parts = start.split(" ")
     if len(parts) != 3 or not all(parts):
         raise RemoteProtocolError(f"malformed request line {start[:80]!r}")
@@ -407,7 +420,10 @@ def _parse_request_line(start: str, headers: Headers, body: bytes) -> Request:
     uri = SipUri.parse(uri_text)
     if uri.headers:
         raise RemoteProtocolError("Request-URI carries escaped headers")
-    return Request(method=method, uri=uri, headers=headers, body=body, version=SIP_VERSION)
+    if len(_REQUEST_LINES) >= _LINE_CACHE_LIMIT:
+        _REQUEST_LINES.clear()
+    _REQUEST_LINES[start] = (method, uri)
+    return method, uri
 
 
 def _parse_status_line(start: str, headers: Headers, body: bytes) -> Response:

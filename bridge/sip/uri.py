@@ -126,17 +126,26 @@ def _parse_header_params(text: str) -> Params:
 
 
 def format_params(params: Params, safe: str = _PARAM_SAFE, *, escape: bool = True) -> str:
-    """The wire form of parameters; ``escape=False`` for header parameters kept verbatim."""
+    """The wire form of parameters. Header parameters (tags, branches, ``+sip.instance``)
+    want ``escape=False``: they are stored verbatim. With ``escape`` a value that starts
+    with a quote is still written as is, for callers that pass quoted header values."""
     parts = []
     for name, value in params:
-        if escape:
-            name = quote(name, safe=safe)
         if value is None:
             parts.append(f";{name}")
-        elif escape:
-            parts.append(f";{name}={_escape(value, safe)}")
-        else:
+        elif not escape or value.startswith('"'):
             parts.append(f";{name}={value}")
+        else:
+            parts.append(f";{name}={_escape(value, safe)}")
+    return "".join(parts)
+
+
+def _format_uri_params(params: Params) -> str:
+    """URI parameters are stored unescaped (§19.1.4), so every name and value is escaped."""
+    parts = []
+    for name, value in params:
+        name = _escape(name, _PARAM_SAFE)
+        parts.append(f";{name}" if value is None else f";{name}={_escape(value, _PARAM_SAFE)}")
     return "".join(parts)
 
 
@@ -225,12 +234,22 @@ class SipUri:
     params: Params = ()
     headers: Params = ()
     opaque: str | None = None
+    # The wire form, computed on first use: parsed URIs are shared through the parse memo,
+    # so a Request-URI is formatted once however often it is sent.
+    _wire: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def parse(cls, text: str) -> SipUri:
         return _parse_uri(text.strip())
 
     def __str__(self) -> str:
+        wire = self._wire
+        if wire is None:
+            wire = self._format()
+            object.__setattr__(self, "_wire", wire)
+        return wire
+
+    def _format(self) -> str:
         if self.opaque is not None:
             return f"{self.scheme}:{self.opaque}"
         out = [self.scheme, ":"]
@@ -242,7 +261,7 @@ class SipUri:
         out.append(self.host)
         if self.port is not None:
             out.append(f":{self.port}")
-        out.append(format_params(self.params))
+        out.append(_format_uri_params(self.params))
         if self.headers:
             out.append("?")
             out.append(
