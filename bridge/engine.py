@@ -159,6 +159,7 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, service.reload_dialplan_from_signal)
+    log.info("ready: SIGHUP reloads the dial plan, SIGTERM/SIGINT stop gracefully")
     if ready is not None:
         ready.set()
     await stop.wait()

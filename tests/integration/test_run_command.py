@@ -43,7 +43,7 @@ async def test_sighup_reloads_and_sigterm_stops_gracefully(
     )
     assert proc.stderr is not None
     try:
-        await read_until(proc.stderr, "sidecar listening", 20)
+        await read_until(proc.stderr, "ready:", 20)
         layout.plan_path.write_text(
             layout.plan_path.read_text(encoding="utf-8") + "\n[[trunks]]\nname = 7\n",
             encoding="utf-8",
