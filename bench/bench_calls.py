@@ -487,11 +487,11 @@ class HoldResult:
 def hold_calls(workdir: Path, target: int, rate: int) -> HoldResult:
     """`target` calls established at once through the bridge, RSS read while they are held."""
     ramp = target / rate
-    hold_ms = int((ramp + 20) * 1000)
-    timeout = ramp + hold_ms / 1000 + 60
+    hold_ms = int((ramp + 30) * 1000)
+    timeout = ramp * 3 + hold_ms / 1000 + 60
     callee = uas(workdir, "hold-uas", target, timeout + 10)
     caller = uac(workdir, "hold-uac", rate=rate, calls=target, timeout=timeout)
-    caller.command[1:1] = ["-l", str(target), "-d", str(hold_ms)]
+    caller.command[1:1] = ["-l", str(target), "-d", str(hold_ms), "-trace_counts"]
     bridge = Bridge(workdir / "bridge-hold", uac_port=caller.port, uas_port=callee.port)
     pid = bridge.start()
     time.sleep(1)
@@ -503,22 +503,24 @@ def hold_calls(workdir: Path, target: int, rate: int) -> HoldResult:
             wait_bound(callee.port)
             caller.command.insert(1, f"{HOST}:{bridge.sip_port}")
             caller.start()
-            deadline = time.monotonic() + ramp + 15
-            while time.monotonic() < deadline:
+            assert caller.process is not None
+            counts = workdir / f"uac_{caller.process.pid}_counts.csv"
+            # SIPp's UAC sits in its pause only once the 200 came and the ACK went: the calls
+            # in the pause are the established ones. Sample until that count stops growing.
+            deadline = time.monotonic() + ramp * 3 + 15
+            settled_at: float | None = None
+            while time.monotonic() < deadline and caller.process.poll() is None:
                 time.sleep(1)
+                paused = paused_calls(counts)
+                if paused > reached:
+                    reached, held = paused, rss_kib(pid)
+                    settled_at = None
+                elif settled_at is None:
+                    settled_at = time.monotonic()
                 stats = caller.stats()
-                if stats is None:
-                    continue
-                # A call counts as held once created and not failed; SIPp's UAC sits in its
-                # pause only after the 200 and ACK, so this is the established count.
-                if stats.created >= target or stats.failed:
+                created_all = stats is not None and stats.created >= target
+                if created_all and settled_at is not None and time.monotonic() - settled_at > 3:
                     break
-            time.sleep(3)
-            stats = caller.stats()
-            if stats is not None:
-                reached = stats.current
-                failed = stats.failed
-            held = rss_kib(pid)
             # The calls end by themselves (BYE after the pause); wait for that, bounded.
             caller.wait(timeout + 10)
             callee.wait(15)
@@ -535,6 +537,18 @@ def hold_calls(workdir: Path, target: int, rate: int) -> HoldResult:
         failed=failed,
         errors=caller.errors(),
     )
+
+
+def paused_calls(counts: Path) -> int:
+    """Calls in the UAC's pause now, from SIPp's `-trace_counts` CSV (`6_Pause_Sessions`)."""
+    if not counts.is_file():
+        return 0
+    rows = [line for line in counts.read_text(errors="replace").splitlines() if line.strip()]
+    if len(rows) < 2:
+        return 0
+    raw = dict(zip(rows[0].split(";"), rows[-1].split(";"), strict=False))
+    value = raw.get("6_Pause_Sessions", "0").strip()
+    return int(value) if value.isdigit() else 0
 
 
 def describe(result: RateResult) -> str:
@@ -563,7 +577,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=500, help="offered calls/s (default 500)")
     parser.add_argument("--duration", type=float, default=10, help="seconds per rate run")
     parser.add_argument("--hold", type=int, default=10000, help="concurrent calls to hold")
-    parser.add_argument("--hold-rate", type=int, default=1000, help="calls/s while ramping up")
+    parser.add_argument("--hold-rate", type=int, default=150, help="calls/s while ramping up")
     parser.add_argument("--skip-kamailio", action="store_true")
     parser.add_argument("--skip-direct", action="store_true")
     parser.add_argument("--skip-rate", action="store_true")
@@ -607,6 +621,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     line += f", CPU per call {ratio(bridged.cpu_per_call, other.cpu_per_call)}"
                 print(line)
         if not args.skip_hold and args.hold > 0:
+            # Each call anchors two RTP/RTCP pairs: 4 sockets. Without CAP_SYS_RESOURCE the hard
+            # limit cannot be raised, which caps the concurrent calls this machine can hold.
+            raise_fd_limit(65536)
+            limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            if args.hold * 4 + 256 > limit:
+                capped = (limit - 256) // 4
+                print(f"  open-file limit {limit} (hard): {args.hold} calls capped to {capped}")
+                args.hold = capped
             print(
                 f"Hold: {args.hold} concurrent calls through the bridge (ramp {args.hold_rate}/s)"
             )
