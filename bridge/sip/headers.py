@@ -20,6 +20,7 @@ from bridge.sip.uri import (
     get_param,
     is_token,
     parse_params,
+    split_checked_params,
     split_hostport,
     split_quoted,
     with_param,
@@ -266,9 +267,9 @@ class Via:
 
 
 _PLAIN_VIA = re.compile(
-    r"SIP/2\.0/(?:UDP|TCP|TLS|SCTP|WS|WSS) [A-Za-z0-9._-]++"
-    r"(?::(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}))?"
-    r"(?:;[A-Za-z0-9\-.!%*_+`'~]++(?:=[A-Za-z0-9\-.!%*_+`'~:\[\]]++)?)*+"
+    r"SIP/2\.0/(?P<transport>UDP|TCP|TLS|SCTP|WS|WSS) (?P<host>[A-Za-z0-9._-]++)"
+    r"(?::(?P<port>[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}))?"
+    r"(?P<params>(?:;[A-Za-z0-9\-.!%*_+`'~]++(?:=[A-Za-z0-9\-.!%*_+`'~:\[\]]++)?)*+)"
 )
 
 
@@ -277,12 +278,25 @@ def validate_via(text: str) -> None:
     recognised by one regex match (a subset of what :func:`_parse_via` accepts); the rest goes
     through the full parser."""
     if _PLAIN_VIA.fullmatch(text) is None:
-        _parse_via(text)
+        _parse_via_fully(text)
 
 
 @lru_cache(maxsize=4096)
 def _parse_via(text: str) -> Via:
     """``SIP / 2.0 / UDP host:port;params``; LWS may surround the slashes and the colon (§25.1)."""
+    plain = _PLAIN_VIA.fullmatch(text)
+    if plain is not None:
+        port = plain["port"]
+        return Via(
+            transport=plain["transport"],
+            host=plain["host"],
+            port=int(port) if port else None,
+            params=split_checked_params(plain["params"]),
+        )
+    return _parse_via_fully(text)
+
+
+def _parse_via_fully(text: str) -> Via:
     if text.startswith("SIP/2.0/"):
         name, version = "SIP", "2.0"
         tail = text[8:]

@@ -64,10 +64,24 @@ def _uri_re(*, in_brackets: bool) -> str:
 
 
 _PLAIN_NAME_ADDR = re.compile(
-    rf"(?:(?:{_QUOTED_RE}|{_TOKEN_RE}(?: {_TOKEN_RE})*+) ?)?<{_uri_re(in_brackets=True)}>"
-    rf"{_GEN_PARAMS_RE}"
-    rf"|{_uri_re(in_brackets=False)}{_GEN_PARAMS_RE}"
+    rf"(?:(?:(?P<quoted>{_QUOTED_RE})|(?P<tokens>{_TOKEN_RE}(?: {_TOKEN_RE})*+)) ?)?"
+    rf"<(?P<uri>{_uri_re(in_brackets=True)})>(?P<params>{_GEN_PARAMS_RE})"
+    rf"|(?P<spec>{_uri_re(in_brackets=False)})(?P<spec_params>{_GEN_PARAMS_RE})"
 )
+
+
+def split_checked_params(text: str) -> Params:
+    """Header parameters whose text already matched the plain shape (no LWS): the same
+    result as :func:`parse_params` with ``unescape=False``, without re-checking."""
+    if not text:
+        return ()
+    if '"' in text:
+        return _parse_header_params(text)
+    out: list[tuple[str, str | None]] = []
+    for item in text[1:].split(";"):
+        name, eq, value = item.partition("=")
+        out.append((name.lower(), value if eq else None))
+    return tuple(out)
 
 
 def is_token(text: str) -> bool:
@@ -399,11 +413,26 @@ class NameAddr:
 def validate_name_addr(text: str) -> None:
     """Raise :class:`RemoteProtocolError` unless ``text`` is a name-addr or addr-spec."""
     if _PLAIN_NAME_ADDR.fullmatch(text) is None:
-        _parse_name_addr(text)
+        _parse_name_addr_fully(text)
 
 
 @lru_cache(maxsize=4096)
 def _parse_name_addr(text: str) -> NameAddr:
+    plain = _PLAIN_NAME_ADDR.fullmatch(text)
+    if plain is not None:
+        spec = plain["spec"]
+        if spec is not None:
+            return NameAddr(uri=_parse_uri(spec), params=split_checked_params(plain["spec_params"]))
+        quoted = plain["quoted"]
+        return NameAddr(
+            uri=_parse_uri(plain["uri"]),
+            display_name=unquote_string(quoted) if quoted is not None else plain["tokens"],
+            params=split_checked_params(plain["params"]),
+        )
+    return _parse_name_addr_fully(text)
+
+
+def _parse_name_addr_fully(text: str) -> NameAddr:
     if not text:
         raise RemoteProtocolError("empty address")
     lt = _find_unquoted(text, "<") if '"' in text else text.find("<")
