@@ -231,7 +231,7 @@ def split_list_value(value: str, *, allow_empty: bool = True) -> list[str]:
     parts = [part.strip(" \t") for part in split_quoted(value, ",")]
     if "" in parts:
         if not allow_empty:
-            raise RemoteProtocolError(f"empty list entry in {value[:80]!r}")
+            raise RemoteProtocolError("empty list entry")
         parts = [part for part in parts if part]
     return parts
 
@@ -303,20 +303,20 @@ def _parse_via_fully(text: str) -> Via:
     else:
         pieces = text.split("/", 2)
         if len(pieces) != 3:
-            raise RemoteProtocolError(f"bad Via sent-protocol in {text[:80]!r}")
+            raise RemoteProtocolError("bad Via sent-protocol")
         name, version = pieces[0].strip(" \t"), pieces[1].strip(" \t")
         tail = pieces[2].lstrip(" \t")
         if not is_token(name) or not is_token(version):
-            raise RemoteProtocolError(f"bad Via sent-protocol in {text[:80]!r}")
+            raise RemoteProtocolError("bad Via sent-protocol")
     end = 0
     n = len(tail)
     while end < n and tail[end] not in " \t":
         end += 1
     transport = tail[:end]
     if not is_token(transport):
-        raise RemoteProtocolError(f"bad Via transport in {text[:80]!r}")
+        raise RemoteProtocolError("bad Via transport")
     sent_by, semi, param_text = tail[end:].partition(";")
-    host, port = _split_sent_by(sent_by.strip(" \t"), text)
+    host, port = _split_sent_by(sent_by.strip(" \t"))
     params = parse_params(semi + param_text, unescape=False) if semi else ()
     return Via(
         transport=transport.upper(),
@@ -327,15 +327,15 @@ def _parse_via_fully(text: str) -> Via:
     )
 
 
-def _split_sent_by(sent_by: str, whole: str) -> tuple[str, int | None]:
+def _split_sent_by(sent_by: str) -> tuple[str, int | None]:
     if " " in sent_by or "\t" in sent_by:
         # §25.1 COLON is SWS ":" SWS; any other LWS inside sent-by is an error.
         host, colon, port = sent_by.rpartition(":") if "]" not in sent_by else ("", "", "")
         if colon:
             sent_by = f"{host.rstrip(' ')}:{port.lstrip(' ')}"
     if not sent_by or " " in sent_by or "\t" in sent_by:
-        raise RemoteProtocolError(f"bad Via sent-by in {whole[:80]!r}")
-    return split_hostport(sent_by, whole)
+        raise RemoteProtocolError("bad Via sent-by")
+    return split_hostport(sent_by)
 
 
 MAX_CSEQ = 2**31 - 1
@@ -369,7 +369,7 @@ def cseq_method(text: str) -> str:
 def _parse_cseq(text: str) -> CSeq:
     parts = text.split()
     if len(parts) != 2 or not parts[0].isascii() or not parts[0].isdigit():
-        raise RemoteProtocolError(f"bad CSeq {text[:80]!r}")
+        raise RemoteProtocolError("bad CSeq")
     if len(parts[0]) > 10 or int(parts[0]) > MAX_CSEQ:
         raise RemoteProtocolError(f"CSeq number too large: {parts[0][:40]}")
     if not is_token(parts[1]):

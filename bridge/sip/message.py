@@ -299,7 +299,7 @@ _MANDATORY_SET = frozenset(MANDATORY_REQUEST_HEADERS)
 
 def _check_call_id(value: str) -> None:
     if not value or value.strip(_CALL_ID_CHARS):
-        raise RemoteProtocolError(f"bad Call-ID {value[:80]!r}")
+        raise RemoteProtocolError("bad Call-ID")
 
 
 # The headers every layer reads are checked as soon as their line is read (§8.1.1, §20).
@@ -316,7 +316,7 @@ _CHECKS: dict[str, Callable[[str], object]] = {
 def _header_line(line: str) -> tuple[tuple[str, str], ...]:
     raw_name, colon, value = line.partition(":")
     if not colon:
-        raise RemoteProtocolError(f"malformed header line {line[:60]!r}")
+        raise RemoteProtocolError("malformed header line (no colon)")
     name = _wire_name_cache.get(raw_name) or header_name_from_wire(raw_name)
     value = value.strip(" \t")
     check = _CHECKS.get(name)
@@ -405,7 +405,7 @@ _REQUEST_LINES: dict[str, tuple[str, SipUri]] = {}
 def _request_line(start: str) -> tuple[str, SipUri]:
     parts = start.split(" ")
     if len(parts) != 3 or not all(parts):
-        raise RemoteProtocolError(f"malformed request line {start[:80]!r}")
+        raise RemoteProtocolError("malformed request line")
     method, uri_text, version = parts
     if not is_token(method):
         raise RemoteProtocolError(f"bad method {method[:40]!r}")
@@ -414,7 +414,7 @@ def _request_line(start: str) -> tuple[str, SipUri]:
             raise RemoteProtocolError(
                 f"unsupported version {version[:20]!r}", status=505, reason=REASONS[505]
             )
-        raise RemoteProtocolError(f"malformed request line {start[:80]!r}")
+        raise RemoteProtocolError("malformed request line")
     if uri_text.startswith("<"):
         raise RemoteProtocolError("Request-URI enclosed in <>")
     uri = SipUri.parse(uri_text)

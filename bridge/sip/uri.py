@@ -107,7 +107,7 @@ def _parse_uri_params(text: str) -> Params:
     for item in text.split(";"):
         name, sep, value = item.partition("=")
         if not name:
-            raise RemoteProtocolError(f"empty URI parameter in {text!r}")
+            raise RemoteProtocolError("empty URI parameter")
         name = _unescape(name).lower()
         out.append((name, _unescape(value) if sep else None))
     return tuple(out)
@@ -119,14 +119,14 @@ def _parse_header_params(text: str) -> Params:
     if not text:
         return ()
     if text[0] != ";":
-        raise RemoteProtocolError(f"parameters must start with ';': {text!r}")
+        raise RemoteProtocolError("header parameters must start with ';'")
     items = text[1:].split(";") if '"' not in text else split_quoted(text[1:], ";")
     out: list[tuple[str, str | None]] = []
     for item in items:
         name, sep, value = item.partition("=")
         name = name.strip(" \t").lower()
         if not is_token(name):
-            raise RemoteProtocolError(f"bad parameter name {name[:40]!r}")
+            raise RemoteProtocolError("bad header parameter name")
         if not sep:
             out.append((name, None))
             continue
@@ -134,7 +134,7 @@ def _parse_header_params(text: str) -> Params:
         if value.startswith('"'):
             unquote_string(value)
         elif not value or value.strip(_GEN_VALUE_CHARS):
-            raise RemoteProtocolError(f"bad value for parameter {name!r}")
+            raise RemoteProtocolError(f"bad value for header parameter {name[:40]!r}")
         out.append((name, value))
     return tuple(out)
 
@@ -191,7 +191,7 @@ def split_quoted(text: str, sep: str) -> list[str]:
             start = i + 1
         i += 1
     if quoted:
-        raise RemoteProtocolError(f"unterminated quoted string in {text[:80]!r}")
+        raise RemoteProtocolError("unterminated quoted string")
     out.append(text[start:])
     return out
 
@@ -227,7 +227,7 @@ def _unescape(text: str) -> str:
     i = text.find("%")
     while i >= 0:
         if len(text) < i + 3 or text[i + 1] not in _HEX or text[i + 2] not in _HEX:
-            raise RemoteProtocolError(f"bad %-escape in {text[:80]!r}")
+            raise RemoteProtocolError("bad %-escape")
         i = text.find("%", i + 3)
     return unquote(text, errors="surrogateescape")
 
@@ -306,14 +306,14 @@ def _parse_uri(text: str) -> SipUri:
     colon = text.find(":")
     scheme = text[:colon].lower()
     if colon <= 0 or not scheme[0].isalpha() or scheme.strip(_SCHEME_CHARS):
-        raise RemoteProtocolError(f"not a URI: {text[:80]!r}")
+        raise RemoteProtocolError("not a URI")
     rest = text[colon + 1 :]
     if scheme not in ("sip", "sips"):
         if not rest or not _OTHER_URI_FORBIDDEN.isdisjoint(rest):
-            raise RemoteProtocolError(f"illegal character in URI {text[:80]!r}")
+            raise RemoteProtocolError("illegal character in URI")
         return SipUri(scheme=scheme, opaque=rest)
     if not rest.isascii() or not _URI_FORBIDDEN.isdisjoint(rest):
-        raise RemoteProtocolError(f"illegal character in URI {text[:80]!r}")
+        raise RemoteProtocolError("illegal character in URI")
     user: str | None = None
     password: str | None = None
     at = rest.find("@")
@@ -325,7 +325,7 @@ def _parse_uri(text: str) -> SipUri:
             at = rest.rfind("@")
         user_text, pc, password_text = rest[:at].partition(":")
         if not user_text:
-            raise RemoteProtocolError(f"empty user part in {text[:80]!r}")
+            raise RemoteProtocolError("empty user part in URI")
         user = _unescape(user_text)
         password = _unescape(password_text) if pc else None
         rest = rest[at + 1 :]
@@ -334,7 +334,7 @@ def _parse_uri(text: str) -> SipUri:
     if qmark >= 0:
         rest, header_text = rest[:qmark], rest[qmark + 1 :]
     hostport, semi, param_text = rest.partition(";")
-    host, port = split_hostport(hostport, text)
+    host, port = split_hostport(hostport)
     params = _parse_uri_params(param_text) if semi else ()
     headers: Params = ()
     if header_text is not None:
@@ -342,7 +342,7 @@ def _parse_uri(text: str) -> SipUri:
         for item in header_text.split("&"):
             name, eq, value = item.partition("=")
             if not name or not eq:
-                raise RemoteProtocolError(f"bad URI header in {text[:80]!r}")
+                raise RemoteProtocolError("bad header in URI")
             pairs.append((_unescape(name), _unescape(value)))
         headers = tuple(pairs)
     return SipUri(
@@ -356,25 +356,25 @@ def _parse_uri(text: str) -> SipUri:
     )
 
 
-def split_hostport(hostport: str, whole: str) -> tuple[str, int | None]:
+def split_hostport(hostport: str) -> tuple[str, int | None]:
     """``host[:port]`` with an IPv6 reference in brackets (§25.1, RFC 5118)."""
     if hostport.startswith("["):
         end = hostport.find("]")
         if end < 3 or hostport[1:end].strip(_IPV6_CHARS) or ":" not in hostport[1:end]:
-            raise RemoteProtocolError(f"bad IPv6 reference in {whole[:80]!r}")
+            raise RemoteProtocolError("bad IPv6 reference")
         host, tail = hostport[: end + 1], hostport[end + 1 :]
         if tail and tail[0] != ":":
-            raise RemoteProtocolError(f"junk after IPv6 host in {whole[:80]!r}")
+            raise RemoteProtocolError("junk after IPv6 reference")
         port_text = tail[1:] if tail else None
     else:
         host, colon, port_raw = hostport.partition(":")
         if not host or host.strip(_HOST_CHARS):
-            raise RemoteProtocolError(f"bad host in {whole[:80]!r}")
+            raise RemoteProtocolError("bad host")
         port_text = port_raw if colon else None
     if port_text is None:
         return host, None
     if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
-        raise RemoteProtocolError(f"bad port in {whole[:80]!r}")
+        raise RemoteProtocolError("bad port")
     return host, int(port_text)
 
 
@@ -439,17 +439,17 @@ def _parse_name_addr_fully(text: str) -> NameAddr:
     if lt >= 0:
         gt = text.find(">", lt)
         if gt < 0:
-            raise RemoteProtocolError(f"unterminated <> in {text[:80]!r}")
+            raise RemoteProtocolError("unterminated <> in address")
         display = _parse_display_name(text[:lt].strip(" \t"))
         # No LWS is allowed inside <> (RFC 4475 §3.1.2.14), so the URI text is not stripped.
         uri = _parse_uri(text[lt + 1 : gt])
         return NameAddr(uri=uri, display_name=display, params=_parse_header_params(text[gt + 1 :]))
     if text.startswith('"'):
-        raise RemoteProtocolError(f"display name without <uri> in {text[:80]!r}")
+        raise RemoteProtocolError("display name without <uri>")
     uri_text, semi, param_text = text.partition(";")
     uri_text = uri_text.rstrip(" \t")
     if "?" in uri_text or "," in uri_text:
-        raise RemoteProtocolError(f"addr-spec with headers or commas needs <>: {text[:80]!r}")
+        raise RemoteProtocolError("addr-spec with '?' or ',' needs <> (§20.10)")
     params = _parse_header_params(semi + param_text) if semi else ()
     return NameAddr(uri=_parse_uri(uri_text), params=params)
 
@@ -465,11 +465,11 @@ def quote_string(text: str) -> str:
 def unquote_string(text: str) -> str:
     """The content of a §25.1 quoted-string (``text`` includes the quotes)."""
     if len(text) < 2 or text[0] != '"' or text[-1] != '"':
-        raise RemoteProtocolError(f"bad quoted string {text[:80]!r}")
+        raise RemoteProtocolError("bad quoted string")
     inner = text[1:-1]
     if "\\" not in inner:
         if '"' in inner:
-            raise RemoteProtocolError(f"stray quote in {text[:80]!r}")
+            raise RemoteProtocolError("stray quote in quoted string")
         return inner
     out = []
     i = 0
@@ -479,10 +479,10 @@ def unquote_string(text: str) -> str:
         if c == "\\":
             i += 1
             if i == n:
-                raise RemoteProtocolError(f"dangling backslash in {text[:80]!r}")
+                raise RemoteProtocolError("dangling backslash in quoted string")
             c = inner[i]
         elif c == '"':
-            raise RemoteProtocolError(f"stray quote in {text[:80]!r}")
+            raise RemoteProtocolError("stray quote in quoted string")
         out.append(c)
         i += 1
     return "".join(out)
@@ -506,7 +506,7 @@ def _find_unquoted(text: str, ch: str) -> int:
             return i
         i += 1
     if quoted:
-        raise RemoteProtocolError(f"unterminated quoted string in {text[:80]!r}")
+        raise RemoteProtocolError("unterminated quoted string")
     return -1
 
 
@@ -517,5 +517,5 @@ def _parse_display_name(text: str) -> str | None:
         return unquote_string(text)
     words = text.split()
     if not all(is_token(w) for w in words):
-        raise RemoteProtocolError(f"display name must be tokens or quoted: {text[:80]!r}")
+        raise RemoteProtocolError("display name must be tokens or quoted")
     return " ".join(words)
