@@ -98,8 +98,22 @@ ADDRESS_LIST_HEADERS = frozenset(
     {"Via", "Route", "Record-Route", "Contact", "Path", "Service-Route", "P-Asserted-Identity"}
 )
 
-# Option-tag and media-range lists go back on the wire as one comma-joined line.
-JOINED_LIST_HEADERS = LIST_HEADERS - ADDRESS_LIST_HEADERS - {"Warning", "Call-Info", "Reason"}
+# Token and media-range lists go back on the wire as one comma-joined line.
+JOINED_LIST_HEADERS = frozenset(
+    {
+        "Allow",
+        "Supported",
+        "Require",
+        "Proxy-Require",
+        "Unsupported",
+        "Accept",
+        "Accept-Encoding",
+        "Accept-Language",
+        "Allow-Events",
+        "Content-Encoding",
+        "Content-Language",
+    }
+)
 
 _canonical_cache: dict[str, str] = {}
 

@@ -430,7 +430,9 @@ def _parse_status_line(start: str, headers: Headers, body: bytes) -> Response:
     version, _, rest = start.partition(" ")
     code, _, reason = rest.partition(" ")
     if version.upper() != SIP_VERSION:
-        raise RemoteProtocolError(f"unsupported version {version[:20]!r}", status=505)
+        raise RemoteProtocolError(
+            f"unsupported version {version[:20]!r}", status=505, reason=REASONS[505]
+        )
     if len(code) != 3 or not code.isascii() or not code.isdigit() or not 100 <= int(code) <= 699:
         raise RemoteProtocolError(f"bad status code {code[:20]!r}")
     return Response(status=int(code), reason=reason, headers=headers, body=body)
