@@ -58,8 +58,7 @@ def _uri_re(*, in_brackets: bool) -> str:
     user_chars, password_chars = ("&=+$,;?/", "&=+$,") if in_brackets else ("&=+$/", "&=+$")
     user = rf"(?:[A-Za-z0-9\-_.!~*'(){user_chars}]++|{_ESCAPED_RE})++"
     password = rf"(?:[A-Za-z0-9\-_.!~*'(){password_chars}]++|{_ESCAPED_RE})*+"
-    with_params = in_brackets
-    params = rf"(?:;{_URI_PARAM_RE}++(?:={_URI_PARAM_RE}*+)?)*+" if with_params else ""
+    params = rf"(?:;{_URI_PARAM_RE}++(?:={_URI_PARAM_RE}*+)?)*+" if in_brackets else ""
     return rf"sips?:(?:{user}(?::{password})?@)?{_HOST_RE}(?::{_PORT_RE})?{params}"
 
 
@@ -98,7 +97,13 @@ def parse_params(text: str, *, unescape: bool = True) -> Params:
     (RFC 4475 §3.1.2.1).
     """
     if unescape:
-        return _parse_uri_params(text[1:] if text.startswith(";") else text)
+        body = text[1:] if text.startswith(";") else text
+        return _parse_uri_params(body) if body else ()
+    stripped = text.strip(" \t")
+    if not stripped:
+        return ()
+    if not stripped.startswith(";"):
+        text = ";" + stripped
     return _parse_header_params(text)
 
 

@@ -203,6 +203,11 @@ def test_malformed_addresses_are_remote_errors(text: str) -> None:
 def test_parse_params_unescapes_only_uri_parameters() -> None:
     assert parse_params(";a=%41;B") == (("a", "A"), ("b", None))
     assert parse_params(";a=%41;B", unescape=False) == (("a", "%41"), ("b", None))
+    assert parse_params("tag=x", unescape=False) == (("tag", "x"),)
+    assert parse_params("", unescape=False) == parse_params("") == ()
+    for bad in [";a;;b", ";a=", "a b"]:
+        with pytest.raises(RemoteProtocolError):
+            parse_params(bad, unescape=False)
 
 
 def test_quoted_string_helpers() -> None:
