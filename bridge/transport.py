@@ -88,6 +88,10 @@ class _TcpConnection(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.close()
             return
+        pongs = self.framer.take_pongs()
+        if pongs and self.transport is not None:
+            # RFC 5626 §4.4.1: a double-CRLF ping is answered with a single-CRLF pong.
+            self.transport.write(b"\r\n" * pongs)
         for frame in frames:
             self.owner.on_frame(frame, self.peer, "TCP")
 

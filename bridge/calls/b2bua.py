@@ -26,10 +26,17 @@ from bridge.calls import sdpmap
 from bridge.calls.call import Call, CallEvent, CallInput, CallState, Leg, LegRole, LegState
 from bridge.calls.ports import Destination, Media, MediaUnavailable, Origin, Routing
 from bridge.sip import transaction as tx
+from bridge.sip.checks import check_request, check_response
 from bridge.sip.dialog import Dialog
 from bridge.sip.errors import RemoteProtocolError
-from bridge.sip.headers import Headers, Via
-from bridge.sip.message import Request, Response, make_response, parse_message
+from bridge.sip.headers import Headers
+from bridge.sip.message import (
+    Request,
+    Response,
+    error_response,
+    make_response,
+    parse_message,
+)
 from bridge.sip.uri import NameAddr, SipUri
 
 log = logging.getLogger("bridge.calls")
@@ -39,6 +46,8 @@ Address = tuple[str, int]
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, REFER, NOTIFY, REGISTER"
 # §8.2.1: methods we know but do not accept get 405; anything else is 501.
 _KNOWN_NOT_ALLOWED = frozenset({"SUBSCRIBE", "PUBLISH", "MESSAGE", "PRACK"})
+SUPPORTED: frozenset[str] = frozenset()
+"""Option tags we implement (§19.2); a Require naming anything else gets 420."""
 _FAILOVER_STATUSES = frozenset({408, 480, 486, 500, 502, 503, 504, 600, 603})
 
 
@@ -109,7 +118,12 @@ class B2BUA:
             message = parse_message(data, stream=transport != "UDP")
         except RemoteProtocolError as exc:
             self.counters.parse_errors += 1
-            self._answer_unparseable(data, exc, source, transport)
+            reply = error_response(data, exc, to_tag=new_tag())
+            if reply is not None:
+                self.txl.send_stateless(reply, source, transport)
+            return
+        if isinstance(message, Response) and check_response(message) is not None:
+            self.counters.dropped_responses += 1
             return
         for event in self.txl.receive(message, source, transport, now):
             self._dispatch(event, now)
@@ -155,6 +169,13 @@ class B2BUA:
     def _on_request(
         self, request: Request, source: Address, transport: str, key: str | None, now: float
     ) -> None:
+        refusal = check_request(request, supported=SUPPORTED)
+        if refusal is not None:
+            if key is not None:
+                if refusal.to.tag is None:
+                    refusal.headers.set("To", str(refusal.to.with_tag(new_tag())))
+                self.txl.send_response(key, refusal, now)
+            return
         if request.method == "ACK":
             self._on_ack(request, now)
             return
@@ -701,15 +722,6 @@ class B2BUA:
         self.events.append(event)
         log.info("call %s %s -> %s", event.call_id, event.kind, event.state)
 
-    def _answer_unparseable(
-        self, data: bytes, exc: RemoteProtocolError, source: Address, transport: str
-    ) -> None:
-        """A request we cannot parse still gets its error status when the headers needed to
-        address a response are readable (RFC 4475 §3.1.2); a response or garbage is dropped."""
-        reply = best_effort_error(data, exc)
-        if reply is not None:
-            self.txl.send_stateless(reply, source, transport)
-
 
 class _Released:
     """Stands in for a media leg after its ports went back to the pool."""
@@ -736,25 +748,3 @@ def _is_ip(host: str) -> bool:
         return True
     parts = host.split(".")
     return len(parts) == 4 and all(p.isdigit() for p in parts)
-
-
-def best_effort_error(data: bytes, exc: RemoteProtocolError) -> Response | None:
-    head = data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
-    lines = head.replace("\r\n", "\n").split("\n")
-    if not lines or lines[0].upper().startswith("SIP/") or lines[0].startswith("ACK "):
-        return None
-    headers = Headers()
-    wanted = {"via", "v", "from", "f", "to", "t", "call-id", "i", "cseq"}
-    for line in lines[1:]:
-        name, colon, value = line.partition(":")
-        if colon and name.strip().lower() in wanted:
-            headers.add(name.strip(), value.strip())
-    if not all(h in headers for h in ("Via", "From", "To", "Call-ID", "CSeq")):
-        return None
-    try:
-        Via.parse(headers.get("Via") or "")
-    except RemoteProtocolError:
-        return None
-    response = Response(status=exc.status, reason=exc.reason, headers=headers)
-    response.headers.add("Warning", f'399 bridge "{exc.detail[:80]}"')
-    return response

@@ -75,6 +75,9 @@ async def test_stalled_tcp_peer_does_not_block_others(
         await writer.drain()
         status = await asyncio.wait_for(reader.readline(), 5)
         assert status.startswith(b"SIP/2.0 200 ")
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        writer.write(b"\r\n\r\n")  # RFC 5626 keep-alive ping
+        assert await asyncio.wait_for(reader.readexactly(2), 5) == b"\r\n"
         # A message over the size limit on a stream closes that connection only.
         stalled.write(b"x" * 70000)
         await stalled.drain()

@@ -331,3 +331,31 @@ def test_late_2xx_retransmission_is_acked_again() -> None:
     acks = [m for m in h.sent_to(CALLEE) if isinstance(m, Request)]
     assert [m.method for m in acks] == ["ACK"]
     assert acks[0].to.tag == "callee1"
+
+
+def test_semantic_checks_answer_before_any_call_starts() -> None:
+    h = Harness()
+    required = invite().replace(b"Max-Forwards: 70\r\n", b"Max-Forwards: 70\r\nRequire: foo\r\n")
+    h.feed(required, CALLER)
+    (resp,) = h.sent_to(CALLER)
+    assert isinstance(resp, Response)
+    assert resp.status == 420
+    assert resp.headers.get("Unsupported") == "foo"
+    hops = invite(call_id="c2", branch="z9hG4bKmf0").replace(
+        b"Max-Forwards: 70", b"Max-Forwards: 0"
+    )
+    h.feed(hops, CALLER)
+    assert [m.status for m in h.sent_to(CALLER) if isinstance(m, Response)] == [483]
+    assert h.core.calls == {}
+
+
+def test_response_meant_for_a_proxy_is_dropped() -> None:
+    h = Harness()
+    h.feed(invite(), CALLER)
+    inv = next(m for m in h.sent_to(CALLEE) if isinstance(m, Request))
+    two_vias = answer(inv, 486).replace(
+        b"Via: ", b"Via: SIP/2.0/UDP 255.255.255.255;branch=z9hG4bKx\r\nVia: ", 1
+    )
+    h.feed(two_vias, CALLEE)
+    assert not [m for m in h.sent_to(CALLER) if isinstance(m, Response) and m.status >= 300]
+    assert h.core.counters.dropped_responses == 1
