@@ -41,6 +41,9 @@ class RelayMedia:
     def connect(self, a: MediaEndpoint, b: MediaEndpoint) -> None:
         self._relay().connect(a, b)
 
+    def conference(self, legs: list[MediaEndpoint]) -> None:
+        self._relay().conference(legs)
+
     def release(self, leg: MediaEndpoint) -> None:
         task = asyncio.get_running_loop().create_task(self._relay().release(leg))
         self._tasks.add(task)

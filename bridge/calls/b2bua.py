@@ -25,12 +25,20 @@ from dataclasses import dataclass, field
 from bridge.calls import sdpmap
 from bridge.calls.call import Call, CallEvent, CallInput, CallState, Leg, LegRole, LegState
 from bridge.calls.ports import Destination, Media, MediaUnavailable, Origin, Routing
+from bridge.calls.transfer import (
+    Transfer,
+    TransferDesk,
+    TransferEvent,
+    TransferRequest,
+    parse_refer_to,
+)
 from bridge.sip import transaction as tx
 from bridge.sip.checks import check_request, check_response
 from bridge.sip.dialog import Dialog
 from bridge.sip.errors import RemoteProtocolError
 from bridge.sip.headers import Headers
 from bridge.sip.message import (
+    REASONS,
     Request,
     Response,
     error_response,
@@ -110,6 +118,11 @@ class B2BUA:
         self._ring_deadlines: dict[tuple[str, str], float] = {}
         self._pending_destinations: dict[str, list[Destination]] = {}
         self._server_requests: dict[str, Request] = {}
+        self._notifies: set[str] = set()
+        self.transfers = TransferDesk(self)
+        self.transfer_requests: list[TransferRequest] = []
+        """Transfers asked for by a REFER or a key press, waiting for the engine to store
+        their ticket first (store first, then signal) and call :meth:`start_transfer`."""
 
     # -- I/O boundary ------------------------------------------------------------------------
 
@@ -252,7 +265,7 @@ class B2BUA:
         call.caller_leg = "a"
         self.calls[call_id] = call
         self.counters.calls_started += 1
-        self._index(call, caller)
+        self.index_leg(call, caller)
         self.txl.send_response(key, make_response(request, 100), now)
         route = self.routing.route(request, origin, now)
         if route is None or not route.destinations:
@@ -301,14 +314,14 @@ class B2BUA:
         leg.invite = invite
         leg.client_key = self.txl.send_request(invite, dest.address, dest.transport, now)
         self._by_client[leg.client_key] = (call.call_id, leg_id)
-        self._index(call, leg)
+        self.index_leg(call, leg)
         self._ring_deadlines[(call.call_id, leg_id)] = now + dest.ring_timeout
         return True
 
     def _outgoing_invite(self, incoming: Request, leg: Leg, dest: Destination) -> Request:
         caller_user = incoming.from_.uri.user or "anonymous"
         headers = Headers()
-        headers.add("Via", self._via(leg.transport))
+        headers.add("Via", self.via(leg.transport))
         headers.add(
             "Max-Forwards", str(max(int(incoming.headers.get("Max-Forwards") or 70) - 1, 0))
         )
@@ -320,7 +333,7 @@ class B2BUA:
         headers.add("To", str(NameAddr(uri=dest.uri)))
         headers.add("Call-ID", f"{secrets.token_hex(8)}@{self.host}")
         headers.add("CSeq", "1 INVITE")
-        headers.add("Contact", self._contact(leg.transport))
+        headers.add("Contact", self.contact(leg.transport))
         headers.add("Allow", ALLOW)
         headers.add("User-Agent", self.user_agent)
         for name in ("Priority", "Subject", "User-to-User", "Call-Info", "X-Ticket-Id"):
@@ -332,10 +345,10 @@ class B2BUA:
             headers.add("Content-Type", "application/sdp")
         return Request(method="INVITE", uri=dest.uri, headers=headers, body=body)
 
-    def _via(self, transport: str) -> str:
+    def via(self, transport: str) -> str:
         return f"SIP/2.0/{transport} {self.host}:{self.local[1]};branch={tx.new_branch()};rport"
 
-    def _contact(self, transport: str) -> str:
+    def contact(self, transport: str) -> str:
         params = ";transport=tcp" if transport == "TCP" else ""
         return f"<sip:bridge@{self.host}:{self.local[1]}{params}>"
 
@@ -345,6 +358,10 @@ class B2BUA:
         if key is None:
             self._reack(response)
             return
+        if key in self._notifies:
+            if response.status >= 200:
+                self._notifies.discard(key)
+            return
         found = self._by_client.get(key)
         if found is None:
             self._on_reinvite_response(response, key, now)
@@ -353,7 +370,11 @@ class B2BUA:
         if call is None:
             return
         leg = call.legs[found[1]]
-        if response.cseq.method == "INVITE":
+        if response.cseq.method == "INVITE" and leg.role is LegRole.TARGET:
+            if response.status >= 200:
+                self._by_client.pop(key, None)
+            self.transfers.on_target_response(call, leg, response, now)
+        elif response.cseq.method == "INVITE":
             self._on_invite_response(call, leg, response, now)
         elif response.cseq.method == "BYE" and response.status >= 200:
             self._leg_gone(call, leg, now)
@@ -372,7 +393,7 @@ class B2BUA:
             self.counters.dropped_responses += 1
             return
         ack = leg.dialog.create_ack(response.cseq.seq)
-        ack.headers.prepend("Via", self._via(leg.transport))
+        ack.headers.prepend("Via", self.via(leg.transport))
         self.txl.send_stateless(ack, self._next_hop(leg.dialog, leg), leg.transport)
 
     def _on_invite_response(self, call: Call, leg: Leg, response: Response, now: float) -> None:
@@ -392,7 +413,7 @@ class B2BUA:
             self._on_answer(call, leg, response, now)
             return
         leg.state = LegState.TERMINATED
-        self._release_media(leg)
+        self.release_media(leg)
         self.counters.by_status[status] = self.counters.by_status.get(status, 0) + 1
         if call.state is CallState.RINGING and status in _FAILOVER_STATUSES | {487, 404}:
             if status != 487 and self._try_next(call, now):
@@ -413,7 +434,7 @@ class B2BUA:
         out = make_response(
             caller.invite, response.status, response.reason, to_tag=caller.local_tag
         )
-        out.headers.add("Contact", self._contact(caller.transport))
+        out.headers.add("Contact", self.contact(caller.transport))
         if response.body and response.content_type == "application/sdp":
             out.body = sdpmap.anchor(response.body, caller.media.host, caller.media.port)
             out.headers.add("Content-Type", "application/sdp")
@@ -427,20 +448,20 @@ class B2BUA:
         leg.state = LegState.CONFIRMED
         leg.answered_at = now
         ack = dialog.create_ack(leg.invite.cseq.seq)
-        ack.headers.prepend("Via", self._via(leg.transport))
+        ack.headers.prepend("Via", self.via(leg.transport))
         self.txl.send_ack(leg.client_key, ack, self._next_hop(dialog, leg), leg.transport)
         if call.state is not CallState.RINGING or call.caller.state is not LegState.INCOMING:
             # The caller cancelled while this leg was being answered (§9.1 race): end it.
-            self._send_bye(call, leg, now)
+            self.send_bye(call, leg, now)
             return
-        self._index(call, leg)
+        self.index_leg(call, leg)
         if response.body:
             self._point_media(leg, response.body)
         caller = call.caller
         assert caller.invite is not None
         assert caller.server_key is not None
         out = make_response(caller.invite, 200, to_tag=caller.local_tag)
-        out.headers.add("Contact", self._contact(caller.transport))
+        out.headers.add("Contact", self.contact(caller.transport))
         out.headers.add("Allow", ALLOW)
         if response.body and caller.invite.body:
             out.body = sdpmap.anchor(response.body, caller.media.host, caller.media.port)
@@ -519,14 +540,160 @@ class B2BUA:
         if method == "BYE":
             self.txl.send_response(key, make_response(request, 200), now)
             leg.state = LegState.TERMINATED
-            self._release_media(leg)
-            self._hangup(call.call_id, now, reason=f"BYE from {leg.role}")
+            self.release_media(leg)
+            self._after_leg_left(call, leg, now)
+        elif method == "REFER":
+            self._on_refer(call, leg, request, key, now)
         elif method in ("INVITE", "UPDATE"):
             self._mirror_reinvite(call, leg, request, key, now)
         elif method in ("INFO", "OPTIONS", "NOTIFY"):
             self.txl.send_response(key, make_response(request, 200), now)
         else:
             self._respond(request, key, 501, now)
+
+    def _after_leg_left(self, call: Call, leg: Leg, now: float) -> None:
+        """A party hung up. The call goes on while two parties remain, or while a transfer is
+        ringing its target for the caller; otherwise everyone else is hung up."""
+        if leg.leg_id == call.caller_leg:
+            self.transfers.caller_left(call, now)
+            self._hangup(call.call_id, now, reason="BYE from caller")
+            return
+        live = [other for other in call.legs.values() if other.state is LegState.CONFIRMED]
+        ringing = call.call_id in self.transfers.by_call
+        if ringing or len(live) >= 2:
+            self._record_leg_left(call, leg, now)
+            if len(live) == 2 and not ringing:
+                self.media.connect(live[0].media, live[1].media)
+            return
+        self._hangup(call.call_id, now, reason=f"BYE from {leg.role}")
+
+    def _record_leg_left(self, call: Call, leg: Leg, now: float) -> None:
+        self._record(call.apply(CallInput.PROGRESS, now, leg=leg.leg_id, left=str(leg.role)))
+
+    def _on_refer(self, call: Call, leg: Leg, request: Request, key: str, now: float) -> None:
+        """RFC 3515: accept with 202, then report the transfer's progress by NOTIFY."""
+        value = request.headers.get("Refer-To")
+        if value is None:
+            self._respond(request, key, 400, now, "Missing Refer-To")
+            return
+        try:
+            target = parse_refer_to(value)
+        except RemoteProtocolError:
+            self._respond(request, key, 400, now, "Bad Refer-To")
+            return
+        if target.headers and any(k.lower() == "replaces" for k, _ in target.headers):
+            self._respond(request, key, 501, now, "Attended Transfer Not Supported Yet")
+            return
+        self.txl.send_response(key, make_response(request, 202), now)
+        self.send_notify(call, leg, 100, "Trying", False, now)
+        self.transfer_requests.append(
+            TransferRequest(
+                call_id=call.call_id,
+                target=target.user or target.host,
+                mode="blind",
+                requested_by=leg.peer,
+                refer_leg=leg.leg_id,
+            )
+        )
+
+    def send_notify(
+        self, call: Call, leg: Leg, status: int, reason: str, final: bool, now: float
+    ) -> None:
+        assert leg.dialog is not None
+        state = "terminated;reason=noresource" if final else "active;expires=60"
+        notify = leg.dialog.create_request(
+            "NOTIFY",
+            headers=(("Event", "refer"), ("Subscription-State", state)),
+            body=f"SIP/2.0 {status} {reason}\r\n".encode(),
+            content_type="message/sipfrag;version=2.0",
+        )
+        notify.headers.prepend("Via", self.via(leg.transport))
+        notify.headers.add("Contact", self.contact(leg.transport))
+        assert leg.dialog is not None
+        key = self.txl.send_request(notify, self._next_hop(leg.dialog, leg), leg.transport, now)
+        self._notifies.add(key)
+
+    def start_transfer(
+        self,
+        call_id: str,
+        destinations: list[Destination],
+        now: float,
+        *,
+        mode: str = "blind",
+        headers: tuple[tuple[str, str], ...] = (),
+        ticket_id: str | None = None,
+        refer_leg: str | None = None,
+    ) -> Transfer:
+        """Ring a transfer target for an answered call (any trigger ends here)."""
+        return self.transfers.start(
+            call_id,
+            destinations,
+            now,
+            mode=mode,
+            headers=headers,
+            ticket_id=ticket_id,
+            refer_leg=refer_leg,
+        )
+
+    def fail_transfer_request(self, request: TransferRequest, status: int, now: float) -> None:
+        """A REFER or key press whose target could not be resolved: tell the agent's phone."""
+        call = self.calls.get(request.call_id)
+        if call is None or request.refer_leg is None:
+            return
+        leg = call.legs.get(request.refer_leg)
+        if leg is not None and leg.dialog is not None and leg.state is LegState.CONFIRMED:
+            self.send_notify(call, leg, status, REASONS.get(status, ""), True, now)
+
+    # -- helpers the transfer desk uses --------------------------------------------------------
+
+    def register_client(self, key: str, call: Call, leg: Leg) -> None:
+        self._by_client[key] = (call.call_id, leg.leg_id)
+
+    def ring_deadline(self, call: Call, leg: Leg, at: float) -> None:
+        self._ring_deadlines[(call.call_id, leg.leg_id)] = at
+
+    def clear_ring_deadline(self, call: Call, leg: Leg) -> None:
+        self._ring_deadlines.pop((call.call_id, leg.leg_id), None)
+
+    def cancel_leg(self, leg: Leg, now: float) -> None:
+        if leg.invite is not None and leg.state in (LegState.CALLING, LegState.EARLY):
+            self.txl.send_request(tx.build_cancel(leg.invite), leg.remote, leg.transport, now)
+        leg.state = LegState.TERMINATED
+        self._by_client.pop(leg.client_key or "", None)
+        self.release_media(leg)
+
+    def confirm_outgoing(self, call: Call, leg: Leg, response: Response, now: float) -> None:
+        """ACK a 2xx on an outgoing leg and make its dialog ours (§13.2.2.4)."""
+        assert leg.invite is not None
+        dialog = Dialog.uac(leg.invite, response)
+        leg.dialog = dialog
+        leg.state = LegState.CONFIRMED
+        leg.answered_at = now
+        ack = dialog.create_ack(leg.invite.cseq.seq)
+        ack.headers.prepend("Via", self.via(leg.transport))
+        self.txl.send_ack(leg.client_key, ack, self._next_hop(dialog, leg), leg.transport)
+        self.index_leg(call, leg)
+        if response.body:
+            self._point_media(leg, response.body)
+
+    def release_stray_leg(self, call: Call, leg: Leg, response: Response, now: float) -> None:
+        """A target that answers after its transfer ended (cancelled, or failed over) is
+        ACKed and hung up at once."""
+        if 200 <= response.status < 300 and leg.invite is not None:
+            self.confirm_outgoing(call, leg, response, now)
+            self.send_bye(call, leg, now)
+        elif response.status >= 300:
+            leg.state = LegState.TERMINATED
+            self.release_media(leg)
+            self._maybe_finished(call, now)
+
+    def take_transfer_events(self) -> list[TransferEvent]:
+        events, self.transfers.events = self.transfers.events, []
+        return events
+
+    def take_transfer_requests(self) -> list[TransferRequest]:
+        requests, self.transfer_requests = self.transfer_requests, []
+        return requests
 
     def _mirror_reinvite(
         self, call: Call, leg: Leg, request: Request, key: str, now: float
@@ -546,8 +713,8 @@ class B2BUA:
         out = other.dialog.create_request(
             request.method, body=body, content_type="application/sdp" if body else None
         )
-        out.headers.prepend("Via", self._via(other.transport))
-        out.headers.add("Contact", self._contact(other.transport))
+        out.headers.prepend("Via", self.via(other.transport))
+        out.headers.add("Contact", self.contact(other.transport))
         client_key = self.txl.send_request(
             out, self._next_hop(other.dialog, other), other.transport, now
         )
@@ -577,13 +744,13 @@ class B2BUA:
             other.dialog.receive_response(response)
             if pending.method == "INVITE":
                 ack = other.dialog.create_ack(response.cseq.seq)
-                ack.headers.prepend("Via", self._via(other.transport))
+                ack.headers.prepend("Via", self.via(other.transport))
                 self.txl.send_ack(key, ack, self._next_hop(other.dialog, other), other.transport)
             if response.body:
                 self._point_media(other, response.body)
                 out.body = sdpmap.anchor(response.body, leg.media.host, leg.media.port)
                 out.headers.add("Content-Type", "application/sdp")
-            out.headers.add("Contact", self._contact(leg.transport))
+            out.headers.add("Contact", self.contact(leg.transport))
         self.txl.send_response(pending.server_key, out, now)
 
     # -- CANCEL, hang-up, teardown -----------------------------------------------------------
@@ -607,7 +774,7 @@ class B2BUA:
             caller.server_key, make_response(caller.invite, 487, to_tag=caller.local_tag), now
         )
         caller.state = LegState.TERMINATED
-        self._release_media(caller)
+        self.release_media(caller)
         call.ended_reason = "caller cancelled"
         self._record(call.apply(CallInput.CALLER_CANCELLED, now))
         self._pending_destinations.pop(call.call_id, None)
@@ -630,11 +797,14 @@ class B2BUA:
         leg = call.legs[leg_id]
         if leg.state not in (LegState.CALLING, LegState.EARLY) or leg.invite is None:
             return
+        if leg.role is LegRole.TARGET:
+            self.transfers.ring_timeout(call, leg, now)
+            return
         self.txl.send_request(tx.build_cancel(leg.invite), leg.remote, leg.transport, now)
         # The 487 that answers the CANCEL reaches _on_invite_response; treat it as no answer.
         leg.state = LegState.TERMINATED
         self._by_client.pop(leg.client_key or "", None)
-        self._release_media(leg)
+        self.release_media(leg)
         if call.state is CallState.RINGING:
             if self._try_next(call, now):
                 self._record(call.apply(CallInput.FAILOVER, now, status=408, leg=leg_id))
@@ -656,7 +826,7 @@ class B2BUA:
         self._pending_destinations.pop(call.call_id, None)
         for leg in call.legs.values():
             if leg.state is LegState.CONFIRMED:
-                self._send_bye(call, leg, now)
+                self.send_bye(call, leg, now)
             elif leg.state is LegState.INCOMING and leg.invite and leg.server_key:
                 out = make_response(leg.invite, 480, to_tag=leg.local_tag)
                 self.txl.send_response(leg.server_key, out, now)
@@ -664,17 +834,17 @@ class B2BUA:
         self._cancel_outgoing(call, now)
         self._maybe_finished(call, now)
 
-    def _send_bye(self, call: Call, leg: Leg, now: float) -> None:
+    def send_bye(self, call: Call, leg: Leg, now: float) -> None:
         assert leg.dialog is not None
         bye = leg.dialog.create_request("BYE")
-        bye.headers.prepend("Via", self._via(leg.transport))
+        bye.headers.prepend("Via", self.via(leg.transport))
         leg.state = LegState.TERMINATING
         key = self.txl.send_request(bye, self._next_hop(leg.dialog, leg), leg.transport, now)
         self._by_client[key] = (call.call_id, leg.leg_id)
 
     def _leg_gone(self, call: Call, leg: Leg, now: float) -> None:
         leg.state = LegState.TERMINATED
-        self._release_media(leg)
+        self.release_media(leg)
         self._maybe_finished(call, now)
 
     def _maybe_finished(self, call: Call, now: float) -> None:
@@ -686,7 +856,7 @@ class B2BUA:
 
     def _finish(self, call: Call, now: float) -> None:
         for leg in call.legs.values():
-            self._release_media(leg)
+            self.release_media(leg)
             self._by_dialog.pop((self._sip_call_id(leg), leg.local_tag), None)
             self._by_client.pop(leg.client_key or "", None)
             self._by_server.pop(leg.server_key or "", None)
@@ -694,14 +864,14 @@ class B2BUA:
         self._pending_destinations.pop(call.call_id, None)
         self.calls.pop(call.call_id, None)
 
-    def _release_media(self, leg: Leg) -> None:
+    def release_media(self, leg: Leg) -> None:
         if leg.media is not None and not isinstance(leg.media, _Released):
             self.media.release(leg.media)
             leg.media = _Released(leg.media)
 
     # -- helpers -----------------------------------------------------------------------------
 
-    def _index(self, call: Call, leg: Leg) -> None:
+    def index_leg(self, call: Call, leg: Leg) -> None:
         self._by_dialog[(self._sip_call_id(leg), leg.local_tag)] = (call.call_id, leg.leg_id)
         if leg.server_key:
             self._by_server[leg.server_key] = (call.call_id, leg.leg_id)

@@ -66,6 +66,9 @@ class Media(Protocol):
 
     def connect(self, a: MediaLeg, b: MediaLeg) -> None: ...
 
+    def conference(self, legs: list[MediaLeg]) -> None:
+        """Everyone in ``legs`` hears everyone else (a three-way call)."""
+
     def release(self, leg: MediaLeg) -> None: ...
 
 

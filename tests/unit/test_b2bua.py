@@ -37,6 +37,7 @@ class FakeMedia:
     next_port: int = 20000
     live: set[int] = field(default_factory=set)
     connected: list[tuple[int, int]] = field(default_factory=list)
+    conferences: list[list[int]] = field(default_factory=list)
 
     def allocate(self) -> FakeMediaLeg:
         if len(self.live) >= self.capacity:
@@ -51,6 +52,9 @@ class FakeMedia:
 
     def connect(self, a: FakeMediaLeg, b: FakeMediaLeg) -> None:
         self.connected.append((a.port, b.port))
+
+    def conference(self, legs: list[FakeMediaLeg]) -> None:
+        self.conferences.append([leg.port for leg in legs])
 
     def release(self, leg: FakeMediaLeg) -> None:
         self.live.discard(leg.port)
@@ -122,7 +126,14 @@ class Harness:
         return [m for dest, m in self.sent() if dest == who]
 
 
-def answer(request: Request, status: int, *, tag: str = "callee1", sdp: bytes = b"") -> bytes:
+def answer(
+    request: Request,
+    status: int,
+    *,
+    tag: str = "callee1",
+    sdp: bytes = b"",
+    contact: str = "sip:pbx@127.0.0.1:5072",
+) -> bytes:
     lines = [f"SIP/2.0 {status} X"]
     for via in request.headers.get_all("Via"):
         lines.append(f"Via: {via}")
@@ -131,7 +142,7 @@ def answer(request: Request, status: int, *, tag: str = "callee1", sdp: bytes = 
         f"To: {request.headers.get('To')};tag={tag}",
         f"Call-ID: {request.call_id}",
         f"CSeq: {request.headers.get('CSeq')}",
-        "Contact: <sip:pbx@127.0.0.1:5072>",
+        f"Contact: <{contact}>",
     ]
     if sdp:
         lines.append("Content-Type: application/sdp")

@@ -1,0 +1,364 @@
+"""Transfers and three-way calls: the bridge rings the target while the caller stays with the agent.
+
+Theory of operation
+-------------------
+A transfer starts from an answered call (caller ↔ agent) by any trigger: the HTTP API, the
+agent's DTMF transfer key, or a REFER from the agent's phone (RFC 3515). The bridge opens a new
+leg to the target itself, carrying the ticket headers, while the caller keeps talking to the
+agent: the caller's leg is never touched until the target has answered, which is what makes a
+failed transfer harmless ("caller never lost"). When the target answers, a blind transfer
+re-points the caller's media at the target and releases the agent's leg; a three-way call puts
+all three in one conference. When the target fails (busy, rejected, no answer before the ring
+timeout, unreachable), the next destination of the plan is tried; when none is left the agent
+still has the caller and is told why (NOTIFY ``message/sipfrag`` for a REFER). Every step is an
+event for the ticket's log.
+
+The transfer's own state changes only through :data:`TRANSITIONS`.
+"""
+
+from __future__ import annotations
+
+import enum
+import secrets
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from bridge.calls.call import Call, Leg, LegRole, LegState
+from bridge.calls.ports import Destination
+from bridge.sip import sdp
+from bridge.sip.errors import LocalProtocolError
+from bridge.sip.headers import Headers
+from bridge.sip.message import REASONS, Request, Response
+from bridge.sip.uri import NameAddr, SipUri
+
+if TYPE_CHECKING:
+    from bridge.calls.b2bua import B2BUA
+
+
+class TransferState(enum.StrEnum):
+    RINGING = "ringing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class TransferInput(enum.StrEnum):
+    TRYING = "trying"
+    PROGRESS = "progress"
+    ANSWERED = "answered"
+    NEXT_DESTINATION = "next_destination"
+    EXHAUSTED = "exhausted"
+    CALLER_LEFT = "caller_left"
+
+
+_T, _In = TransferState, TransferInput
+
+TRANSITIONS: dict[tuple[TransferState, TransferInput], TransferState] = {
+    (_T.RINGING, _In.TRYING): _T.RINGING,
+    (_T.RINGING, _In.PROGRESS): _T.RINGING,
+    (_T.RINGING, _In.NEXT_DESTINATION): _T.RINGING,
+    (_T.RINGING, _In.ANSWERED): _T.COMPLETED,
+    (_T.RINGING, _In.EXHAUSTED): _T.FAILED,
+    (_T.RINGING, _In.CALLER_LEFT): _T.FAILED,
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransferEvent:
+    """What a transfer did, for the ticket log and the live events."""
+
+    at: float
+    call_id: str
+    transfer_id: str
+    kind: str  # "ringing" | "transferred" | "failed" | "trying"
+    ticket_id: str | None
+    status: int | None = None
+    reason: str = ""
+    destination: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransferRequest:
+    """A REFER or a transfer key: the engine resolves the target, stores the ticket, then
+    starts the transfer (or refuses it with :meth:`B2BUA.fail_transfer_request`)."""
+
+    call_id: str
+    target: str
+    mode: str
+    requested_by: str
+    refer_leg: str | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class Transfer:
+    transfer_id: str
+    call_id: str
+    mode: str  # "blind" | "three_way"
+    agent_leg: str
+    destinations: list[Destination]
+    headers: tuple[tuple[str, str], ...]
+    ticket_id: str | None
+    referred_by: str
+    state: TransferState = TransferState.RINGING
+    target_leg: str = ""
+    refer_dialog_leg: str | None = None
+    """The agent leg whose REFER started this (NOTIFYs go there), if any."""
+    last_status: int = 0
+    tried: list[str] = field(default_factory=list)
+
+    def apply(self, event: TransferInput) -> None:
+        new_state = TRANSITIONS.get((self.state, event))
+        if new_state is None:
+            raise LocalProtocolError(f"transfer {self.transfer_id}: {event} in {self.state}")
+        self.state = new_state
+
+
+class TransferDesk:
+    """Runs the transfers of one B2BUA; the core hands it the target legs' SIP traffic."""
+
+    def __init__(self, core: B2BUA) -> None:
+        self.core = core
+        self.by_call: dict[str, Transfer] = {}
+        self.events: list[TransferEvent] = []
+
+    # -- starting --------------------------------------------------------------------------
+
+    def start(
+        self,
+        call_id: str,
+        destinations: list[Destination],
+        now: float,
+        *,
+        mode: str = "blind",
+        headers: tuple[tuple[str, str], ...] = (),
+        ticket_id: str | None = None,
+        refer_leg: str | None = None,
+    ) -> Transfer:
+        """Ring the first destination; raise :class:`LocalProtocolError` (HTTP 409) when the
+        call cannot be transferred now."""
+        call = self.core.calls.get(call_id)
+        if call is None:
+            raise LookupError(call_id)
+        if call_id in self.by_call:
+            raise LocalProtocolError("a transfer is already in progress for this call")
+        agent = self.agent_leg(call)
+        if agent is None or call.caller.state is not LegState.CONFIRMED:
+            raise LocalProtocolError("only an answered call can be transferred")
+        if not destinations:
+            raise LocalProtocolError("the target has no destination")
+        transfer = Transfer(
+            transfer_id=f"X{secrets.token_hex(4)}",
+            call_id=call_id,
+            mode=mode,
+            agent_leg=agent.leg_id,
+            destinations=list(destinations),
+            headers=headers,
+            ticket_id=ticket_id,
+            referred_by=f"<sip:{agent.peer}@{self.core.host}>",
+            refer_dialog_leg=refer_leg,
+        )
+        self.by_call[call_id] = transfer
+        if not self._ring_next(call, transfer, now):
+            self._fail(call, transfer, now, 503, "no destination could be rung")
+        return transfer
+
+    @staticmethod
+    def agent_leg(call: Call) -> Leg | None:
+        """The party handing the caller over: the confirmed leg that is not the caller."""
+        for leg in call.legs.values():
+            if (
+                leg.leg_id != call.caller_leg
+                and leg.state is LegState.CONFIRMED
+                and leg.role in (LegRole.CALLEE, LegRole.SEAT, LegRole.TARGET)
+            ):
+                return leg
+        return None
+
+    def _ring_next(self, call: Call, transfer: Transfer, now: float) -> bool:
+        core = self.core
+        while transfer.destinations:
+            dest = transfer.destinations.pop(0)
+            try:
+                media = core.media.allocate()
+            except Exception:
+                return False
+            leg_id = f"t{len(transfer.tried) + 1}"
+            while leg_id in call.legs:
+                leg_id += "x"
+            leg = Leg(
+                leg_id=leg_id,
+                role=LegRole.TARGET,
+                incoming=False,
+                state=LegState.CALLING,
+                remote=dest.address,
+                transport=dest.transport,
+                peer=dest.peer,
+                local_tag=secrets.token_hex(5),
+                target=dest.uri,
+                media=media,
+            )
+            call.legs[leg_id] = leg
+            transfer.target_leg = leg_id
+            transfer.tried.append(f"{dest.address[0]}:{dest.address[1]}")
+            leg.invite = self._target_invite(call, leg, dest, transfer)
+            leg.client_key = core.txl.send_request(leg.invite, dest.address, dest.transport, now)
+            core.register_client(leg.client_key, call, leg)
+            core.index_leg(call, leg)
+            core.ring_deadline(call, leg, now + dest.ring_timeout)
+            self._event(call, transfer, now, "trying", destination=transfer.tried[-1])
+            return True
+        return False
+
+    def _target_invite(
+        self, call: Call, leg: Leg, dest: Destination, transfer: Transfer
+    ) -> Request:
+        """§8.1.1 plus design.md's ticket headers: Call-Info, User-to-User (RFC 7433),
+        X-Ticket-Id and Referred-By (RFC 3892) travel with the call."""
+        core = self.core
+        caller = call.caller
+        assert caller.invite is not None
+        caller_user = caller.invite.from_.uri.user or "anonymous"
+        headers = Headers()
+        headers.add("Via", core.via(leg.transport))
+        headers.add("Max-Forwards", "70")
+        from_addr = NameAddr(
+            uri=SipUri(user=caller_user, host=core.host, port=core.local[1]),
+            display_name=caller.invite.from_.display_name,
+        ).with_tag(leg.local_tag)
+        headers.add("From", str(from_addr))
+        headers.add("To", str(NameAddr(uri=dest.uri)))
+        headers.add("Call-ID", f"{secrets.token_hex(8)}@{core.host}")
+        headers.add("CSeq", "1 INVITE")
+        headers.add("Contact", core.contact(leg.transport))
+        headers.add("Referred-By", transfer.referred_by)
+        for name, value in transfer.headers:
+            headers.add(name, value)
+        headers.add("User-Agent", core.user_agent)
+        offer = sdp.make_offer(
+            address=leg.media.host, port=leg.media.port, session_id=secrets.randbelow(2**31)
+        )
+        headers.add("Content-Type", "application/sdp")
+        return Request(method="INVITE", uri=dest.uri, headers=headers, body=bytes(offer))
+
+    # -- the target leg's responses --------------------------------------------------------
+
+    def on_target_response(self, call: Call, leg: Leg, response: Response, now: float) -> None:
+        transfer = self.by_call.get(call.call_id)
+        if transfer is None or transfer.target_leg != leg.leg_id:
+            self.core.release_stray_leg(call, leg, response, now)
+            return
+        status = response.status
+        if status < 200:
+            if status > 100 and leg.state is LegState.CALLING:
+                leg.state = LegState.EARLY
+                transfer.apply(TransferInput.PROGRESS)
+                self._event(call, transfer, now, "ringing", status=status)
+                self._notify(call, transfer, now, status, response.reason)
+            return
+        self.core.clear_ring_deadline(call, leg)
+        if status < 300:
+            self._answered(call, transfer, leg, response, now)
+            return
+        leg.state = LegState.TERMINATED
+        self.core.release_media(leg)
+        transfer.last_status = status
+        transfer.apply(TransferInput.NEXT_DESTINATION)
+        if not self._ring_next(call, transfer, now):
+            self._fail(call, transfer, now, status, response.reason or REASONS.get(status, ""))
+
+    def ring_timeout(self, call: Call, leg: Leg, now: float) -> None:
+        """No answer within the plan's ring timeout: CANCEL and go on as for a 408."""
+        transfer = self.by_call.get(call.call_id)
+        self.core.cancel_leg(leg, now)
+        if transfer is None or transfer.target_leg != leg.leg_id:
+            return
+        transfer.last_status = 408
+        transfer.apply(TransferInput.NEXT_DESTINATION)
+        if not self._ring_next(call, transfer, now):
+            self._fail(call, transfer, now, 480, "No Answer")
+
+    def _answered(
+        self, call: Call, transfer: Transfer, leg: Leg, response: Response, now: float
+    ) -> None:
+        core = self.core
+        core.confirm_outgoing(call, leg, response, now)
+        transfer.apply(TransferInput.ANSWERED)
+        caller = call.caller
+        agent = call.legs.get(transfer.agent_leg)
+        if transfer.mode == "three_way" and agent is not None and agent.live:
+            core.media.conference([caller.media, agent.media, leg.media])
+        else:
+            core.media.connect(caller.media, leg.media)
+            # A phone that sent REFER hangs up itself on the final NOTIFY (RFC 3515 §2.4.5);
+            # for the API and the transfer key the bridge releases the agent.
+            if (
+                agent is not None
+                and agent.state is LegState.CONFIRMED
+                and transfer.refer_dialog_leg is None
+            ):
+                core.send_bye(call, agent, now)
+        call.callee_leg = leg.leg_id
+        self._notify(call, transfer, now, response.status, response.reason, final=True)
+        self._event(call, transfer, now, "transferred", status=response.status)
+        del self.by_call[call.call_id]
+
+    def _fail(self, call: Call, transfer: Transfer, now: float, status: int, reason: str) -> None:
+        if transfer.state is TransferState.RINGING:
+            transfer.apply(TransferInput.EXHAUSTED)
+        self._notify(call, transfer, now, status, reason, final=True)
+        self._event(call, transfer, now, "failed", status=status, reason=reason)
+        self.by_call.pop(call.call_id, None)
+        agent = call.legs.get(transfer.agent_leg)
+        if agent is None or not agent.live:
+            # The agent already left: nobody is there to take the caller back.
+            self.core.hangup(call.call_id, now, reason="transfer failed after the agent left")
+
+    def caller_left(self, call: Call, now: float) -> None:
+        transfer = self.by_call.pop(call.call_id, None)
+        if transfer is not None:
+            transfer.apply(TransferInput.CALLER_LEFT)
+            self._event(call, transfer, now, "failed", reason="caller hung up")
+
+    # -- REFER (RFC 3515) ------------------------------------------------------------------
+
+    def _notify(
+        self,
+        call: Call,
+        transfer: Transfer,
+        now: float,
+        status: int,
+        reason: str,
+        *,
+        final: bool = False,
+    ) -> None:
+        """Report progress to the phone that sent the REFER (RFC 3515 §2.4.5)."""
+        if transfer.refer_dialog_leg is None:
+            return
+        leg = call.legs.get(transfer.refer_dialog_leg)
+        if leg is None or leg.dialog is None or leg.state is not LegState.CONFIRMED:
+            return
+        self.core.send_notify(call, leg, status, reason or REASONS.get(status, ""), final, now)
+
+    def _event(self, call: Call, transfer: Transfer, now: float, kind: str, **data: Any) -> None:
+        self.events.append(
+            TransferEvent(
+                at=now,
+                call_id=call.call_id,
+                transfer_id=transfer.transfer_id,
+                kind=kind,
+                ticket_id=transfer.ticket_id,
+                **data,
+            )
+        )
+
+
+def parse_refer_to(value: str) -> SipUri:
+    """Refer-To as phones send it: with or without <> (baresip omits them), with whatever
+    follows ``?`` dropped when it is not a valid header list (RFC 3515 §2.1)."""
+    text = value.strip()
+    if text.startswith("<") or '"' in text:
+        return NameAddr.parse(text).uri
+    text = text.split(";", 1)[0] if "?" not in text else text
+    try:
+        return SipUri.parse(text)
+    except Exception:
+        return SipUri.parse(text.split("?", 1)[0])

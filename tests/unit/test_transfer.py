@@ -1,0 +1,154 @@
+"""Transfers in the B2BUA core, with raw SIP and a fake clock (no sockets)."""
+
+from __future__ import annotations
+
+import pytest
+from test_b2bua import CALLEE, CALLER, SDP, Harness, answer, establish
+
+from bridge.calls.ports import Destination
+from bridge.sip.errors import LocalProtocolError
+from bridge.sip.message import Request, Response
+from bridge.sip.uri import SipUri
+
+TARGET = ("127.0.0.1", 5090)
+BACKUP = ("127.0.0.1", 5091)
+TICKET = (("X-Ticket-Id", "T1"), ("User-to-User", "5431;encoding=hex"), ("Priority", "emergency"))
+
+
+def dest(addr: tuple[str, int], ring: float = 15.0) -> Destination:
+    return Destination(
+        uri=SipUri(user="110", host=addr[0], port=addr[1]),
+        address=addr,
+        transport="UDP",
+        peer="pbx-110",
+        ring_timeout=ring,
+    )
+
+
+def transfer(h: Harness, *dests: Destination, refer_leg: str | None = None) -> str:
+    call_id = next(iter(h.core.calls))
+    h.core.start_transfer(
+        call_id, list(dests), h.now, headers=TICKET, ticket_id="T1", refer_leg=refer_leg
+    )
+    return call_id
+
+
+def bye_from_callee(inv: Request, cseq: int = 2) -> bytes:
+    return (
+        "BYE sip:bridge@127.0.0.1:5060 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:5072;branch=z9hG4bKbye{cseq}\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: {inv.headers.get('To')};tag=callee1\r\n"
+        f"To: {inv.headers.get('From')}\r\n"
+        f"Call-ID: {inv.call_id}\r\n"
+        f"CSeq: {cseq} BYE\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def test_blind_transfer_carries_the_ticket_and_releases_the_agent() -> None:
+    h = Harness()
+    inv, _ok = establish(h)
+    h.sent()
+    transfer(h, dest(TARGET))
+    target_invite = next(m for m in h.sent_to(TARGET) if isinstance(m, Request))
+    assert target_invite.headers.get("X-Ticket-Id") == "T1"
+    assert target_invite.headers.get("Priority") == "emergency"
+    assert target_invite.headers.get("Referred-By")
+    assert target_invite.from_.uri.user == "13800138000", "the receiving seat sees the caller"
+    assert b"m=audio" in target_invite.body
+    h.feed(answer(target_invite, 180, tag="t1"), TARGET)
+    h.feed(answer(target_invite, 200, tag="t1", sdp=SDP, contact="sip:t@127.0.0.1:5090"), TARGET)
+    sent = h.sent()
+    assert any(isinstance(m, Request) and m.method == "ACK" for d, m in sent if d == TARGET)
+    assert any(isinstance(m, Request) and m.method == "BYE" for d, m in sent if d == CALLEE)
+    assert not [m for d, m in sent if d == CALLER], "the caller's leg is untouched"
+    call = next(iter(h.core.calls.values()))
+    assert (call.caller.media.port, call.legs["t1"].media.port) in h.media.connected
+    kinds = [e.kind for e in h.core.take_transfer_events()]
+    assert kinds == ["trying", "ringing", "transferred"]
+
+
+def test_failed_transfer_keeps_the_caller_with_the_agent_after_failover() -> None:
+    h = Harness()
+    establish(h)
+    h.sent()
+    transfer(h, dest(TARGET), dest(BACKUP))
+    first = next(m for m in h.sent_to(TARGET) if isinstance(m, Request))
+    h.feed(answer(first, 486, tag="t1"), TARGET)
+    second = next(m for m in h.sent_to(BACKUP) if isinstance(m, Request) and m.method == "INVITE")
+    h.feed(answer(second, 503, tag="t2"), BACKUP)
+    sent = h.sent()
+    assert not [m for d, m in sent if d in (CALLER, CALLEE) and isinstance(m, Request)]
+    events = h.core.take_transfer_events()
+    assert events[-1].kind == "failed"
+    assert events[-1].status == 503
+    call = next(iter(h.core.calls.values()))
+    assert call.caller.live
+    assert call.legs["b1"].live, "the agent still has the caller"
+
+
+def test_no_answer_within_ring_timeout_fails_the_transfer_not_the_call() -> None:
+    h = Harness()
+    establish(h)
+    h.sent()
+    transfer(h, dest(TARGET, ring=5.0))
+    h.sent()
+    h.advance(5.5)
+    assert any(isinstance(m, Request) and m.method == "CANCEL" for m in h.sent_to(TARGET))
+    assert h.core.take_transfer_events()[-1].kind == "failed"
+    assert next(iter(h.core.calls.values())).caller.live
+
+
+def test_refer_is_accepted_and_progress_is_notified() -> None:
+    h = Harness()
+    inv, _ok = establish(h)
+    h.sent()
+    refer = (
+        "REFER sip:bridge@127.0.0.1:5060 SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.1:5072;branch=z9hG4bKref1\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: {inv.headers.get('To')};tag=callee1\r\n"
+        f"To: {inv.headers.get('From')}\r\n"
+        f"Call-ID: {inv.call_id}\r\n"
+        "CSeq: 2 REFER\r\nRefer-To: sip:110@127.0.0.1:5060\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    h.feed(refer, CALLEE)
+    sent = h.sent_to(CALLEE)
+    assert [m.status for m in sent if isinstance(m, Response)] == [202]
+    notify = next(m for m in sent if isinstance(m, Request))
+    assert notify.method == "NOTIFY"
+    assert notify.body.startswith(b"SIP/2.0 100")
+    (wanted,) = h.core.take_transfer_requests()
+    assert wanted.target == "110"
+    assert wanted.refer_leg == "b1"
+    transfer(h, dest(TARGET), refer_leg="b1")
+    target_invite = next(m for m in h.sent_to(TARGET) if isinstance(m, Request))
+    h.feed(answer(target_invite, 200, tag="t1", sdp=SDP, contact="sip:t@127.0.0.1:5090"), TARGET)
+    final = [m for m in h.sent_to(CALLEE) if isinstance(m, Request) and m.method == "NOTIFY"]
+    assert final[-1].body.startswith(b"SIP/2.0 200")
+    assert "terminated" in (final[-1].headers.get("Subscription-State") or "")
+    # The transferor hangs up itself (RFC 3515); the caller stays with the target.
+    h.feed(bye_from_callee(inv, cseq=3), CALLEE)
+    assert not [m for m in h.sent_to(CALLER) if isinstance(m, Request)]
+    assert next(iter(h.core.calls.values())).caller.live
+
+
+def test_three_way_conferences_all_three() -> None:
+    h = Harness()
+    establish(h)
+    h.sent()
+    call_id = next(iter(h.core.calls))
+    h.core.start_transfer(call_id, [dest(TARGET)], h.now, mode="three_way")
+    target_invite = next(m for m in h.sent_to(TARGET) if isinstance(m, Request))
+    h.feed(answer(target_invite, 200, tag="t1", sdp=SDP, contact="sip:t@127.0.0.1:5090"), TARGET)
+    assert not [m for m in h.sent_to(CALLEE) if isinstance(m, Request)], "agent stays"
+    assert len(h.media.conferences[-1]) == 3
+
+
+def test_transfer_of_an_unanswered_call_is_refused() -> None:
+    h = Harness()
+    from test_b2bua import invite
+
+    h.feed(invite(), CALLER)
+    with pytest.raises(LocalProtocolError):
+        h.core.start_transfer(next(iter(h.core.calls)), [dest(TARGET)], h.now)
