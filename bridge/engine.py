@@ -1,16 +1,22 @@
 """Wires the sans-IO core to the world: sockets, the timer, media, storage and the sidecar.
 
 The B2BUA core never sees asyncio. The engine feeds it every frame with ``loop.time()``, sends
-whatever it queued, and keeps exactly one timer armed at the core's next deadline.
+whatever it queued, and keeps exactly one timer armed at the core's next deadline, rounded up to
+``TIMER_SLACK``: under load every call has several transaction timers a few milliseconds apart,
+and one wake-up per slack period serves them all instead of one wake-up each. SIP timers are in
+hundreds of milliseconds (T1 = 500 ms), so 10 ms late is well within what peers tolerate.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
+import math
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from bridge.calls.b2bua import B2BUA
@@ -24,6 +30,13 @@ from bridge.sip.transaction import TransactionLayer
 from bridge.transport import SipTransport
 
 log = logging.getLogger("bridge.engine")
+
+TIMER_SLACK = 0.01
+"""Seconds by which a core timer may fire late so that nearby timers share one wake-up."""
+GC_THRESHOLDS = (20_000, 20, 20)
+"""Young-generation collections every 20,000 net allocations instead of 700: each call makes
+thousands of short-lived objects (messages, headers, events) that reference counting frees, and
+frequent young collections were several percent of a call's CPU."""
 
 
 class Engine:
@@ -42,6 +55,8 @@ class Engine:
         self._timer_at: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.event_listeners: list[Any] = []
+        self.flush_listeners: list[Callable[[], None]] = []
+        """Called after every batch of core work, to collect what the core queued."""
         self.closed = asyncio.Event()
         self.idle = asyncio.Event()
         """Set whenever no call is in progress: what a graceful shutdown waits for."""
@@ -69,7 +84,8 @@ class Engine:
         assert self.b2bua is not None, "engine not started"
         return self.b2bua
 
-    def _now(self) -> float:
+    def now(self) -> float:
+        """The core's clock: the event loop's monotonic time."""
         assert self._loop is not None
         return self._loop.time()
 
@@ -78,7 +94,7 @@ class Engine:
         if core is None:
             return
         try:
-            core.receive(data, source, transport, self._now())
+            core.receive(data, source, transport, self.now())
         except Exception:
             # A bug triggered by one message must not stop the service for everyone else.
             log.exception("unhandled error on a %s frame from %s", transport, source[0])
@@ -91,6 +107,8 @@ class Engine:
         events = core.take_events()
         if events:
             self._publish(events)
+        for listener in self.flush_listeners:
+            listener()
         if core.calls:
             self.idle.clear()
         else:
@@ -108,6 +126,7 @@ class Engine:
         deadline = self.core.next_deadline()
         if deadline is None:
             return
+        deadline = math.ceil(deadline / TIMER_SLACK) * TIMER_SLACK
         if self._timer_at is not None and self._timer_at <= deadline:
             return
         if self._timer is not None:
@@ -120,7 +139,7 @@ class Engine:
         self._timer = None
         self._timer_at = None
         try:
-            self.core.handle_timers(self._now())
+            self.core.handle_timers(self.now())
         except Exception:
             log.exception("unhandled error in timers")
         self.flush()
@@ -134,7 +153,7 @@ class Engine:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.idle.wait(), grace)
         for call_id in list(core.calls):
-            core.hangup(call_id, self._now(), reason="shutdown")
+            core.hangup(call_id, self.now(), reason="shutdown")
         self.flush()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.idle.wait(), 2.0)
@@ -154,6 +173,11 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None) -> None:
 
     service = Service(engine, config)
     await service.start()
+    # What start-up built (config, dial plan, modules) lives as long as the process: keep it out
+    # of every later collection, and collect the young generation less often.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

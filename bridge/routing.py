@@ -81,6 +81,28 @@ class PlanRouting:
             decision=decision,
         )
 
+    def resolve_target(self, target: str, now: float) -> tuple[str, list[Destination]]:
+        """Where a transfer to ``target`` rings: a platform key ("110") reaches that platform's
+        trunk; anything else is dialled like an incoming number (a seat group, a hotline).
+        Returns the destination platform and the destinations in failover order."""
+        router = self.router
+        platform = router.platforms.get(target)
+        if platform is not None and platform.trunk is not None:
+            trunk = next(t for t in router.plan.trunks if t.name == platform.trunk)
+            timeout = trunk.ring_timeout or router.plan.defaults.ring_timeout
+            return platform.key, [
+                trunk_destination(uri, platform.key, timeout) for uri in trunk.destinations
+            ]
+        decision = router.route_inbound(target, "", datetime.now(router.zone))
+        if decision is None:
+            return target, []
+        destinations: list[Destination] = []
+        for seat in decision.seats:
+            destinations.extend(self.seat_lookup(seat, decision.ring_timeout, now))
+        for text in decision.uris:
+            destinations.append(trunk_destination(text, decision.platform, decision.ring_timeout))
+        return decision.platform, destinations
+
 
 def trunk_destination(text: str, peer: str, ring_timeout: float) -> Destination:
     uri = SipUri.parse(text)

@@ -24,6 +24,7 @@ from bridge.sidecar.links import LinkSigner
 from bridge.sidecar.metrics import MetricsRegistry
 from bridge.tickets.model import Ticket, TransferMode
 from bridge.tickets.sqlite_store import SqliteTicketStore, path_from_url
+from bridge.transfers import TransferCoordinator
 
 log = logging.getLogger("bridge.service")
 
@@ -40,6 +41,7 @@ class Service:
             ttl_seconds=config.sidecar.link_ttl_s,
         )
         self.store: SqliteTicketStore | None = None
+        self.transfers: TransferCoordinator | None = None
         self._runner: web.AppRunner | None = None
         self._calls_total = self.metrics.counter(
             "bridge_call_events_total", "Call state changes", ("kind",)
@@ -67,6 +69,8 @@ class Service:
             base_url=self.config.sidecar.public_url,
             metrics=self.metrics,
         )
+        self.transfers = TransferCoordinator(self.engine, self.store, self.hub, self.signer)
+        self.transfers.start()
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         host, port = self.config.sidecar.address
@@ -78,6 +82,8 @@ class Service:
         log.info("sidecar listening on %s:%d", *self.listen)
 
     async def close(self) -> None:
+        if self.transfers is not None:
+            await self.transfers.close()
         if self._runner is not None:
             await self._runner.cleanup()
         if self.store is not None:
@@ -111,9 +117,8 @@ class Service:
     async def transfer(
         self, call_id: str, target: str, mode: TransferMode, ticket: Ticket, *, actor: str
     ) -> dict[str, Any]:
-        if call_id not in self.engine.core.calls:
-            raise CallNotFound(f"no call {call_id}")
-        raise UnprocessableRequest("transfer is not available in this release yet")
+        assert self.transfers is not None
+        return await self.transfers.begin(call_id, target, mode, ticket, actor=actor)
 
     async def supervise(
         self, call_id: str, supervisor: str, mode: SuperviseMode, *, actor: str

@@ -1,0 +1,231 @@
+"""Transfers as users see them: a ticket is stored before any INVITE leaves, travels with the
+call, and records every step.
+
+The call core runs the SIP side (:mod:`bridge.calls.transfer`); this module is its asyncio
+partner. Every trigger (the HTTP API, a REFER from the agent's phone, the DTMF transfer key)
+ends in :meth:`TransferCoordinator.begin`, which resolves the target through the dial plan,
+appends ``transfer_requested`` to the ticket in the store, and only then asks the core to ring
+the target with the ticket headers of design.md. The core's transfer events come back through
+one ordered queue and become the ticket's ``ringing``/``transferred``/``failed`` events, each
+stored first and then pushed to the subscribed seats (screen pop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from bridge.calls.transfer import TransferEvent, TransferRequest
+from bridge.sidecar.control import CallNotFound, CallStateConflict, UnprocessableRequest
+from bridge.sidecar.events import EventHub, publish_ticket
+from bridge.sidecar.links import LinkSigner
+from bridge.sip.errors import LocalProtocolError
+from bridge.tickets import lifecycle
+from bridge.tickets.model import Ticket, TicketDraft, TransferMode, new_ticket_id
+from bridge.tickets.store import TicketStore
+
+if TYPE_CHECKING:
+    from bridge.engine import Engine
+
+log = logging.getLogger("bridge.transfers")
+
+UNCLASSIFIED = "unclassified"
+"""Category of a ticket the bridge opens itself for a REFER or key press with no draft."""
+
+_FAILURE_CODES = {486: "busy", 600: "busy", 603: "rejected", 403: "rejected", 480: "no_answer"}
+
+
+def ticket_headers(ticket: Ticket, url: str) -> tuple[tuple[str, str], ...]:
+    """The headers design.md puts on every INVITE the bridge sends for a transfer."""
+    headers = [
+        ("Call-Info", f"<{url}>;purpose=ticket"),
+        ("User-to-User", f"{ticket.id.encode().hex()};encoding=hex"),
+        ("X-Ticket-Id", ticket.id),
+    ]
+    if ticket.urgent:
+        headers.append(("Priority", "emergency"))
+    return tuple(headers)
+
+
+class TransferCoordinator:
+    def __init__(
+        self, engine: Engine, store: TicketStore, hub: EventHub, signer: LinkSigner
+    ) -> None:
+        self.engine = engine
+        self.store = store
+        self.hub = hub
+        self.signer = signer
+        self._queue: asyncio.Queue[TransferRequest | TransferEvent] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+        self._platform_of_ticket: dict[str, str] = {}
+        self._ticket_of_call: dict[str, str] = {}
+
+    def start(self) -> None:
+        self._worker = asyncio.get_running_loop().create_task(self._work())
+        self.engine.flush_listeners.append(self._collect)
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+
+    def _collect(self) -> None:
+        core = self.engine.core
+        for request in core.take_transfer_requests():
+            self._queue.put_nowait(request)
+        for event in core.take_transfer_events():
+            self._queue.put_nowait(event)
+
+    async def _work(self) -> None:
+        while True:
+            item = await self._queue.get()
+            try:
+                if isinstance(item, TransferRequest):
+                    await self._from_phone(item)
+                else:
+                    await self._record(item)
+            except Exception:
+                log.exception("transfer step failed")
+
+    # -- triggers --------------------------------------------------------------------------
+
+    async def begin(
+        self,
+        call_id: str,
+        target: str,
+        mode: TransferMode,
+        ticket: Ticket,
+        *,
+        actor: str,
+        refer_leg: str | None = None,
+    ) -> dict[str, Any]:
+        engine = self.engine
+        call = engine.core.calls.get(call_id)
+        if call is None:
+            raise CallNotFound(f"no call {call_id}")
+        if mode == "attended":
+            raise UnprocessableRequest("attended transfer is not available yet")
+        platform, destinations = engine.routing.resolve_target(target, engine.now())
+        if not destinations:
+            raise UnprocessableRequest(f"no destination for target {target!r}")
+        transition = await self.store.update(
+            ticket.id,
+            lambda t: lifecycle.request_transfer(
+                t,
+                target=target,
+                mode=mode,
+                actor=actor,
+                now=time.time(),
+                call_id=call_id,
+                destination=platform,
+            ),
+        )
+        publish_ticket(self.hub, transition)
+        self._platform_of_ticket[ticket.id] = platform
+        headers = ticket_headers(transition.ticket, self.signer.ticket_url(ticket.id, time.time()))
+        try:
+            engine.core.start_transfer(
+                call_id,
+                destinations,
+                engine.now(),
+                mode=mode,
+                headers=headers,
+                ticket_id=ticket.id,
+                refer_leg=refer_leg,
+            )
+        except LookupError as exc:
+            raise CallNotFound(f"no call {call_id}") from exc
+        except LocalProtocolError as exc:
+            await self._fail_ticket(ticket.id, "refused", None)
+            raise CallStateConflict(exc.detail) from exc
+        finally:
+            engine.flush()
+        summary = engine.core.calls[call_id].summary() if call_id in engine.core.calls else {}
+        return {**summary, "transfer": {"target": target, "destination": platform, "mode": mode}}
+
+    async def _from_phone(self, request: TransferRequest) -> None:
+        """A REFER or a transfer key: use the call's draft ticket, or open one."""
+        core = self.engine.core
+        call = core.calls.get(request.call_id)
+        if call is None:
+            return
+        ticket = await self._ticket_for_call(request, call.origin)
+        try:
+            await self.begin(
+                request.call_id,
+                request.target,
+                "three_way" if request.mode == "three_way" else "blind",
+                ticket,
+                actor=request.requested_by,
+                refer_leg=request.refer_leg,
+            )
+        except (UnprocessableRequest, CallStateConflict, CallNotFound) as exc:
+            log.warning("transfer from a phone refused: %s", exc.detail)
+            core.fail_transfer_request(request, 404, self.engine.now())
+            self.engine.flush()
+
+    async def _ticket_for_call(self, request: TransferRequest, origin: str) -> Ticket:
+        """The ticket opened for this call's earlier key press or REFER, if it may be retried;
+        else a new one (the agent's desktop completes its category and summary later)."""
+        known = self._ticket_of_call.get(request.call_id)
+        if known is not None:
+            ticket = await self.store.get(known)
+            allowed = lifecycle.allowed_events(ticket.state) if ticket else frozenset()
+            if ticket is not None and lifecycle.EventKind.TRANSFER_REQUESTED in allowed:
+                return ticket
+        draft = TicketDraft(
+            origin=origin,
+            category=UNCLASSIFIED,
+            sending_seat=request.requested_by,
+            summary="transfer requested from the agent's phone",
+        )
+        now = time.time()
+        transition = lifecycle.create(
+            draft, ticket_id=new_ticket_id(now), actor=request.requested_by, now=now
+        )
+        await self.store.create(transition)
+        publish_ticket(self.hub, transition)
+        self._ticket_of_call[request.call_id] = transition.ticket.id
+        return transition.ticket
+
+    # -- the core's transfer events --------------------------------------------------------
+
+    async def _record(self, event: TransferEvent) -> None:
+        if event.ticket_id is None:
+            return
+        platform = self._platform_of_ticket.get(event.ticket_id, "")
+        now = time.time()
+        if event.kind == "ringing":
+            transition = await self.store.update(
+                event.ticket_id,
+                lambda t: lifecycle.mark_ringing(
+                    t, actor="bridge", now=now, status=event.status or 180
+                ),
+            )
+        elif event.kind == "transferred":
+            transition = await self.store.update(
+                event.ticket_id, lambda t: lifecycle.mark_transferred(t, actor="bridge", now=now)
+            )
+        elif event.kind == "failed":
+            code = _FAILURE_CODES.get(event.status or 0, "unreachable")
+            if event.reason == "caller hung up":
+                code = "cancelled"
+            await self._fail_ticket(event.ticket_id, code, event.status)
+            return
+        else:
+            return
+        # Screen pop: the receiving platform's seats see the ticket as the call rings.
+        publish_ticket(self.hub, transition, platforms=(platform,))
+
+    async def _fail_ticket(self, ticket_id: str, reason: str, status: int | None) -> None:
+        transition = await self.store.update(
+            ticket_id,
+            lambda t: lifecycle.mark_failed(
+                t, reason=reason, actor="bridge", now=time.time(), sip_status=status
+            ),
+        )
+        publish_ticket(self.hub, transition)

@@ -1,0 +1,169 @@
+"""One-click transfer through the HTTP API with real SIPp peers (issue: transfer with ticket).
+
+SIPp caller → bridge → SIPp "agent"; the agent's desktop asks for a transfer with a ticket; the
+bridge rings a SIPp target that answers only if every ticket header is present, releases the
+agent, and the ticket's link opens the ticket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from integration.bridge_under_test import BridgeUnderTest
+from peers.ports import PortAllocator
+from peers.sipp import SippRun
+
+from bridge.calls.call import CallEvent
+
+pytestmark = pytest.mark.peers("sipp")
+
+ADMIN = {"Authorization": "Bearer admin-token-0123456789"}
+
+TARGET_PLATFORM = """
+[[trunks]]
+name = "target"
+destinations = ["sip:12313@127.0.0.1:{port}"]
+[[platforms]]
+key = "12313"
+label = "烟草专线"
+trunk = "target"
+"""
+
+TICKET = {
+    "origin": "110",
+    "category": "criminal",
+    "caller_number": "13800138000",
+    "summary": "邻居家中传出呼救声",
+    "location": "人民路 12 号",
+    "urgent": True,
+    "sending_seat": "agent2001",
+}
+
+
+class Answered:
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.call_id = ""
+
+    def __call__(self, events: list[CallEvent]) -> None:
+        for event in events:
+            if event.kind == "answered" and not self.call_id:
+                self.call_id = event.call_id
+                self.event.set()
+
+
+async def setup(
+    bridge: Callable[..., Awaitable[BridgeUnderTest]],
+    sipp: Callable[..., SippRun],
+    tmp_path: Path,
+    ports: PortAllocator,
+    target_scenario: str,
+) -> tuple[BridgeUnderTest, SippRun, SippRun, SippRun, Answered]:
+    agent = sipp("uas_basic", name="agent", timeout=20)
+    target = sipp(target_scenario, name="target", timeout=20)
+    caller = SippRun(
+        "uac_basic",
+        workdir=tmp_path,
+        allocator=ports,
+        name="caller",
+        service="110",
+        duration_ms=6000,
+        timeout=20,
+    )
+    service = await bridge(
+        carrier_port=caller.port,
+        pbx_ports=[agent.port],
+        extra_plan=TARGET_PLATFORM.format(port=target.port),
+    )
+    answered = Answered()
+    assert service.engine is not None
+    service.engine.event_listeners.append(answered)
+    await agent.started()
+    await target.started()
+    caller.remote_args(service.sip_address).start()
+    await asyncio.wait_for(answered.event.wait(), 10)
+    return service, caller, agent, target, answered
+
+
+async def post_transfer(service: BridgeUnderTest, call_id: str) -> dict[str, Any]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{service.http_url}/api/v1/calls/{call_id}/transfer",
+            json={"target": "12313", "mode": "blind", "ticket": TICKET},
+            headers=ADMIN,
+        ) as resp,
+    ):
+        assert resp.status == 202, await resp.text()
+        body: dict[str, Any] = await resp.json()
+        return body
+
+
+async def test_api_transfer_carries_the_ticket_and_releases_the_agent(
+    bridge: Callable[..., Awaitable[BridgeUnderTest]],
+    sipp: Callable[..., SippRun],
+    tmp_path: Path,
+    ports: PortAllocator,
+) -> None:
+    service, caller, agent, target, answered = await setup(
+        bridge, sipp, tmp_path, ports, "uas_ticket"
+    )
+    try:
+        reply = await post_transfer(service, answered.call_id)
+        ticket_id = reply["ticket"]["id"]
+        (await agent.wait()).assert_ok(successful=1)  # the bridge hung up the agent
+        (await caller.wait()).assert_ok(successful=1)  # the caller talked on, then hung up
+        (await target.wait()).assert_ok(successful=1)
+        seen = target.logged_headers()[1]
+        assert seen["X-Ticket-Id"] == ticket_id
+        assert seen["User-to-User"] == f"{ticket_id.encode().hex()};encoding=hex"
+        assert seen["Priority"] == "emergency"
+        url = seen["Call-Info"].split(">", 1)[0].lstrip("<")
+        async with aiohttp.ClientSession() as session:
+            async with session.get(url) as resp:
+                assert resp.status == 200
+                fetched = await resp.json()
+            assert fetched["ticket"]["id"] == ticket_id
+            assert fetched["ticket"]["location"] == TICKET["location"]
+            forged = url[:-1] + ("A" if url[-1] != "A" else "B")
+            async with session.get(forged) as resp:
+                assert resp.status == 401
+        assert service.service is not None
+        assert service.service.store is not None
+        kinds = [e["kind"] for e in fetched["events"]]
+        assert kinds[:2] == ["created", "transfer_requested"]
+        assert "transferred" in kinds
+    finally:
+        caller.kill()
+
+
+async def test_busy_target_leaves_the_caller_with_the_agent(
+    bridge: Callable[..., Awaitable[BridgeUnderTest]],
+    sipp: Callable[..., SippRun],
+    tmp_path: Path,
+    ports: PortAllocator,
+) -> None:
+    service, caller, agent, target, answered = await setup(
+        bridge, sipp, tmp_path, ports, "uas_busy"
+    )
+    try:
+        reply = await post_transfer(service, answered.call_id)
+        ticket_id = reply["ticket"]["id"]
+        (await target.wait()).assert_ok(successful=1)
+        # The caller stays with the agent and hangs up normally: both scenarios complete.
+        (await caller.wait()).assert_ok(successful=1)
+        (await agent.wait()).assert_ok(successful=1)
+        await service.wait_idle()
+        assert service.service is not None
+        assert service.service.store is not None
+        ticket = await service.service.store.get(ticket_id)
+        assert ticket is not None
+        assert ticket.state.value == "failed"
+        assert ticket.failure_reason == "busy"
+    finally:
+        caller.kill()
