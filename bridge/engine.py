@@ -23,6 +23,7 @@ from bridge.calls.b2bua import B2BUA
 from bridge.calls.call import CallEvent
 from bridge.config import Config, ConfigError, load_config
 from bridge.logging_setup import setup_logging
+from bridge.media.dtmf import DtmfDigit
 from bridge.media_adapter import RelayMedia
 from bridge.routing import PlanRouting
 from bridge.seats import SeatAuthority
@@ -77,6 +78,8 @@ class Engine:
             authenticate_seat=self.seats.authenticate_invite,
             handle_register=self.seats.handle_register,
         )
+        assert self.media.relay is not None
+        self.media.relay.on_digit = self._on_digit
         log.info("SIP listening on %s:%d (UDP+TCP)", *self.transport.local)
 
     @property
@@ -98,6 +101,10 @@ class Engine:
         except Exception:
             # A bug triggered by one message must not stop the service for everyone else.
             log.exception("unhandled error on a %s frame from %s", transport, source[0])
+        self.flush()
+
+    def _on_digit(self, endpoint: object, digit: DtmfDigit) -> None:
+        self.core.on_digit(endpoint, digit.digit, self.now())
         self.flush()
 
     def flush(self) -> None:

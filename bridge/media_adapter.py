@@ -3,6 +3,9 @@
 The core decides on media while handling one SIP message and cannot await; the relay binds
 sockets synchronously (:meth:`MediaRelay.allocate_nowait`) and finishes registering them with the
 event loop on its own, and releases in the background.
+
+Released socket pairs are parked and reused after ``REUSE_AFTER`` seconds rather than closed
+and bound again: binding and registering a pair is a large share of a short call's CPU.
 """
 
 from __future__ import annotations
@@ -13,6 +16,10 @@ from bridge.calls.ports import MediaUnavailable
 from bridge.config import MediaConfig
 from bridge.media.relay import MediaEndpoint, MediaRelay, PortPoolExhaustedError
 
+REUSE_AFTER = 2.0
+"""Seconds a released pair stays parked, dropping a hung-up phone's late packets, before a new
+call may get it (so those packets cannot be latched as the new call's audio)."""
+
 
 class RelayMedia:
     def __init__(self, config: MediaConfig) -> None:
@@ -21,7 +28,9 @@ class RelayMedia:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        self.relay = MediaRelay(self.config.host, self.config.port_min, self.config.port_max)
+        self.relay = MediaRelay(
+            self.config.host, self.config.port_min, self.config.port_max, reuse_after=REUSE_AFTER
+        )
 
     def _relay(self) -> MediaRelay:
         assert self.relay is not None, "media not started"
@@ -41,11 +50,17 @@ class RelayMedia:
     def connect(self, a: MediaEndpoint, b: MediaEndpoint) -> None:
         self._relay().connect(a, b)
 
+    def private_keys(self, leg: MediaEndpoint) -> None:
+        leg.swallow_dtmf = True
+
     def conference(self, legs: list[MediaEndpoint]) -> None:
         self._relay().conference(legs)
 
     def release(self, leg: MediaEndpoint) -> None:
-        task = asyncio.get_running_loop().create_task(self._relay().release(leg))
+        relay = self._relay()
+        if relay.release_nowait(leg):
+            return
+        task = asyncio.get_running_loop().create_task(relay.release(leg))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from bridge.calls.ports import Destination, Origin, RouteResult
 from bridge.dialplan.holder import DialPlanHolder
@@ -49,6 +50,13 @@ class PlanRouting:
     def reloaded(self) -> None:
         """Call after the holder swapped plans: the allow-list follows the plan in force."""
         self._index_sources()
+
+    def match_feature_code(self, digits: str) -> Any:
+        return self.router.match_feature_code(digits)
+
+    @property
+    def digit_timeout(self) -> float:
+        return self.router.digit_timeout
 
     def seat_platform(self, seat: str) -> str | None:
         for entry in self.router.plan.seats:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from bridge.calls import sdpmap
 from bridge.calls.call import Call, CallEvent, CallInput, CallState, Leg, LegRole, LegState
+from bridge.calls.keys import KeyBuffer
 from bridge.calls.ports import Destination, Media, MediaUnavailable, Origin, Routing
 from bridge.calls.transfer import (
     Transfer,
@@ -32,6 +33,7 @@ from bridge.calls.transfer import (
     TransferRequest,
     parse_refer_to,
 )
+from bridge.media.dtmf import parse_info_dtmf
 from bridge.sip import transaction as tx
 from bridge.sip.checks import check_request, check_response
 from bridge.sip.dialog import Dialog
@@ -120,6 +122,7 @@ class B2BUA:
         self._server_requests: dict[str, Request] = {}
         self._notifies: set[str] = set()
         self.transfers = TransferDesk(self)
+        self._keys: dict[str, KeyBuffer] = {}
         self.transfer_requests: list[TransferRequest] = []
         """Transfers asked for by a REFER or a key press, waiting for the engine to store
         their ticket first (store first, then signal) and call :meth:`start_transfer`."""
@@ -472,6 +475,7 @@ class B2BUA:
         caller.answered_at = now
         self.txl.send_response(caller.server_key, out, now)
         self.media.connect(caller.media, leg.media)
+        self.media.private_keys(leg.media)
         self.counters.calls_answered += 1
         self._pending_destinations.pop(call.call_id, None)
         self._record(
@@ -546,6 +550,17 @@ class B2BUA:
             self._on_refer(call, leg, request, key, now)
         elif method in ("INVITE", "UPDATE"):
             self._mirror_reinvite(call, leg, request, key, now)
+        elif method == "INFO" and request.body:
+            try:
+                info = parse_info_dtmf(
+                    request.headers.get("Content-Type") or "",
+                    request.body.decode("utf-8", "replace"),
+                )
+            except RemoteProtocolError as exc:
+                self._respond(request, key, exc.status, now, exc.reason)
+                return
+            self.txl.send_response(key, make_response(request, 200), now)
+            self._key_pressed(call, leg, info.digit, now)
         elif method in ("INFO", "OPTIONS", "NOTIFY"):
             self.txl.send_response(key, make_response(request, 200), now)
         else:
@@ -686,6 +701,35 @@ class B2BUA:
             leg.state = LegState.TERMINATED
             self.release_media(leg)
             self._maybe_finished(call, now)
+
+    def on_digit(self, media_leg: object, digit: str, now: float) -> None:
+        """A DTMF digit from a media leg (RFC 4733) or an INFO: the agent's transfer key."""
+        for call in self.calls.values():
+            for leg in call.legs.values():
+                if leg.media is media_leg:
+                    self._key_pressed(call, leg, digit, now)
+                    return
+
+    def _key_pressed(self, call: Call, leg: Leg, digit: str, now: float) -> None:
+        if leg.leg_id == call.caller_leg or leg.state is not LegState.CONFIRMED:
+            return
+        buffer = self._keys.setdefault(call.call_id, KeyBuffer())
+        code = buffer.feed(digit, now, self.routing.match_feature_code, self.routing.digit_timeout)
+        if code is None:
+            return
+        if code.action == "cancel":
+            self.transfers.cancel(call, now)
+            return
+        if code.destination is None:
+            return
+        self.transfer_requests.append(
+            TransferRequest(
+                call_id=call.call_id,
+                target=code.destination,
+                mode="three_way" if code.action == "three_way" else "blind",
+                requested_by=leg.peer,
+            )
+        )
 
     def take_transfer_events(self) -> list[TransferEvent]:
         events, self.transfers.events = self.transfers.events, []
@@ -862,6 +906,7 @@ class B2BUA:
             self._by_server.pop(leg.server_key or "", None)
             self._ring_deadlines.pop((call.call_id, leg.leg_id), None)
         self._pending_destinations.pop(call.call_id, None)
+        self._keys.pop(call.call_id, None)
         self.calls.pop(call.call_id, None)
 
     def release_media(self, leg: Leg) -> None:

@@ -51,6 +51,12 @@ class Routing(Protocol):
     def route(self, request: Request, origin: Origin, now: float) -> RouteResult | None:
         """Where an incoming call goes; None when the plan has no route for it."""
 
+    def match_feature_code(self, digits: str) -> Any:
+        """A feature code object (with ``action`` and ``destination``), "partial", or None."""
+
+    @property
+    def digit_timeout(self) -> float: ...
+
 
 MediaLeg = Any
 """One anchored media endpoint (RTP + RTCP port pair) facing one party: it has ``host`` and
@@ -65,6 +71,9 @@ class Media(Protocol):
         """Send this leg's audio to ``host:port`` as ``payload_type`` (from its SDP)."""
 
     def connect(self, a: MediaLeg, b: MediaLeg) -> None: ...
+
+    def private_keys(self, leg: MediaLeg) -> None:
+        """Detect this leg's DTMF but do not pass it on (the agent's transfer key)."""
 
     def conference(self, legs: list[MediaLeg]) -> None:
         """Everyone in ``legs`` hears everyone else (a three-way call)."""

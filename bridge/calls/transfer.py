@@ -312,6 +312,18 @@ class TransferDesk:
             # The agent already left: nobody is there to take the caller back.
             self.core.hangup(call.call_id, now, reason="transfer failed after the agent left")
 
+    def cancel(self, call: Call, now: float) -> None:
+        """The agent's cancel key: stop ringing the target; the caller is still with them."""
+        transfer = self.by_call.get(call.call_id)
+        if transfer is None:
+            return
+        leg = call.legs.get(transfer.target_leg)
+        if leg is not None and leg.state in (LegState.CALLING, LegState.EARLY):
+            self.core.clear_ring_deadline(call, leg)
+            self.core.cancel_leg(leg, now)
+        transfer.destinations.clear()
+        self._fail(call, transfer, now, 487, "cancelled by the agent")
+
     def caller_left(self, call: Call, now: float) -> None:
         transfer = self.by_call.pop(call.call_id, None)
         if transfer is not None:

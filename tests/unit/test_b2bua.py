@@ -38,6 +38,7 @@ class FakeMedia:
     live: set[int] = field(default_factory=set)
     connected: list[tuple[int, int]] = field(default_factory=list)
     conferences: list[list[int]] = field(default_factory=list)
+    private: list[int] = field(default_factory=list)
 
     def allocate(self) -> FakeMediaLeg:
         if len(self.live) >= self.capacity:
@@ -53,11 +54,20 @@ class FakeMedia:
     def connect(self, a: FakeMediaLeg, b: FakeMediaLeg) -> None:
         self.connected.append((a.port, b.port))
 
+    def private_keys(self, leg: FakeMediaLeg) -> None:
+        self.private.append(leg.port)
+
     def conference(self, legs: list[FakeMediaLeg]) -> None:
         self.conferences.append([leg.port for leg in legs])
 
     def release(self, leg: FakeMediaLeg) -> None:
         self.live.discard(leg.port)
+
+
+@dataclass(frozen=True)
+class FeatureCode:
+    action: str
+    destination: str | None
 
 
 class FakeRouting:
@@ -69,6 +79,15 @@ class FakeRouting:
         if source == CALLER:
             return Origin(kind="trunk", name="carrier", platform="12345")
         return None
+
+    digit_timeout = 3.0
+
+    def match_feature_code(self, digits: str) -> object:
+        codes = {"*1": FeatureCode("transfer", "110"), "*2": FeatureCode("three_way", "110")}
+        codes["*0"] = FeatureCode("cancel", None)
+        if digits in codes:
+            return codes[digits]
+        return "partial" if digits == "*" else None
 
     def route(self, request: Request, origin: Origin, now: float) -> RouteResult | None:
         if request.uri.user == "404":

@@ -47,7 +47,7 @@ def bye_from_callee(inv: Request, cseq: int = 2) -> bytes:
 
 def test_blind_transfer_carries_the_ticket_and_releases_the_agent() -> None:
     h = Harness()
-    inv, _ok = establish(h)
+    _inv, _ok = establish(h)
     h.sent()
     transfer(h, dest(TARGET))
     target_invite = next(m for m in h.sent_to(TARGET) if isinstance(m, Request))
@@ -152,3 +152,56 @@ def test_transfer_of_an_unanswered_call_is_refused() -> None:
     h.feed(invite(), CALLER)
     with pytest.raises(LocalProtocolError):
         h.core.start_transfer(next(iter(h.core.calls)), [dest(TARGET)], h.now)
+
+
+def info_digit(inv: Request, digit: str, cseq: int) -> bytes:
+    body = f"Signal={digit}\r\nDuration=160\r\n"
+    return (
+        "INFO sip:bridge@127.0.0.1:5060 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:5072;branch=z9hG4bKinfo{cseq}\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: {inv.headers.get('To')};tag=callee1\r\n"
+        f"To: {inv.headers.get('From')}\r\n"
+        f"Call-ID: {inv.call_id}\r\n"
+        f"CSeq: {cseq} INFO\r\nContent-Type: application/dtmf-relay\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n{body}"
+    ).encode()
+
+
+def test_transfer_key_from_the_agent_requests_a_transfer_and_is_kept_private() -> None:
+    h = Harness()
+    inv, _ok = establish(h)
+    call = next(iter(h.core.calls.values()))
+    assert call.legs["b1"].media.port in h.media.private, "the agent's digits never leak"
+    h.feed(info_digit(inv, "*", 2), CALLEE)
+    h.feed(info_digit(inv, "2", 3), CALLEE)
+    (wanted,) = h.core.take_transfer_requests()
+    assert (wanted.target, wanted.mode) == ("110", "three_way")
+
+
+def test_digits_from_the_caller_or_too_slow_do_not_transfer() -> None:
+    h = Harness()
+    _inv, _ok = establish(h)
+    agent_media = next(iter(h.core.calls.values())).legs["b1"].media
+    caller_media = next(iter(h.core.calls.values())).caller.media
+    h.core.on_digit(caller_media, "*", h.now)
+    h.core.on_digit(caller_media, "1", h.now)
+    h.core.on_digit(agent_media, "*", h.now)
+    h.core.on_digit(agent_media, "1", h.now + 10.0)
+    assert h.core.take_transfer_requests() == []
+    h.core.on_digit(agent_media, "*", h.now + 11.0)
+    h.core.on_digit(agent_media, "1", h.now + 11.5)
+    assert [r.target for r in h.core.take_transfer_requests()] == ["110"]
+
+
+def test_cancel_key_stops_ringing_the_target() -> None:
+    h = Harness()
+    establish(h)
+    h.sent()
+    transfer(h, dest(TARGET))
+    h.sent()
+    agent_media = next(iter(h.core.calls.values())).legs["b1"].media
+    h.core.on_digit(agent_media, "*", h.now)
+    h.core.on_digit(agent_media, "0", h.now)
+    assert any(isinstance(m, Request) and m.method == "CANCEL" for m in h.sent_to(TARGET))
+    assert h.core.take_transfer_events()[-1].kind == "failed"
