@@ -341,7 +341,7 @@ class Bridge:
             CONFIG.format(
                 sip_port=self.sip_port,
                 http_port=free_port(socket.SOCK_STREAM),
-                media_min=20000,
+                media_min=33000,
                 media_max=65000,
             )
         )

@@ -81,6 +81,7 @@ class RelayCounters:
     digits: int = 0
     ticks: int = 0
     ticks_skipped: int = 0
+    late_after_release: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -149,7 +150,7 @@ class MediaEndpoint:
         self._generated_sequence = 0
         self._generated_timestamp = 0
         self._sockets: tuple[socket.socket, socket.socket] | None = None
-        self._registered: asyncio.Task[None] | None = None
+        self._registered: asyncio.Future[None] | None = None
         self._rtp: asyncio.DatagramTransport | None = None
         self._rtcp: asyncio.DatagramTransport | None = None
         self._rtp_protocol: EndpointProtocol | None = None

@@ -1,7 +1,8 @@
 """The RTP port pool: even ports for RTP, each with the odd port above it for RTCP.
 
 Pure bookkeeping; the relay binds the sockets. Released ports go to the back of the queue, so a
-late packet of an ended call does not land in the call that got its port next.
+late packet of an ended call does not land in the call that got its port next. A *parked* pair
+is released but still bound, waiting for the relay to reuse it: neither free nor in use.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class PortPool:
             raise ValueError(f"RTP port range {port_min}-{port_max} holds no even/odd pair")
         self._free: deque[int] = deque(range(first, port_max, 2))
         self._in_use: set[int] = set()
+        self._parked: set[int] = set()
 
     @property
     def free(self) -> int:
@@ -31,6 +33,10 @@ class PortPool:
     def in_use(self) -> int:
         return len(self._in_use)
 
+    @property
+    def parked(self) -> int:
+        return len(self._parked)
+
     def take(self) -> int:
         if not self._free:
             raise PortPoolExhaustedError("no free RTP port pair")
@@ -39,6 +45,19 @@ class PortPool:
         return port
 
     def give_back(self, port: int) -> None:
+        if port in self._in_use or port in self._parked:
+            self._in_use.discard(port)
+            self._parked.discard(port)
+            self._free.append(port)
+
+    def park(self, port: int) -> None:
+        """The pair's call ended but its sockets stay bound for reuse."""
         if port in self._in_use:
             self._in_use.remove(port)
-            self._free.append(port)
+            self._parked.add(port)
+
+    def unpark(self, port: int) -> None:
+        """A parked pair is reused by a new call."""
+        if port in self._parked:
+            self._parked.remove(port)
+            self._in_use.add(port)

@@ -22,25 +22,35 @@ sends each active leg our RTCP report about every ``rtcp_interval`` seconds.
 
 Ports go back to the pool only in :meth:`MediaRelay.release`, which always completes (it is the
 engine's ``finally``).
+
+Binding two sockets and registering them with the loop costs about 0.1 ms per endpoint, a large
+share of a short call's CPU. A relay made with ``reuse_after`` therefore *parks* a released
+endpoint's registered socket pair instead of closing it: the parked pair drops whatever still
+arrives (a phone that keeps sending after its BYE), and only once it has been quiet-parked for
+``reuse_after`` seconds does a new endpoint take it over, oldest first. That quarantine is what
+the back-of-the-queue order of the port pool gives fresh binds. Parked pairs hold descriptors,
+so their number is capped, and they are closed at once when a bind runs out of descriptors.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import logging
 import random
 import socket
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 
 from bridge.media import g711
 from bridge.media.dtmf import event_packets
 from bridge.media.endpoint import (
+    Address,
     DigitCallback,
     EndpointProtocol,
     MediaEndpoint,
@@ -66,6 +76,41 @@ _MIX_SOURCE = 1 << 32
 _HOLD_SOURCE = (1 << 32) + 1
 _MAX_TICK_BACKLOG = 5 * FRAME_SECONDS
 _LATENESS_SAMPLES = 20000
+_OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+class _ParkedPair:
+    """A released endpoint's RTP/RTCP transports, still registered, waiting to be reused."""
+
+    __slots__ = ("parked_at", "port", "rtcp", "rtcp_protocol", "rtp", "rtp_protocol", "sockets")
+
+    def __init__(
+        self, endpoint: MediaEndpoint, parked_at: float, drop: Callable[[bytes, Address], None]
+    ) -> None:
+        assert endpoint._sockets is not None
+        assert endpoint._rtp is not None
+        assert endpoint._rtcp is not None
+        assert endpoint._rtp_protocol is not None
+        assert endpoint._rtcp_protocol is not None
+        self.port = endpoint.port
+        self.sockets = endpoint._sockets
+        self.rtp, self.rtcp = endpoint._rtp, endpoint._rtcp
+        self.rtp_protocol, self.rtcp_protocol = endpoint._rtp_protocol, endpoint._rtcp_protocol
+        self.parked_at = parked_at
+        self.rtp_protocol._on_datagram = drop
+        self.rtcp_protocol._on_datagram = drop
+
+    def hand_to(self, endpoint: MediaEndpoint) -> None:
+        endpoint._sockets = self.sockets
+        endpoint._rtp, endpoint._rtcp = self.rtp, self.rtcp
+        endpoint._rtp_protocol, endpoint._rtcp_protocol = self.rtp_protocol, self.rtcp_protocol
+        self.rtp_protocol._on_datagram = endpoint._on_rtp
+        self.rtcp_protocol._on_datagram = endpoint._on_rtcp
+
+    def close(self) -> list[asyncio.Future[None]]:
+        self.rtp.close()
+        self.rtcp.close()
+        return [self.rtp_protocol.closed, self.rtcp_protocol.closed]
 
 
 class Conference:
@@ -132,8 +177,13 @@ class MediaRelay:
         on_digit: DigitCallback | None = None,
         relatch_after: float = 1.0,
         rtcp_interval: float = 5.0,
+        reuse_after: float | None = None,
+        max_parked: int = 2048,
     ) -> None:
         self.host = host
+        self.reuse_after = reuse_after
+        """Seconds a released socket pair stays parked before reuse; None closes it instead."""
+        self.max_parked = max_parked
         self.rtcp_interval = rtcp_interval
         """Mean seconds between our RTCP reports to each active leg (§6.2); 0 sends none."""
         self.pool = PortPool(port_min, port_max)
@@ -147,11 +197,18 @@ class MediaRelay:
         self._holds: set[MediaEndpoint] = set()
         self._ticker: asyncio.Task[None] | None = None
         self._reporter: asyncio.Task[None] | None = None
+        self._parked: deque[_ParkedPair] = deque()
+        self._closing: set[asyncio.Task[None]] = set()
         self._closed = False
 
     @property
     def endpoints(self) -> frozenset[MediaEndpoint]:
         return frozenset(self._endpoints)
+
+    @property
+    def parked(self) -> int:
+        """Released port pairs kept bound for reuse (see ``reuse_after``)."""
+        return len(self._parked)
 
     # -- endpoints ----------------------------------------------------------------------
 
@@ -176,6 +233,20 @@ class MediaRelay:
         if self._closed:
             raise RuntimeError("media relay is closed")
         loop = asyncio.get_running_loop()
+        parked = self._parked
+        if parked and time.monotonic() - parked[0].parked_at >= (self.reuse_after or 0.0):
+            pair = parked.popleft()
+            self.pool.unpark(pair.port)
+            endpoint = MediaEndpoint(
+                self,
+                host=self.host,
+                port=pair.port,
+                codec=codec,
+                telephone_event_pt=telephone_event_pt,
+            )
+            pair.hand_to(endpoint)
+            endpoint._registered = _done(loop)
+            return self._adopt(endpoint, loop)
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         for _ in range(self.pool.free):
             port = self.pool.take()
@@ -186,21 +257,26 @@ class MediaRelay:
                     socks.append(sock)
                     sock.setblocking(False)
                     sock.bind((self.host, p))
-            except OSError:
+            except OSError as exc:
                 for sock in socks:
                     sock.close()
                 self.pool.give_back(port)  # taken by another program: try the next pair
+                if exc.errno in _OUT_OF_DESCRIPTORS and parked:
+                    self._close_parked()  # their descriptors are freed at once
                 continue
             endpoint = MediaEndpoint(
                 self, host=self.host, port=port, codec=codec, telephone_event_pt=telephone_event_pt
             )
             endpoint._sockets = (socks[0], socks[1])
-            self._endpoints.add(endpoint)
             endpoint._registered = loop.create_task(self._register(endpoint))
-            if self.rtcp_interval > 0 and (self._reporter is None or self._reporter.done()):
-                self._reporter = loop.create_task(self._report_loop())
-            return endpoint
+            return self._adopt(endpoint, loop)
         raise PortPoolExhaustedError(f"no free RTP port pair ({self.pool.in_use} pairs in use)")
+
+    def _adopt(self, endpoint: MediaEndpoint, loop: asyncio.AbstractEventLoop) -> MediaEndpoint:
+        self._endpoints.add(endpoint)
+        if self.rtcp_interval > 0 and (self._reporter is None or self._reporter.done()):
+            self._reporter = loop.create_task(self._report_loop())
+        return endpoint
 
     async def _register(self, endpoint: MediaEndpoint) -> None:
         loop = asyncio.get_running_loop()
@@ -221,9 +297,58 @@ class MediaRelay:
         if endpoint.closed:  # released while registering
             close_endpoint_sockets(endpoint)
 
-    async def release(self, endpoint: MediaEndpoint) -> None:
-        """Detach, close both sockets and return the ports; safe to call more than once."""
+    def release_nowait(self, endpoint: MediaEndpoint) -> bool:
+        """Release by parking the endpoint's socket pair for reuse, at once. False when it cannot
+        be parked (reuse off, parking full, not registered yet): then await :meth:`release`."""
         if endpoint.closed:
+            return True
+        registered = endpoint._registered
+        if (
+            self.reuse_after is None
+            or len(self._parked) >= self.max_parked
+            or registered is None
+            or not registered.done()
+            or registered.cancelled()
+            or registered.exception() is not None
+            or endpoint._rtp is None
+            or endpoint._rtcp is None
+            or endpoint._rtp.is_closing()
+            or endpoint._rtcp.is_closing()
+        ):
+            return False
+        endpoint.closed = True
+        self._detach(endpoint)
+        self._endpoints.discard(endpoint)
+        self._parked.append(_ParkedPair(endpoint, time.monotonic(), self._drop_late))
+        self.pool.park(endpoint.port)
+        endpoint._rtp = endpoint._rtcp = None
+        endpoint._rtp_protocol = endpoint._rtcp_protocol = None
+        endpoint._sockets = None
+        return True
+
+    def _drop_late(self, data: bytes, addr: Address) -> None:
+        """A parked pair got a packet: the ended call's phone is still sending."""
+        self.counters.late_after_release += 1
+
+    def _close_parked(self) -> None:
+        """Close every parked pair; each port returns to the pool once its sockets are gone."""
+        while self._parked:
+            pair = self._parked.popleft()
+            task = asyncio.get_running_loop().create_task(self._finish_close(pair))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    async def _finish_close(self, pair: _ParkedPair) -> None:
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*pair.close()), timeout=1.0)
+        finally:
+            self.pool.give_back(pair.port)
+
+    async def release(self, endpoint: MediaEndpoint) -> None:
+        """Detach, close both sockets (or park them, with ``reuse_after``) and return the
+        ports; safe to call more than once."""
+        if self.release_nowait(endpoint):
             return
         endpoint.closed = True
         self._detach(endpoint)
@@ -247,6 +372,10 @@ class MediaRelay:
             if task is not None:
                 task.cancel()
         self._ticker = self._reporter = None
+        while self._parked:
+            pair = self._parked.popleft()
+            pair.close()
+            self.pool.give_back(pair.port)
         for endpoint in list(self._endpoints):
             endpoint.closed = True
             self._detach(endpoint)
@@ -426,3 +555,10 @@ class MediaRelay:
             endpoint._conference.remove(endpoint)
         if endpoint._hold is not None:
             self.stop_hold(endpoint)
+
+
+def _done(loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
+    """The registration of a reused pair: finished long ago."""
+    future: asyncio.Future[None] = loop.create_future()
+    future.set_result(None)
+    return future

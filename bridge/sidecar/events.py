@@ -5,8 +5,9 @@ platforms, or for everything (the console, supervisors). An event reaches a subs
 two share a seat or a platform, or when the subscriber takes everything. Publishing never waits:
 each subscriber has a bounded queue, and one that falls that far behind is cut off (its socket
 closes with "try again later") instead of slowing the call path down. The event is serialised
-once, whatever the number of subscribers. Call :meth:`EventHub.publish` from the event loop's
-thread only, and only after the change it reports is stored (store first, then signal).
+once, whatever the number of subscribers, and not at all when none wants it. Call
+:meth:`EventHub.publish` from the event loop's thread only, and only after the change it reports
+is stored (store first, then signal).
 """
 
 from __future__ import annotations
@@ -145,14 +146,20 @@ class EventHub:
         platforms: Iterable[str | None] = (),
     ) -> int:
         """Deliver ``event`` to every matching subscriber; returns how many got it."""
+        self._published.inc()
+        if not self._subscriptions:
+            # Every call event comes through here; with nobody listening, serialising it is
+            # wasted work on the call path.
+            return 0
         seat_set = frozenset(s for s in seats if s)
         platform_set = frozenset(p for p in platforms if p)
-        message = Published(event=event, text=json.dumps(event, ensure_ascii=False))
-        self._published.inc()
+        message: Published | None = None
         delivered = 0
         for subscription in list(self._subscriptions):
             if not subscription.filter.matches(seat_set, platform_set):
                 continue
+            if message is None:
+                message = Published(event=event, text=json.dumps(event, ensure_ascii=False))
             if subscription._offer(message):
                 delivered += 1
             else:

@@ -1,0 +1,108 @@
+"""Released media port pairs are parked and reused instead of closed and bound again.
+
+Binding and registering two sockets is a large share of a short call's CPU, so the engine's relay
+keeps a released pair bound; late packets from the phone that hung up are dropped while it waits,
+and only a pair parked for ``reuse_after`` seconds is handed to a new call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from integration.test_media_relay import HOST, Phone, rtp
+
+from bridge.media.relay import MediaRelay
+
+
+@pytest.fixture
+async def phones() -> AsyncIterator[list[Phone]]:
+    opened = [await Phone.open() for _ in range(3)]
+    yield opened
+    for phone in opened:
+        phone.close()
+
+
+def relay_with(reuse_after: float | None, max_parked: int = 2048) -> MediaRelay:
+    base = random.randrange(42000, 58000, 2)
+    return MediaRelay(HOST, base, base + 20, reuse_after=reuse_after, max_parked=max_parked)
+
+
+async def until(condition: Callable[[], bool], within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+def bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+async def test_a_parked_pair_drops_late_packets_then_carries_the_next_call(
+    phones: list[Phone],
+) -> None:
+    caller, seat, hung_up = phones
+    relay = relay_with(reuse_after=0.0)
+    try:
+        first = await relay.allocate()
+        port = first.port
+        await relay.release(first)
+        assert (relay.parked, relay.pool.in_use, relay.pool.parked) == (1, 0, 1)
+        assert not bindable(port), "a parked pair stays bound"
+        hung_up.send(rtp(0, 1, 0, 0x1A7E, b"\xff" * 160), (HOST, port))
+        await until(lambda: relay.counters.late_after_release == 1)
+
+        a_leg = await relay.allocate()
+        b_leg = await relay.allocate()
+        assert a_leg.port == port
+        assert (relay.parked, relay.pool.in_use) == (0, 2)
+        a_leg.set_remote(HOST, caller.port)
+        b_leg.set_remote(HOST, seat.port)
+        relay.connect(a_leg, b_leg)
+        caller.send(rtp(0, 1, 0, 0xCA11, b"\xff" * 160), a_leg)
+        seat.send(rtp(0, 1, 0, 0x5EA7, b"\xff" * 160), b_leg)
+        await seat.wait_for_packets(1)
+        await caller.wait_for_packets(1)
+        assert seat.received[0][1].ssrc == b_leg.out.ssrc
+        assert caller.received[0][1].ssrc == a_leg.out.ssrc
+        assert relay.counters.late_after_release == 1
+    finally:
+        relay.close()
+    assert relay.pool.in_use == relay.pool.parked == 0
+
+
+async def test_a_pair_is_not_reused_before_its_quarantine_ends() -> None:
+    relay = relay_with(reuse_after=60.0)
+    try:
+        first = await relay.allocate()
+        await relay.release(first)
+        second = await relay.allocate()
+        assert second.port != first.port
+        assert relay.parked == 1
+    finally:
+        relay.close()
+    # Closing the relay closes parked pairs too (the loop frees the sockets on its next pass).
+    await until(lambda: bindable(first.port))
+
+
+async def test_without_room_to_park_the_pair_is_closed() -> None:
+    relay = relay_with(reuse_after=0.0, max_parked=0)
+    try:
+        first = await relay.allocate()
+        await relay.release(first)
+        assert relay.parked == 0
+        assert bindable(first.port)
+        assert relay.pool.in_use == 0
+    finally:
+        relay.close()
