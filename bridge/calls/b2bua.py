@@ -22,25 +22,18 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bridge.calls import sdpmap
+from bridge.calls import indialog, sdpmap
 from bridge.calls.call import Call, CallEvent, CallInput, CallState, Leg, LegRole, LegState
+from bridge.calls.indialog import PendingReinvite
 from bridge.calls.keys import KeyBuffer
 from bridge.calls.ports import Destination, Media, MediaUnavailable, Origin, Routing
-from bridge.calls.transfer import (
-    Transfer,
-    TransferDesk,
-    TransferEvent,
-    TransferRequest,
-    parse_refer_to,
-)
-from bridge.media.dtmf import parse_info_dtmf
+from bridge.calls.transfer import Transfer, TransferDesk, TransferEvent, TransferRequest
 from bridge.sip import transaction as tx
 from bridge.sip.checks import check_request, check_response
 from bridge.sip.dialog import Dialog
 from bridge.sip.errors import RemoteProtocolError
 from bridge.sip.headers import Headers
 from bridge.sip.message import (
-    REASONS,
     Request,
     Response,
     error_response,
@@ -76,15 +69,6 @@ class Counters:
     by_status: dict[int, int] = field(default_factory=dict)
 
 
-@dataclass(slots=True, kw_only=True)
-class _PendingReinvite:
-    """A re-INVITE/UPDATE received on one leg and mirrored on the other (glare: §14.1)."""
-
-    from_leg: str
-    server_key: str
-    method: str
-
-
 class B2BUA:
     """Routes calls between trunks and seats; owns every leg and its dialog."""
 
@@ -116,7 +100,7 @@ class B2BUA:
         self._by_dialog: dict[tuple[str, str], tuple[str, str]] = {}
         self._by_client: dict[str, tuple[str, str]] = {}
         self._by_server: dict[str, tuple[str, str]] = {}
-        self._reinvites: dict[str, _PendingReinvite] = {}
+        self._reinvites: dict[str, PendingReinvite] = {}
         self._ring_deadlines: dict[tuple[str, str], float] = {}
         self._pending_destinations: dict[str, list[Destination]] = {}
         self._server_requests: dict[str, Request] = {}
@@ -197,7 +181,7 @@ class B2BUA:
             return
         assert key is not None
         if request.to.tag is not None:
-            self._on_in_dialog(request, key, now)
+            indialog.on_in_dialog(self, request, key, now)
             return
         method = request.method
         if method == "INVITE":
@@ -367,7 +351,7 @@ class B2BUA:
             return
         found = self._by_client.get(key)
         if found is None:
-            self._on_reinvite_response(response, key, now)
+            indialog.on_reinvite_response(self, response, key, now)
             return
         call = self.calls.get(found[0])
         if call is None:
@@ -527,106 +511,7 @@ class B2BUA:
             return None
         return call, call.legs[found[1]]
 
-    def _on_in_dialog(self, request: Request, key: str, now: float) -> None:
-        found = self._find_leg(request)
-        if found is None or found[1].dialog is None:
-            self.counters.unknown_dialog += 1
-            self._respond(request, key, 481, now)
-            return
-        call, leg = found
-        assert leg.dialog is not None
-        try:
-            leg.dialog.receive_request(request)
-        except RemoteProtocolError as exc:
-            self._respond(request, key, exc.status, now, exc.reason)
-            return
-        method = request.method
-        if method == "BYE":
-            self.txl.send_response(key, make_response(request, 200), now)
-            leg.state = LegState.TERMINATED
-            self.release_media(leg)
-            self._after_leg_left(call, leg, now)
-        elif method == "REFER":
-            self._on_refer(call, leg, request, key, now)
-        elif method in ("INVITE", "UPDATE"):
-            self._mirror_reinvite(call, leg, request, key, now)
-        elif method == "INFO" and request.body:
-            try:
-                info = parse_info_dtmf(
-                    request.headers.get("Content-Type") or "",
-                    request.body.decode("utf-8", "replace"),
-                )
-            except RemoteProtocolError as exc:
-                self._respond(request, key, exc.status, now, exc.reason)
-                return
-            self.txl.send_response(key, make_response(request, 200), now)
-            self._key_pressed(call, leg, info.digit, now)
-        elif method in ("INFO", "OPTIONS", "NOTIFY"):
-            self.txl.send_response(key, make_response(request, 200), now)
-        else:
-            self._respond(request, key, 501, now)
-
-    def _after_leg_left(self, call: Call, leg: Leg, now: float) -> None:
-        """A party hung up. The call goes on while two parties remain, or while a transfer is
-        ringing its target for the caller; otherwise everyone else is hung up."""
-        if leg.leg_id == call.caller_leg:
-            self.transfers.caller_left(call, now)
-            self._hangup(call.call_id, now, reason="BYE from caller")
-            return
-        live = [other for other in call.legs.values() if other.state is LegState.CONFIRMED]
-        ringing = call.call_id in self.transfers.by_call
-        if ringing or len(live) >= 2:
-            self._record_leg_left(call, leg, now)
-            if len(live) == 2 and not ringing:
-                self.media.connect(live[0].media, live[1].media)
-            return
-        self._hangup(call.call_id, now, reason=f"BYE from {leg.role}")
-
-    def _record_leg_left(self, call: Call, leg: Leg, now: float) -> None:
-        self._record(call.apply(CallInput.PROGRESS, now, leg=leg.leg_id, left=str(leg.role)))
-
-    def _on_refer(self, call: Call, leg: Leg, request: Request, key: str, now: float) -> None:
-        """RFC 3515: accept with 202, then report the transfer's progress by NOTIFY."""
-        value = request.headers.get("Refer-To")
-        if value is None:
-            self._respond(request, key, 400, now, "Missing Refer-To")
-            return
-        try:
-            target = parse_refer_to(value)
-        except RemoteProtocolError:
-            self._respond(request, key, 400, now, "Bad Refer-To")
-            return
-        if target.headers and any(k.lower() == "replaces" for k, _ in target.headers):
-            self._respond(request, key, 501, now, "Attended Transfer Not Supported Yet")
-            return
-        self.txl.send_response(key, make_response(request, 202), now)
-        self.send_notify(call, leg, 100, "Trying", False, now)
-        self.transfer_requests.append(
-            TransferRequest(
-                call_id=call.call_id,
-                target=target.user or target.host,
-                mode="blind",
-                requested_by=leg.peer,
-                refer_leg=leg.leg_id,
-            )
-        )
-
-    def send_notify(
-        self, call: Call, leg: Leg, status: int, reason: str, final: bool, now: float
-    ) -> None:
-        assert leg.dialog is not None
-        state = "terminated;reason=noresource" if final else "active;expires=60"
-        notify = leg.dialog.create_request(
-            "NOTIFY",
-            headers=(("Event", "refer"), ("Subscription-State", state)),
-            body=f"SIP/2.0 {status} {reason}\r\n".encode(),
-            content_type="message/sipfrag;version=2.0",
-        )
-        notify.headers.prepend("Via", self.via(leg.transport))
-        notify.headers.add("Contact", self.contact(leg.transport))
-        assert leg.dialog is not None
-        key = self.txl.send_request(notify, self._next_hop(leg.dialog, leg), leg.transport, now)
-        self._notifies.add(key)
+    # -- transfers (the SIP side is in transfer.py, in-dialog handling in indialog.py) ----------
 
     def start_transfer(
         self,
@@ -650,14 +535,24 @@ class B2BUA:
             refer_leg=refer_leg,
         )
 
+    def on_digit(self, media_leg: object, digit: str, now: float) -> None:
+        indialog.on_digit(self, media_leg, digit, now)
+
     def fail_transfer_request(self, request: TransferRequest, status: int, now: float) -> None:
-        """A REFER or key press whose target could not be resolved: tell the agent's phone."""
-        call = self.calls.get(request.call_id)
-        if call is None or request.refer_leg is None:
-            return
-        leg = call.legs.get(request.refer_leg)
-        if leg is not None and leg.dialog is not None and leg.state is LegState.CONFIRMED:
-            self.send_notify(call, leg, status, REASONS.get(status, ""), True, now)
+        indialog.fail_transfer_request(self, request, status, now)
+
+    def send_notify(
+        self, call: Call, leg: Leg, status: int, reason: str, final: bool, now: float
+    ) -> None:
+        indialog.send_notify(self, call, leg, status, reason, final, now)
+
+    def take_transfer_events(self) -> list[TransferEvent]:
+        events, self.transfers.events = self.transfers.events, []
+        return events
+
+    def take_transfer_requests(self) -> list[TransferRequest]:
+        requests, self.transfer_requests = self.transfer_requests, []
+        return requests
 
     # -- helpers the transfer desk uses --------------------------------------------------------
 
@@ -701,101 +596,6 @@ class B2BUA:
             leg.state = LegState.TERMINATED
             self.release_media(leg)
             self._maybe_finished(call, now)
-
-    def on_digit(self, media_leg: object, digit: str, now: float) -> None:
-        """A DTMF digit from a media leg (RFC 4733) or an INFO: the agent's transfer key."""
-        for call in self.calls.values():
-            for leg in call.legs.values():
-                if leg.media is media_leg:
-                    self._key_pressed(call, leg, digit, now)
-                    return
-
-    def _key_pressed(self, call: Call, leg: Leg, digit: str, now: float) -> None:
-        if leg.leg_id == call.caller_leg or leg.state is not LegState.CONFIRMED:
-            return
-        buffer = self._keys.setdefault(call.call_id, KeyBuffer())
-        code = buffer.feed(digit, now, self.routing.match_feature_code, self.routing.digit_timeout)
-        if code is None:
-            return
-        if code.action == "cancel":
-            self.transfers.cancel(call, now)
-            return
-        if code.destination is None:
-            return
-        self.transfer_requests.append(
-            TransferRequest(
-                call_id=call.call_id,
-                target=code.destination,
-                mode="three_way" if code.action == "three_way" else "blind",
-                requested_by=leg.peer,
-            )
-        )
-
-    def take_transfer_events(self) -> list[TransferEvent]:
-        events, self.transfers.events = self.transfers.events, []
-        return events
-
-    def take_transfer_requests(self) -> list[TransferRequest]:
-        requests, self.transfer_requests = self.transfer_requests, []
-        return requests
-
-    def _mirror_reinvite(
-        self, call: Call, leg: Leg, request: Request, key: str, now: float
-    ) -> None:
-        """Hold, resume and codec changes are relayed so both parties agree (RFC 3264 §8)."""
-        other = call.other(leg)
-        if other is None or other.dialog is None or other.state is not LegState.CONFIRMED:
-            self.txl.send_response(key, make_response(request, 200), now)
-            return
-        if any(p.from_leg in (leg.leg_id, other.leg_id) for p in self._reinvites.values()):
-            self._respond(request, key, 491, now)
-            return
-        body = b""
-        if request.body:
-            self._point_media(leg, request.body)
-            body = sdpmap.anchor(request.body, other.media.host, other.media.port)
-        out = other.dialog.create_request(
-            request.method, body=body, content_type="application/sdp" if body else None
-        )
-        out.headers.prepend("Via", self.via(other.transport))
-        out.headers.add("Contact", self.contact(other.transport))
-        client_key = self.txl.send_request(
-            out, self._next_hop(other.dialog, other), other.transport, now
-        )
-        self._reinvites[client_key] = _PendingReinvite(
-            from_leg=f"{call.call_id}/{leg.leg_id}", server_key=key, method=request.method
-        )
-        self._server_requests[key] = request
-
-    def _on_reinvite_response(self, response: Response, key: str, now: float) -> None:
-        if response.status < 200:
-            return
-        pending = self._reinvites.pop(key, None)
-        if pending is None:
-            self.counters.dropped_responses += 1
-            return
-        call_id, leg_id = pending.from_leg.split("/")
-        call = self.calls.get(call_id)
-        if call is None:
-            return
-        leg = call.legs[leg_id]
-        other = call.other(leg)
-        origin_request = self._server_requests.pop(pending.server_key, None)
-        if origin_request is None or other is None:
-            return
-        out = make_response(origin_request, response.status, response.reason)
-        if response.status < 300 and other.dialog is not None:
-            other.dialog.receive_response(response)
-            if pending.method == "INVITE":
-                ack = other.dialog.create_ack(response.cseq.seq)
-                ack.headers.prepend("Via", self.via(other.transport))
-                self.txl.send_ack(key, ack, self._next_hop(other.dialog, other), other.transport)
-            if response.body:
-                self._point_media(other, response.body)
-                out.body = sdpmap.anchor(response.body, leg.media.host, leg.media.port)
-                out.headers.add("Content-Type", "application/sdp")
-            out.headers.add("Contact", self.contact(leg.transport))
-        self.txl.send_response(pending.server_key, out, now)
 
     # -- CANCEL, hang-up, teardown -----------------------------------------------------------
 

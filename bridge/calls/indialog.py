@@ -1,0 +1,244 @@
+"""Requests inside established dialogs: hang-ups, hold and resume, REFER, DTMF keys.
+
+Theory of operation
+-------------------
+A request inside a dialog is matched to its leg by (Call-ID, our tag) before it gets here. A BYE
+ends that leg; the call ends only when fewer than two parties remain and no transfer is ringing
+for the caller. A re-INVITE or UPDATE (hold, resume, codec change, RFC 3264 §8) is mirrored on
+the other leg with the SDP re-anchored, and its answer mirrored back; two at once on one call is
+glare (491, §14.1). A REFER (RFC 3515) is accepted with 202 and becomes a transfer request; the
+agent's digits (INFO here, RFC 4733 from the media relay) are collected into transfer keys.
+These methods are part of :class:`~bridge.calls.b2bua.B2BUA`, split out to keep modules small.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from bridge.calls import sdpmap
+from bridge.calls.call import Call, CallInput, Leg, LegState
+from bridge.calls.keys import KeyBuffer
+from bridge.calls.transfer import TransferRequest, parse_refer_to
+from bridge.media.dtmf import parse_info_dtmf
+from bridge.sip.errors import RemoteProtocolError
+from bridge.sip.message import REASONS, Request, Response, make_response
+
+if TYPE_CHECKING:
+    from bridge.calls.b2bua import B2BUA
+
+
+@dataclass(slots=True, kw_only=True)
+class PendingReinvite:
+    """A re-INVITE/UPDATE received on one leg and mirrored on the other (glare: §14.1)."""
+
+    from_leg: str
+    server_key: str
+    method: str
+
+
+def on_in_dialog(core: B2BUA, request: Request, key: str, now: float) -> None:
+    found = core._find_leg(request)
+    if found is None or found[1].dialog is None:
+        core.counters.unknown_dialog += 1
+        core._respond(request, key, 481, now)
+        return
+    call, leg = found
+    assert leg.dialog is not None
+    try:
+        leg.dialog.receive_request(request)
+    except RemoteProtocolError as exc:
+        core._respond(request, key, exc.status, now, exc.reason)
+        return
+    method = request.method
+    if method == "BYE":
+        core.txl.send_response(key, make_response(request, 200), now)
+        leg.state = LegState.TERMINATED
+        core.release_media(leg)
+        after_leg_left(core, call, leg, now)
+    elif method == "REFER":
+        on_refer(core, call, leg, request, key, now)
+    elif method in ("INVITE", "UPDATE"):
+        mirror_reinvite(core, call, leg, request, key, now)
+    elif method == "INFO" and request.body:
+        try:
+            info = parse_info_dtmf(
+                request.headers.get("Content-Type") or "",
+                request.body.decode("utf-8", "replace"),
+            )
+        except RemoteProtocolError as exc:
+            core._respond(request, key, exc.status, now, exc.reason)
+            return
+        core.txl.send_response(key, make_response(request, 200), now)
+        key_pressed(core, call, leg, info.digit, now)
+    elif method in ("INFO", "OPTIONS", "NOTIFY"):
+        core.txl.send_response(key, make_response(request, 200), now)
+    else:
+        core._respond(request, key, 501, now)
+
+
+def after_leg_left(core: B2BUA, call: Call, leg: Leg, now: float) -> None:
+    """A party hung up. The call goes on while two parties remain, or while a transfer is
+    ringing its target for the caller; otherwise everyone else is hung up."""
+    if leg.leg_id == call.caller_leg:
+        core.transfers.caller_left(call, now)
+        core._hangup(call.call_id, now, reason="BYE from caller")
+        return
+    live = [other for other in call.legs.values() if other.state is LegState.CONFIRMED]
+    ringing = call.call_id in core.transfers.by_call
+    if ringing or len(live) >= 2:
+        record_leg_left(core, call, leg, now)
+        if len(live) == 2 and not ringing:
+            core.media.connect(live[0].media, live[1].media)
+        return
+    core._hangup(call.call_id, now, reason=f"BYE from {leg.role}")
+
+
+def record_leg_left(core: B2BUA, call: Call, leg: Leg, now: float) -> None:
+    core._record(call.apply(CallInput.PROGRESS, now, leg=leg.leg_id, left=str(leg.role)))
+
+
+def on_refer(core: B2BUA, call: Call, leg: Leg, request: Request, key: str, now: float) -> None:
+    """RFC 3515: accept with 202, then report the transfer's progress by NOTIFY."""
+    value = request.headers.get("Refer-To")
+    if value is None:
+        core._respond(request, key, 400, now, "Missing Refer-To")
+        return
+    try:
+        target = parse_refer_to(value)
+    except RemoteProtocolError:
+        core._respond(request, key, 400, now, "Bad Refer-To")
+        return
+    if target.headers and any(k.lower() == "replaces" for k, _ in target.headers):
+        core._respond(request, key, 501, now, "Attended Transfer Not Supported Yet")
+        return
+    core.txl.send_response(key, make_response(request, 202), now)
+    send_notify(core, call, leg, 100, "Trying", False, now)
+    core.transfer_requests.append(
+        TransferRequest(
+            call_id=call.call_id,
+            target=target.user or target.host,
+            mode="blind",
+            requested_by=leg.peer,
+            refer_leg=leg.leg_id,
+        )
+    )
+
+
+def send_notify(
+    core: B2BUA, call: Call, leg: Leg, status: int, reason: str, final: bool, now: float
+) -> None:
+    assert leg.dialog is not None
+    state = "terminated;reason=noresource" if final else "active;expires=60"
+    notify = leg.dialog.create_request(
+        "NOTIFY",
+        headers=(("Event", "refer"), ("Subscription-State", state)),
+        body=f"SIP/2.0 {status} {reason}\r\n".encode(),
+        content_type="message/sipfrag;version=2.0",
+    )
+    notify.headers.prepend("Via", core.via(leg.transport))
+    notify.headers.add("Contact", core.contact(leg.transport))
+    assert leg.dialog is not None
+    key = core.txl.send_request(notify, core._next_hop(leg.dialog, leg), leg.transport, now)
+    core._notifies.add(key)
+
+
+def fail_transfer_request(core: B2BUA, request: TransferRequest, status: int, now: float) -> None:
+    """A REFER or key press whose target could not be resolved: tell the agent's phone."""
+    call = core.calls.get(request.call_id)
+    if call is None or request.refer_leg is None:
+        return
+    leg = call.legs.get(request.refer_leg)
+    if leg is not None and leg.dialog is not None and leg.state is LegState.CONFIRMED:
+        send_notify(core, call, leg, status, REASONS.get(status, ""), True, now)
+
+
+def on_digit(core: B2BUA, media_leg: object, digit: str, now: float) -> None:
+    """A DTMF digit from a media leg (RFC 4733) or an INFO: the agent's transfer key."""
+    for call in core.calls.values():
+        for leg in call.legs.values():
+            if leg.media is media_leg:
+                key_pressed(core, call, leg, digit, now)
+                return
+
+
+def key_pressed(core: B2BUA, call: Call, leg: Leg, digit: str, now: float) -> None:
+    if leg.leg_id == call.caller_leg or leg.state is not LegState.CONFIRMED:
+        return
+    buffer = core._keys.setdefault(call.call_id, KeyBuffer())
+    code = buffer.feed(digit, now, core.routing.match_feature_code, core.routing.digit_timeout)
+    if code is None:
+        return
+    if code.action == "cancel":
+        core.transfers.cancel(call, now)
+        return
+    if code.destination is None:
+        return
+    core.transfer_requests.append(
+        TransferRequest(
+            call_id=call.call_id,
+            target=code.destination,
+            mode="three_way" if code.action == "three_way" else "blind",
+            requested_by=leg.peer,
+        )
+    )
+
+
+def mirror_reinvite(
+    core: B2BUA, call: Call, leg: Leg, request: Request, key: str, now: float
+) -> None:
+    """Hold, resume and codec changes are relayed so both parties agree (RFC 3264 §8)."""
+    other = call.other(leg)
+    if other is None or other.dialog is None or other.state is not LegState.CONFIRMED:
+        core.txl.send_response(key, make_response(request, 200), now)
+        return
+    if any(p.from_leg in (leg.leg_id, other.leg_id) for p in core._reinvites.values()):
+        core._respond(request, key, 491, now)
+        return
+    body = b""
+    if request.body:
+        core._point_media(leg, request.body)
+        body = sdpmap.anchor(request.body, other.media.host, other.media.port)
+    out = other.dialog.create_request(
+        request.method, body=body, content_type="application/sdp" if body else None
+    )
+    out.headers.prepend("Via", core.via(other.transport))
+    out.headers.add("Contact", core.contact(other.transport))
+    client_key = core.txl.send_request(
+        out, core._next_hop(other.dialog, other), other.transport, now
+    )
+    core._reinvites[client_key] = PendingReinvite(
+        from_leg=f"{call.call_id}/{leg.leg_id}", server_key=key, method=request.method
+    )
+    core._server_requests[key] = request
+
+
+def on_reinvite_response(core: B2BUA, response: Response, key: str, now: float) -> None:
+    if response.status < 200:
+        return
+    pending = core._reinvites.pop(key, None)
+    if pending is None:
+        core.counters.dropped_responses += 1
+        return
+    call_id, leg_id = pending.from_leg.split("/")
+    call = core.calls.get(call_id)
+    if call is None:
+        return
+    leg = call.legs[leg_id]
+    other = call.other(leg)
+    origin_request = core._server_requests.pop(pending.server_key, None)
+    if origin_request is None or other is None:
+        return
+    out = make_response(origin_request, response.status, response.reason)
+    if response.status < 300 and other.dialog is not None:
+        other.dialog.receive_response(response)
+        if pending.method == "INVITE":
+            ack = other.dialog.create_ack(response.cseq.seq)
+            ack.headers.prepend("Via", core.via(other.transport))
+            core.txl.send_ack(key, ack, core._next_hop(other.dialog, other), other.transport)
+        if response.body:
+            core._point_media(other, response.body)
+            out.body = sdpmap.anchor(response.body, leg.media.host, leg.media.port)
+            out.headers.add("Content-Type", "application/sdp")
+        out.headers.add("Contact", core.contact(leg.transport))
+    core.txl.send_response(pending.server_key, out, now)
