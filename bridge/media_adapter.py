@@ -15,6 +15,7 @@ import asyncio
 from bridge.calls.ports import MediaUnavailable
 from bridge.config import MediaConfig
 from bridge.media.relay import MediaEndpoint, MediaRelay, PortPoolExhaustedError
+from bridge.media.tone import AudioSource, Samples, ToneSource, load_wav
 
 REUSE_AFTER = 2.0
 """Seconds a released pair stays parked, dropping a hung-up phone's late packets, before a new
@@ -26,6 +27,7 @@ class RelayMedia:
         self.config = config
         self.relay: MediaRelay | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._hold_samples: Samples | None = None
 
     async def start(self) -> None:
         self.relay = MediaRelay(
@@ -49,6 +51,20 @@ class RelayMedia:
 
     def connect(self, a: MediaEndpoint, b: MediaEndpoint) -> None:
         self._relay().connect(a, b)
+
+    def hold(self, leg: MediaEndpoint) -> None:
+        self._relay().play_hold(leg, self._hold_source())
+
+    def unhold(self, leg: MediaEndpoint) -> None:
+        self._relay().stop_hold(leg)
+
+    def _hold_source(self) -> AudioSource | Samples:
+        """The configured WAV (its samples may be shared) or a fresh comfort tone."""
+        if self.config.hold_audio:
+            if self._hold_samples is None:
+                self._hold_samples = load_wav(self.config.hold_audio)
+            return self._hold_samples
+        return ToneSource()
 
     def private_keys(self, leg: MediaEndpoint) -> None:
         leg.swallow_dtmf = True

@@ -107,8 +107,6 @@ class TransferCoordinator:
         call = engine.core.calls.get(call_id)
         if call is None:
             raise CallNotFound(f"no call {call_id}")
-        if mode == "attended":
-            raise UnprocessableRequest("attended transfer is not available yet")
         platform, destinations = engine.routing.resolve_target(target, engine.now())
         if not destinations:
             raise UnprocessableRequest(f"no destination for target {target!r}")

@@ -80,6 +80,8 @@ def on_in_dialog(core: B2BUA, request: Request, key: str, now: float) -> None:
 def after_leg_left(core: B2BUA, call: Call, leg: Leg, now: float) -> None:
     """A party hung up. The call goes on while two parties remain, or while a transfer is
     ringing its target for the caller; otherwise everyone else is hung up."""
+    if core.transfers.agent_left(call, leg, now) or core.transfers.target_left(call, leg, now):
+        return
     if leg.leg_id == call.caller_leg:
         core.transfers.caller_left(call, now)
         core._hangup(call.call_id, now, reason="BYE from caller")

@@ -72,6 +72,11 @@ class Media(Protocol):
 
     def connect(self, a: MediaLeg, b: MediaLeg) -> None: ...
 
+    def hold(self, leg: MediaLeg) -> None:
+        """This leg hears the hold tone (or music) instead of anyone."""
+
+    def unhold(self, leg: MediaLeg) -> None: ...
+
     def private_keys(self, leg: MediaLeg) -> None:
         """Detect this leg's DTMF but do not pass it on (the agent's transfer key)."""
 

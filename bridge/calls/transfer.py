@@ -8,10 +8,12 @@ leg to the target itself, carrying the ticket headers, while the caller keeps ta
 agent: the caller's leg is never touched until the target has answered, which is what makes a
 failed transfer harmless ("caller never lost"). When the target answers, a blind transfer
 re-points the caller's media at the target and releases the agent's leg; a three-way call puts
-all three in one conference. When the target fails (busy, rejected, no answer before the ring
-timeout, unreachable), the next destination of the plan is tried; when none is left the agent
-still has the caller and is told why (NOTIFY ``message/sipfrag`` for a REFER). Every step is an
-event for the ticket's log.
+all three in one conference; an attended transfer first lets the agent talk to the target while
+the caller hears the hold tone, and completes when the agent hangs up (or is cancelled with the
+cancel key, which gives the caller back to the agent). When the target fails (busy, rejected,
+no answer before the ring timeout, unreachable), the next destination of the plan is tried;
+when none is left the agent still has the caller and is told why (NOTIFY ``message/sipfrag``
+for a REFER). Every step is an event for the ticket's log.
 
 The transfer's own state changes only through :data:`TRANSITIONS`.
 """
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
 
 class TransferState(enum.StrEnum):
     RINGING = "ringing"
+    CONSULTING = "consulting"
     COMPLETED = "completed"
     FAILED = "failed"
 
@@ -48,6 +51,9 @@ class TransferInput(enum.StrEnum):
     NEXT_DESTINATION = "next_destination"
     EXHAUSTED = "exhausted"
     CALLER_LEFT = "caller_left"
+    CONSULT = "consult"
+    AGENT_LEFT = "agent_left"
+    ABANDONED = "abandoned"
 
 
 _T, _In = TransferState, TransferInput
@@ -59,6 +65,10 @@ TRANSITIONS: dict[tuple[TransferState, TransferInput], TransferState] = {
     (_T.RINGING, _In.ANSWERED): _T.COMPLETED,
     (_T.RINGING, _In.EXHAUSTED): _T.FAILED,
     (_T.RINGING, _In.CALLER_LEFT): _T.FAILED,
+    (_T.RINGING, _In.CONSULT): _T.CONSULTING,
+    (_T.CONSULTING, _In.AGENT_LEFT): _T.COMPLETED,
+    (_T.CONSULTING, _In.ABANDONED): _T.FAILED,
+    (_T.CONSULTING, _In.CALLER_LEFT): _T.FAILED,
 }
 
 
@@ -92,7 +102,7 @@ class TransferRequest:
 class Transfer:
     transfer_id: str
     call_id: str
-    mode: str  # "blind" | "three_way"
+    mode: str  # "blind" | "three_way" | "attended"
     agent_leg: str
     destinations: list[Destination]
     headers: tuple[tuple[str, str], ...]
@@ -281,9 +291,16 @@ class TransferDesk:
     ) -> None:
         core = self.core
         core.confirm_outgoing(call, leg, response, now)
-        transfer.apply(TransferInput.ANSWERED)
         caller = call.caller
         agent = call.legs.get(transfer.agent_leg)
+        if transfer.mode == "attended" and agent is not None and agent.live:
+            transfer.apply(TransferInput.CONSULT)
+            core.media.hold(caller.media)
+            core.media.connect(agent.media, leg.media)
+            self._notify(call, transfer, now, response.status, response.reason)
+            self._event(call, transfer, now, "consulting", status=response.status)
+            return
+        transfer.apply(TransferInput.ANSWERED)
         if transfer.mode == "three_way" and agent is not None and agent.live:
             core.media.conference([caller.media, agent.media, leg.media])
         else:
@@ -312,10 +329,54 @@ class TransferDesk:
             # The agent already left: nobody is there to take the caller back.
             self.core.hangup(call.call_id, now, reason="transfer failed after the agent left")
 
+    def agent_left(self, call: Call, leg: Leg, now: float) -> bool:
+        """The agent hung up during a consultation: that completes the attended transfer
+        (the usual PBX convention). True when the hang-up was handled here."""
+        transfer = self.by_call.get(call.call_id)
+        if (
+            transfer is None
+            or transfer.state is not TransferState.CONSULTING
+            or leg.leg_id != transfer.agent_leg
+        ):
+            return False
+        target = call.legs[transfer.target_leg]
+        transfer.apply(TransferInput.AGENT_LEFT)
+        self.core.media.unhold(call.caller.media)
+        self.core.media.connect(call.caller.media, target.media)
+        call.callee_leg = target.leg_id
+        self._event(call, transfer, now, "transferred", status=200)
+        del self.by_call[call.call_id]
+        return True
+
+    def target_left(self, call: Call, leg: Leg, now: float) -> bool:
+        """The target hung up during a consultation: the caller goes back to the agent."""
+        transfer = self.by_call.get(call.call_id)
+        if transfer is None or leg.leg_id != transfer.target_leg:
+            return False
+        if transfer.state is TransferState.CONSULTING:
+            self._end_consultation(call, transfer, now, "target hung up")
+        return True
+
+    def _end_consultation(self, call: Call, transfer: Transfer, now: float, reason: str) -> None:
+        transfer.apply(TransferInput.ABANDONED)
+        agent = call.legs.get(transfer.agent_leg)
+        self.core.media.unhold(call.caller.media)
+        if agent is not None and agent.live:
+            self.core.media.connect(call.caller.media, agent.media)
+        self._event(call, transfer, now, "failed", reason=reason)
+        del self.by_call[call.call_id]
+
     def cancel(self, call: Call, now: float) -> None:
-        """The agent's cancel key: stop ringing the target; the caller is still with them."""
+        """The agent's cancel key: stop ringing the target, or end the consultation; either
+        way the caller is back with the agent."""
         transfer = self.by_call.get(call.call_id)
         if transfer is None:
+            return
+        if transfer.state is TransferState.CONSULTING:
+            target = call.legs[transfer.target_leg]
+            if target.state is LegState.CONFIRMED:
+                self.core.send_bye(call, target, now)
+            self._end_consultation(call, transfer, now, "cancelled by the agent")
             return
         leg = call.legs.get(transfer.target_leg)
         if leg is not None and leg.state in (LegState.CALLING, LegState.EARLY):

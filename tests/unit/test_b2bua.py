@@ -39,6 +39,7 @@ class FakeMedia:
     connected: list[tuple[int, int]] = field(default_factory=list)
     conferences: list[list[int]] = field(default_factory=list)
     private: list[int] = field(default_factory=list)
+    held: set[int] = field(default_factory=set)
 
     def allocate(self) -> FakeMediaLeg:
         if len(self.live) >= self.capacity:
@@ -53,6 +54,12 @@ class FakeMedia:
 
     def connect(self, a: FakeMediaLeg, b: FakeMediaLeg) -> None:
         self.connected.append((a.port, b.port))
+
+    def hold(self, leg: FakeMediaLeg) -> None:
+        self.held.add(leg.port)
+
+    def unhold(self, leg: FakeMediaLeg) -> None:
+        self.held.discard(leg.port)
 
     def private_keys(self, leg: FakeMediaLeg) -> None:
         self.private.append(leg.port)

@@ -205,3 +205,40 @@ def test_cancel_key_stops_ringing_the_target() -> None:
     h.core.on_digit(agent_media, "0", h.now)
     assert any(isinstance(m, Request) and m.method == "CANCEL" for m in h.sent_to(TARGET))
     assert h.core.take_transfer_events()[-1].kind == "failed"
+
+
+def test_attended_transfer_consults_then_completes_when_the_agent_hangs_up() -> None:
+    h = Harness()
+    inv, _ok = establish(h)
+    h.sent()
+    call_id = next(iter(h.core.calls))
+    h.core.start_transfer(call_id, [dest(TARGET)], h.now, mode="attended", ticket_id="T1")
+    target_invite = next(m for m in h.sent_to(TARGET) if isinstance(m, Request))
+    h.feed(answer(target_invite, 200, tag="t1", sdp=SDP, contact="sip:t@127.0.0.1:5090"), TARGET)
+    call = h.core.calls[call_id]
+    assert call.caller.media.port in h.media.held, "the caller hears hold while they consult"
+    assert (call.legs["b1"].media.port, call.legs["t1"].media.port) in h.media.connected
+    assert not [m for m in h.sent_to(CALLEE) if isinstance(m, Request)]
+    h.feed(bye_from_callee(inv), CALLEE)
+    assert call.caller.media.port not in h.media.held
+    assert (call.caller.media.port, call.legs["t1"].media.port) in h.media.connected
+    assert [e.kind for e in h.core.take_transfer_events()][-2:] == ["consulting", "transferred"]
+    assert not [m for m in h.sent_to(CALLER) if isinstance(m, Request)], "caller keeps talking"
+
+
+def test_attended_transfer_cancelled_gives_the_caller_back_to_the_agent() -> None:
+    h = Harness()
+    establish(h)
+    h.sent()
+    call_id = next(iter(h.core.calls))
+    h.core.start_transfer(call_id, [dest(TARGET)], h.now, mode="attended", ticket_id="T1")
+    target_invite = next(m for m in h.sent_to(TARGET) if isinstance(m, Request))
+    h.feed(answer(target_invite, 200, tag="t1", sdp=SDP, contact="sip:t@127.0.0.1:5090"), TARGET)
+    h.sent()
+    call = h.core.calls[call_id]
+    h.core.on_digit(call.legs["b1"].media, "*", h.now)
+    h.core.on_digit(call.legs["b1"].media, "0", h.now)
+    assert any(isinstance(m, Request) and m.method == "BYE" for m in h.sent_to(TARGET))
+    assert call.caller.media.port not in h.media.held
+    assert h.media.connected[-1] == (call.caller.media.port, call.legs["b1"].media.port)
+    assert h.core.take_transfer_events()[-1].kind == "failed"
