@@ -453,7 +453,7 @@ class B2BUA:
         if response.body and caller.invite.body:
             out.body = sdpmap.anchor(response.body, caller.media.host, caller.media.port)
             out.headers.add("Content-Type", "application/sdp")
-            self._point_media(caller, caller.invite.body)
+            self._point_media(caller, caller.invite.body, negotiated=response.body)
         caller.dialog = Dialog.uas(caller.invite, caller.local_tag)
         caller.state = LegState.CONFIRMED
         caller.answered_at = now
@@ -472,10 +472,19 @@ class B2BUA:
             )
         )
 
-    def _point_media(self, leg: Leg, sdp: bytes) -> None:
+    def _point_media(self, leg: Leg, sdp: bytes, negotiated: bytes | None = None) -> None:
+        """Send this leg's audio where its SDP says. The payload type is the first codec of
+        the answer that settled the leg's session (RFC 3264 §6.1), which for the party that
+        made the offer is ``negotiated``, not its own offer's preference."""
         remote = sdpmap.remote_of(sdp)
-        if remote is not None and leg.media is not None and not isinstance(leg.media, _Released):
-            self.media.point(leg.media, *remote)
+        if remote is None or leg.media is None or isinstance(leg.media, _Released):
+            return
+        payload_type = remote[2]
+        if negotiated is not None:
+            settled = sdpmap.remote_of(negotiated)
+            if settled is not None and settled[2] is not None:
+                payload_type = settled[2]
+        self.media.point(leg.media, remote[0], remote[1], payload_type)
 
     def _fail_caller(self, call: Call, status: int, reason: str | None, now: float) -> None:
         caller = call.caller

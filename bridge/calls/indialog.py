@@ -240,6 +240,9 @@ def on_reinvite_response(core: B2BUA, response: Response, key: str, now: float) 
             core.txl.send_ack(key, ack, core._next_hop(other.dialog, other), other.transport)
         if response.body:
             core._point_media(other, response.body)
+            origin_offer = origin_request.body
+            if origin_offer:
+                core._point_media(leg, origin_offer, negotiated=response.body)
             out.body = sdpmap.anchor(response.body, leg.media.host, leg.media.port)
             out.headers.add("Content-Type", "application/sdp")
         out.headers.add("Contact", core.contact(leg.transport))

@@ -396,3 +396,17 @@ def test_response_meant_for_a_proxy_is_dropped() -> None:
     h.feed(two_vias, CALLEE)
     assert not [m for m in h.sent_to(CALLER) if isinstance(m, Response) and m.status >= 300]
     assert h.core.counters.dropped_responses == 1
+
+
+def test_the_callers_codec_is_the_one_the_callee_chose() -> None:
+    """Caller offers PCMA then PCMU; the callee answers PCMU only: we must send PCMU to both."""
+    h = Harness()
+    h.feed(invite(), CALLER)
+    inv = next(m for m in h.sent_to(CALLEE) if isinstance(m, Request))
+    pcmu_only = SDP.replace(b"RTP/AVP 8 0 101", b"RTP/AVP 0 101").replace(
+        b"a=rtpmap:8 PCMA/8000\r\n", b""
+    )
+    h.feed(answer(inv, 200, sdp=pcmu_only), CALLEE)
+    call = next(iter(h.core.calls.values()))
+    assert call.caller.media.remote == ("127.0.0.1", 6000, 0)
+    assert call.legs["b1"].media.remote == ("127.0.0.1", 6000, 0)
