@@ -90,26 +90,28 @@ class PlanRouting:
         )
 
     def resolve_target(self, target: str, now: float) -> tuple[str, list[Destination]]:
-        """Where a transfer to ``target`` rings: a platform key ("110") reaches that platform's
-        trunk; anything else is dialled like an incoming number (a seat group, a hotline).
-        Returns the destination platform and the destinations in failover order."""
+        """Where a transfer to ``target`` rings: dialled like an incoming number first (so
+        "12345" reaches the 12345 seats on duty), else a platform key reaches that platform's
+        trunk. Returns the destination platform and the destinations in failover order."""
         router = self.router
-        platform = router.platforms.get(target)
-        if platform is not None and platform.trunk is not None:
-            trunk = next(t for t in router.plan.trunks if t.name == platform.trunk)
-            timeout = trunk.ring_timeout or router.plan.defaults.ring_timeout
-            return platform.key, [
-                trunk_destination(uri, platform.key, timeout) for uri in trunk.destinations
-            ]
         decision = router.route_inbound(target, "", datetime.now(router.zone))
-        if decision is None:
+        if decision is not None:
+            destinations: list[Destination] = []
+            for seat in decision.seats:
+                destinations.extend(self.seat_lookup(seat, decision.ring_timeout, now))
+            for text in decision.uris:
+                destinations.append(
+                    trunk_destination(text, decision.platform, decision.ring_timeout)
+                )
+            return decision.platform, destinations
+        platform = router.platforms.get(target)
+        if platform is None or platform.trunk is None:
             return target, []
-        destinations: list[Destination] = []
-        for seat in decision.seats:
-            destinations.extend(self.seat_lookup(seat, decision.ring_timeout, now))
-        for text in decision.uris:
-            destinations.append(trunk_destination(text, decision.platform, decision.ring_timeout))
-        return decision.platform, destinations
+        trunk = next(t for t in router.plan.trunks if t.name == platform.trunk)
+        timeout = trunk.ring_timeout or router.plan.defaults.ring_timeout
+        return platform.key, [
+            trunk_destination(uri, platform.key, timeout) for uri in trunk.destinations
+        ]
 
 
 def trunk_destination(text: str, peer: str, ring_timeout: float) -> Destination:

@@ -14,7 +14,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from integration.bridge_under_test import BridgeUnderTest
+from integration.bridge_under_test import BridgeUnderTest, seat_group_plan
+from integration.test_seats import first_request
+from peers.baresip import Baresip
 from peers.ports import PortAllocator
 from peers.sipp import SippRun
 
@@ -165,5 +167,65 @@ async def test_busy_target_leaves_the_caller_with_the_agent(
         assert ticket is not None
         assert ticket.state.value == "failed"
         assert ticket.failure_reason == "busy"
+    finally:
+        caller.kill()
+
+
+@pytest.mark.peers("sipp", "baresip")
+async def test_110_hands_a_non_police_request_to_a_12345_seat(
+    bridge: Callable[..., Awaitable[BridgeUnderTest]],
+    sipp: Callable[..., SippRun],
+    baresip: Callable[..., Awaitable[Baresip]],
+    tmp_path: Path,
+    ports: PortAllocator,
+) -> None:
+    """110 → 12345: the 110 desk (SIPp) transfers by API; the 12345 seat (baresip) rings with
+    the ticket on its INVITE and answers."""
+    agent = sipp("uas_basic", name="desk-110", timeout=20)
+    caller = SippRun(
+        "uac_basic",
+        workdir=tmp_path,
+        allocator=ports,
+        name="caller",
+        service="110",
+        duration_ms=6000,
+        timeout=20,
+    )
+    service = await bridge(
+        carrier_port=caller.port,
+        pbx_ports=[agent.port],
+        extra_plan=seat_group_plan(["agent1001"]),
+        digest_algorithms=["MD5"],
+    )
+    seat = await baresip(
+        user="agent1001", registrar=service.sip_address, password="seat-secret-1001"
+    )
+    await seat.wait_event("REGISTER_OK", 5)
+    answered = Answered()
+    assert service.engine is not None
+    service.engine.event_listeners.append(answered)
+    await agent.started()
+    caller.remote_args(service.sip_address).start()
+    try:
+        await asyncio.wait_for(answered.event.wait(), 10)
+        ticket = {**TICKET, "category": "market", "urgent": False, "summary": "电梯困人已脱困"}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"{service.http_url}/api/v1/calls/{answered.call_id}/transfer",
+                json={"target": "12345", "mode": "blind", "ticket": ticket},
+                headers=ADMIN,
+            ) as resp,
+        ):
+            assert resp.status == 202, await resp.text()
+            ticket_id = (await resp.json())["ticket"]["id"]
+        await seat.wait_event("CALL_ESTABLISHED", 10)
+        (await agent.wait()).assert_ok(successful=1)
+        (await caller.wait()).assert_ok(successful=1)
+        invite = first_request(
+            seat.log_path.read_text(encoding="utf-8", errors="replace"), "INVITE"
+        )
+        assert invite["X-Ticket-Id"] == ticket_id
+        assert "Priority" not in invite
     finally:
         caller.kill()
