@@ -229,3 +229,41 @@ async def test_110_hands_a_non_police_request_to_a_12345_seat(
         assert "Priority" not in invite
     finally:
         caller.kill()
+
+
+async def test_a_restart_mid_transfer_keeps_the_ticket_and_its_events(
+    bridge: Callable[..., Awaitable[BridgeUnderTest]],
+    sipp: Callable[..., SippRun],
+    tmp_path: Path,
+    ports: PortAllocator,
+) -> None:
+    service, caller, _agent, target, answered = await setup(
+        bridge, sipp, tmp_path, ports, "uas_noanswer"
+    )
+    try:
+        assert service.service is not None
+        live = service.service.hub.subscribe(everything=True)
+        reply = await post_transfer(service, answered.call_id)
+        ticket_id = reply["ticket"]["id"]
+
+        async def ringing() -> None:
+            while True:
+                message = (await live.get()).event
+                if message.get("type") == "ticket" and message.get("kind") == "ringing":
+                    return
+
+        await asyncio.wait_for(ringing(), 10)  # the target's 180 is stored on the ticket
+        await service.stop()  # the process goes away mid-transfer
+        await service.start()  # and comes back on the same storage
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{service.http_url}/api/v1/tickets/{ticket_id}", headers=ADMIN) as resp,
+        ):
+            assert resp.status == 200
+            body = await resp.json()
+        kinds = [e["kind"] for e in body["events"]]
+        assert kinds == ["created", "transfer_requested", "ringing"]
+        assert body["ticket"]["summary"] == TICKET["summary"]
+    finally:
+        caller.kill()
+        target.kill()
