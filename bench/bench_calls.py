@@ -164,9 +164,14 @@ def _bindable(port: int) -> bool:
 
 def cpu_seconds(pid: int) -> float:
     """utime + stime of one process, from /proc/PID/stat (fields 14 and 15)."""
+    return sum(cpu_split(pid))
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(utime, stime) of one process: user-space work and the kernel's (mostly socket calls)."""
     text = Path(f"/proc/{pid}/stat").read_text()
     fields = text[text.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
 
 
 def rss_kib(pid: int) -> int:
@@ -321,6 +326,7 @@ class RateResult:
     stats: SippStats | None
     cpu_per_call: float | None
     errors: str = ""
+    kernel_share: float | None = None
     rss_kib: int = 0
 
 
@@ -457,11 +463,13 @@ def rate_bridge(workdir: Path, rate: int, duration: float) -> RateResult:
             callee.start()
             wait_bound(callee.port)
             caller.command.insert(1, f"{HOST}:{bridge.sip_port}")
-            before = cpu_seconds(pid)
+            user_before, sys_before = cpu_split(pid)
             caller.start()
             caller.wait(duration + 40)
             callee.wait(10)
-            used = cpu_seconds(pid) - before
+            user_after, sys_after = cpu_split(pid)
+            used = user_after - user_before + sys_after - sys_before
+            kernel = (sys_after - sys_before) / used if used else None
             rss = rss_kib(pid)
     finally:
         alive = bridge.process is not None and bridge.process.poll() is None
@@ -470,7 +478,12 @@ def rate_bridge(workdir: Path, rate: int, duration: float) -> RateResult:
     errors = caller.errors() + ("" if alive else "\nbridge died:\n" + bridge.log_tail())
     per_call = used / stats.successful if stats and stats.successful else None
     return RateResult(
-        label="bridge (B2BUA)", stats=stats, cpu_per_call=per_call, errors=errors, rss_kib=rss
+        label="bridge (B2BUA)",
+        stats=stats,
+        cpu_per_call=per_call,
+        errors=errors,
+        rss_kib=rss,
+        kernel_share=kernel,
     )
 
 
@@ -561,6 +574,8 @@ def describe(result: RateResult) -> str:
     )
     if result.cpu_per_call is not None:
         line += f"  CPU {result.cpu_per_call * 1e3:.3f} ms/call"
+        if result.kernel_share is not None:
+            line += f" ({result.kernel_share:.0%} kernel)"
     if result.rss_kib:
         line += f"  RSS {result.rss_kib / 1024:.0f} MiB"
     if stats.failures:

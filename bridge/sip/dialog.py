@@ -37,12 +37,16 @@ TARGET_REFRESH_METHODS = frozenset({"INVITE", "UPDATE"})
 
 
 class DialogState(Enum):
+    __hash__ = object.__hash__  # identity, in C: Enum hashes the name in Python
+
     EARLY = auto()
     CONFIRMED = auto()
     TERMINATED = auto()
 
 
 class DialogInput(Enum):
+    __hash__ = object.__hash__
+
     PROVISIONAL = auto()  # 1xx with a tag to the INVITE that created the dialog
     ANSWERED = auto()  # 2xx to that INVITE
     REJECTED = auto()  # 300-699 to that INVITE

@@ -154,18 +154,24 @@ def header_name_from_wire(raw: str) -> str:
 
 
 class Headers:
-    """An ordered multi-map of header name to raw value, names stored canonically."""
+    """An ordered multi-map of header name to raw value, names stored canonically.
 
-    __slots__ = ("_items",)
+    The core asks each message for Call-ID, CSeq, From, To and Via many times over, so the first
+    value of each name is indexed on the first :meth:`get` and the index dropped on any change.
+    """
+
+    __slots__ = ("_first", "_items")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str]] = [(canonical_name(n), v) for n, v in items]
+        self._first: dict[str, str] | None = None
 
     @classmethod
     def from_canonical(cls, items: list[tuple[str, str]]) -> Headers:
         """Adopt ``items`` whose names are already canonical (the parser's fast path)."""
         new = cls.__new__(cls)
         new._items = items
+        new._first = None
         return new
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
@@ -187,11 +193,14 @@ class Headers:
         return f"Headers({self._items!r})"
 
     def get(self, name: str, default: str | None = None) -> str | None:
-        key = canonical_name(name)
-        for n, v in self._items:
-            if n == key:
-                return v
-        return default
+        first = self._first
+        if first is None:
+            first = {}
+            for n, v in self._items:
+                if n not in first:
+                    first[n] = v
+            self._first = first
+        return first.get(_canonical_cache.get(name) or canonical_name(name), default)
 
     def get_all(self, name: str) -> list[str]:
         key = canonical_name(name)
@@ -199,9 +208,11 @@ class Headers:
 
     def add(self, name: str, value: str) -> None:
         self._items.append((canonical_name(name), value))
+        self._first = None
 
     def prepend(self, name: str, value: str) -> None:
         """Insert before the first header of this name (a new top Via, §18.1.1)."""
+        self._first = None
         key = canonical_name(name)
         for i, (n, _) in enumerate(self._items):
             if n == key:
@@ -211,6 +222,7 @@ class Headers:
 
     def set(self, name: str, value: str) -> None:
         """Replace every header of this name by one value, kept at the first one's place."""
+        self._first = None
         key = canonical_name(name)
         for i, (n, _) in enumerate(self._items):
             if n == key:
@@ -220,10 +232,12 @@ class Headers:
         self._items.append((key, value))
 
     def remove(self, name: str) -> None:
+        self._first = None
         key = canonical_name(name)
         self._items = [it for it in self._items if it[0] != key]
 
     def remove_first(self, name: str) -> str | None:
+        self._first = None
         key = canonical_name(name)
         for i, (n, v) in enumerate(self._items):
             if n == key:

@@ -31,7 +31,14 @@ from enum import Enum, auto
 from typing import TypeAlias
 
 
-class State(Enum):
+class _KeyEnum(Enum):
+    """Members are singletons compared by identity; hashing them by identity runs in C, where
+    Enum's own hash (of the name) is a Python call. They key the tables on every message."""
+
+    __hash__ = object.__hash__
+
+
+class State(_KeyEnum):
     CALLING = auto()
     TRYING = auto()
     PROCEEDING = auto()
@@ -42,7 +49,7 @@ class State(Enum):
     TERMINATED = auto()
 
 
-class Input(Enum):
+class Input(_KeyEnum):
     PROVISIONAL = auto()  # 1xx received (client) or passed down by the TU (server)
     SUCCESS = auto()  # 2xx, same two directions
     FAILURE = auto()  # 300-699, same two directions
@@ -52,7 +59,7 @@ class Input(Enum):
     TRANSPORT_ERROR = auto()
 
 
-class Timer(Enum):
+class Timer(_KeyEnum):
     A = auto()
     B = auto()
     D = auto()
@@ -71,7 +78,7 @@ class Timer(Enum):
     ANSWER_GUARD = auto()  # a non-INVITE the TU never answered, dropped after 64*T1
 
 
-class Do(Enum):
+class Do(_KeyEnum):
     PASS_UP = auto()  # hand the message to the TU
     SEND_ACK = auto()  # client: ACK a non-2xx final (§17.1.1.3)
     REACK_OR_PASS_UP = auto()  # client Accepted: a 2xx again (§13.2.2.4)
