@@ -2,8 +2,13 @@
 
 Each party of the demo sends its own pure tone, so what a party hears proves where the audio
 came from: the caller hearing the seat's frequency means the relay really joined those two
-legs, not merely that some packets arrived. Packets are paced from the loop clock (one 20 ms
-frame per tick, scheduled from the start time so pacing errors do not accumulate).
+legs, not merely that some packets arrived; in a conference a party hears both others' tones at
+once (:meth:`RtpStream.heard_tones`). Packets are paced from the loop clock (one 20 ms frame per
+tick, scheduled from the start time so pacing errors do not accumulate).
+
+A key press goes out as RFC 4733 telephone-events in the same stream: while a digit sounds its
+event packets replace the voice frames, all carrying the RTP timestamp at which the tone began
+(§2.5.1.2), the first with the marker bit, the last sent three times with the E bit (§2.5.1.4).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from collections import deque
 import numpy as np
 
 from bridge.media import g711
+from bridge.media.dtmf import event_packets
 from bridge.media.mixer import FRAME_SAMPLES, FRAME_SECONDS
 from bridge.media.rtp import MalformedPacketError, RtpPacket, parse_rtp
 from bridge.media.tone import SAMPLE_RATE, Samples, ToneSource
@@ -24,6 +30,12 @@ Address = tuple[str, int]
 
 _HEARD_FRAMES = 25
 """Frames kept for :meth:`RtpStream.heard_hz`: half a second resolves the tone to 2 Hz."""
+_KEY_EVENT_UNITS = 800
+"""Each key press lasts 100 ms (in 8 kHz timestamp units), like a phone's keypad."""
+_KEY_GAP_FRAMES = 3
+"""Voice frames between two key presses, so each is a separate event (§2.5.1.2)."""
+_TONE_SHARE = 0.2
+"""A tone counts as heard when its spectral peak reaches this share of the loudest one."""
 
 
 class _Receiver(asyncio.DatagramProtocol):
@@ -52,6 +64,8 @@ class RtpStream:
         self._sender: asyncio.Task[None] | None = None
         self._recent: deque[Samples] = deque(maxlen=_HEARD_FRAMES)
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._keys: deque[tuple[str, int, asyncio.Future[None]]] = deque()
+        self.keys_sent = 0
 
     @classmethod
     async def open(cls, host: str, tone_hz: float) -> RtpStream:
@@ -79,7 +93,34 @@ class RtpStream:
         sequence = secrets.randbits(16)
         timestamp = secrets.randbits(32)
         start = loop.time()
+        ticks = 0
         while not self._transport.is_closing():
+            if self._keys:
+                digit, event_pt, done = self._keys.popleft()
+                for index, event in enumerate(event_packets(digit, duration=_KEY_EVENT_UNITS)):
+                    packet = RtpPacket(
+                        payload_type=event_pt,
+                        sequence=sequence,
+                        timestamp=timestamp,
+                        ssrc=ssrc,
+                        marker=index == 0,
+                        payload=event.to_bytes(),
+                    )
+                    self._transport.sendto(packet.to_bytes(), remote)
+                    sequence += 1
+                    if not event.end:
+                        ticks += 1
+                        await asyncio.sleep(max(0.0, start + ticks * FRAME_SECONDS - loop.time()))
+                timestamp += _KEY_EVENT_UNITS
+                self.keys_sent += 1
+                if not done.done():
+                    done.set_result(None)
+                for _ in range(_KEY_GAP_FRAMES):
+                    tone.next_frame()
+                    timestamp += FRAME_SAMPLES
+                    ticks += 1
+                await asyncio.sleep(max(0.0, start + ticks * FRAME_SECONDS - loop.time()))
+                continue
             packet = RtpPacket(
                 payload_type=payload_type,
                 sequence=sequence,
@@ -90,9 +131,30 @@ class RtpStream:
             )
             self._transport.sendto(packet.to_bytes(), remote)
             self.sent += 1
+            ticks += 1
             sequence += 1
             timestamp += FRAME_SAMPLES
-            await asyncio.sleep(max(0.0, start + self.sent * FRAME_SECONDS - loop.time()))
+            await asyncio.sleep(max(0.0, start + ticks * FRAME_SECONDS - loop.time()))
+
+    async def press_keys(self, digits: str, event_payload_type: int, within: float) -> bool:
+        """Send ``digits`` as RFC 4733 events in this stream; True once all went out.
+
+        The stream must be sending already (the call is answered): events ride on its SSRC and
+        sequence numbers, so the far end's relay sees them as this party's key presses.
+        """
+        if self._sender is None:
+            return False
+        loop = asyncio.get_running_loop()
+        futures = []
+        for digit in digits:
+            future: asyncio.Future[None] = loop.create_future()
+            self._keys.append((digit, event_payload_type, future))
+            futures.append(future)
+        try:
+            await asyncio.wait_for(asyncio.gather(*futures), within)
+        except TimeoutError:
+            return False
+        return True
 
     def _on_packet(self, data: bytes) -> None:
         try:
@@ -137,6 +199,26 @@ class RtpStream:
         spectrum[0] = 0.0
         return float(np.argmax(spectrum)) * SAMPLE_RATE / len(samples)
 
+    def heard_tones(self, candidates: tuple[float, ...]) -> tuple[float, ...]:
+        """Which of ``candidates`` (Hz) sound in the last half second: several at once when a
+        conference mixes parties together."""
+        if len(self._recent) < 5:
+            return ()
+        samples = np.concatenate(tuple(self._recent)).astype(np.float64)
+        if float(np.abs(samples).max()) < 64:
+            return ()
+        spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+        spectrum[0] = 0.0
+        loudest = float(spectrum.max())
+        bin_hz = SAMPLE_RATE / len(samples)
+        heard = []
+        for hz in candidates:
+            centre = round(hz / bin_hz)
+            near = spectrum[max(centre - 3, 0) : centre + 4]
+            if near.size and float(near.max()) >= _TONE_SHARE * loudest:
+                heard.append(hz)
+        return tuple(heard)
+
     async def close(self) -> None:
         if self._sender is not None:
             self._sender.cancel()
@@ -148,3 +230,7 @@ class RtpStream:
             if not future.done():
                 future.cancel()
         self._waiters.clear()
+        for _, _, done in self._keys:
+            if not done.done():
+                done.cancel()
+        self._keys.clear()

@@ -6,8 +6,11 @@ that REGISTERs to the bridge (RFC 3261 §10.2, answering the 401 with digest cre
 and answers the calls it is rung with, or a platform PBX that answers whatever reaches it.
 
 Every call carries real audio (:class:`~bridge.simpeers.audio.RtpStream`) towards the address
-in the other side's SDP. Whatever the phone does or sees is reported as a plain line to
-``say``, so a script can print each side's point of view; numbers are masked before that.
+in the other side's SDP. A phone presses keys (an agent's transfer key) either as RFC 4733
+telephone-events in its audio, when both SDPs named telephone-event, or as SIP INFO
+``application/dtmf-relay`` requests in the dialog. Whatever the phone does or sees is reported
+as a plain line to ``say``, so a script can print each side's point of view; numbers are masked
+before that.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.logging_setup import mask_numbers
+from bridge.media.dtmf import format_info_dtmf
 from bridge.simpeers.audio import RtpStream
 from bridge.simpeers.endpoint import Address, SipEndpoint, new_call_id, new_tag
 from bridge.sip import sdp
@@ -51,6 +55,8 @@ class PeerCall:
     invite: Request
     media: RtpStream
     payload_type: int = 0
+    event_payload_type: int | None = None
+    """The telephone-event payload type both SDPs agreed on (RFC 4733 §2.4.1), if any."""
     server_key: str | None = None
     client_key: str | None = None
     dialog: Dialog | None = None
@@ -227,6 +233,7 @@ class SimPhone:
             self.say("← 200 OK，但应答里没有可用的音频地址")
         else:
             call.payload_type = remote[2]
+            call.event_payload_type = _event_payload_type(response.body)
             call.media.start((remote[0], remote[1]), remote[2])
             self.say(f"← 200 OK（{codec_name(remote[2])}），发送 ACK，通话建立")
         call.answered.set()
@@ -237,6 +244,40 @@ class SimPhone:
         call = self.calls.get((response.call_id, response.from_.tag or ""))
         if call is not None and call.ack is not None and call.dialog is not None:
             self.endpoint.send_stateless(call.ack, self._next_hop(call.dialog, None))
+
+    # -- keys ------------------------------------------------------------------------------------
+
+    async def press_keys(
+        self, call: PeerCall, digits: str, *, via: str = "rfc4733", within: float = 5.0
+    ) -> bool:
+        """Press ``digits`` in an answered call: ``via="rfc4733"`` sends telephone-events in
+        the audio (False when none was negotiated), ``via="info"`` one INFO per digit, each
+        waiting for its 200. True when every digit went out (and, for INFO, was accepted)."""
+        if call.dialog is None or call.ended.is_set():
+            return False
+        if via == "rfc4733":
+            if call.event_payload_type is None:
+                self.say("对端 SDP 没有 telephone-event，无法按 RFC 4733 发送按键")
+                return False
+            sent = await call.media.press_keys(digits, call.event_payload_type, within)
+            self.say(f"按键 {digits}（RFC 4733 telephone-event，PT {call.event_payload_type}）")
+            return sent
+        for digit in digits:
+            content_type, body = format_info_dtmf(digit)
+            info = call.dialog.create_request(
+                "INFO",
+                headers=(("User-Agent", USER_AGENT),),
+                body=body.encode(),
+                content_type=content_type,
+            )
+            info.headers.prepend("Via", self.endpoint.via())
+            _, future = self.endpoint.send_request(info, self._next_hop(call.dialog, None))
+            response = await _final(future, info, within)
+            if response.status != 200:
+                self.say(f"按键 {digit}：INFO ← {response.status} {response.reason}")
+                return False
+        self.say(f"按键 {digits}（SIP INFO {content_type}，每键 200 OK）")
+        return True
 
     # -- hanging up -----------------------------------------------------------------------------
 
@@ -340,6 +381,9 @@ class SimPhone:
         chosen = sdp.primary_codec(audio) if audio is not None else None
         if remote is not None and chosen is not None:
             call.payload_type = chosen.payload_type
+            call.event_payload_type = (
+                sdp.telephone_event_payload_type(audio) if audio is not None else None
+            )
             call.media.start((remote[0], remote[1]), chosen.payload_type)
         codec = codec_name(call.payload_type)
         self.say(f"摘机应答 → 200 OK（{codec}，{self.tone_hz:.0f} Hz 音频）")
@@ -436,6 +480,14 @@ def _audio_target(body: bytes) -> tuple[str, int, int] | None:
     if endpoint is None or codec is None:
         return None
     return endpoint[0], endpoint[1], codec.payload_type
+
+
+def _event_payload_type(body: bytes) -> int | None:
+    try:
+        audio = sdp.SessionDescription.parse(body).audio
+    except RemoteProtocolError:
+        return None
+    return sdp.telephone_event_payload_type(audio) if audio is not None else None
 
 
 def _is_ipv4(host: str) -> bool:
