@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from bridge.sip.errors import RemoteProtocolError
-from bridge.sip.sdp import SessionDescription, primary_codec, rewrite_connection
+from bridge.sip.sdp import Attribute, SessionDescription, primary_codec, rewrite_connection
 
 _REMEMBERED = 256
 _parsed: OrderedDict[int, tuple[bytes, SessionDescription]] = OrderedDict()
@@ -37,6 +37,70 @@ def anchor(body: bytes, host: str, port: int) -> bytes:
     """The peer's SDP with our media address and port in it."""
     sd = parse(body)
     return bytes(rewrite_connection(sd, address=host, port=port, session_version_bump=True))
+
+
+_G711 = {"PCMA": ("8", "PCMU", "0"), "PCMU": ("0", "PCMA", "8")}
+"""Each G.711 law: its static payload type, and the other law with its static payload type."""
+
+
+def anchor_offer(body: bytes, host: str, port: int) -> bytes:
+    """:func:`anchor` for an offer: an audio stream offering one G.711 law only also offers
+    the other, last among the voice codecs. The relay transcodes between the laws, so an A-law
+    trunk's call can reach a μ-law-only phone, which would otherwise have to refuse the offer
+    (RFC 3264 §6: an answer only names formats the offer had)."""
+    sd = rewrite_connection(parse(body), address=host, port=port, session_version_bump=True)
+    index = sd.audio_index
+    if index is None or sd.media[index].is_rejected:
+        return bytes(sd)
+    audio = sd.media[index]
+    laws = [c for c in audio.codecs if c.name.upper() in _G711]
+    if len(laws) != 1:
+        return bytes(sd)
+    _, other, other_pt = _G711[laws[0].name.upper()]
+    if other_pt in audio.formats:
+        return bytes(sd)
+    formats = list(audio.formats)
+    voice = {str(c.payload_type) for c in audio.codecs if c.carries_audio}
+    last = max((i for i, f in enumerate(formats) if f in voice), default=len(formats) - 1)
+    formats.insert(last + 1, other_pt)
+    rtpmap = Attribute(name="rtpmap", value=f"{other_pt} {other}/8000")
+    media = list(sd.media)
+    media[index] = audio.with_(formats=tuple(formats), attributes=(*audio.attributes, rtpmap))
+    return bytes(sd.with_(media=tuple(media)))
+
+
+def anchor_answer(body: bytes, offer: bytes, host: str, port: int) -> bytes:
+    """:func:`anchor` for an answer relayed to the party whose ``offer`` went out through
+    :func:`anchor_offer`: when the answerer chose the G.711 law the bridge added, the answer
+    names the offerer's own law instead, so the offerer sends and expects what it offered and
+    the relay transcodes between the two legs."""
+    sd = rewrite_connection(parse(body), address=host, port=port, session_version_bump=True)
+    index = sd.audio_index
+    try:
+        offered = parse(offer).audio
+    except RemoteProtocolError:
+        return bytes(sd)
+    if index is None or offered is None or sd.media[index].is_rejected:
+        return bytes(sd)
+    audio = sd.media[index]
+    names = {c.name.upper() for c in offered.codecs}
+    formats, attributes = list(audio.formats), list(audio.attributes)
+    for codec in audio.codecs:
+        law = codec.name.upper()
+        if law not in _G711 or law in names or _G711[law][1] not in names:
+            continue
+        ours = next(c for c in offered.codecs if c.name.upper() == _G711[law][1])
+        pt = str(codec.payload_type)
+        formats = [str(ours.payload_type) if f == pt else f for f in formats]
+        attributes = [
+            Attribute(name="rtpmap", value=ours.rtpmap)
+            if a.name == "rtpmap" and (a.value or "").split(" ", 1)[0] == pt
+            else a
+            for a in attributes
+        ]
+    media = list(sd.media)
+    media[index] = audio.with_(formats=tuple(dict.fromkeys(formats)), attributes=tuple(attributes))
+    return bytes(sd.with_(media=tuple(media)))
 
 
 def remote_of(body: bytes) -> tuple[str, int, int | None] | None:

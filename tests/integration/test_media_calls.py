@@ -242,6 +242,57 @@ async def test_pcma_stream_is_relayed_to_the_callee_and_its_echo_back_to_the_cal
         caller.kill()
 
 
+# -- 2. A-law caller, μ-law callee, on the first call -------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the call core passes the caller's PCMA-only offer through unchanged and settles the "
+    "caller's leg on the callee's answer, so a μ-law callee gets no PCMU to choose and the caller "
+    "is sent PCMU it never offered; needs sdpmap.anchor_offer/anchor_answer wired into b2bua.py",
+)
+async def test_alaw_caller_reaches_a_ulaw_callee_transcoded(
+    bridge: BridgeFactory, sipp: Callable[..., SippRun], tmp_path: Path, ports: PortAllocator
+) -> None:
+    caller_rtp, caller_port = await rtp_peer(ports, codec=g711.PCMA, frequency=1000)
+    callee_rtp, callee_port = await rtp_peer(ports, codec=g711.PCMU, frequency=1600, reply=True)
+    callee = sipp(
+        "uas_answer_at_port",
+        name="ulaw-callee",
+        timeout=15,
+        keys={"audio_port": callee_port, "answer_pt": 0, "answer_codec": "PCMU"},
+    )
+    caller = SippRun(
+        "uac_pcma_at_port",
+        workdir=tmp_path,
+        allocator=ports,
+        name="caller",
+        service="110",
+        duration_ms=2500,
+        timeout=15,
+        keys={"audio_port": str(caller_port)},
+    )
+    service = await bridge(carrier_port=caller.port, pbx_ports=[callee.port])
+    answered = await answered_call(service)
+    await callee.started()
+    caller.remote_args(service.sip_address).start()
+    try:
+        await asyncio.wait_for(answered.event.wait(), 10)
+        call = call_of(service, answered.call_id)
+        caller_media = endpoint(call, call.caller_leg)
+        caller_rtp.stream((caller_media.host, caller_media.port))
+        await caller_rtp.wait_packets(50, within=5, what="caller hears the callee")
+        assert {p.payload_type for p in caller_rtp.received} == {g711.PCMA}
+        assert caller_rtp.heard(caller_rtp.received[-40:]) == pytest.approx(1600, abs=25)
+        assert {p.payload_type for p in callee_rtp.received} == {g711.PCMU}
+        assert callee_rtp.heard(callee_rtp.received[-40:]) == pytest.approx(1000, abs=25)
+        (await caller.wait()).assert_ok(successful=1)
+    finally:
+        caller.kill()
+        caller_rtp.close()
+        callee_rtp.close()
+
+
 # -- 2 and 4. A-law caller transferred to a μ-law target --------------------------------------
 
 
