@@ -6,6 +6,7 @@ the engine, and turns the core's call events into live events and metrics.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from pathlib import Path
@@ -17,13 +18,15 @@ from bridge.calls.call import CallEvent
 from bridge.config import Config
 from bridge.engine import Engine
 from bridge.sidecar.app import create_app
-from bridge.sidecar.auth import AuthConfig
+from bridge.sidecar.auth import AuthConfig, Permission
+from bridge.sidecar.context import require
 from bridge.sidecar.control import CallNotFound, SuperviseMode, UnprocessableRequest
+from bridge.sidecar.errors import ApiError
 from bridge.sidecar.events import EventHub
 from bridge.sidecar.links import LinkSigner
 from bridge.sidecar.metrics import MetricsRegistry
 from bridge.tickets.model import Ticket, TransferMode
-from bridge.tickets.sqlite_store import SqliteTicketStore, path_from_url
+from bridge.tickets.sqlite_store import AuditEntry, SqliteTicketStore, path_from_url
 from bridge.transfers import TransferCoordinator
 
 log = logging.getLogger("bridge.service")
@@ -42,6 +45,8 @@ class Service:
         )
         self.store: SqliteTicketStore | None = None
         self.transfers: TransferCoordinator | None = None
+        self._audit_buffer: list[AuditEntry] = []
+        self._audit_writer: asyncio.Task[None] | None = None
         self._runner: web.AppRunner | None = None
         self._calls_total = self.metrics.counter(
             "bridge_call_events_total", "Call state changes", ("kind",)
@@ -71,6 +76,7 @@ class Service:
         )
         self.transfers = TransferCoordinator(self.engine, self.store, self.hub, self.signer)
         self.transfers.start()
+        app.router.add_get("/api/v1/audit", self._audit_route)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         host, port = self.config.sidecar.address
@@ -82,6 +88,8 @@ class Service:
         log.info("sidecar listening on %s:%d", *self.listen)
 
     async def close(self) -> None:
+        if self._audit_writer is not None:
+            await self._audit_writer
         if self.transfers is not None:
             await self.transfers.close()
         if self._runner is not None:
@@ -89,9 +97,49 @@ class Service:
         if self.store is not None:
             await self.store.close()
 
+    # -- audit log -----------------------------------------------------------------------
+
+    def audit(self, entries: list[AuditEntry]) -> None:
+        """Queue entries for the append-only audit log, written in batches off the loop."""
+        self._audit_buffer.extend(entries)
+        if self._audit_writer is None or self._audit_writer.done():
+            self._audit_writer = asyncio.get_running_loop().create_task(self._write_audit())
+
+    async def _write_audit(self) -> None:
+        while self._audit_buffer and self.store is not None:
+            batch, self._audit_buffer = self._audit_buffer, []
+            try:
+                await self.store.append_audit(batch)
+            except Exception:
+                log.exception("audit log write failed; %d entries lost", len(batch))
+
+    async def _audit_route(self, request: web.Request) -> web.Response:
+        """GET /api/v1/audit?subject=CALL_ID&limit=N: supervisors and admins only."""
+        require(request, Permission.SEE_ALL_EVENTS)
+        try:
+            limit = min(max(int(request.query.get("limit", "100")), 1), 1000)
+        except ValueError as exc:
+            raise ApiError(400, "bad_query", "limit must be a number") from exc
+        assert self.store is not None
+        entries = await self.store.audit(request.query.get("subject"), limit)
+        return web.json_response({"entries": [e.to_json() for e in entries]})
+
     # -- live events ---------------------------------------------------------------------
 
     def _on_call_events(self, events: list[CallEvent]) -> None:
+        wall = time.time()
+        self.audit(
+            [
+                AuditEntry(
+                    at=wall,
+                    actor="bridge",
+                    kind=f"call.{event.kind}",
+                    subject=event.call_id,
+                    data={"state": str(event.state), **_plain(event.data)},
+                )
+                for event in events
+            ]
+        )
         for event in events:
             self._calls_total.inc(kind=event.kind)
             self.hub.publish(
@@ -101,7 +149,7 @@ class Service:
                     "kind": event.kind,
                     "state": str(event.state),
                     "at": time.time(),
-                    "data": {k: v for k, v in event.data.items() if isinstance(v, str | int)},
+                    "data": _plain(event.data),
                 }
             )
 
@@ -142,6 +190,22 @@ class Service:
         else:
             self._reloads.inc(result="error")
             log.warning("dial plan reload refused (%s): %d errors", trigger, len(outcome.problems))
+        self.audit(
+            [
+                AuditEntry(
+                    at=time.time(),
+                    actor=trigger,
+                    kind="dialplan.reload" if outcome.ok else "dialplan.reload_refused",
+                    subject=outcome.path,
+                    data={
+                        "generation": outcome.generation,
+                        "sha256": outcome.sha256,
+                        "problems": list(outcome.problems),
+                        "changes": list(outcome.changes),
+                    },
+                )
+            ]
+        )
         result = {
             "ok": outcome.ok,
             "errors": list(outcome.problems),
@@ -157,3 +221,8 @@ class Service:
             {"category": key, "label": router.label(key), "score": score}
             for key, score in router.suggest(text)
         ]
+
+
+def _plain(data: dict[str, Any]) -> dict[str, Any]:
+    """Only plain values leave the process: names, states, statuses (never numbers)."""
+    return {k: v for k, v in data.items() if isinstance(v, str | int | float)}

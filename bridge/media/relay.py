@@ -234,7 +234,10 @@ class MediaRelay:
             raise RuntimeError("media relay is closed")
         loop = asyncio.get_running_loop()
         parked = self._parked
-        if parked and time.monotonic() - parked[0].parked_at >= (self.reuse_after or 0.0):
+        quiet = parked and time.monotonic() - parked[0].parked_at >= (self.reuse_after or 0.0)
+        # With no free pair left, the oldest parked pair is reused early: a call beats
+        # the quarantine against a late packet of an ended call.
+        if parked and (quiet or self.pool.free == 0):
             pair = parked.popleft()
             self.pool.unpark(pair.port)
             endpoint = MediaEndpoint(

@@ -87,7 +87,52 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
 )
 
+MIGRATIONS = (
+    *MIGRATIONS,
+    Migration(
+        version=3,
+        description="append-only audit log of calls and admin actions",
+        statements=(
+            """CREATE TABLE audit_log (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                at REAL NOT NULL,
+                actor TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                subject TEXT NOT NULL,
+                data TEXT NOT NULL
+            )""",
+            "CREATE INDEX audit_by_subject ON audit_log (subject, seq)",
+            """CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+               BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
+            """CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+               BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
+        ),
+    ),
+)
+
 LATEST_VERSION = MIGRATIONS[-1].version
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditEntry:
+    """One audited step that is not a ticket's: a call's state change, a dial-plan reload."""
+
+    at: float
+    actor: str
+    kind: str
+    subject: str
+    data: dict[str, Any]
+    seq: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "at": self.at,
+            "actor": self.actor,
+            "kind": self.kind,
+            "subject": self.subject,
+            "data": self.data,
+        }
 
 
 def path_from_url(url: str) -> str:
@@ -194,6 +239,37 @@ class SqliteTicketDb:
     def append_event(self, transition: Transition) -> None:
         with self._transaction():
             self._append(transition)
+
+    def append_audit(self, entries: Sequence[AuditEntry]) -> None:
+        """One transaction for a batch: call events arrive in bursts under load."""
+        with self._transaction():
+            self._conn.executemany(
+                "INSERT INTO audit_log (at, actor, kind, subject, data) VALUES (?, ?, ?, ?, ?)",
+                [
+                    (e.at, e.actor, e.kind, e.subject, json.dumps(e.data, ensure_ascii=False))
+                    for e in entries
+                ],
+            )
+
+    def audit(self, subject: str | None = None, limit: int = 100) -> list[AuditEntry]:
+        """Newest first."""
+        sql = "SELECT seq, at, actor, kind, subject, data FROM audit_log"
+        args: tuple[Any, ...] = ()
+        if subject is not None:
+            sql += " WHERE subject = ?"
+            args = (subject,)
+        rows = self._conn.execute(sql + " ORDER BY seq DESC LIMIT ?", (*args, limit)).fetchall()
+        return [
+            AuditEntry(
+                seq=row[0],
+                at=row[1],
+                actor=row[2],
+                kind=row[3],
+                subject=row[4],
+                data=json.loads(row[5]),
+            )
+            for row in rows
+        ]
 
     def update(self, ticket_id: str, change: TicketChange) -> Transition:
         with self._transaction():
@@ -358,6 +434,12 @@ class SqliteTicketStore:
 
     async def events_for(self, ticket_id: str) -> list[TicketEvent]:
         return await self._run(partial(self._db.events_for, ticket_id))
+
+    async def append_audit(self, entries: Sequence[AuditEntry]) -> None:
+        await self._run(partial(self._db.append_audit, entries))
+
+    async def audit(self, subject: str | None = None, limit: int = 100) -> list[AuditEntry]:
+        return await self._run(partial(self._db.audit, subject, limit))
 
     async def schema_version(self) -> int:
         return await self._run(partial(self._db.schema_version))

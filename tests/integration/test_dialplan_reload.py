@@ -13,6 +13,7 @@ from peers.ports import PortAllocator
 from peers.sipp import SippRun
 
 from bridge.calls.call import CallEvent
+from bridge.tickets.sqlite_store import SqliteTicketStore
 
 pytestmark = pytest.mark.peers("sipp")
 
@@ -79,6 +80,19 @@ async def test_reload_under_load_follows_the_valid_plan_and_refuses_the_bad_one(
         assert by_a >= 20
         assert by_b > 20, "after the refused plan, routing kept following the last valid one"
         assert by_a + by_b == 120
+        assert service.service is not None
+        await service.service.close()  # flushes the audit writer
+        service.service = None
+        store = await SqliteTicketStore.open(str(service.workdir / "bridge.sqlite3"))
+        try:
+            reloads = await store.audit(str(service.plan_path))
+            assert [e.kind for e in reloads] == ["dialplan.reload_refused", "dialplan.reload"]
+            assert reloads[0].data["problems"]
+            assert reloads[1].actor == "api"
+            answered_calls = [e for e in await store.audit(limit=1000) if e.kind == "call.answered"]
+            assert len(answered_calls) == 120
+        finally:
+            await store.close()
     finally:
         caller.kill()
 
