@@ -103,8 +103,24 @@ def anchor_answer(body: bytes, offer: bytes, host: str, port: int) -> bytes:
     return bytes(sd.with_(media=tuple(media)))
 
 
-def remote_of(body: bytes) -> tuple[str, int, int | None] | None:
+Remote = tuple[str, int, int | None]
+_remotes: OrderedDict[int, tuple[bytes, Remote | None]] = OrderedDict()
+
+
+def remote_of(body: bytes) -> Remote | None:
     """Where the party wants its RTP, and its preferred payload type; None when unusable."""
+    key = id(body)
+    hit = _remotes.get(key)
+    if hit is not None and hit[0] is body:
+        return hit[1]
+    remote = _remote_of(body)
+    _remotes[key] = (body, remote)
+    if len(_remotes) > _REMEMBERED:
+        _remotes.popitem(last=False)
+    return remote
+
+
+def _remote_of(body: bytes) -> Remote | None:
     try:
         sd = parse(body)
     except RemoteProtocolError:
