@@ -565,6 +565,16 @@ class B2BUA:
 
     # -- helpers the transfer desk uses --------------------------------------------------------
 
+    def adopt_leg(self, source: Call, leg: Leg, into: Call) -> None:
+        """Move a leg with its dialog and media from one call to another (RFC 3891)."""
+        del source.legs[leg.leg_id]
+        new_id = f"r{sum(1 for other in into.legs if other.startswith('r')) + 1}"
+        leg.leg_id = new_id
+        into.legs[new_id] = leg
+        self.index_leg(into, leg)
+        if leg.client_key:
+            self._by_client[leg.client_key] = (into.call_id, new_id)
+
     def register_client(self, key: str, call: Call, leg: Leg) -> None:
         self._by_client[key] = (call.call_id, leg.leg_id)
 

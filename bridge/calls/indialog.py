@@ -111,8 +111,9 @@ def on_refer(core: B2BUA, call: Call, leg: Leg, request: Request, key: str, now:
     except RemoteProtocolError:
         core._respond(request, key, 400, now, "Bad Refer-To")
         return
-    if target.headers and any(k.lower() == "replaces" for k, _ in target.headers):
-        core._respond(request, key, 501, now, "Attended Transfer Not Supported Yet")
+    replaces = next((v for k, v in target.headers if k.lower() == "replaces"), None)
+    if replaces is not None:
+        on_refer_replaces(core, call, leg, request, key, replaces, now)
         return
     core.txl.send_response(key, make_response(request, 202), now)
     send_notify(core, call, leg, 100, "Trying", False, now)
@@ -125,6 +126,45 @@ def on_refer(core: B2BUA, call: Call, leg: Leg, request: Request, key: str, now:
             refer_leg=leg.leg_id,
         )
     )
+
+
+def on_refer_replaces(
+    core: B2BUA, call: Call, leg: Leg, request: Request, key: str, replaces: str, now: float
+) -> None:
+    """The agent's phone finished its own attended transfer (RFC 3891 inside RFC 3515): it
+    consulted the target in a second call through the bridge, and asks that the caller replace
+    it there. Since both dialogs end at the bridge, no INVITE is needed: the target's leg moves
+    into the caller's call, the media is joined, and the agent's consultation leg is hung up."""
+    consult = _find_replaced(core, replaces)
+    if consult is None:
+        core._respond(request, key, 481, now, "Replaced Dialog Not Found")
+        return
+    other_call, agent_side = consult
+    target = other_call.other(agent_side)
+    if other_call is call or target is None or target.state is not LegState.CONFIRMED:
+        core._respond(request, key, 481, now, "Replaced Dialog Not Found")
+        return
+    core.txl.send_response(key, make_response(request, 202), now)
+    core.adopt_leg(other_call, target, call)
+    core.media.unhold(call.caller.media)
+    core.media.connect(call.caller.media, target.media)
+    call.callee_leg = target.leg_id
+    core.send_bye(other_call, agent_side, now)
+    core._record(call.apply(CallInput.PROGRESS, now, replaced_by=target.leg_id, peer=target.peer))
+    send_notify(core, call, leg, 200, "OK", True, now)
+
+
+def _find_replaced(core: B2BUA, replaces: str) -> tuple[Call, Leg] | None:
+    """The leg a Replaces value names (§3): its Call-ID and the tag the bridge gave that
+    dialog, which the agent's phone calls the to-tag."""
+    call_id, *params = (part.strip() for part in replaces.split(";"))
+    tags = dict(p.split("=", 1) for p in params if "=" in p)
+    for tag in (tags.get("to-tag"), tags.get("from-tag")):
+        found = core._by_dialog.get((call_id, tag or ""))
+        if found is not None and found[0] in core.calls:
+            other_call = core.calls[found[0]]
+            return other_call, other_call.legs[found[1]]
+    return None
 
 
 def send_notify(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from test_b2bua import CALLEE, CALLER, SDP, Harness, answer, establish
+from test_b2bua import CALLEE, CALLER, SDP, Harness, answer, establish, invite
 
 from bridge.calls.ports import Destination
 from bridge.sip.errors import LocalProtocolError
@@ -242,3 +242,57 @@ def test_attended_transfer_cancelled_gives_the_caller_back_to_the_agent() -> Non
     assert call.caller.media.port not in h.media.held
     assert h.media.connected[-1] == (call.caller.media.port, call.legs["b1"].media.port)
     assert h.core.take_transfer_events()[-1].kind == "failed"
+
+
+def test_refer_with_replaces_joins_the_caller_to_the_consulted_target() -> None:
+    """RFC 3891: the agent consulted the target in a second call through the bridge, then
+    REFERs the caller with Replaces naming that consultation dialog."""
+    h = Harness()
+    inv_a, _ok_a = establish(h)
+    h.sent()
+    h.feed(invite(call_id="consult", branch="z9hG4bKcons"), CALLER)
+    inv_b = next(m for m in h.sent_to(CALLEE) if isinstance(m, Request))
+    h.feed(answer(inv_b, 200, tag="tgt", sdp=SDP), CALLEE)
+    ok_b = next(m for m in h.sent_to(CALLER) if isinstance(m, Response) and m.status == 200)
+    bridge_tag = ok_b.to.tag
+    replaces = f"consult%3Bto-tag%3D{bridge_tag}%3Bfrom-tag%3Dcaller1"
+    refer = (
+        "REFER sip:bridge@127.0.0.1:5060 SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.1:5072;branch=z9hG4bKrefrep\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: {inv_a.headers.get('To')};tag=callee1\r\n"
+        f"To: {inv_a.headers.get('From')}\r\n"
+        f"Call-ID: {inv_a.call_id}\r\n"
+        f"CSeq: 2 REFER\r\nRefer-To: <sip:110@127.0.0.1:5060?Replaces={replaces}>\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+    h.feed(refer, CALLEE)
+    sent = h.sent()
+    assert [m.status for d, m in sent if d == CALLEE and isinstance(m, Response)] == [202]
+    notify = [m for d, m in sent if isinstance(m, Request) and m.method == "NOTIFY"]
+    assert notify[-1].body.startswith(b"SIP/2.0 200")
+    byes = [m for d, m in sent if d == CALLER and isinstance(m, Request) and m.method == "BYE"]
+    assert [m.call_id for m in byes] == ["consult"], "the agent's consultation leg is hung up"
+    (call_a,) = [c for c in h.core.calls.values() if c.caller.invite.call_id == "c1"]
+    moved = call_a.legs[call_a.callee_leg]
+    assert moved.leg_id.startswith("r")
+    assert (call_a.caller.media.port, moved.media.port) in h.media.connected
+
+
+def test_refer_with_replaces_for_an_unknown_dialog_is_481() -> None:
+    h = Harness()
+    inv_a, _ok = establish(h)
+    h.sent()
+    refer = (
+        "REFER sip:bridge@127.0.0.1:5060 SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.1:5072;branch=z9hG4bKrefbad\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: {inv_a.headers.get('To')};tag=callee1\r\n"
+        f"To: {inv_a.headers.get('From')}\r\n"
+        f"Call-ID: {inv_a.call_id}\r\n"
+        "CSeq: 2 REFER\r\n"
+        "Refer-To: <sip:110@127.0.0.1?Replaces=nope%3Bto-tag%3Dx%3Bfrom-tag%3Dy>\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+    h.feed(refer, CALLEE)
+    assert [m.status for m in h.sent_to(CALLEE) if isinstance(m, Response)] == [481]
