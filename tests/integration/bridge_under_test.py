@@ -77,6 +77,7 @@ link_secret = "integration-secret-0123456789"
 token = "admin-token-0123456789"
 name = "admin"
 role = "admin"
+{extra_tokens}
 [storage]
 url = "sqlite:///bridge.sqlite3"
 [registrar]
@@ -124,7 +125,10 @@ class BridgeUnderTest:
         extra_plan: str = "",
         seat_credentials: Mapping[str, str] = DEFAULT_SEATS,
         digest_algorithms: Sequence[str] = ("SHA-256", "MD5"),
+        tokens: Sequence[Mapping[str, str]] = (),
     ) -> None:
+        """``tokens``: more [[sidecar.tokens]] entries (token, name, role, seat, platform)
+        besides the admin token every bridge has."""
         self.workdir = workdir
         self.ports = ports
         workdir.mkdir(parents=True, exist_ok=True)
@@ -144,6 +148,11 @@ class BridgeUnderTest:
             "t1_ms": t1_ms,
             "grace_s": grace_s,
             "digest_algorithms": ", ".join(f'"{name}"' for name in digest_algorithms),
+            "extra_tokens": "".join(
+                "[[sidecar.tokens]]\n"
+                + "".join(f'{key} = "{value}"\n' for key, value in token.items())
+                for token in tokens
+            ),
             "seat_credentials": "".join(
                 f'[[registrar.seats]]\nuser = "{user}"\npassword = "{password}"\n'
                 for user, password in seat_credentials.items()
