@@ -328,7 +328,7 @@ class B2BUA:
                 headers.add(name, value)
         body = b""
         if incoming.body and incoming.content_type == "application/sdp":
-            body = sdpmap.anchor(incoming.body, leg.media.host, leg.media.port)
+            body = sdpmap.anchor_offer(incoming.body, leg.media.host, leg.media.port)
             headers.add("Content-Type", "application/sdp")
         return Request(method="INVITE", uri=dest.uri, headers=headers, body=body)
 
@@ -423,7 +423,9 @@ class B2BUA:
         )
         out.headers.add("Contact", self.contact(caller.transport))
         if response.body and response.content_type == "application/sdp":
-            out.body = sdpmap.anchor(response.body, caller.media.host, caller.media.port)
+            out.body = sdpmap.anchor_answer(
+                response.body, caller.invite.body, caller.media.host, caller.media.port
+            )
             out.headers.add("Content-Type", "application/sdp")
             self._point_media(call.legs[call.callee_leg], response.body)
         self.txl.send_response(caller.server_key, out, now)
@@ -451,9 +453,11 @@ class B2BUA:
         out.headers.add("Contact", self.contact(caller.transport))
         out.headers.add("Allow", ALLOW)
         if response.body and caller.invite.body:
-            out.body = sdpmap.anchor(response.body, caller.media.host, caller.media.port)
+            out.body = sdpmap.anchor_answer(
+                response.body, caller.invite.body, caller.media.host, caller.media.port
+            )
             out.headers.add("Content-Type", "application/sdp")
-            self._point_media(caller, caller.invite.body, negotiated=response.body)
+            self._point_media(caller, caller.invite.body, negotiated=out.body)
         caller.dialog = Dialog.uas(caller.invite, caller.local_tag)
         caller.state = LegState.CONFIRMED
         caller.answered_at = now

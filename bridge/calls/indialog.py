@@ -240,7 +240,7 @@ def mirror_reinvite(
     body = b""
     if request.body:
         core._point_media(leg, request.body)
-        body = sdpmap.anchor(request.body, other.media.host, other.media.port)
+        body = sdpmap.anchor_offer(request.body, other.media.host, other.media.port)
     out = other.dialog.create_request(
         request.method, body=body, content_type="application/sdp" if body else None
     )
@@ -280,10 +280,11 @@ def on_reinvite_response(core: B2BUA, response: Response, key: str, now: float) 
             core.txl.send_ack(key, ack, core._next_hop(other.dialog, other), other.transport)
         if response.body:
             core._point_media(other, response.body)
-            origin_offer = origin_request.body
-            if origin_offer:
-                core._point_media(leg, origin_offer, negotiated=response.body)
-            out.body = sdpmap.anchor(response.body, leg.media.host, leg.media.port)
+            out.body = sdpmap.anchor_answer(
+                response.body, origin_request.body, leg.media.host, leg.media.port
+            )
             out.headers.add("Content-Type", "application/sdp")
+            if origin_request.body:
+                core._point_media(leg, origin_request.body, negotiated=out.body)
         out.headers.add("Contact", core.contact(leg.transport))
     core.txl.send_response(pending.server_key, out, now)

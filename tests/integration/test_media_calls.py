@@ -245,12 +245,6 @@ async def test_pcma_stream_is_relayed_to_the_callee_and_its_echo_back_to_the_cal
 # -- 2. A-law caller, μ-law callee, on the first call -------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the call core passes the caller's PCMA-only offer through unchanged and settles the "
-    "caller's leg on the callee's answer, so a μ-law callee gets no PCMU to choose and the caller "
-    "is sent PCMU it never offered; needs sdpmap.anchor_offer/anchor_answer wired into b2bua.py",
-)
 async def test_alaw_caller_reaches_a_ulaw_callee_transcoded(
     bridge: BridgeFactory, sipp: Callable[..., SippRun], tmp_path: Path, ports: PortAllocator
 ) -> None:
