@@ -234,13 +234,19 @@ def mirror_reinvite(
     if other is None or other.dialog is None or other.state is not LegState.CONFIRMED:
         core.txl.send_response(key, make_response(request, 200), now)
         return
-    if any(p.from_leg in (leg.leg_id, other.leg_id) for p in core._reinvites.values()):
+    busy = {f"{call.call_id}/{leg.leg_id}", f"{call.call_id}/{other.leg_id}"}
+    if any(p.from_leg in busy for p in core._reinvites.values()):
         core._respond(request, key, 491, now)
         return
     body = b""
     if request.body:
         core._point_media(leg, request.body)
         body = sdpmap.anchor_offer(request.body, other.media.host, other.media.port)
+        # A held party hears the hold tone or music, never dead air.
+        if sdpmap.is_hold(request.body):
+            core.media.hold(other.media)
+        else:
+            core.media.unhold(other.media)
     out = other.dialog.create_request(
         request.method, body=body, content_type="application/sdp" if body else None
     )

@@ -131,3 +131,12 @@ def _remote_of(body: bytes) -> Remote | None:
         return None
     codec = primary_codec(audio)
     return endpoint[0], endpoint[1], codec.payload_type if codec is not None else None
+
+
+def is_hold(body: bytes) -> bool:
+    """Whether this offer stops the writer receiving audio (RFC 3264 §8.4, or RFC 2543's
+    c=0.0.0.0): the other party is then on hold."""
+    try:
+        return parse(body).is_hold
+    except RemoteProtocolError:
+        return False

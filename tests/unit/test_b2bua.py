@@ -410,3 +410,45 @@ def test_the_callers_codec_is_the_one_the_callee_chose() -> None:
     call = next(iter(h.core.calls.values()))
     assert call.caller.media.remote == ("127.0.0.1", 6000, 0)
     assert call.legs["b1"].media.remote == ("127.0.0.1", 6000, 0)
+
+
+def reinvite_from_callee(inv: Request, cseq: int, direction: bytes) -> bytes:
+    body = SDP.replace(b"a=sendrecv", direction)
+    return (
+        "INVITE sip:bridge@127.0.0.1:5060 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:5072;branch=z9hG4bKre{cseq}\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: {inv.headers.get('To')};tag=callee1\r\n"
+        f"To: {inv.headers.get('From')}\r\n"
+        f"Call-ID: {inv.call_id}\r\n"
+        f"CSeq: {cseq} INVITE\r\nContact: <sip:pbx@127.0.0.1:5072>\r\n"
+        f"Content-Type: application/sdp\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+def test_hold_is_mirrored_and_the_held_caller_hears_the_hold_tone() -> None:
+    h = Harness()
+    inv, ok = establish(h)
+    h.sent()
+    caller_port = next(iter(h.core.calls.values())).caller.media.port
+    h.feed(reinvite_from_callee(inv, 2, b"a=sendonly"), CALLEE)
+    mirrored = next(m for m in h.sent_to(CALLER) if isinstance(m, Request))
+    assert mirrored.method == "INVITE"
+    assert b"a=sendonly" in mirrored.body
+    assert caller_port in h.media.held
+    # Glare: a second re-INVITE while the first is pending gets 491 (RFC 3261 §14.1).
+    h.feed(reinvite_from_callee(inv, 3, b"a=sendrecv"), CALLEE)
+    assert [m.status for m in h.sent_to(CALLEE) if isinstance(m, Response)][-1] == 491
+    h.feed(
+        answer(
+            mirrored,
+            200,
+            tag=ok.to.tag or "",
+            sdp=SDP.replace(b"sendrecv", b"recvonly"),
+            contact="sip:caller@127.0.0.1:5071",
+        ),
+        CALLER,
+    )
+    assert [m.status for m in h.sent_to(CALLEE) if isinstance(m, Response)][-1] == 200
+    h.feed(reinvite_from_callee(inv, 4, b"a=sendrecv"), CALLEE)
+    assert caller_port not in h.media.held
