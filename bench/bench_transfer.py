@@ -57,7 +57,6 @@ from bench.bench_calls import (
     raise_fd_limit,
     rss_kib,
     stop,
-    wait_bound,
 )
 
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; Python does not name it
@@ -321,7 +320,6 @@ class Dialog:
     remote: str  # the bridge's From value: To of our requests
     remote_uri: str
     cseq: int = 0
-    final: bytes = b""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -330,7 +328,6 @@ class Transfer:
     user: str
     call_id: str
     from_tag: str
-    started: float
     caller_to: str = ""
     caller_uri: str = ""
     agent: Dialog | None = None
@@ -363,7 +360,6 @@ class Scenario:
     ring: float
     hold: float
     transfers: dict[str, Transfer] = field(default_factory=dict)
-    by_ticket: dict[str, Transfer] = field(default_factory=dict)
     pending: dict[str, Pending] = field(default_factory=dict)
     seen: dict[tuple[str, str, int, str], bytes] = field(default_factory=dict)
     finished: asyncio.Event = field(default_factory=asyncio.Event)
@@ -460,7 +456,6 @@ class Scenario:
             user=user,
             call_id=call_id,
             from_tag=secrets.token_hex(4),
-            started=self.loop.time(),
         )
         self.transfers[user] = transfer
         self.transfers[call_id] = transfer
@@ -655,7 +650,6 @@ class Scenario:
             transfer.invite_kernel_ns = stamp
             transfer.invite_loop_ns = loop_ns
             transfer.ticket_id = message.get("x-ticket-id")
-            self.by_ticket[transfer.ticket_id] = transfer
             transfer.target = Dialog(
                 call_id=message.call_id,
                 local=f"{message.get('to')};tag={tag}",
@@ -748,34 +742,48 @@ class Options:
 class BridgeProcess:
     def __init__(self, workdir: Path, *, caller: int, agent: int, target: int) -> None:
         self.workdir = workdir
-        self.sip_port = free_port()
-        self.http_port = free_port(socket.SOCK_STREAM)
         (workdir / "plan.toml").write_text(
             PLAN.format(caller_port=caller, agent_port=agent, target_port=target)
         )
-        (workdir / "bridge.toml").write_text(
-            CONFIG.format(
-                sip_port=self.sip_port,
-                http_port=self.http_port,
-                media_min=40000,
-                media_max=60000,
-                token=TOKEN,
-            )
-        )
+        self.sip_port = self.http_port = 0
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> int:
-        log = (self.workdir / "bridge.log").open("wb")
-        self.process = subprocess.Popen(
-            [str(BRIDGE), "run", "--config", str(self.workdir / "bridge.toml")],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=self.workdir,
-            preexec_fn=lambda: raise_fd_limit(65536),
-        )
-        wait_bound(self.sip_port)
-        wait_bound(self.http_port)
-        return self.process.pid
+    def start(self, attempts: int = 3) -> int:
+        """Start on fresh ports; again when another process took one between pick and bind."""
+        for _ in range(attempts):
+            self.sip_port = free_port()
+            self.http_port = free_port(socket.SOCK_STREAM)
+            (self.workdir / "bridge.toml").write_text(
+                CONFIG.format(
+                    sip_port=self.sip_port,
+                    http_port=self.http_port,
+                    media_min=40000,
+                    media_max=60000,
+                    token=TOKEN,
+                )
+            )
+            log = (self.workdir / "bridge.log").open("wb")
+            self.process = subprocess.Popen(
+                [str(BRIDGE), "run", "--config", str(self.workdir / "bridge.toml")],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+                preexec_fn=lambda: raise_fd_limit(65536),
+            )
+            if self._listening(within=15):
+                return self.process.pid
+            stop(self.process)
+        raise RuntimeError("the bridge did not start:\n" + self.log_tail())
+
+    def _listening(self, within: float) -> bool:
+        assert self.process is not None
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline and self.process.poll() is None:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                if probe.connect_ex((HOST, self.http_port)) == 0:
+                    return True
+            time.sleep(0.05)
+        return False
 
     def stop(self) -> None:
         if self.process is not None:
@@ -808,12 +816,12 @@ async def run(options: Options, workdir: Path) -> int:
     )
     total = int(options.rate * (options.warmup + options.duration))
     scenario.expected = total
-    scenario.bridge = (HOST, bridge.sip_port)
     pops: dict[str, int] = {}
     lags: list[float] = []
     watcher: asyncio.Task[None] | None = None
     try:
         pid = await loop.run_in_executor(None, bridge.start)
+        scenario.bridge = (HOST, bridge.sip_port)
         ready = asyncio.Event()
         url = f"http://{HOST}:{bridge.http_port}/api/v1/events"
         watcher = loop.create_task(watch_screen_pops(url, pops, ready))

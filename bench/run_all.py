@@ -13,7 +13,7 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-SCRIPTS = ("bench_parser", "bench_routing", "bench_media", "bench_calls")
+SCRIPTS = ("bench_parser", "bench_routing", "bench_media", "bench_calls", "bench_transfer")
 
 
 def main() -> int:
