@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge.calls.call import CallEvent
+from bridge.calls.call import Call, CallEvent
 from bridge.config import Config
 from bridge.engine import Engine
 from bridge.sidecar.app import create_app
@@ -162,11 +162,11 @@ class Service:
     # -- CallControl ---------------------------------------------------------------------
 
     async def list_calls(self) -> list[dict[str, Any]]:
-        return [call.summary() for call in self.engine.core.calls.values()]
+        return [_with_media(call) for call in self.engine.core.calls.values()]
 
     async def get_call(self, call_id: str) -> dict[str, Any] | None:
         call = self.engine.core.calls.get(call_id)
-        return call.summary() if call is not None else None
+        return _with_media(call) if call is not None else None
 
     async def transfer(
         self, call_id: str, target: str, mode: TransferMode, ticket: Ticket, *, actor: str
@@ -232,3 +232,21 @@ class Service:
 def _plain(data: dict[str, Any]) -> dict[str, Any]:
     """Only plain values leave the process: names, states, statuses (never numbers)."""
     return {k: v for k, v in data.items() if isinstance(v, str | int | float)}
+
+
+def _with_media(call: Call) -> dict[str, Any]:
+    """The call's summary with each leg's RTP statistics (RFC 3550: packets, loss, jitter)."""
+    summary = call.summary()
+    for entry in summary["legs"]:
+        leg = call.legs.get(entry["id"])
+        stats = getattr(getattr(leg, "media", None), "stats", None)
+        if stats is not None:
+            snapshot = stats.snapshot()
+            entry["media"] = {
+                "codec": getattr(leg.media, "codec", None) if leg is not None else None,
+                "packets_received": snapshot.packets_received,
+                "packets_sent": snapshot.packets_sent,
+                "packets_lost": snapshot.packets_lost,
+                "jitter_ms": round(snapshot.jitter_ms, 3),
+            }
+    return summary

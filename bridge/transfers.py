@@ -58,7 +58,8 @@ class TransferCoordinator:
         self.store = store
         self.hub = hub
         self.signer = signer
-        self._queue: asyncio.Queue[TransferRequest | TransferEvent] = asyncio.Queue()
+        self._queue: asyncio.Queue[TransferEvent] = asyncio.Queue()
+        self._requests: set[asyncio.Task[None]] = set()
         self._worker: asyncio.Task[None] | None = None
         self._platform_of_ticket: dict[str, str] = {}
         self._ticket_of_call: dict[str, str] = {}
@@ -76,18 +77,24 @@ class TransferCoordinator:
     def _collect(self) -> None:
         core = self.engine.core
         for request in core.take_transfer_requests():
-            self._queue.put_nowait(request)
+            # A key press must not wait behind other calls' ticket updates: it goes at once.
+            task = asyncio.get_running_loop().create_task(self._guarded(request))
+            self._requests.add(task)
+            task.add_done_callback(self._requests.discard)
         for event in core.take_transfer_events():
             self._queue.put_nowait(event)
+
+    async def _guarded(self, request: TransferRequest) -> None:
+        try:
+            await self._from_phone(request)
+        except Exception:
+            log.exception("transfer request failed")
 
     async def _work(self) -> None:
         while True:
             item = await self._queue.get()
             try:
-                if isinstance(item, TransferRequest):
-                    await self._from_phone(item)
-                else:
-                    await self._record(item)
+                await self._record(item)
             except Exception:
                 log.exception("transfer step failed")
 
@@ -151,7 +158,9 @@ class TransferCoordinator:
         call = core.calls.get(request.call_id)
         if call is None:
             return
-        ticket = await self._ticket_for_call(request, call.origin)
+        # The ticket belongs to the desk whose agent pressed the key, not to the caller's trunk.
+        origin = self.engine.routing.seat_platform(request.requested_by) or call.origin
+        ticket = await self._ticket_for_call(request, origin)
         try:
             await self.begin(
                 request.call_id,
@@ -179,7 +188,7 @@ class TransferCoordinator:
             origin=origin,
             category=UNCLASSIFIED,
             sending_seat=request.requested_by,
-            summary="transfer requested from the agent's phone",
+            summary="坐席话机发起转接（待补充诉求）",
         )
         now = time.time()
         transition = lifecycle.create(

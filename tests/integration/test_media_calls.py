@@ -228,6 +228,17 @@ async def test_pcma_stream_is_relayed_to_the_callee_and_its_echo_back_to_the_cal
             )
 
         await wait_until(relayed_both_ways, within=6, what="RTP relayed caller→callee→caller")
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(
+                f"{service.http_url}/api/v1/calls/{answered.call_id}",
+                headers={"Authorization": "Bearer admin-token-0123456789"},
+            ) as resp,
+        ):
+            shown = (await resp.json())["call"]
+        media = {leg["id"]: leg["media"] for leg in shown["legs"]}
+        assert media[call.caller_leg]["packets_received"] >= enough, "stats visible on the call"
+        assert media[call.caller_leg]["codec"] == g711.PCMA
         # The echo went back to where the caller streams from (latched), not into the void.
         assert a.remote is not None
         assert a.remote[0] == HOST

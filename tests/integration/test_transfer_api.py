@@ -262,7 +262,9 @@ async def test_a_restart_mid_transfer_keeps_the_ticket_and_its_events(
             assert resp.status == 200
             body = await resp.json()
         kinds = [e["kind"] for e in body["events"]]
-        assert kinds == ["created", "transfer_requested", "ringing"]
+        # Stopping the bridge ended the call, which the ticket records as a failed transfer.
+        assert kinds[:3] == ["created", "transfer_requested", "ringing"]
+        assert kinds[3:] in ([], ["failed"])
         assert body["ticket"]["summary"] == TICKET["summary"]
     finally:
         caller.kill()

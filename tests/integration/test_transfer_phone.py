@@ -73,6 +73,7 @@ async def assert_transferred(service: BridgeUnderTest, caller: SippRun, pbx: Sip
     assert ticket is not None
     assert ticket.state.value == "transferred"
     assert ticket.sending_seat == SEAT
+    assert ticket.origin == "12345", "the ticket belongs to the desk that handed the caller over"
     await service.wait_idle()
 
 
