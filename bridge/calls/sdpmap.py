@@ -5,7 +5,9 @@ direction and only replace the connection address and the audio port.
 
 The call core reads each body twice, once to anchor it for the other party and once to point
 our media at its sender, so the last few parses are remembered. The key is the body *object*,
-not its content: two messages with equal SDP are still parsed once each.
+not its content: two messages with equal SDP are still parsed once each. A body this module
+wrote is remembered with the description it was written from, which the core reads again to
+learn the codec the answer settled on.
 """
 
 from __future__ import annotations
@@ -26,17 +28,28 @@ def parse(body: bytes) -> SessionDescription:
     if hit is not None and hit[0] is body:
         return hit[1]
     sd = SessionDescription.parse(body)
+    _remember(body, sd)
+    return sd
+
+
+def _remember(body: bytes, sd: SessionDescription) -> None:
     # Holding the body keeps its id from being reused by another object while remembered.
-    _parsed[key] = (body, sd)
+    _parsed[id(body)] = (body, sd)
     if len(_parsed) > _REMEMBERED:
         _parsed.popitem(last=False)
-    return sd
+
+
+def _serialised(sd: SessionDescription) -> bytes:
+    """``bytes(sd)``, remembered as the text of ``sd`` (serialising round-trips, see tests)."""
+    body = bytes(sd)
+    _remember(body, sd)
+    return body
 
 
 def anchor(body: bytes, host: str, port: int) -> bytes:
     """The peer's SDP with our media address and port in it."""
     sd = parse(body)
-    return bytes(rewrite_connection(sd, address=host, port=port, session_version_bump=True))
+    return _serialised(rewrite_connection(sd, address=host, port=port, session_version_bump=True))
 
 
 _G711 = {"PCMA": ("8", "PCMU", "0"), "PCMU": ("0", "PCMA", "8")}
@@ -51,14 +64,14 @@ def anchor_offer(body: bytes, host: str, port: int) -> bytes:
     sd = rewrite_connection(parse(body), address=host, port=port, session_version_bump=True)
     index = sd.audio_index
     if index is None or sd.media[index].is_rejected:
-        return bytes(sd)
+        return _serialised(sd)
     audio = sd.media[index]
     laws = [c for c in audio.codecs if c.name.upper() in _G711]
     if len(laws) != 1:
-        return bytes(sd)
+        return _serialised(sd)
     _, other, other_pt = _G711[laws[0].name.upper()]
     if other_pt in audio.formats:
-        return bytes(sd)
+        return _serialised(sd)
     formats = list(audio.formats)
     voice = {str(c.payload_type) for c in audio.codecs if c.carries_audio}
     last = max((i for i, f in enumerate(formats) if f in voice), default=len(formats) - 1)
@@ -66,7 +79,7 @@ def anchor_offer(body: bytes, host: str, port: int) -> bytes:
     rtpmap = Attribute(name="rtpmap", value=f"{other_pt} {other}/8000")
     media = list(sd.media)
     media[index] = audio.with_(formats=tuple(formats), attributes=(*audio.attributes, rtpmap))
-    return bytes(sd.with_(media=tuple(media)))
+    return _serialised(sd.with_(media=tuple(media)))
 
 
 def anchor_answer(body: bytes, offer: bytes, host: str, port: int) -> bytes:
@@ -79,9 +92,9 @@ def anchor_answer(body: bytes, offer: bytes, host: str, port: int) -> bytes:
     try:
         offered = parse(offer).audio
     except RemoteProtocolError:
-        return bytes(sd)
+        return _serialised(sd)
     if index is None or offered is None or sd.media[index].is_rejected:
-        return bytes(sd)
+        return _serialised(sd)
     audio = sd.media[index]
     names = {c.name.upper() for c in offered.codecs}
     formats, attributes = list(audio.formats), list(audio.attributes)
@@ -100,7 +113,7 @@ def anchor_answer(body: bytes, offer: bytes, host: str, port: int) -> bytes:
         ]
     media = list(sd.media)
     media[index] = audio.with_(formats=tuple(dict.fromkeys(formats)), attributes=tuple(attributes))
-    return bytes(sd.with_(media=tuple(media)))
+    return _serialised(sd.with_(media=tuple(media)))
 
 
 Remote = tuple[str, int, int | None]

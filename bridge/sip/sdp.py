@@ -230,6 +230,10 @@ class Timing:
 Line = tuple[str, str]
 
 
+_CODECS: dict[int, tuple[MediaDescription, tuple[Codec, ...]]] = {}
+_CODECS_REMEMBERED = 512
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MediaDescription:
     """One ``m=`` section (RFC 4566 §5.14). ``lines`` holds i=, b=, k= and any further c= lines
@@ -272,6 +276,17 @@ class MediaDescription:
     def codecs(self) -> list[Codec]:
         """Formats in the order offered, named by a=rtpmap or the RFC 3551 static table.
         Dynamic types without an rtpmap are unusable and skipped."""
+        # Asked several times per call of the same (frozen) description: remembered by object.
+        hit = _CODECS.get(id(self))
+        if hit is not None and hit[0] is self:
+            return list(hit[1])
+        out = self._codecs()
+        if len(_CODECS) >= _CODECS_REMEMBERED:
+            _CODECS.clear()
+        _CODECS[id(self)] = (self, tuple(out))
+        return out
+
+    def _codecs(self) -> list[Codec]:
         rtpmaps: dict[int, tuple[str, int, int]] = {}
         fmtps: dict[int, str] = {}
         for attr in self.attributes:
