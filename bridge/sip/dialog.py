@@ -22,7 +22,7 @@ because the Via belongs to the hop and the transaction, not to the dialog.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import Enum, auto
 
 from bridge.sip.errors import LocalProtocolError, RemoteProtocolError
@@ -74,7 +74,11 @@ def dialog_id_of(message: Message, *, as_uas: bool) -> DialogId:
 
 
 def _untagged(address: NameAddr) -> NameAddr:
-    return replace(address, params=without_param(address.params, "tag"))
+    return NameAddr(
+        uri=address.uri,
+        display_name=address.display_name,
+        params=without_param(address.params, "tag"),
+    )
 
 
 def _record_routes(message: Message) -> list[NameAddr]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 
 from bridge.sip.errors import RemoteProtocolError
@@ -291,7 +291,13 @@ class Via:
         return get_param(self.params, name)
 
     def with_param(self, name: str, value: str | None) -> Via:
-        return replace(self, params=with_param(self.params, name, value))
+        return Via(
+            transport=self.transport,
+            host=self.host,
+            port=self.port,
+            params=with_param(self.params, name, value),
+            protocol=self.protocol,
+        )
 
 
 _PLAIN_VIA = re.compile(
