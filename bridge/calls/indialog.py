@@ -164,6 +164,19 @@ def _find_replaced(core: B2BUA, replaces: str) -> tuple[Call, Leg] | None:
         if found is not None and found[0] in core.calls:
             other_call = core.calls[found[0]]
             return other_call, other_call.legs[found[1]]
+    # Phones that did not keep our tag still name their own: match the Call-ID and the
+    # phone's tag on an incoming leg (a B2BUA sees both ends of that dialog).
+    phone_tags = {tags.get("from-tag"), tags.get("to-tag")} - {None, ""}
+    for other_call in core.calls.values():
+        for leg in other_call.legs.values():
+            invite = leg.invite
+            if (
+                leg.incoming
+                and invite is not None
+                and invite.call_id == call_id
+                and invite.from_.tag in phone_tags
+            ):
+                return other_call, leg
     return None
 
 
