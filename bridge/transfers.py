@@ -133,7 +133,7 @@ class TransferCoordinator:
         self._platform_of_ticket[ticket.id] = platform
         headers = ticket_headers(transition.ticket, self.signer.ticket_url(ticket.id, time.time()))
         try:
-            engine.core.start_transfer(
+            engine.core.transfers.start(
                 call_id,
                 destinations,
                 engine.now(),

@@ -27,7 +27,7 @@ from bridge.calls.call import Call, CallEvent, CallInput, CallState, Leg, LegRol
 from bridge.calls.indialog import PendingReinvite
 from bridge.calls.keys import KeyBuffer
 from bridge.calls.ports import Destination, Media, MediaUnavailable, Origin, Routing
-from bridge.calls.transfer import Transfer, TransferDesk, TransferEvent, TransferRequest
+from bridge.calls.transfer import TransferDesk, TransferEvent, TransferRequest
 from bridge.sip import transaction as tx
 from bridge.sip.checks import check_request, check_response
 from bridge.sip.dialog import Dialog
@@ -109,7 +109,7 @@ class B2BUA:
         self._keys: dict[str, KeyBuffer] = {}
         self.transfer_requests: list[TransferRequest] = []
         """Transfers asked for by a REFER or a key press, waiting for the engine to store
-        their ticket first (store first, then signal) and call :meth:`start_transfer`."""
+        their ticket first (store first, then signal) and call ``transfers.start``."""
 
     # -- I/O boundary ------------------------------------------------------------------------
 
@@ -525,28 +525,6 @@ class B2BUA:
         return call, call.legs[found[1]]
 
     # -- transfers (the SIP side is in transfer.py, in-dialog handling in indialog.py) ----------
-
-    def start_transfer(
-        self,
-        call_id: str,
-        destinations: list[Destination],
-        now: float,
-        *,
-        mode: str = "blind",
-        headers: tuple[tuple[str, str], ...] = (),
-        ticket_id: str | None = None,
-        refer_leg: str | None = None,
-    ) -> Transfer:
-        """Ring a transfer target for an answered call (any trigger ends here)."""
-        return self.transfers.start(
-            call_id,
-            destinations,
-            now,
-            mode=mode,
-            headers=headers,
-            ticket_id=ticket_id,
-            refer_leg=refer_leg,
-        )
 
     def on_digit(self, media_leg: object, digit: str, now: float) -> None:
         indialog.on_digit(self, media_leg, digit, now)

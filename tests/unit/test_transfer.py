@@ -27,7 +27,7 @@ def dest(addr: tuple[str, int], ring: float = 15.0) -> Destination:
 
 def transfer(h: Harness, *dests: Destination, refer_leg: str | None = None) -> str:
     call_id = next(iter(h.core.calls))
-    h.core.start_transfer(
+    h.core.transfers.start(
         call_id, list(dests), h.now, headers=TICKET, ticket_id="T1", refer_leg=refer_leg
     )
     return call_id
@@ -138,7 +138,7 @@ def test_three_way_conferences_all_three() -> None:
     establish(h)
     h.sent()
     call_id = next(iter(h.core.calls))
-    h.core.start_transfer(call_id, [dest(TARGET)], h.now, mode="three_way")
+    h.core.transfers.start(call_id, [dest(TARGET)], h.now, mode="three_way")
     target_invite = next(m for m in h.sent_to(TARGET) if isinstance(m, Request))
     h.feed(answer(target_invite, 200, tag="t1", sdp=SDP, contact="sip:t@127.0.0.1:5090"), TARGET)
     assert not [m for m in h.sent_to(CALLEE) if isinstance(m, Request)], "agent stays"
@@ -151,7 +151,7 @@ def test_transfer_of_an_unanswered_call_is_refused() -> None:
 
     h.feed(invite(), CALLER)
     with pytest.raises(LocalProtocolError):
-        h.core.start_transfer(next(iter(h.core.calls)), [dest(TARGET)], h.now)
+        h.core.transfers.start(next(iter(h.core.calls)), [dest(TARGET)], h.now)
 
 
 def info_digit(inv: Request, digit: str, cseq: int) -> bytes:
@@ -212,7 +212,7 @@ def test_attended_transfer_consults_then_completes_when_the_agent_hangs_up() -> 
     inv, _ok = establish(h)
     h.sent()
     call_id = next(iter(h.core.calls))
-    h.core.start_transfer(call_id, [dest(TARGET)], h.now, mode="attended", ticket_id="T1")
+    h.core.transfers.start(call_id, [dest(TARGET)], h.now, mode="attended", ticket_id="T1")
     target_invite = next(m for m in h.sent_to(TARGET) if isinstance(m, Request))
     h.feed(answer(target_invite, 200, tag="t1", sdp=SDP, contact="sip:t@127.0.0.1:5090"), TARGET)
     call = h.core.calls[call_id]
@@ -231,7 +231,7 @@ def test_attended_transfer_cancelled_gives_the_caller_back_to_the_agent() -> Non
     establish(h)
     h.sent()
     call_id = next(iter(h.core.calls))
-    h.core.start_transfer(call_id, [dest(TARGET)], h.now, mode="attended", ticket_id="T1")
+    h.core.transfers.start(call_id, [dest(TARGET)], h.now, mode="attended", ticket_id="T1")
     target_invite = next(m for m in h.sent_to(TARGET) if isinstance(m, Request))
     h.feed(answer(target_invite, 200, tag="t1", sdp=SDP, contact="sip:t@127.0.0.1:5090"), TARGET)
     h.sent()
