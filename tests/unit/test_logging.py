@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 
 from bridge.logging_setup import JsonFormatter, mask_numbers
 
@@ -23,8 +24,6 @@ def test_json_lines_mask_numbers_in_messages_and_tracebacks() -> None:
     try:
         raise ValueError("bad user 13912345678")
     except ValueError:
-        import sys
-
         record.exc_info = sys.exc_info()
     line = JsonFormatter().format(record)
     entry = json.loads(line)
