@@ -582,8 +582,13 @@ class _MediaBuilder:
             )
 
     def build(self) -> MediaDescription:
-        return replace(
-            self.head,
+        head = self.head  # built directly: dataclasses.replace costs more than the rest
+        return MediaDescription(
+            media=head.media,
+            port=head.port,
+            port_count=head.port_count,
+            proto=head.proto,
+            formats=head.formats,
             connection=self.connection,
             lines=tuple(self.lines),
             attributes=tuple(self.attributes),
