@@ -81,7 +81,10 @@ class _Metric:
         self.label_names = tuple(label_names)
 
     def _key(self, labels: Mapping[str, str]) -> LabelValues:
-        if set(labels) != set(self.label_names):
+        names = self.label_names
+        if len(labels) == len(names) and all(name in labels for name in names):
+            return tuple(str(labels[name]) for name in names)  # every call event comes here
+        if set(labels) != set(names):
             raise ValueError(
                 f"{self.name} takes labels {sorted(self.label_names)}, got {sorted(labels)}"
             )
