@@ -24,6 +24,7 @@ from bridge.sidecar.events import EventHub, publish_ticket
 from bridge.sidecar.links import LinkSigner
 from bridge.sip.errors import LocalProtocolError
 from bridge.tickets import lifecycle
+from bridge.tickets.lifecycle import Transition
 from bridge.tickets.model import Ticket, TicketDraft, TransferMode, new_ticket_id
 from bridge.tickets.store import TicketStore
 
@@ -109,7 +110,10 @@ class TransferCoordinator:
         *,
         actor: str,
         refer_leg: str | None = None,
+        fresh: Transition | None = None,
     ) -> dict[str, Any]:
+        """``fresh`` is a ticket not stored yet (a key press with no draft): it is stored
+        together with its transfer request, in one transaction."""
         engine = self.engine
         call = engine.core.calls.get(call_id)
         if call is None:
@@ -117,9 +121,9 @@ class TransferCoordinator:
         platform, destinations = engine.routing.resolve_target(target, engine.now())
         if not destinations:
             raise UnprocessableRequest(f"no destination for target {target!r}")
-        transition = await self.store.update(
-            ticket.id,
-            lambda t: lifecycle.request_transfer(
+
+        def requested(t: Ticket) -> Transition:
+            return lifecycle.request_transfer(
                 t,
                 target=target,
                 mode=mode,
@@ -127,9 +131,12 @@ class TransferCoordinator:
                 now=time.time(),
                 call_id=call_id,
                 destination=platform,
-            ),
-        )
-        publish_ticket(self.hub, transition)
+            )
+
+        if fresh is not None:
+            transition = await self.store.create_then(fresh, requested)
+        else:
+            transition = await self.store.update(ticket.id, requested)
         self._platform_of_ticket[ticket.id] = platform
         headers = ticket_headers(transition.ticket, self.signer.ticket_url(ticket.id, time.time()))
         try:
@@ -142,13 +149,18 @@ class TransferCoordinator:
                 ticket_id=ticket.id,
                 refer_leg=refer_leg,
             )
-        except LookupError as exc:
-            raise CallNotFound(f"no call {call_id}") from exc
-        except LocalProtocolError as exc:
+            refusal: Exception | None = None
+        except (LookupError, LocalProtocolError) as exc:
+            refusal = exc
+        engine.flush()  # the INVITE leaves before anyone is told
+        if fresh is not None:
+            publish_ticket(self.hub, fresh)
+        publish_ticket(self.hub, transition)
+        if isinstance(refusal, LookupError):
+            raise CallNotFound(f"no call {call_id}") from refusal
+        if isinstance(refusal, LocalProtocolError):
             await self._fail_ticket(ticket.id, "refused", None)
-            raise CallStateConflict(exc.detail) from exc
-        finally:
-            engine.flush()
+            raise CallStateConflict(refusal.detail) from refusal
         summary = engine.core.calls[call_id].summary() if call_id in engine.core.calls else {}
         return {**summary, "transfer": {"target": target, "destination": platform, "mode": mode}}
 
@@ -160,7 +172,7 @@ class TransferCoordinator:
             return
         # The ticket belongs to the desk whose agent pressed the key, not to the caller's trunk.
         origin = self.engine.routing.seat_platform(request.requested_by) or call.origin
-        ticket = await self._ticket_for_call(request, origin)
+        ticket, fresh = await self._ticket_for_call(request, origin)
         try:
             await self.begin(
                 request.call_id,
@@ -169,13 +181,16 @@ class TransferCoordinator:
                 ticket,
                 actor=request.requested_by,
                 refer_leg=request.refer_leg,
+                fresh=fresh,
             )
         except (UnprocessableRequest, CallStateConflict, CallNotFound) as exc:
             log.warning("transfer from a phone refused: %s", exc.detail)
             core.fail_transfer_request(request, 404, self.engine.now())
             self.engine.flush()
 
-    async def _ticket_for_call(self, request: TransferRequest, origin: str) -> Ticket:
+    async def _ticket_for_call(
+        self, request: TransferRequest, origin: str
+    ) -> tuple[Ticket, Transition | None]:
         """The ticket opened for this call's earlier key press or REFER, if it may be retried;
         else a new one (the agent's desktop completes its category and summary later)."""
         known = self._ticket_of_call.get(request.call_id)
@@ -183,7 +198,7 @@ class TransferCoordinator:
             ticket = await self.store.get(known)
             allowed = lifecycle.allowed_events(ticket.state) if ticket else frozenset()
             if ticket is not None and lifecycle.EventKind.TRANSFER_REQUESTED in allowed:
-                return ticket
+                return ticket, None
         draft = TicketDraft(
             origin=origin,
             category=UNCLASSIFIED,
@@ -194,10 +209,8 @@ class TransferCoordinator:
         transition = lifecycle.create(
             draft, ticket_id=new_ticket_id(now), actor=request.requested_by, now=now
         )
-        await self.store.create(transition)
-        publish_ticket(self.hub, transition)
         self._ticket_of_call[request.call_id] = transition.ticket.id
-        return transition.ticket
+        return transition.ticket, transition
 
     # -- the core's transfer events --------------------------------------------------------
 

@@ -212,33 +212,45 @@ class SqliteTicketDb:
     # -- writes -----------------------------------------------------------------------------
 
     def create(self, transition: Transition) -> None:
+        with self._transaction():
+            self._create(transition)
+
+    def _create(self, transition: Transition) -> None:
         ticket, event = transition.ticket, transition.event
         if event.seq != 1 or ticket.version != 1 or event.kind is not EventKind.CREATED:
             raise ValueError("a new ticket starts with its created event, seq 1")
-        with self._transaction():
-            try:
-                self._conn.execute(
-                    "INSERT INTO tickets (id, version, state, origin, category, destination,"
-                    " created_at, updated_at, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        ticket.id,
-                        ticket.version,
-                        ticket.state.value,
-                        ticket.origin,
-                        ticket.category,
-                        ticket.destination,
-                        ticket.created_at,
-                        ticket.updated_at,
-                        ticket.model_dump_json(),
-                    ),
-                )
-            except sqlite3.IntegrityError as exc:
-                raise TicketExists(f"ticket {ticket.id} already exists") from exc
-            self._insert_event(event)
+        try:
+            self._conn.execute(
+                "INSERT INTO tickets (id, version, state, origin, category, destination,"
+                " created_at, updated_at, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    ticket.id,
+                    ticket.version,
+                    ticket.state.value,
+                    ticket.origin,
+                    ticket.category,
+                    ticket.destination,
+                    ticket.created_at,
+                    ticket.updated_at,
+                    ticket.model_dump_json(),
+                ),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise TicketExists(f"ticket {ticket.id} already exists") from exc
+        self._insert_event(event)
 
     def append_event(self, transition: Transition) -> None:
         with self._transaction():
             self._append(transition)
+
+    def create_then(self, transition: Transition, change: TicketChange) -> Transition:
+        """Create a ticket and apply its first change in one transaction: a transfer key
+        pressed with no ticket yet costs one trip to the disk before the INVITE, not two."""
+        with self._transaction():
+            self._create(transition)
+            following = change(transition.ticket)
+            self._append(following)
+            return following
 
     def append_audit(self, entries: Sequence[AuditEntry]) -> None:
         """One transaction for a batch: call events arrive in bursts under load."""
@@ -431,6 +443,9 @@ class SqliteTicketStore:
 
     async def update(self, ticket_id: str, change: TicketChange) -> Transition:
         return await self._run(partial(self._db.update, ticket_id, change))
+
+    async def create_then(self, transition: Transition, change: TicketChange) -> Transition:
+        return await self._run(partial(self._db.create_then, transition, change))
 
     async def events_for(self, ticket_id: str) -> list[TicketEvent]:
         return await self._run(partial(self._db.events_for, ticket_id))

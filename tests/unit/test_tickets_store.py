@@ -213,6 +213,22 @@ def test_a_refused_change_leaves_ticket_and_log_untouched(tmp_path: Path) -> Non
         assert len(db.events_for("T1")) == 1
 
 
+def test_create_then_stores_the_ticket_and_its_first_change_together(tmp_path: Path) -> None:
+    def requested(t: Ticket) -> Transition:
+        return lifecycle.request_transfer(t, target="110", mode="blind", actor="a", now=NOW)
+
+    with opened(tmp_path / "t.sqlite3") as db:
+        stored = db.create_then(new_ticket("T1"), requested)
+        assert stored.ticket.state is TicketState.TRANSFER_REQUESTED
+        assert [e.kind for e in db.events_for("T1")] == [
+            EventKind.CREATED,
+            EventKind.TRANSFER_REQUESTED,
+        ]
+        with pytest.raises(InvalidTransition):
+            db.create_then(new_ticket("T2"), lambda t: lifecycle.accept(t, actor="a", now=NOW))
+        assert db.get("T2") is None, "a refused first change stores nothing at all"
+
+
 def test_the_event_log_refuses_rewrites(tmp_path: Path) -> None:
     path = tmp_path / "t.sqlite3"
     with opened(path) as db:
