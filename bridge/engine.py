@@ -55,6 +55,7 @@ class Engine:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._flush_soon = False
         self.event_listeners: list[Any] = []
         self.flush_listeners: list[Callable[[], None]] = []
         """Called after every batch of core work, to collect what the core queued."""
@@ -101,6 +102,15 @@ class Engine:
         except Exception:
             # A bug triggered by one message must not stop the service for everyone else.
             log.exception("unhandled error on a %s frame from %s", transport, source[0])
+        if not self._flush_soon:
+            # Under load the loop hands over many datagrams per wake-up: flush once after all
+            # of them (sends keep their order), not after each one.
+            self._flush_soon = True
+            assert self._loop is not None
+            self._loop.call_soon(self._flush_frames)
+
+    def _flush_frames(self) -> None:
+        self._flush_soon = False
         self.flush()
 
     def _on_digit(self, endpoint: object, digit: DtmfDigit) -> None:
