@@ -22,17 +22,17 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bridge.calls import indialog, sdpmap
+from bridge.calls import indialog, legs, sdpmap
 from bridge.calls.call import Call, CallEvent, CallInput, CallState, Leg, LegRole, LegState
 from bridge.calls.indialog import PendingReinvite
 from bridge.calls.keys import KeyBuffer
+from bridge.calls.legs import ALLOW
 from bridge.calls.ports import Destination, Media, MediaUnavailable, Origin, Routing
 from bridge.calls.transfer import TransferDesk, TransferEvent, TransferRequest
 from bridge.sip import transaction as tx
 from bridge.sip.checks import check_request, check_response
 from bridge.sip.dialog import Dialog
 from bridge.sip.errors import RemoteProtocolError
-from bridge.sip.headers import Headers
 from bridge.sip.message import (
     Request,
     Response,
@@ -40,13 +40,11 @@ from bridge.sip.message import (
     make_response,
     parse_message,
 )
-from bridge.sip.uri import NameAddr, SipUri
 
 log = logging.getLogger("bridge.calls")
 
 Address = tuple[str, int]
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, REFER, NOTIFY, REGISTER"
 # §8.2.1: methods we know but do not accept get 405; anything else is 501.
 _KNOWN_NOT_ALLOWED = frozenset({"SUBSCRIBE", "PUBLISH", "MESSAGE", "PRACK"})
 SUPPORTED: frozenset[str] = frozenset()
@@ -306,31 +304,16 @@ class B2BUA:
         return True
 
     def _outgoing_invite(self, incoming: Request, leg: Leg, dest: Destination) -> Request:
-        caller_user = incoming.from_.uri.user or "anonymous"
-        headers = Headers()
-        headers.add("Via", self.via(leg.transport))
-        headers.add(
-            "Max-Forwards", str(max(int(incoming.headers.get("Max-Forwards") or 70) - 1, 0))
-        )
-        from_addr = NameAddr(
-            uri=SipUri(user=caller_user, host=self.host, port=self.local[1]),
-            display_name=incoming.from_.display_name,
-        ).with_tag(leg.local_tag)
-        headers.add("From", str(from_addr))
-        headers.add("To", str(NameAddr(uri=dest.uri)))
-        headers.add("Call-ID", f"{secrets.token_hex(8)}@{self.host}")
-        headers.add("CSeq", "1 INVITE")
-        headers.add("Contact", self.contact(leg.transport))
-        headers.add("Allow", ALLOW)
-        headers.add("User-Agent", self.user_agent)
-        for name in ("Priority", "Subject", "User-to-User", "Call-Info", "X-Ticket-Id"):
-            for value in incoming.headers.get_all(name):
-                headers.add(name, value)
+        hops = max(int(incoming.headers.get("Max-Forwards") or 70) - 1, 0)
+        passed = [
+            (name, value)
+            for name in ("Priority", "Subject", "User-to-User", "Call-Info", "X-Ticket-Id")
+            for value in incoming.headers.get_all(name)
+        ]
         body = b""
         if incoming.body and incoming.content_type == "application/sdp":
             body = sdpmap.anchor_offer(incoming.body, leg.media.host, leg.media.port)
-            headers.add("Content-Type", "application/sdp")
-        return Request(method="INVITE", uri=dest.uri, headers=headers, body=body)
+        return legs.new_invite(self, incoming, leg, dest, hops=hops, headers=passed, body=body)
 
     def via(self, transport: str) -> str:
         return f"SIP/2.0/{transport} {self.host}:{self.local[1]};branch={tx.new_branch()};rport"
@@ -546,57 +529,6 @@ class B2BUA:
         return requests
 
     # -- helpers the transfer desk uses --------------------------------------------------------
-
-    def adopt_leg(self, source: Call, leg: Leg, into: Call) -> None:
-        """Move a leg with its dialog and media from one call to another (RFC 3891)."""
-        del source.legs[leg.leg_id]
-        new_id = f"r{sum(1 for other in into.legs if other.startswith('r')) + 1}"
-        leg.leg_id = new_id
-        into.legs[new_id] = leg
-        self.index_leg(into, leg)
-        if leg.client_key:
-            self._by_client[leg.client_key] = (into.call_id, new_id)
-
-    def register_client(self, key: str, call: Call, leg: Leg) -> None:
-        self._by_client[key] = (call.call_id, leg.leg_id)
-
-    def ring_deadline(self, call: Call, leg: Leg, at: float) -> None:
-        self._ring_deadlines[(call.call_id, leg.leg_id)] = at
-
-    def clear_ring_deadline(self, call: Call, leg: Leg) -> None:
-        self._ring_deadlines.pop((call.call_id, leg.leg_id), None)
-
-    def cancel_leg(self, leg: Leg, now: float) -> None:
-        if leg.invite is not None and leg.state in (LegState.CALLING, LegState.EARLY):
-            self.txl.send_request(tx.build_cancel(leg.invite), leg.remote, leg.transport, now)
-        leg.state = LegState.TERMINATED
-        self._by_client.pop(leg.client_key or "", None)
-        self.release_media(leg)
-
-    def confirm_outgoing(self, call: Call, leg: Leg, response: Response, now: float) -> None:
-        """ACK a 2xx on an outgoing leg and make its dialog ours (§13.2.2.4)."""
-        assert leg.invite is not None
-        dialog = Dialog.uac(leg.invite, response)
-        leg.dialog = dialog
-        leg.state = LegState.CONFIRMED
-        leg.answered_at = now
-        ack = dialog.create_ack(leg.invite.cseq.seq)
-        ack.headers.prepend("Via", self.via(leg.transport))
-        self.txl.send_ack(leg.client_key, ack, self._next_hop(dialog, leg), leg.transport)
-        self.index_leg(call, leg)
-        if response.body:
-            self._point_media(leg, response.body)
-
-    def release_stray_leg(self, call: Call, leg: Leg, response: Response, now: float) -> None:
-        """A target that answers after its transfer ended (cancelled, or failed over) is
-        ACKed and hung up at once."""
-        if 200 <= response.status < 300 and leg.invite is not None:
-            self.confirm_outgoing(call, leg, response, now)
-            self.send_bye(call, leg, now)
-        elif response.status >= 300:
-            leg.state = LegState.TERMINATED
-            self.release_media(leg)
-            self._maybe_finished(call, now)
 
     # -- CANCEL, hang-up, teardown -----------------------------------------------------------
 

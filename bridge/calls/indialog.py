@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from bridge.calls import sdpmap
+from bridge.calls import legs, sdpmap
 from bridge.calls.call import Call, CallInput, Leg, LegState
 from bridge.calls.keys import KeyBuffer
 from bridge.calls.transfer import TransferRequest, parse_refer_to
@@ -145,7 +145,7 @@ def on_refer_replaces(
         core._respond(request, key, 481, now, "Replaced Dialog Not Found")
         return
     core.txl.send_response(key, make_response(request, 202), now)
-    core.adopt_leg(other_call, target, call)
+    legs.adopt_leg(core, other_call, target, call)
     core.media.unhold(call.caller.media)
     core.media.connect(call.caller.media, target.media)
     call.callee_leg = target.leg_id

@@ -25,11 +25,11 @@ import secrets
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from bridge.calls import legs
 from bridge.calls.call import Call, Leg, LegRole, LegState
 from bridge.calls.ports import Destination
 from bridge.sip import sdp
 from bridge.sip.errors import LocalProtocolError
-from bridge.sip.headers import Headers
 from bridge.sip.message import REASONS, Request, Response
 from bridge.sip.uri import NameAddr, SipUri
 
@@ -211,9 +211,9 @@ class TransferDesk:
             transfer.tried.append(f"{dest.address[0]}:{dest.address[1]}")
             leg.invite = self._target_invite(call, leg, dest, transfer)
             leg.client_key = core.txl.send_request(leg.invite, dest.address, dest.transport, now)
-            core.register_client(leg.client_key, call, leg)
+            legs.register_client(core, leg.client_key, call, leg)
             core.index_leg(call, leg)
-            core.ring_deadline(call, leg, now + dest.ring_timeout)
+            legs.ring_deadline(core, call, leg, now + dest.ring_timeout)
             self._event(call, transfer, now, "trying", destination=transfer.tried[-1])
             return True
         return False
@@ -223,38 +223,26 @@ class TransferDesk:
     ) -> Request:
         """§8.1.1 plus design.md's ticket headers: Call-Info, User-to-User (RFC 7433),
         X-Ticket-Id and Referred-By (RFC 3892) travel with the call."""
-        core = self.core
         caller = call.caller
         assert caller.invite is not None
-        caller_user = caller.invite.from_.uri.user or "anonymous"
-        headers = Headers()
-        headers.add("Via", core.via(leg.transport))
-        headers.add("Max-Forwards", "70")
-        from_addr = NameAddr(
-            uri=SipUri(user=caller_user, host=core.host, port=core.local[1]),
-            display_name=caller.invite.from_.display_name,
-        ).with_tag(leg.local_tag)
-        headers.add("From", str(from_addr))
-        headers.add("To", str(NameAddr(uri=dest.uri)))
-        headers.add("Call-ID", f"{secrets.token_hex(8)}@{core.host}")
-        headers.add("CSeq", "1 INVITE")
-        headers.add("Contact", core.contact(leg.transport))
-        headers.add("Referred-By", transfer.referred_by)
-        for name, value in transfer.headers:
-            headers.add(name, value)
-        headers.add("User-Agent", core.user_agent)
         offer = sdp.make_offer(
             address=leg.media.host, port=leg.media.port, session_id=secrets.randbelow(2**31)
         )
-        headers.add("Content-Type", "application/sdp")
-        return Request(method="INVITE", uri=dest.uri, headers=headers, body=bytes(offer))
+        return legs.new_invite(
+            self.core,
+            caller.invite,
+            leg,
+            dest,
+            headers=(("Referred-By", transfer.referred_by), *transfer.headers),
+            body=bytes(offer),
+        )
 
     # -- the target leg's responses --------------------------------------------------------
 
     def on_target_response(self, call: Call, leg: Leg, response: Response, now: float) -> None:
         transfer = self.by_call.get(call.call_id)
         if transfer is None or transfer.target_leg != leg.leg_id:
-            self.core.release_stray_leg(call, leg, response, now)
+            legs.release_stray_leg(self.core, call, leg, response, now)
             return
         status = response.status
         if status < 200:
@@ -264,7 +252,7 @@ class TransferDesk:
                 self._event(call, transfer, now, "ringing", status=status)
                 self._notify(call, transfer, now, status, response.reason)
             return
-        self.core.clear_ring_deadline(call, leg)
+        legs.clear_ring_deadline(self.core, call, leg)
         if status < 300:
             self._answered(call, transfer, leg, response, now)
             return
@@ -278,7 +266,7 @@ class TransferDesk:
     def ring_timeout(self, call: Call, leg: Leg, now: float) -> None:
         """No answer within the plan's ring timeout: CANCEL and go on as for a 408."""
         transfer = self.by_call.get(call.call_id)
-        self.core.cancel_leg(leg, now)
+        legs.cancel_leg(self.core, leg, now)
         if transfer is None or transfer.target_leg != leg.leg_id:
             return
         transfer.last_status = 408
@@ -290,7 +278,7 @@ class TransferDesk:
         self, call: Call, transfer: Transfer, leg: Leg, response: Response, now: float
     ) -> None:
         core = self.core
-        core.confirm_outgoing(call, leg, response, now)
+        legs.confirm_outgoing(core, call, leg, response, now)
         caller = call.caller
         agent = call.legs.get(transfer.agent_leg)
         if transfer.mode == "attended" and agent is not None and agent.live:
@@ -380,8 +368,8 @@ class TransferDesk:
             return
         leg = call.legs.get(transfer.target_leg)
         if leg is not None and leg.state in (LegState.CALLING, LegState.EARLY):
-            self.core.clear_ring_deadline(call, leg)
-            self.core.cancel_leg(leg, now)
+            legs.clear_ring_deadline(self.core, call, leg)
+            legs.cancel_leg(self.core, leg, now)
         transfer.destinations.clear()
         self._fail(call, transfer, now, 487, "cancelled by the agent")
 

@@ -1,0 +1,118 @@
+"""Operations on one leg that the transfer desk and in-dialog handling share with the core.
+
+They are functions of the :class:`~bridge.calls.b2bua.B2BUA` rather than its methods only to
+keep modules small; they touch its indices (legs by dialog and by client transaction) so that
+every leg the bridge owns stays findable whichever call it belongs to.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import TYPE_CHECKING
+
+from bridge.calls.call import Call, Leg, LegState
+from bridge.calls.ports import Destination
+from bridge.sip import transaction as tx
+from bridge.sip.dialog import Dialog
+from bridge.sip.headers import Headers
+from bridge.sip.message import Request, Response
+from bridge.sip.uri import NameAddr, SipUri
+
+if TYPE_CHECKING:
+    from bridge.calls.b2bua import B2BUA
+
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, REFER, NOTIFY, REGISTER"
+"""What the bridge accepts (the Allow header, §20.5)."""
+
+
+def new_invite(
+    core: B2BUA,
+    caller_invite: Request,
+    leg: Leg,
+    dest: Destination,
+    *,
+    hops: int = 70,
+    headers: list[tuple[str, str]] | tuple[tuple[str, str], ...] = (),
+    body: bytes = b"",
+) -> Request:
+    """An INVITE on a new outgoing leg (§8.1.1): a dialog of the bridge's own, in which
+    the receiving side still sees who called (the caller's user part and display name)."""
+    out = Headers()
+    out.add("Via", core.via(leg.transport))
+    out.add("Max-Forwards", str(hops))
+    from_addr = NameAddr(
+        uri=SipUri(
+            user=caller_invite.from_.uri.user or "anonymous", host=core.host, port=core.local[1]
+        ),
+        display_name=caller_invite.from_.display_name,
+    ).with_tag(leg.local_tag)
+    out.add("From", str(from_addr))
+    out.add("To", str(NameAddr(uri=dest.uri)))
+    out.add("Call-ID", f"{secrets.token_hex(8)}@{core.host}")
+    out.add("CSeq", "1 INVITE")
+    out.add("Contact", core.contact(leg.transport))
+    out.add("Allow", ALLOW)
+    out.add("User-Agent", core.user_agent)
+    for name, value in headers:
+        out.add(name, value)
+    if body:
+        out.add("Content-Type", "application/sdp")
+    return Request(method="INVITE", uri=dest.uri, headers=out, body=body)
+
+
+def adopt_leg(core: B2BUA, source: Call, leg: Leg, into: Call) -> None:
+    """Move a leg with its dialog and media from one call to another (RFC 3891)."""
+    del source.legs[leg.leg_id]
+    new_id = f"r{sum(1 for other in into.legs if other.startswith('r')) + 1}"
+    leg.leg_id = new_id
+    into.legs[new_id] = leg
+    core.index_leg(into, leg)
+    if leg.client_key:
+        core._by_client[leg.client_key] = (into.call_id, new_id)
+
+
+def register_client(core: B2BUA, key: str, call: Call, leg: Leg) -> None:
+    core._by_client[key] = (call.call_id, leg.leg_id)
+
+
+def ring_deadline(core: B2BUA, call: Call, leg: Leg, at: float) -> None:
+    core._ring_deadlines[(call.call_id, leg.leg_id)] = at
+
+
+def clear_ring_deadline(core: B2BUA, call: Call, leg: Leg) -> None:
+    core._ring_deadlines.pop((call.call_id, leg.leg_id), None)
+
+
+def cancel_leg(core: B2BUA, leg: Leg, now: float) -> None:
+    if leg.invite is not None and leg.state in (LegState.CALLING, LegState.EARLY):
+        core.txl.send_request(tx.build_cancel(leg.invite), leg.remote, leg.transport, now)
+    leg.state = LegState.TERMINATED
+    core._by_client.pop(leg.client_key or "", None)
+    core.release_media(leg)
+
+
+def confirm_outgoing(core: B2BUA, call: Call, leg: Leg, response: Response, now: float) -> None:
+    """ACK a 2xx on an outgoing leg and make its dialog ours (§13.2.2.4)."""
+    assert leg.invite is not None
+    dialog = Dialog.uac(leg.invite, response)
+    leg.dialog = dialog
+    leg.state = LegState.CONFIRMED
+    leg.answered_at = now
+    ack = dialog.create_ack(leg.invite.cseq.seq)
+    ack.headers.prepend("Via", core.via(leg.transport))
+    core.txl.send_ack(leg.client_key, ack, core._next_hop(dialog, leg), leg.transport)
+    core.index_leg(call, leg)
+    if response.body:
+        core._point_media(leg, response.body)
+
+
+def release_stray_leg(core: B2BUA, call: Call, leg: Leg, response: Response, now: float) -> None:
+    """A target that answers after its transfer ended (cancelled, or failed over) is
+    ACKed and hung up at once."""
+    if 200 <= response.status < 300 and leg.invite is not None:
+        confirm_outgoing(core, call, leg, response, now)
+        core.send_bye(call, leg, now)
+    elif response.status >= 300:
+        leg.state = LegState.TERMINATED
+        core.release_media(leg)
+        core._maybe_finished(call, now)
