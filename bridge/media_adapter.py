@@ -17,7 +17,7 @@ from bridge.config import MediaConfig
 from bridge.media.relay import MediaEndpoint, MediaRelay, PortPoolExhaustedError
 from bridge.media.tone import AudioSource, Samples, ToneSource, load_wav
 
-REUSE_AFTER = 2.0
+REUSE_AFTER = 1.0
 """Seconds a released pair stays parked, dropping a hung-up phone's late packets, before a new
 call may get it (so those packets cannot be latched as the new call's audio)."""
 

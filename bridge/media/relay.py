@@ -473,7 +473,10 @@ class MediaRelay:
         """
         interval = self.rtcp_interval
         while self._endpoints:
-            await asyncio.sleep(min(0.1, interval / 2))
+            # Every pass visits every endpoint; reports are due at randomised times of
+            # 0.5-1.5 intervals anyway, so a quarter interval (at most 0.5 s) is precise enough
+            # and keeps thousands of held calls from costing a scan every 100 ms.
+            await asyncio.sleep(min(0.5, interval / 4))
             wall, now = time.time(), time.monotonic()
             for endpoint in list(self._endpoints):
                 due = endpoint._next_report_at
