@@ -11,13 +11,20 @@ import contextlib
 import errno
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from peers.ports import PortAllocator
+from peers.sipp import SippRun
 
+from bridge.calls.call import CallEvent
 from bridge.config import load_config
 from bridge.engine import Engine
 from bridge.service import Service
 from bridge.sip.registrar import Binding
+
+ADMIN_TOKEN = "admin-token-0123456789"
+ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+"""What the HTTP API wants from a client acting as the admin every test bridge has."""
 
 MEDIA_PORTS = 64
 """RTP+RTCP ports per bridge: 16 calls at once, plenty for these tests; the run's port range
@@ -74,7 +81,7 @@ port_max = {media_max}
 listen = "127.0.0.1:{http_port}"
 link_secret = "integration-secret-0123456789"
 [[sidecar.tokens]]
-token = "admin-token-0123456789"
+token = "{admin_token}"
 name = "admin"
 role = "admin"
 {extra_tokens}
@@ -111,6 +118,55 @@ def seat_group_plan(
     return "\n".join(lines) + "\n"
 
 
+def sipp_caller(
+    workdir: Path,
+    ports: PortAllocator,
+    scenario: str = "uac_basic",
+    *,
+    name: str = "caller",
+    service: str = "110",
+    **options: Any,
+) -> SippRun:
+    """A SIPp caller on the carrier's side, dialling ``service`` once the test starts it with
+    the bridge's address; ``options`` go to :class:`SippRun` (duration_ms, timeout, keys...)."""
+    return SippRun(
+        scenario, workdir=workdir, allocator=ports, name=name, service=service, **options
+    )
+
+
+class CallWatcher:
+    """The bridge's call events as a test waits for them: answered calls one by one, in the
+    order the bridge answered them, and how many were answered at each destination."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.by_destination: dict[str, int] = {}
+        self._answered: asyncio.Queue[str] = asyncio.Queue()
+        self._waiters: list[tuple[int, asyncio.Event]] = []
+
+    def __call__(self, events: list[CallEvent]) -> None:
+        for event in events:
+            if event.kind == "answered":
+                self.count += 1
+                self._answered.put_nowait(event.call_id)
+                where = str(event.data.get("destination", ""))
+                self.by_destination[where] = self.by_destination.get(where, 0) + 1
+        for target, reached in self._waiters:
+            if self.count >= target:
+                reached.set()
+
+    async def answered(self, within: float = 10.0) -> str:
+        """The id of the next call the bridge answered (the first one not yet returned)."""
+        return await asyncio.wait_for(self._answered.get(), within)
+
+    async def reach(self, count: int, within: float = 20.0) -> None:
+        """Wait until ``count`` calls in all have been answered."""
+        reached = asyncio.Event()
+        self._waiters.append((count, reached))
+        self(events=[])
+        await asyncio.wait_for(reached.wait(), within)
+
+
 class BridgeUnderTest:
     def __init__(
         self,
@@ -145,6 +201,7 @@ class BridgeUnderTest:
         )
         self.config_path = workdir / "bridge.toml"
         self._config_values = {
+            "admin_token": ADMIN_TOKEN,
             "t1_ms": t1_ms,
             "grace_s": grace_s,
             "digest_algorithms": ", ".join(f'"{name}"' for name in digest_algorithms),
@@ -206,6 +263,13 @@ class BridgeUnderTest:
         self.service = Service(self.engine, config)
         await self.service.start()
         return self
+
+    def watch_calls(self) -> CallWatcher:
+        """Follow the call events of the running bridge, from now on."""
+        assert self.engine is not None
+        watcher = CallWatcher()
+        self.engine.event_listeners.append(watcher)
+        return watcher
 
     def bindings(self, seat: str) -> list[Binding]:
         """The seat's registrations in force now, as the bridge's registrar holds them."""

@@ -7,16 +7,13 @@ with Replaces naming call B. The bridge joins caller and target and hangs up bot
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from integration.bridge_under_test import BridgeUnderTest
+from integration.bridge_under_test import BridgeUnderTest, sipp_caller
 from peers.ports import PortAllocator
 from peers.sipp import SippRun
-
-from bridge.calls.call import CallEvent
 
 pytestmark = pytest.mark.peers("sipp")
 
@@ -47,19 +44,11 @@ async def test_refer_with_replaces_joins_the_caller_and_the_consulted_target(
     keys = {"consult_id": "consult-1.bridge-test", "consult_tag": "agenttag42"}
     agent = sipp("uas_refer_replaces", name="agent", duration_ms=2500, keys=keys, timeout=20)
     target = sipp("uas_basic", name="target", timeout=20)
-    caller = SippRun(
-        "uac_basic",
-        workdir=tmp_path,
-        allocator=ports,
-        name="caller",
-        service="110",
-        duration_ms=7000,
-        timeout=20,
-    )
-    consult = SippRun(
+    caller = sipp_caller(tmp_path, ports, duration_ms=7000, timeout=20)
+    consult = sipp_caller(
+        tmp_path,
+        ports,
         "uac_consult",
-        workdir=tmp_path,
-        allocator=ports,
         name="consult",
         service="12313",
         keys=keys,
@@ -71,22 +60,14 @@ async def test_refer_with_replaces_joins_the_caller_and_the_consulted_target(
         pbx_ports=[agent.port],
         extra_plan=CONSULT_PLAN.format(consult_port=consult.port, target_port=target.port),
     )
-    answered: asyncio.Queue[str] = asyncio.Queue()
-
-    def on_events(events: list[CallEvent]) -> None:
-        for event in events:
-            if event.kind == "answered":
-                answered.put_nowait(event.call_id)
-
-    assert service.engine is not None
-    service.engine.event_listeners.append(on_events)
+    calls = service.watch_calls()
     await agent.started()
     await target.started()
     caller.remote_args(service.sip_address).start()
     try:
-        call_a = await asyncio.wait_for(answered.get(), 10)
+        call_a = await calls.answered()
         consult.remote_args(service.sip_address).start()
-        await asyncio.wait_for(answered.get(), 10)  # the consultation is up
+        await calls.answered()  # the consultation is up
         (await agent.wait()).assert_ok(successful=1)  # REFER 202, NOTIFY 200, BYE
         (await consult.wait()).assert_ok(successful=1)  # the bridge hung up the consultation
         (await caller.wait()).assert_ok(successful=1)  # the caller talked on with the target

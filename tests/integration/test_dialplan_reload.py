@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 import pytest
-from integration.bridge_under_test import BridgeUnderTest
+from integration.bridge_under_test import ADMIN_HEADERS, BridgeUnderTest, sipp_caller
 from peers.ports import PortAllocator
 from peers.sipp import SippRun
 
-from bridge.calls.call import CallEvent
 from bridge.tickets.sqlite_store import SqliteTicketStore
 
 pytestmark = pytest.mark.peers("sipp")
 
-ADMIN = {"Authorization": "Bearer admin-token-0123456789"}
-
 
 async def reload(session: aiohttp.ClientSession, url: str) -> dict[str, object]:
-    async with session.post(f"{url}/api/v1/admin/dialplan/reload", headers=ADMIN) as resp:
+    async with session.post(f"{url}/api/v1/admin/dialplan/reload", headers=ADMIN_HEADERS) as resp:
         body: dict[str, object] = await resp.json()
         return {"status": resp.status, **body}
 
@@ -34,12 +30,11 @@ async def test_reload_under_load_follows_the_valid_plan_and_refuses_the_bad_one(
 ) -> None:
     first = sipp("uas", calls=1000, name="pbx-a", timeout=40, trace_messages=False)
     second = sipp("uas", calls=1000, name="pbx-b", timeout=40, trace_messages=False)
-    caller = SippRun(
+    caller = sipp_caller(
+        tmp_path,
+        ports,
         "uac",
-        workdir=tmp_path,
-        allocator=ports,
         name="carrier",
-        service="110",
         calls=120,
         rate=20,
         timeout=40,
@@ -50,9 +45,7 @@ async def test_reload_under_load_follows_the_valid_plan_and_refuses_the_bad_one(
     await second.started()
     caller.remote_args(service.sip_address).start()
     plan = service.plan_path.read_text(encoding="utf-8")
-    answered = _AnsweredCounter()
-    assert service.engine is not None
-    service.engine.event_listeners.append(answered)
+    answered = service.watch_calls()
     try:
         async with aiohttp.ClientSession() as session:
             await answered.reach(20)
@@ -95,28 +88,3 @@ async def test_reload_under_load_follows_the_valid_plan_and_refuses_the_bad_one(
             await store.close()
     finally:
         caller.kill()
-
-
-class _AnsweredCounter:
-    """Listens to the bridge's call events and wakes waiters at a number of answered calls."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.by_destination: dict[str, int] = {}
-        self._waiters: list[tuple[int, asyncio.Event]] = []
-
-    def __call__(self, events: list[CallEvent]) -> None:
-        for event in events:
-            if event.kind == "answered":
-                self.count += 1
-                where = str(event.data["destination"])
-                self.by_destination[where] = self.by_destination.get(where, 0) + 1
-        for target, event in self._waiters:
-            if self.count >= target:
-                event.set()
-
-    async def reach(self, target: int, within: float = 20.0) -> None:
-        event = asyncio.Event()
-        self._waiters.append((target, event))
-        self(events=[])
-        await asyncio.wait_for(event.wait(), within)

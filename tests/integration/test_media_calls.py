@@ -19,8 +19,13 @@ from typing import Any
 import aiohttp
 import numpy as np
 import pytest
-from integration.bridge_under_test import BridgeUnderTest, seat_group_plan
-from integration.test_transfer_api import ADMIN, TARGET_PLATFORM, TICKET, Answered
+from integration.bridge_under_test import (
+    ADMIN_HEADERS,
+    BridgeUnderTest,
+    seat_group_plan,
+    sipp_caller,
+)
+from integration.test_transfer_api import TARGET_PLATFORM, TICKET
 from peers.baresip import Baresip
 from peers.ports import HOST, PortAllocator
 from peers.process import wait_until
@@ -185,13 +190,6 @@ def endpoint(call: Call, leg_id: str) -> MediaEndpoint:
     return media
 
 
-async def answered_call(service: BridgeUnderTest) -> Answered:
-    answered = Answered()
-    assert service.engine is not None
-    service.engine.event_listeners.append(answered)
-    return answered
-
-
 # -- 1. PCMA streamed by SIPp, echoed by SIPp -------------------------------------------------
 
 
@@ -199,23 +197,22 @@ async def test_pcma_stream_is_relayed_to_the_callee_and_its_echo_back_to_the_cal
     bridge: BridgeFactory, sipp: Callable[..., SippRun], tmp_path: Path, ports: PortAllocator
 ) -> None:
     callee = sipp("uas_pcma_echo", name="echo", timeout=15, extra_args=["-rtp_echo"])
-    caller = SippRun(
+    caller = sipp_caller(
+        tmp_path,
+        ports,
         "uac_pcma_stream",
-        workdir=tmp_path,
-        allocator=ports,
         name="streamer",
-        service="110",
         duration_ms=4000,
         timeout=15,
     )
     streamed = write_pcma_pcap(caller.workdir / "pcma_tone.pcap", seconds=3.0, frequency=1000)
     service = await bridge(carrier_port=caller.port, pbx_ports=[callee.port])
-    answered = await answered_call(service)
+    calls = service.watch_calls()
     await callee.started()
     caller.remote_args(service.sip_address).start()
     try:
-        await asyncio.wait_for(answered.event.wait(), 10)
-        call = call_of(service, answered.call_id)
+        call_id = await calls.answered()
+        call = call_of(service, call_id)
         a, b = endpoint(call, call.caller_leg), endpoint(call, call.callee_leg)
         assert (a.codec, b.codec) == (g711.PCMA, g711.PCMA)
         enough = streamed // 2
@@ -231,8 +228,8 @@ async def test_pcma_stream_is_relayed_to_the_callee_and_its_echo_back_to_the_cal
         async with (
             aiohttp.ClientSession() as session,
             session.get(
-                f"{service.http_url}/api/v1/calls/{answered.call_id}",
-                headers={"Authorization": "Bearer admin-token-0123456789"},
+                f"{service.http_url}/api/v1/calls/{call_id}",
+                headers=ADMIN_HEADERS,
             ) as resp,
         ):
             shown = (await resp.json())["call"]
@@ -267,23 +264,21 @@ async def test_alaw_caller_reaches_a_ulaw_callee_transcoded(
         timeout=15,
         keys={"audio_port": callee_port, "answer_pt": 0, "answer_codec": "PCMU"},
     )
-    caller = SippRun(
+    caller = sipp_caller(
+        tmp_path,
+        ports,
         "uac_pcma_at_port",
-        workdir=tmp_path,
-        allocator=ports,
-        name="caller",
-        service="110",
         duration_ms=2500,
         timeout=15,
         keys={"audio_port": str(caller_port)},
     )
     service = await bridge(carrier_port=caller.port, pbx_ports=[callee.port])
-    answered = await answered_call(service)
+    calls = service.watch_calls()
     await callee.started()
     caller.remote_args(service.sip_address).start()
     try:
-        await asyncio.wait_for(answered.event.wait(), 10)
-        call = call_of(service, answered.call_id)
+        call_id = await calls.answered()
+        call = call_of(service, call_id)
         caller_media = endpoint(call, call.caller_leg)
         caller_rtp.stream((caller_media.host, caller_media.port))
         await caller_rtp.wait_packets(50, within=5, what="caller hears the callee")
@@ -331,12 +326,10 @@ async def transfer_to_ulaw_target(
         timeout=15,
         keys={"audio_port": target_port, "answer_pt": 0, "answer_codec": "PCMU"},
     )
-    caller = SippRun(
+    caller = sipp_caller(
+        tmp_path,
+        ports,
         "uac_pcma_at_port",
-        workdir=tmp_path,
-        allocator=ports,
-        name="caller",
-        service="110",
         duration_ms=4500,
         timeout=15,
         keys={"audio_port": str(caller_port)},
@@ -346,13 +339,13 @@ async def transfer_to_ulaw_target(
         pbx_ports=[agent.port],
         extra_plan=TARGET_PLATFORM.format(port=target.port),
     )
-    answered = await answered_call(service)
+    calls = service.watch_calls()
     await agent.started()
     await target.started()
     caller.remote_args(service.sip_address).start()
     try:
-        await asyncio.wait_for(answered.event.wait(), 10)
-        call = call_of(service, answered.call_id)
+        call_id = await calls.answered()
+        call = call_of(service, call_id)
         caller_media = endpoint(call, call.caller_leg)
         caller_rtp.stream((caller_media.host, caller_media.port))
         await wait_until(
@@ -363,9 +356,9 @@ async def transfer_to_ulaw_target(
         async with (
             aiohttp.ClientSession() as session,
             session.post(
-                f"{service.http_url}/api/v1/calls/{answered.call_id}/transfer",
+                f"{service.http_url}/api/v1/calls/{call_id}/transfer",
                 json={"target": "12313", "mode": "blind", "ticket": TICKET},
-                headers=ADMIN,
+                headers=ADMIN_HEADERS,
             ) as resp,
         ):
             assert resp.status == 202, await resp.text()
@@ -442,11 +435,10 @@ async def test_agent_digits_do_not_reach_the_caller(
     ports: PortAllocator,
 ) -> None:
     caller_rtp, caller_port = await rtp_peer(ports, codec=g711.PCMA, frequency=1000)
-    caller = SippRun(
+    caller = sipp_caller(
+        tmp_path,
+        ports,
         "uac_pcma_at_port",
-        workdir=tmp_path,
-        allocator=ports,
-        name="caller",
         service="12345",
         duration_ms=6000,
         timeout=15,
@@ -462,12 +454,12 @@ async def test_agent_digits_do_not_reach_the_caller(
         user="agent1001", registrar=service.sip_address, password="seat-secret-1001"
     )
     await seat.wait_event("REGISTER_OK", 5)
-    answered = await answered_call(service)
+    calls = service.watch_calls()
     caller.remote_args(service.sip_address).start()
     try:
-        await asyncio.wait_for(answered.event.wait(), 10)
+        call_id = await calls.answered()
         await seat.wait_event("CALL_ESTABLISHED", 10)
-        call = call_of(service, answered.call_id)
+        call = call_of(service, call_id)
         caller_media = endpoint(call, call.caller_leg)
         caller_rtp.stream((caller_media.host, caller_media.port))
         await caller_rtp.wait_packets(25, within=5, what="caller hears the seat")

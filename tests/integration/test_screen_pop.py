@@ -8,18 +8,16 @@ headers are present. Each desk subscribes with its own token, as a desktop does.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from integration.bridge_under_test import BridgeUnderTest
+from integration.bridge_under_test import BridgeUnderTest, sipp_caller
 from peers.ports import PortAllocator
 from peers.sipp import SippRun
 
-from bridge.calls.call import CallEvent
 from bridge.simpeers.desk import ScreenPop
 
 pytestmark = pytest.mark.peers("sipp")
@@ -58,18 +56,6 @@ TICKET = {
 }
 
 
-class Answered:
-    def __init__(self) -> None:
-        self.event = asyncio.Event()
-        self.call_id = ""
-
-    def __call__(self, events: list[CallEvent]) -> None:
-        for event in events:
-            if event.kind == "answered" and not self.call_id:
-                self.call_id = event.call_id
-                self.event.set()
-
-
 async def post_transfer(service: BridgeUnderTest, call_id: str) -> dict[str, Any]:
     async with (
         aiohttp.ClientSession() as session,
@@ -92,24 +78,14 @@ async def test_the_target_desk_sees_the_ticket_while_it_rings_and_the_seat_follo
 ) -> None:
     agent = sipp("uas_basic", name="agent", timeout=20)
     target = sipp("uas_ticket", name="target", timeout=20)
-    caller = SippRun(
-        "uac_basic",
-        workdir=tmp_path,
-        allocator=ports,
-        name="caller",
-        service="110",
-        duration_ms=5000,
-        timeout=20,
-    )
+    caller = sipp_caller(tmp_path, ports, duration_ms=5000, timeout=20)
     service = await bridge(
         carrier_port=caller.port,
         pbx_ports=[agent.port],
         extra_plan=TARGET_PLATFORM.format(port=target.port),
         tokens=[TARGET_PEER, BYSTANDER_PEER, SEAT_AGENT],
     )
-    answered = Answered()
-    assert service.engine is not None
-    service.engine.event_listeners.append(answered)
+    calls = service.watch_calls()
     pops: list[ScreenPop] = []
     try:
         # Each desk subscribes with its own token; the bridge confirms each filter first.
@@ -131,9 +107,9 @@ async def test_the_target_desk_sees_the_ticket_while_it_rings_and_the_seat_follo
         await agent.started()
         await target.started()
         caller.remote_args(service.sip_address).start()
-        await asyncio.wait_for(answered.event.wait(), 10)
+        call_id = await calls.answered()
 
-        reply = await post_transfer(service, answered.call_id)
+        reply = await post_transfer(service, call_id)
         ticket_id = reply["ticket"]["id"]
 
         ringing = await target_desk.wait_for("ringing", ticket_id, POP_WITHIN)

@@ -14,17 +14,18 @@ from typing import Any
 
 import aiohttp
 import pytest
-from integration.bridge_under_test import BridgeUnderTest, seat_group_plan
+from integration.bridge_under_test import (
+    ADMIN_HEADERS,
+    BridgeUnderTest,
+    seat_group_plan,
+    sipp_caller,
+)
 from integration.test_seats import first_request
 from peers.baresip import Baresip
 from peers.ports import PortAllocator
 from peers.sipp import SippRun
 
-from bridge.calls.call import CallEvent
-
 pytestmark = pytest.mark.peers("sipp")
-
-ADMIN = {"Authorization": "Bearer admin-token-0123456789"}
 
 TARGET_PLATFORM = """
 [[trunks]]
@@ -47,49 +48,27 @@ TICKET = {
 }
 
 
-class Answered:
-    def __init__(self) -> None:
-        self.event = asyncio.Event()
-        self.call_id = ""
-
-    def __call__(self, events: list[CallEvent]) -> None:
-        for event in events:
-            if event.kind == "answered" and not self.call_id:
-                self.call_id = event.call_id
-                self.event.set()
-
-
 async def setup(
     bridge: Callable[..., Awaitable[BridgeUnderTest]],
     sipp: Callable[..., SippRun],
     tmp_path: Path,
     ports: PortAllocator,
     target_scenario: str,
-) -> tuple[BridgeUnderTest, SippRun, SippRun, SippRun, Answered]:
+) -> tuple[BridgeUnderTest, SippRun, SippRun, SippRun, str]:
     agent = sipp("uas_basic", name="agent", timeout=20)
     target = sipp(target_scenario, name="target", timeout=20)
-    caller = SippRun(
-        "uac_basic",
-        workdir=tmp_path,
-        allocator=ports,
-        name="caller",
-        service="110",
-        duration_ms=6000,
-        timeout=20,
-    )
+    caller = sipp_caller(tmp_path, ports, duration_ms=6000, timeout=20)
     service = await bridge(
         carrier_port=caller.port,
         pbx_ports=[agent.port],
         extra_plan=TARGET_PLATFORM.format(port=target.port),
     )
-    answered = Answered()
-    assert service.engine is not None
-    service.engine.event_listeners.append(answered)
+    calls = service.watch_calls()
     await agent.started()
     await target.started()
     caller.remote_args(service.sip_address).start()
-    await asyncio.wait_for(answered.event.wait(), 10)
-    return service, caller, agent, target, answered
+    call_id = await calls.answered()
+    return service, caller, agent, target, call_id
 
 
 async def post_transfer(service: BridgeUnderTest, call_id: str) -> dict[str, Any]:
@@ -98,7 +77,7 @@ async def post_transfer(service: BridgeUnderTest, call_id: str) -> dict[str, Any
         session.post(
             f"{service.http_url}/api/v1/calls/{call_id}/transfer",
             json={"target": "12313", "mode": "blind", "ticket": TICKET},
-            headers=ADMIN,
+            headers=ADMIN_HEADERS,
         ) as resp,
     ):
         assert resp.status == 202, await resp.text()
@@ -112,11 +91,11 @@ async def test_api_transfer_carries_the_ticket_and_releases_the_agent(
     tmp_path: Path,
     ports: PortAllocator,
 ) -> None:
-    service, caller, agent, target, answered = await setup(
+    service, caller, agent, target, call_id = await setup(
         bridge, sipp, tmp_path, ports, "uas_ticket"
     )
     try:
-        reply = await post_transfer(service, answered.call_id)
+        reply = await post_transfer(service, call_id)
         ticket_id = reply["ticket"]["id"]
         (await agent.wait()).assert_ok(successful=1)  # the bridge hung up the agent
         (await caller.wait()).assert_ok(successful=1)  # the caller talked on, then hung up
@@ -150,11 +129,9 @@ async def test_busy_target_leaves_the_caller_with_the_agent(
     tmp_path: Path,
     ports: PortAllocator,
 ) -> None:
-    service, caller, agent, target, answered = await setup(
-        bridge, sipp, tmp_path, ports, "uas_busy"
-    )
+    service, caller, agent, target, call_id = await setup(bridge, sipp, tmp_path, ports, "uas_busy")
     try:
-        reply = await post_transfer(service, answered.call_id)
+        reply = await post_transfer(service, call_id)
         ticket_id = reply["ticket"]["id"]
         (await target.wait()).assert_ok(successful=1)
         # The caller stays with the agent and hangs up normally: both scenarios complete.
@@ -182,15 +159,7 @@ async def test_110_hands_a_non_police_request_to_a_12345_seat(
     """110 → 12345: the 110 desk (SIPp) transfers by API; the 12345 seat (baresip) rings with
     the ticket on its INVITE and answers."""
     agent = sipp("uas_basic", name="desk-110", timeout=20)
-    caller = SippRun(
-        "uac_basic",
-        workdir=tmp_path,
-        allocator=ports,
-        name="caller",
-        service="110",
-        duration_ms=6000,
-        timeout=20,
-    )
+    caller = sipp_caller(tmp_path, ports, duration_ms=6000, timeout=20)
     service = await bridge(
         carrier_port=caller.port,
         pbx_ports=[agent.port],
@@ -201,20 +170,18 @@ async def test_110_hands_a_non_police_request_to_a_12345_seat(
         user="agent1001", registrar=service.sip_address, password="seat-secret-1001"
     )
     await seat.wait_event("REGISTER_OK", 5)
-    answered = Answered()
-    assert service.engine is not None
-    service.engine.event_listeners.append(answered)
+    calls = service.watch_calls()
     await agent.started()
     caller.remote_args(service.sip_address).start()
     try:
-        await asyncio.wait_for(answered.event.wait(), 10)
+        call_id = await calls.answered()
         ticket = {**TICKET, "category": "market", "urgent": False, "summary": "电梯困人已脱困"}
         async with (
             aiohttp.ClientSession() as session,
             session.post(
-                f"{service.http_url}/api/v1/calls/{answered.call_id}/transfer",
+                f"{service.http_url}/api/v1/calls/{call_id}/transfer",
                 json={"target": "12345", "mode": "blind", "ticket": ticket},
-                headers=ADMIN,
+                headers=ADMIN_HEADERS,
             ) as resp,
         ):
             assert resp.status == 202, await resp.text()
@@ -237,13 +204,13 @@ async def test_a_restart_mid_transfer_keeps_the_ticket_and_its_events(
     tmp_path: Path,
     ports: PortAllocator,
 ) -> None:
-    service, caller, _agent, target, answered = await setup(
+    service, caller, _agent, target, call_id = await setup(
         bridge, sipp, tmp_path, ports, "uas_noanswer"
     )
     try:
         assert service.service is not None
         live = service.service.hub.subscribe(everything=True)
-        reply = await post_transfer(service, answered.call_id)
+        reply = await post_transfer(service, call_id)
         ticket_id = reply["ticket"]["id"]
 
         async def ringing() -> None:
@@ -257,7 +224,9 @@ async def test_a_restart_mid_transfer_keeps_the_ticket_and_its_events(
         await service.start()  # and comes back on the same storage
         async with (
             aiohttp.ClientSession() as session,
-            session.get(f"{service.http_url}/api/v1/tickets/{ticket_id}", headers=ADMIN) as resp,
+            session.get(
+                f"{service.http_url}/api/v1/tickets/{ticket_id}", headers=ADMIN_HEADERS
+            ) as resp,
         ):
             assert resp.status == 200
             body = await resp.json()
