@@ -166,6 +166,8 @@ def test_demo_keeps_serving_the_console_until_sigterm() -> None:
             rest, errors = process.communicate(timeout=15)
         finally:
             guard.cancel()
+            if process.poll() is None:  # a failed assertion must not leave it serving
+                process.kill()
         assert process.returncode == 0, out + rest + errors
         assert "正在停止" in rest
 
