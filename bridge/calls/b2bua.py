@@ -16,6 +16,7 @@ through so both parties send RTP to the bridge's anchored media ports.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import logging
 import secrets
@@ -100,6 +101,7 @@ class B2BUA:
         self._by_server: dict[str, tuple[str, str]] = {}
         self._reinvites: dict[str, PendingReinvite] = {}
         self._ring_deadlines: dict[tuple[str, str], float] = {}
+        self._ring_heap: list[tuple[float, str, str]] = []
         self._pending_destinations: dict[str, list[Destination]] = {}
         self._server_requests: dict[str, Request] = {}
         self._notifies: set[str] = set()
@@ -129,14 +131,20 @@ class B2BUA:
     def handle_timers(self, now: float) -> None:
         for event in self.txl.handle_timers(now):
             self._dispatch(event, now)
-        for key, deadline in list(self._ring_deadlines.items()):
-            if deadline <= now:
-                del self._ring_deadlines[key]
-                self._ring_timeout(*key, now)
+        heap = self._ring_heap
+        while heap and heap[0][0] <= now:
+            deadline, call_id, leg_id = heapq.heappop(heap)
+            if self._ring_deadlines.get((call_id, leg_id)) == deadline:
+                del self._ring_deadlines[(call_id, leg_id)]
+                self._ring_timeout(call_id, leg_id, now)
 
     def next_deadline(self) -> float | None:
         deadlines = [d for d in (self.txl.next_deadline(),) if d is not None]
-        deadlines.extend(self._ring_deadlines.values())
+        heap = self._ring_heap
+        while heap and self._ring_deadlines.get((heap[0][1], heap[0][2])) != heap[0][0]:
+            heapq.heappop(heap)  # cancelled: lazy deletion keeps every change O(log n)
+        if heap:
+            deadlines.append(heap[0][0])
         return min(deadlines) if deadlines else None
 
     def take_outgoing(self) -> list[tx.Outgoing]:
@@ -300,7 +308,7 @@ class B2BUA:
         leg.client_key = self.txl.send_request(invite, dest.address, dest.transport, now)
         self._by_client[leg.client_key] = (call.call_id, leg_id)
         self.index_leg(call, leg)
-        self._ring_deadlines[(call.call_id, leg_id)] = now + dest.ring_timeout
+        legs.ring_deadline(self, call, leg, now + dest.ring_timeout)
         return True
 
     def _outgoing_invite(self, incoming: Request, leg: Leg, dest: Destination) -> Request:
@@ -338,6 +346,8 @@ class B2BUA:
             return
         call = self.calls.get(found[0])
         if call is None:
+            if response.status >= 200:
+                self._by_client.pop(key, None)
             return
         leg = call.legs[found[1]]
         if response.cseq.method == "INVITE" and leg.role is LegRole.TARGET:
@@ -347,6 +357,7 @@ class B2BUA:
         elif response.cseq.method == "INVITE":
             self._on_invite_response(call, leg, response, now)
         elif response.cseq.method == "BYE" and response.status >= 200:
+            self._by_client.pop(key, None)
             self._leg_gone(call, leg, now)
 
     def _reack(self, response: Response) -> None:
@@ -668,7 +679,7 @@ class B2BUA:
 
     def _record(self, event: CallEvent) -> None:
         self.events.append(event)
-        log.info("call %s %s -> %s", event.call_id, event.kind, event.state)
+        log.debug("call %s %s -> %s", event.call_id, event.kind, event.state)
 
 
 class _Released:

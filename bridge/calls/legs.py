@@ -7,6 +7,7 @@ every leg the bridge owns stays findable whichever call it belongs to.
 
 from __future__ import annotations
 
+import heapq
 import secrets
 from typing import TYPE_CHECKING
 
@@ -77,6 +78,7 @@ def register_client(core: B2BUA, key: str, call: Call, leg: Leg) -> None:
 
 def ring_deadline(core: B2BUA, call: Call, leg: Leg, at: float) -> None:
     core._ring_deadlines[(call.call_id, leg.leg_id)] = at
+    heapq.heappush(core._ring_heap, (at, call.call_id, leg.leg_id))
 
 
 def clear_ring_deadline(core: B2BUA, call: Call, leg: Leg) -> None:

@@ -254,6 +254,10 @@ def test_bye_from_callee_ends_both_legs_and_frees_ports() -> None:
     h.feed(answer(bye_out, 200, tag=bye_out.to.tag or ""), CALLER)
     assert h.core.calls == {}
     assert h.media.live == set()
+    # Nothing of the call is left behind (a leak here grows by one entry per call).
+    assert not h.core._by_client
+    assert not h.core._by_dialog
+    assert not h.core._ring_deadlines
 
 
 def test_cancel_before_answer() -> None:
