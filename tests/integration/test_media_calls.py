@@ -423,6 +423,90 @@ async def test_leg_swap_keeps_one_gapless_stream_toward_the_caller(
     assert gap < 0.1, f"caller heard nothing for {gap * 1000:.0f} ms at the swap"
 
 
+@pytest.mark.parametrize("target_scenario", ["uas_busy", "unreachable"])
+async def test_failed_transfer_leaves_the_caller_talking_with_the_agent(
+    bridge: BridgeFactory,
+    sipp: Callable[..., SippRun],
+    tmp_path: Path,
+    ports: PortAllocator,
+    target_scenario: str,
+) -> None:
+    """Busy or unreachable 110: the caller is never lost; caller and agent still hear each
+    other after the failure, and the ticket says why."""
+    caller_rtp, caller_port = await rtp_peer(ports, codec=g711.PCMA, frequency=1000)
+    agent_rtp, agent_port = await rtp_peer(ports, codec=g711.PCMA, frequency=400, reply=True)
+    agent = sipp(
+        "uas_answer_at_port",
+        name="agent",
+        timeout=20,
+        keys={"audio_port": agent_port, "answer_pt": 8, "answer_codec": "PCMA"},
+    )
+    busy = target_scenario == "uas_busy"
+    target = sipp("uas_busy", name="busy-110", timeout=20) if busy else None
+    target_port = target.port if target is not None else ports.port()  # nothing listens there
+    caller = sipp_caller(
+        tmp_path,
+        ports,
+        "uac_pcma_at_port",
+        duration_ms=7000,
+        timeout=20,
+        keys={"audio_port": str(caller_port)},
+    )
+    service = await bridge(
+        carrier_port=caller.port,
+        pbx_ports=[agent.port],
+        extra_plan=TARGET_PLATFORM.format(port=target_port),
+        t1_ms=50,  # an unreachable target gives up after 64*T1 = 3.2 s
+    )
+    calls = service.watch_calls()
+    await agent.started()
+    if target is not None:
+        await target.started()
+    caller.remote_args(service.sip_address).start()
+    try:
+        call_id = await calls.answered()
+        caller_media = endpoint(call_of(service, call_id), call_of(service, call_id).caller_leg)
+        caller_rtp.stream((caller_media.host, caller_media.port))
+        await agent_rtp.wait_packets(20, within=5, what="the agent hears the caller")
+        assert service.service is not None
+        live = service.service.hub.subscribe(everything=True)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"{service.http_url}/api/v1/calls/{call_id}/transfer",
+                json={"target": "12313", "mode": "blind", "ticket": TICKET},
+                headers=ADMIN_HEADERS,
+            ) as resp,
+        ):
+            assert resp.status == 202, await resp.text()
+
+        async def failed() -> dict[str, Any]:
+            while True:
+                message = (await live.get()).event
+                if message.get("type") == "ticket" and message.get("kind") == "failed":
+                    return dict(message["ticket"])
+
+        ticket = await asyncio.wait_for(failed(), 10)
+        assert ticket["failure_reason"] == ("busy" if busy else "unreachable")
+        caller_seen, agent_seen = len(caller_rtp.received), len(agent_rtp.received)
+        await wait_until(
+            lambda: (
+                len(caller_rtp.received) >= caller_seen + 40
+                and len(agent_rtp.received) >= agent_seen + 40
+            ),
+            within=5,
+            what="caller and agent still hear each other after the failed transfer",
+        )
+        assert caller_rtp.heard(caller_rtp.received[-40:]) == pytest.approx(400, abs=25)
+        assert agent_rtp.heard(agent_rtp.received[-40:]) == pytest.approx(1000, abs=25)
+        (await caller.wait()).assert_ok(successful=1)
+        (await agent.wait()).assert_ok(successful=1)
+    finally:
+        caller.kill()
+        for peer in (caller_rtp, agent_rtp):
+            peer.close()
+
+
 # -- 3. The agent's DTMF stays private --------------------------------------------------------
 
 
