@@ -289,18 +289,7 @@ class B2BUA:
             media = self.media.allocate()
         except MediaUnavailable:
             return False
-        leg = Leg(
-            leg_id=leg_id,
-            role=LegRole.CALLEE,
-            incoming=False,
-            state=LegState.CALLING,
-            remote=dest.address,
-            transport=dest.transport,
-            peer=dest.peer,
-            local_tag=new_tag(),
-            target=dest.uri,
-            media=media,
-        )
+        leg = legs.outgoing_leg(leg_id, LegRole.CALLEE, dest, media)
         call.legs[leg_id] = leg
         call.callee_leg = leg_id
         invite = self._outgoing_invite(caller.invite, leg, dest)
@@ -425,21 +414,11 @@ class B2BUA:
         self.txl.send_response(caller.server_key, out, now)
 
     def _on_answer(self, call: Call, leg: Leg, response: Response, now: float) -> None:
-        assert leg.invite is not None
-        dialog = Dialog.uac(leg.invite, response)
-        leg.dialog = dialog
-        leg.state = LegState.CONFIRMED
-        leg.answered_at = now
-        ack = dialog.create_ack(leg.invite.cseq.seq)
-        ack.headers.prepend("Via", self.via(leg.transport))
-        self.txl.send_ack(leg.client_key, ack, self._next_hop(dialog, leg), leg.transport)
+        legs.confirm_outgoing(self, call, leg, response, now)
         if call.state is not CallState.RINGING or call.caller.state is not LegState.INCOMING:
             # The caller cancelled while this leg was being answered (§9.1 race): end it.
             self.send_bye(call, leg, now)
             return
-        self.index_leg(call, leg)
-        if response.body:
-            self._point_media(leg, response.body)
         caller = call.caller
         assert caller.invite is not None
         assert caller.server_key is not None

@@ -11,7 +11,7 @@ import heapq
 import secrets
 from typing import TYPE_CHECKING
 
-from bridge.calls.call import Call, Leg, LegState
+from bridge.calls.call import Call, Leg, LegRole, LegState
 from bridge.calls.ports import Destination
 from bridge.sip import transaction as tx
 from bridge.sip.dialog import Dialog
@@ -91,6 +91,22 @@ def cancel_leg(core: B2BUA, leg: Leg, now: float) -> None:
     leg.state = LegState.TERMINATED
     core._by_client.pop(leg.client_key or "", None)
     core.release_media(leg)
+
+
+def outgoing_leg(leg_id: str, role: LegRole, dest: Destination, media: object) -> Leg:
+    """A leg the bridge is about to call out on, with a From tag of its own (§19.3)."""
+    return Leg(
+        leg_id=leg_id,
+        role=role,
+        incoming=False,
+        state=LegState.CALLING,
+        remote=dest.address,
+        transport=dest.transport,
+        peer=dest.peer,
+        local_tag=secrets.token_hex(5),
+        target=dest.uri,
+        media=media,
+    )
 
 
 def confirm_outgoing(core: B2BUA, call: Call, leg: Leg, response: Response, now: float) -> None:

@@ -194,18 +194,7 @@ class TransferDesk:
             leg_id = f"t{len(transfer.tried) + 1}"
             while leg_id in call.legs:
                 leg_id += "x"
-            leg = Leg(
-                leg_id=leg_id,
-                role=LegRole.TARGET,
-                incoming=False,
-                state=LegState.CALLING,
-                remote=dest.address,
-                transport=dest.transport,
-                peer=dest.peer,
-                local_tag=secrets.token_hex(5),
-                target=dest.uri,
-                media=media,
-            )
+            leg = legs.outgoing_leg(leg_id, LegRole.TARGET, dest, media)
             call.legs[leg_id] = leg
             transfer.target_leg = leg_id
             transfer.tried.append(f"{dest.address[0]}:{dest.address[1]}")
