@@ -15,7 +15,8 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from bridge.sip.errors import RemoteProtocolError
-from bridge.sip.sdp import Attribute, SessionDescription, primary_codec, rewrite_connection
+from bridge.sip.offer_answer import primary_codec, rewrite_connection
+from bridge.sip.sdp import Attribute, SessionDescription
 
 _REMEMBERED = 256
 _parsed: OrderedDict[int, tuple[bytes, SessionDescription]] = OrderedDict()

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from bridge.calls import legs
 from bridge.calls.call import Call, Leg, LegRole, LegState
 from bridge.calls.ports import Destination
-from bridge.sip import sdp
+from bridge.sip import offer_answer
 from bridge.sip.errors import LocalProtocolError
 from bridge.sip.message import REASONS, Request, Response
 from bridge.sip.uri import NameAddr, SipUri
@@ -214,7 +214,7 @@ class TransferDesk:
         X-Ticket-Id and Referred-By (RFC 3892) travel with the call."""
         caller = call.caller
         assert caller.invite is not None
-        offer = sdp.make_offer(
+        offer = offer_answer.make_offer(
             address=leg.media.host, port=leg.media.port, session_id=secrets.randbelow(2**31)
         )
         return legs.new_invite(

@@ -26,7 +26,7 @@ from bridge.logging_setup import mask_numbers
 from bridge.media.dtmf import format_info_dtmf
 from bridge.simpeers.audio import RtpStream
 from bridge.simpeers.endpoint import Address, SipEndpoint, new_call_id, new_tag
-from bridge.sip import sdp
+from bridge.sip import offer_answer, sdp
 from bridge.sip.dialog import Dialog
 from bridge.sip.digest import authorize, choose_challenge
 from bridge.sip.errors import RemoteProtocolError
@@ -175,7 +175,7 @@ class SimPhone:
         host = self.endpoint.host
         caller = from_user or self.user
         media = await RtpStream.open(host, self.tone_hz)
-        offer = sdp.make_offer(
+        offer = offer_answer.make_offer(
             address=host, port=media.port, session_id=secrets.randbits(31), codecs=OFFERED_CODECS
         )
         tag = new_tag()
@@ -358,7 +358,7 @@ class SimPhone:
             return
         try:
             offer = sdp.SessionDescription.parse(call.invite.body)
-            answer = sdp.answer(
+            answer = offer_answer.answer(
                 offer,
                 supported=ANSWERABLE_CODECS,
                 local_address=self.endpoint.host,
@@ -378,11 +378,11 @@ class SimPhone:
         self.endpoint.respond(call.server_key, ok)
         remote = _audio_target(call.invite.body)
         audio = answer.audio
-        chosen = sdp.primary_codec(audio) if audio is not None else None
+        chosen = offer_answer.primary_codec(audio) if audio is not None else None
         if remote is not None and chosen is not None:
             call.payload_type = chosen.payload_type
             call.event_payload_type = (
-                sdp.telephone_event_payload_type(audio) if audio is not None else None
+                offer_answer.telephone_event_payload_type(audio) if audio is not None else None
             )
             call.media.start((remote[0], remote[1]), chosen.payload_type)
         codec = codec_name(call.payload_type)
@@ -476,7 +476,7 @@ def _audio_target(body: bytes) -> tuple[str, int, int] | None:
         return None
     endpoint = description.audio_endpoint
     audio = description.audio
-    codec = sdp.primary_codec(audio) if audio is not None else None
+    codec = offer_answer.primary_codec(audio) if audio is not None else None
     if endpoint is None or codec is None:
         return None
     return endpoint[0], endpoint[1], codec.payload_type
@@ -487,7 +487,7 @@ def _event_payload_type(body: bytes) -> int | None:
         audio = sdp.SessionDescription.parse(body).audio
     except RemoteProtocolError:
         return None
-    return sdp.telephone_event_payload_type(audio) if audio is not None else None
+    return offer_answer.telephone_event_payload_type(audio) if audio is not None else None
 
 
 def _is_ipv4(host: str) -> bool:

@@ -10,14 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bridge.sip.errors import LocalProtocolError, RemoteProtocolError
-from bridge.sip.sdp import (
-    DEFAULT_CODECS,
-    PCMA,
-    PCMU,
-    TELEPHONE_EVENT,
-    Codec,
-    Direction,
-    SessionDescription,
+from bridge.sip.offer_answer import (
     answer,
     follow_version,
     format_event_list,
@@ -27,6 +20,15 @@ from bridge.sip.sdp import (
     rewrite_connection,
     telephone_event_payload_type,
     with_direction,
+)
+from bridge.sip.sdp import (
+    DEFAULT_CODECS,
+    PCMA,
+    PCMU,
+    TELEPHONE_EVENT,
+    Codec,
+    Direction,
+    SessionDescription,
 )
 
 DATA = Path(__file__).parent.parent / "data" / "sdp"
