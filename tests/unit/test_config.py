@@ -1,0 +1,58 @@
+"""The service config: the example loads, and an admin's typo fails with FILE:LINE."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bridge.config import ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_example_config_loads_and_resolves_paths_beside_itself() -> None:
+    config = load_config(ROOT / "config.example.toml")
+    assert config.sip.address == ("127.0.0.1", 5060)
+    assert config.resolve(config.dialplan.path) == ROOT / "dialplans" / "example.toml"
+
+
+def test_errors_name_the_file_and_line_of_the_offending_key(tmp_path: Path) -> None:
+    path = tmp_path / "bridge.toml"
+    path.write_text(
+        "[sidecar]\n"
+        'link_secret = "0123456789abcdef0123"\n'
+        "[[sidecar.tokens]]\n"
+        'token = "0123456789abcdef0123"\n'
+        'name = "a"\n'
+        'role = "agent"\n'
+        "[[sidecar.tokens]]\n"
+        'token = "0123456789abcdef0124"\n'
+        'name = "b"\n'
+        'role = "boss"\n'
+        "[media]\n"
+        "prot_min = 3\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert sorted(caught.value.errors) == [
+        f"{path}:10: sidecar.tokens[1].role: Input should be 'agent', 'supervisor', 'admin' "
+        "or 'peer'",
+        f"{path}:12: media.prot_min: unknown key",
+    ]
+
+
+def test_bad_toml_and_an_empty_port_range_are_refused(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[sip\nlisten = 1\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"broken\.toml:1"):
+        load_config(broken)
+    empty = tmp_path / "empty.toml"
+    empty.write_text(
+        '[sidecar]\nlink_secret = "0123456789abcdef0123"\n[media]\nport_min = 30000\n'
+        "port_max = 30000\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError, match="port_min must be below"):
+        load_config(empty)
