@@ -33,7 +33,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check bridge tests bench
 	$(BIN)/mypy
 
+# The call benchmark compares against Kamailio (Debian package) as a stateful proxy.
 bench: $(STAMP) peers
+	@command -v kamailio >/dev/null || { [ "$$(id -u)" = 0 ] && \
+	  apt-get install -y -qq --no-install-recommends kamailio; } || \
+	  echo "kamailio missing and not root: the Kamailio comparison is skipped"
 	$(BIN)/python -m bench.run_all
 
 clean:
