@@ -105,6 +105,7 @@ class B2BUA:
         self._pending_destinations: dict[str, list[Destination]] = {}
         self._server_requests: dict[str, Request] = {}
         self._notifies: set[str] = set()
+        self._resumes: dict[str, tuple[str, str]] = {}
         self.transfers = TransferDesk(self)
         self._keys: dict[str, KeyBuffer] = {}
         self.transfer_requests: list[TransferRequest] = []

@@ -106,6 +106,8 @@ class Leg:
     target: SipUri | None = None
     media: Any = None
     answered_at: float | None = None
+    held: bool = False
+    """The party was put on hold by the other side (its phone was told we stopped sending)."""
     last_sdp: bytes = b""
 
     @property

@@ -13,6 +13,7 @@ These methods are part of :class:`~bridge.calls.b2bua.B2BUA`, split out to keep 
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,7 @@ from bridge.calls.call import Call, CallInput, Leg, LegState
 from bridge.calls.keys import KeyBuffer
 from bridge.calls.transfer import TransferRequest, parse_refer_to
 from bridge.media.dtmf import parse_info_dtmf
+from bridge.sip import offer_answer
 from bridge.sip.errors import RemoteProtocolError
 from bridge.sip.message import REASONS, Request, Response, make_response
 
@@ -150,8 +152,38 @@ def on_refer_replaces(
     core.media.connect(call.caller.media, target.media)
     call.callee_leg = target.leg_id
     core.send_bye(other_call, agent_side, now)
+    if call.caller.held:
+        resume(core, call, call.caller, now)
     core._record(call.apply(CallInput.PROGRESS, now, replaced_by=target.leg_id, peer=target.peer))
     send_notify(core, call, leg, 200, "OK", True, now)
+
+
+def resume(core: B2BUA, call: Call, leg: Leg, now: float) -> None:
+    """Take a party off hold with a re-INVITE of the bridge's own (RFC 3264 §8.4): after a
+    phone's attended transfer nobody else will, since the phone that held it has left."""
+    assert leg.dialog is not None
+    offer = offer_answer.make_offer(
+        address=leg.media.host, port=leg.media.port, session_id=secrets.randbelow(2**31)
+    )
+    out = leg.dialog.create_request("INVITE", body=bytes(offer), content_type="application/sdp")
+    out.headers.prepend("Via", core.via(leg.transport))
+    out.headers.add("Contact", core.contact(leg.transport))
+    key = core.txl.send_request(out, core._next_hop(leg.dialog, leg), leg.transport, now)
+    core._resumes[key] = (call.call_id, leg.leg_id)
+    leg.held = False
+
+
+def _ack_resume(core: B2BUA, resumed: tuple[str, str], response: Response, key: str) -> None:
+    call = core.calls.get(resumed[0])
+    leg = call.legs.get(resumed[1]) if call is not None else None
+    if leg is None or leg.dialog is None or response.status >= 300:
+        return
+    leg.dialog.receive_response(response)
+    ack = leg.dialog.create_ack(response.cseq.seq)
+    ack.headers.prepend("Via", core.via(leg.transport))
+    core.txl.send_ack(key, ack, core._next_hop(leg.dialog, leg), leg.transport)
+    if response.body:
+        core._point_media(leg, response.body)
 
 
 def _find_replaced(core: B2BUA, replaces: str) -> tuple[Call, Leg] | None:
@@ -256,7 +288,8 @@ def mirror_reinvite(
         core._point_media(leg, request.body)
         body = sdpmap.anchor_offer(request.body, other.media.host, other.media.port)
         # A held party hears the hold tone or music, never dead air.
-        if sdpmap.is_hold(request.body):
+        other.held = sdpmap.is_hold(request.body)
+        if other.held:
             core.media.hold(other.media)
         else:
             core.media.unhold(other.media)
@@ -276,6 +309,10 @@ def mirror_reinvite(
 
 def on_reinvite_response(core: B2BUA, response: Response, key: str, now: float) -> None:
     if response.status < 200:
+        return
+    resumed = core._resumes.pop(key, None)
+    if resumed is not None:
+        _ack_resume(core, resumed, response, key)
         return
     pending = core._reinvites.pop(key, None)
     if pending is None:

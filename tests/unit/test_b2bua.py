@@ -152,6 +152,11 @@ class Harness:
         return [m for dest, m in self.sent() if dest == who]
 
 
+def to_with_tag(to: str, tag: str) -> str:
+    """A response's To: the request's, plus our tag unless the dialog already has one."""
+    return to if not tag or ";tag=" in to else f"{to};tag={tag}"
+
+
 def answer(
     request: Request,
     status: int,
@@ -165,7 +170,7 @@ def answer(
         lines.append(f"Via: {via}")
     lines += [
         f"From: {request.headers.get('From')}",
-        f"To: {request.headers.get('To')};tag={tag}",
+        f"To: {to_with_tag(request.headers.get('To') or '', tag)}",
         f"Call-ID: {request.call_id}",
         f"CSeq: {request.headers.get('CSeq')}",
         f"Contact: <{contact}>",

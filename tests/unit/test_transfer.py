@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 import pytest
-from test_b2bua import CALLEE, CALLER, SDP, Harness, answer, establish, invite
+from test_b2bua import (
+    CALLEE,
+    CALLER,
+    SDP,
+    Harness,
+    answer,
+    establish,
+    invite,
+    reinvite_from_callee,
+)
 
 from bridge.calls.ports import Destination
 from bridge.sip.errors import LocalProtocolError
@@ -296,3 +305,43 @@ def test_refer_with_replaces_for_an_unknown_dialog_is_481() -> None:
     ).encode()
     h.feed(refer, CALLEE)
     assert [m.status for m in h.sent_to(CALLEE) if isinstance(m, Response)] == [481]
+
+
+def test_after_replaces_a_caller_left_on_hold_is_taken_off_hold() -> None:
+    h = Harness()
+    inv_a, ok_a = establish(h)
+    h.sent()
+    # The agent's phone holds the caller before consulting (a mirrored sendonly re-INVITE).
+    h.feed(reinvite_from_callee(inv_a, 2, b"a=sendonly"), CALLEE)
+    mirrored = next(m for m in h.sent_to(CALLER) if isinstance(m, Request))
+    held_answer = SDP.replace(b"sendrecv", b"recvonly")
+    h.feed(
+        answer(mirrored, 200, tag="", sdp=held_answer, contact="sip:caller@127.0.0.1:5071"),
+        CALLER,
+    )
+    h.sent()
+    h.feed(invite(call_id="consult", branch="z9hG4bKcons2"), CALLER)
+    inv_b = next(m for m in h.sent_to(CALLEE) if isinstance(m, Request))
+    h.feed(answer(inv_b, 200, tag="tgt", sdp=SDP), CALLEE)
+    ok_b = next(m for m in h.sent_to(CALLER) if isinstance(m, Response) and m.status == 200)
+    replaces = f"consult%3Bto-tag%3D{ok_b.to.tag}%3Bfrom-tag%3Dcaller1"
+    refer = (
+        "REFER sip:bridge@127.0.0.1:5060 SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.1:5072;branch=z9hG4bKrefhold\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: {inv_a.headers.get('To')};tag=callee1\r\n"
+        f"To: {inv_a.headers.get('From')}\r\n"
+        f"Call-ID: {inv_a.call_id}\r\n"
+        f"CSeq: 3 REFER\r\nRefer-To: <sip:110@127.0.0.1?Replaces={replaces}>\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+    h.feed(refer, CALLEE)
+    resume = next(
+        m
+        for m in h.sent_to(CALLER)
+        if isinstance(m, Request) and m.method == "INVITE" and m.call_id == ok_a.call_id
+    )
+    assert b"a=sendrecv" in resume.body, "the caller is taken off hold"
+    h.feed(answer(resume, 200, tag="", sdp=SDP, contact="sip:caller@127.0.0.1:5071"), CALLER)
+    acks = [m for m in h.sent_to(CALLER) if isinstance(m, Request) and m.method == "ACK"]
+    assert [a.cseq.seq for a in acks] == [resume.cseq.seq]
