@@ -353,6 +353,8 @@ async def transfer_to_ulaw_target(
             within=5,
             what="caller and agent hear each other",
         )
+        # Taken before asking: the target may answer (and the swap happen) before the reply.
+        transferred_at = time.monotonic()
         async with (
             aiohttp.ClientSession() as session,
             session.post(
@@ -362,7 +364,6 @@ async def transfer_to_ulaw_target(
             ) as resp,
         ):
             assert resp.status == 202, await resp.text()
-        transferred_at = time.monotonic()
         await target_rtp.wait_packets(40, within=5, what="target hears the caller")
         target_codec = endpoint(call, call.callee_leg).codec
         (await agent.wait()).assert_ok(successful=1)
