@@ -33,52 +33,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.plan import bench_plan
+
 ROOT = Path(__file__).resolve().parent.parent
 BRIDGE = ROOT / ".venv" / "bin" / "bridge"
 HOST = "127.0.0.1"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 LOAD_BEHAVIOURS = ["-default_behaviors", "all,-abortunexp"]
-
-PLAN = """
-name = "bench"
-[defaults]
-ring_timeout = 30
-[[trunks]]
-name = "carrier"
-destinations = ["sip:12345@127.0.0.1:{uac_port}"]
-sources = ["127.0.0.1:{uac_port}"]
-[[trunks]]
-name = "pbx-110"
-destinations = ["sip:110@127.0.0.1:{uas_port}"]
-[[platforms]]
-key = "12345"
-label = "12345 hotline"
-trunk = "carrier"
-desk = true
-[[platforms]]
-key = "110"
-label = "110 police desk"
-trunk = "pbx-110"
-desk = true
-[[inbound]]
-name = "to 110"
-called = {{ exact = "110" }}
-platform = "110"
-[[categories]]
-key = "criminal"
-label = "criminal"
-[[rules]]
-origins = ["12345"]
-categories = ["criminal"]
-action = "transfer"
-to = "110"
-[[rules]]
-origins = ["110"]
-categories = ["criminal"]
-action = "keep"
-[overrides.urgent]
-to = "110"
-"""
 
 CONFIG = """
 [sip]
@@ -342,7 +303,7 @@ class Bridge:
         self.workdir = workdir
         self.sip_port = free_port()
         workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "plan.toml").write_text(PLAN.format(uac_port=uac_port, uas_port=uas_port))
+        (workdir / "plan.toml").write_text(bench_plan(caller_port=uac_port, desk_110_port=uas_port))
         (workdir / "bridge.toml").write_text(
             CONFIG.format(
                 sip_port=self.sip_port,

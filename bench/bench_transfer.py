@@ -58,58 +58,21 @@ from bench.bench_calls import (
     rss_kib,
     stop,
 )
+from bench.plan import bench_plan
 
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; Python does not name it
 TOKEN = "bench-seat-token-0123456789"
 TARGET_PLATFORM = "12313"
 T1 = 0.5
 
-PLAN = """
-name = "bench-transfer"
-[defaults]
-ring_timeout = 30
-[[trunks]]
-name = "carrier"
-destinations = ["sip:12345@127.0.0.1:{caller_port}"]
-sources = ["127.0.0.1:{caller_port}"]
-[[trunks]]
-name = "pbx-110"
-destinations = ["sip:110@127.0.0.1:{agent_port}"]
+TRANSFER_EXTRA = """
 [[trunks]]
 name = "target"
 destinations = ["sip:12313@127.0.0.1:{target_port}"]
 [[platforms]]
-key = "12345"
-label = "12345 hotline"
-trunk = "carrier"
-desk = true
-[[platforms]]
-key = "110"
-label = "110 police desk"
-trunk = "pbx-110"
-desk = true
-[[platforms]]
 key = "12313"
 label = "12313 hotline"
 trunk = "target"
-[[inbound]]
-name = "to 110"
-called = {{ exact = "110" }}
-platform = "110"
-[[categories]]
-key = "criminal"
-label = "criminal"
-[[rules]]
-origins = ["12345"]
-categories = ["criminal"]
-action = "transfer"
-to = "110"
-[[rules]]
-origins = ["110"]
-categories = ["criminal"]
-action = "keep"
-[overrides.urgent]
-to = "110"
 [features]
 digit_timeout = 3.0
 [[features.codes]]
@@ -743,7 +706,11 @@ class BridgeProcess:
     def __init__(self, workdir: Path, *, caller: int, agent: int, target: int) -> None:
         self.workdir = workdir
         (workdir / "plan.toml").write_text(
-            PLAN.format(caller_port=caller, agent_port=agent, target_port=target)
+            bench_plan(
+                caller_port=caller,
+                desk_110_port=agent,
+                extra=TRANSFER_EXTRA.format(target_port=target),
+            )
         )
         self.sip_port = self.http_port = 0
         self.process: subprocess.Popen[bytes] | None = None
