@@ -99,7 +99,7 @@ async def _serve(conn: Connection, mode: str, count: int) -> None:
         ports = [t.get_extra_info("sockname")[1] for t, _ in bare]
     else:
         for index in range(count):
-            endpoints.append(await relay.allocate(codec=_leg_codec(mode, index)))
+            endpoints.append(relay.allocate(codec=_leg_codec(mode, index)))
         ports = [e.port for e in endpoints]
     conn.send(ports)
     phone_ports: list[int] = conn.recv()

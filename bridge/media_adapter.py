@@ -1,16 +1,13 @@
 """The media relay behind the call core's synchronous :class:`~bridge.calls.ports.Media`.
 
-The core decides on media while handling one SIP message and cannot await; the relay binds
-sockets synchronously (:meth:`MediaRelay.allocate_nowait`) and finishes registering them with the
-event loop on its own, and releases in the background.
+The core decides on media while handling one SIP message and cannot await; the relay binds,
+registers and releases sockets synchronously.
 
 Released socket pairs are parked and reused after ``REUSE_AFTER`` seconds rather than closed
 and bound again: binding and registering a pair is a large share of a short call's CPU.
 """
 
 from __future__ import annotations
-
-import asyncio
 
 from bridge.calls.ports import MediaUnavailable
 from bridge.config import MediaConfig
@@ -26,7 +23,6 @@ class RelayMedia:
     def __init__(self, config: MediaConfig) -> None:
         self.config = config
         self.relay: MediaRelay | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
         self._hold_samples: Samples | None = None
 
     async def start(self) -> None:
@@ -40,7 +36,7 @@ class RelayMedia:
 
     def allocate(self) -> MediaEndpoint:
         try:
-            return self._relay().allocate_nowait()
+            return self._relay().allocate()
         except PortPoolExhaustedError as exc:
             raise MediaUnavailable(str(exc)) from exc
 
@@ -73,15 +69,8 @@ class RelayMedia:
         self._relay().conference(legs)
 
     def release(self, leg: MediaEndpoint) -> None:
-        relay = self._relay()
-        if relay.release_nowait(leg):
-            return
-        task = asyncio.get_running_loop().create_task(relay.release(leg))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._relay().release(leg)
 
     async def close(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.relay is not None:
             self.relay.close()

@@ -21,8 +21,6 @@ it saw of our stream, and we send our own (:meth:`MediaEndpoint.rtcp_report`).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import random
 import socket
@@ -63,6 +61,7 @@ COMFORT_NOISE = 13
 _FIXED_HEADER = struct.Struct("!BBHII")
 _monotonic = time.monotonic
 _NTP_EPOCH_OFFSET = 2208988800  # seconds from 1900 (NTP) to 1970 (Unix)
+MAX_DATAGRAM = 2048
 
 
 @dataclass(slots=True)
@@ -82,26 +81,10 @@ class RelayCounters:
     ticks: int = 0
     ticks_skipped: int = 0
     late_after_release: int = 0
+    send_failed: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
-
-
-class EndpointProtocol(asyncio.DatagramProtocol):
-    def __init__(self, on_datagram: Callable[[bytes, Address], None]) -> None:
-        self._on_datagram = on_datagram
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def datagram_received(self, data: bytes, addr: Address) -> None:
-        self._on_datagram(data, addr)
-
-    def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable from a phone that hung up: nothing to do, the call ends anyway.
-        pass
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closed.done():
-            self.closed.set_result(None)
 
 
 class MediaEndpoint:
@@ -132,6 +115,7 @@ class MediaEndpoint:
         self.remote_report: ReportBlock | None = None
         """The latest RTCP reception report the phone sent about our stream."""
         self.last_received_at: float | None = None
+        """Monotonic time of the latest packet accepted from the phone."""
         self._last_sender_report: tuple[int, float] | None = None
         self._next_report_at: float | None = None
         self.dtmf = DtmfDetector()
@@ -149,12 +133,8 @@ class MediaEndpoint:
         self._hold: AudioSource | None = None
         self._generated_sequence = 0
         self._generated_timestamp = 0
-        self._sockets: tuple[socket.socket, socket.socket] | None = None
-        self._registered: asyncio.Future[None] | None = None
-        self._rtp: asyncio.DatagramTransport | None = None
-        self._rtcp: asyncio.DatagramTransport | None = None
-        self._rtp_protocol: EndpointProtocol | None = None
-        self._rtcp_protocol: EndpointProtocol | None = None
+        self._rtp_sock: socket.socket | None = None
+        self._rtcp_sock: socket.socket | None = None
 
     def __repr__(self) -> str:
         return f"<MediaEndpoint {self.host}:{self.port} pt={self.codec}>"
@@ -178,6 +158,28 @@ class MediaEndpoint:
         self._latched = False
         self._latched_ssrc = None
         self._rtcp_latched = False
+
+    # -- sockets ------------------------------------------------------------------------
+
+    def _read_rtp(self) -> None:
+        sock = self._rtp_sock
+        if sock is None:
+            return
+        try:
+            data, addr = sock.recvfrom(MAX_DATAGRAM)
+        except OSError:  # read already, or the ICMP error of a phone that has hung up
+            return
+        self._on_rtp(data, addr)
+
+    def _read_rtcp(self) -> None:
+        sock = self._rtcp_sock
+        if sock is None:
+            return
+        try:
+            data, addr = sock.recvfrom(MAX_DATAGRAM)
+        except OSError:
+            return
+        self._on_rtcp(data, addr)
 
     # -- receive path -------------------------------------------------------------------
 
@@ -372,14 +374,23 @@ class MediaEndpoint:
         stats.bytes_sent += len(packet)
 
     def _transmit(self, packet: bytes, remote: Address) -> None:
-        transport = self._rtp
-        if transport is not None:
-            transport.sendto(packet, remote)
-        elif self._sockets is not None:
-            # Bound but not yet registered with the loop (allocate_nowait): the socket is ours
-            # already, so send on it rather than drop what the other leg said first.
-            with contextlib.suppress(OSError):
-                self._sockets[0].sendto(packet, remote)
+        sock = self._rtp_sock
+        if sock is None:
+            return
+        try:
+            sock.sendto(packet, remote)
+        except OSError:
+            # A full socket buffer (media is not queued: a late frame is a useless frame) or
+            # the ICMP error of a phone that hung up.
+            self.relay.counters.send_failed += 1
+
+    def send_rtcp(self, packet: bytes) -> None:
+        sock, remote = self._rtcp_sock, self.remote_rtcp
+        if sock is not None and remote is not None:
+            try:
+                sock.sendto(packet, remote)
+            except OSError:
+                self.relay.counters.send_failed += 1
 
     def send_event(self, event: TelephoneEvent, start: int, *, marker: bool) -> None:
         """Send one RFC 4733 event packet inside this leg's outgoing stream (see send_dtmf)."""
@@ -420,25 +431,3 @@ class MediaEndpoint:
         stats = self.stats
         stats.packets_sent += 1
         stats.bytes_sent += len(packet)
-
-
-def close_endpoint_sockets(endpoint: MediaEndpoint) -> list[asyncio.Future[None]]:
-    """Close the endpoint's transports, or its bare sockets not yet registered; return waits.
-
-    A socket handed to a transport belongs to it (uvloop may close the descriptor itself), so
-    only sockets that never got a transport are closed directly.
-    """
-    waits = []
-    sockets = endpoint._sockets or (None, None)
-    for transport, protocol, sock in (
-        (endpoint._rtp, endpoint._rtp_protocol, sockets[0]),
-        (endpoint._rtcp, endpoint._rtcp_protocol, sockets[1]),
-    ):
-        if transport is not None and protocol is not None:
-            transport.close()
-            waits.append(protocol.closed)
-        elif sock is not None:
-            sock.close()
-    endpoint._rtp = endpoint._rtcp = None
-    endpoint._sockets = None
-    return waits

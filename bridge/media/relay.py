@@ -20,42 +20,40 @@ One task ticks every 20 ms for all conferences and held legs together, mixing ev
 in one batch (:func:`mix_batch`) and encoding each codec's frames in one table lookup. Another
 sends each active leg our RTCP report about every ``rtcp_interval`` seconds.
 
-Ports go back to the pool only in :meth:`MediaRelay.release`, which always completes (it is the
-engine's ``finally``).
+The sockets are plain non-blocking sockets read by the loop's reader callbacks (one datagram
+per call), not datagram transports: a transport's protocol call, context switch and write
+buffer cost several microseconds per packet, and a relay has no use for buffering (a late
+frame is a useless frame), so a send that would block is dropped and counted.
 
-Binding two sockets and registering them with the loop costs about 0.1 ms per endpoint, a large
-share of a short call's CPU. A relay made with ``reuse_after`` therefore *parks* a released
-endpoint's registered socket pair instead of closing it: the parked pair drops whatever still
-arrives (a phone that keeps sending after its BYE), and only once it has been quiet-parked for
-``reuse_after`` seconds does a new endpoint take it over, oldest first. That quarantine is what
-the back-of-the-queue order of the port pool gives fresh binds. Parked pairs hold descriptors,
-so their number is capped, and they are closed at once when a bind runs out of descriptors.
+Ports go back to the pool in :meth:`MediaRelay.release`. Binding two sockets costs about as much
+as a short call's signalling, so a relay made with ``reuse_after`` *parks* a released pair
+instead of closing it: the parked pair drops whatever still arrives (a phone that keeps sending
+after its BYE), and only once it has been parked for ``reuse_after`` seconds does a new endpoint
+take it over, oldest first. That quarantine is what the back-of-the-queue order of the port
+pool gives fresh binds. Parked pairs hold descriptors, so their number is capped, and they are
+closed at once when a bind runs out of descriptors.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
-import functools
 import logging
 import random
 import socket
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
 from bridge.media import g711
 from bridge.media.dtmf import event_packets
 from bridge.media.endpoint import (
-    Address,
+    MAX_DATAGRAM,
     DigitCallback,
-    EndpointProtocol,
     MediaEndpoint,
     RelayCounters,
-    close_endpoint_sockets,
 )
 from bridge.media.mixer import FRAME_SAMPLES, FRAME_SECONDS, Mixer, MixMode, mix_batch
 from bridge.media.ports import PortPool, PortPoolExhaustedError
@@ -80,37 +78,16 @@ _OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errn
 
 
 class _ParkedPair:
-    """A released endpoint's RTP/RTCP transports, still registered, waiting to be reused."""
+    """A released endpoint's RTP/RTCP sockets, still bound and read, waiting to be reused."""
 
-    __slots__ = ("parked_at", "port", "rtcp", "rtcp_protocol", "rtp", "rtp_protocol", "sockets")
+    __slots__ = ("parked_at", "port", "rtcp", "rtp")
 
     def __init__(
-        self, endpoint: MediaEndpoint, parked_at: float, drop: Callable[[bytes, Address], None]
+        self, port: int, rtp: socket.socket, rtcp: socket.socket, parked_at: float
     ) -> None:
-        assert endpoint._sockets is not None
-        assert endpoint._rtp is not None
-        assert endpoint._rtcp is not None
-        assert endpoint._rtp_protocol is not None
-        assert endpoint._rtcp_protocol is not None
-        self.port = endpoint.port
-        self.sockets = endpoint._sockets
-        self.rtp, self.rtcp = endpoint._rtp, endpoint._rtcp
-        self.rtp_protocol, self.rtcp_protocol = endpoint._rtp_protocol, endpoint._rtcp_protocol
+        self.port = port
+        self.rtp, self.rtcp = rtp, rtcp
         self.parked_at = parked_at
-        self.rtp_protocol._on_datagram = drop
-        self.rtcp_protocol._on_datagram = drop
-
-    def hand_to(self, endpoint: MediaEndpoint) -> None:
-        endpoint._sockets = self.sockets
-        endpoint._rtp, endpoint._rtcp = self.rtp, self.rtcp
-        endpoint._rtp_protocol, endpoint._rtcp_protocol = self.rtp_protocol, self.rtcp_protocol
-        self.rtp_protocol._on_datagram = endpoint._on_rtp
-        self.rtcp_protocol._on_datagram = endpoint._on_rtcp
-
-    def close(self) -> list[asyncio.Future[None]]:
-        self.rtp.close()
-        self.rtcp.close()
-        return [self.rtp_protocol.closed, self.rtcp_protocol.closed]
 
 
 class Conference:
@@ -198,7 +175,6 @@ class MediaRelay:
         self._ticker: asyncio.Task[None] | None = None
         self._reporter: asyncio.Task[None] | None = None
         self._parked: deque[_ParkedPair] = deque()
-        self._closing: set[asyncio.Task[None]] = set()
         self._closed = False
 
     @property
@@ -212,23 +188,14 @@ class MediaRelay:
 
     # -- endpoints ----------------------------------------------------------------------
 
-    async def allocate(
+    def allocate(
         self, *, codec: int = g711.PCMU, telephone_event_pt: int | None = 101
     ) -> MediaEndpoint:
-        """Bind a fresh RTP/RTCP port pair; raise :class:`PortPoolExhaustedError` if none."""
-        endpoint = self.allocate_nowait(codec=codec, telephone_event_pt=telephone_event_pt)
-        assert endpoint._registered is not None
-        await asyncio.shield(endpoint._registered)
-        return endpoint
+        """Bind an RTP/RTCP port pair and start reading it; raise
+        :class:`PortPoolExhaustedError` if none is free.
 
-    def allocate_nowait(
-        self, *, codec: int = g711.PCMU, telephone_event_pt: int | None = 101
-    ) -> MediaEndpoint:
-        """:meth:`allocate` for callers that cannot await (the sans-IO call core).
-
-        Both sockets are bound here, synchronously, so the ports are ours before the SDP
-        naming them leaves; registering them with the loop finishes in a task, and packets
-        that arrive meanwhile wait in the kernel's socket buffer.
+        Synchronous, so the sans-IO call core can write the port into an SDP while handling
+        one message: the ports are ours before the SDP naming them leaves.
         """
         if self._closed:
             raise RuntimeError("media relay is closed")
@@ -240,16 +207,7 @@ class MediaRelay:
         if parked and (quiet or self.pool.free == 0):
             pair = parked.popleft()
             self.pool.unpark(pair.port)
-            endpoint = MediaEndpoint(
-                self,
-                host=self.host,
-                port=pair.port,
-                codec=codec,
-                telephone_event_pt=telephone_event_pt,
-            )
-            pair.hand_to(endpoint)
-            endpoint._registered = _done(loop)
-            return self._adopt(endpoint, loop)
+            return self._adopt(pair.port, pair.rtp, pair.rtcp, codec, telephone_event_pt, loop)
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         for _ in range(self.pool.free):
             port = self.pool.take()
@@ -267,126 +225,87 @@ class MediaRelay:
                 if exc.errno in _OUT_OF_DESCRIPTORS and parked:
                     self._close_parked()  # their descriptors are freed at once
                 continue
-            endpoint = MediaEndpoint(
-                self, host=self.host, port=port, codec=codec, telephone_event_pt=telephone_event_pt
-            )
-            endpoint._sockets = (socks[0], socks[1])
-            endpoint._registered = loop.create_task(self._register(endpoint))
-            return self._adopt(endpoint, loop)
+            return self._adopt(port, socks[0], socks[1], codec, telephone_event_pt, loop)
         raise PortPoolExhaustedError(f"no free RTP port pair ({self.pool.in_use} pairs in use)")
 
-    def _adopt(self, endpoint: MediaEndpoint, loop: asyncio.AbstractEventLoop) -> MediaEndpoint:
+    def _adopt(
+        self,
+        port: int,
+        rtp: socket.socket,
+        rtcp: socket.socket,
+        codec: int,
+        telephone_event_pt: int | None,
+        loop: asyncio.AbstractEventLoop,
+    ) -> MediaEndpoint:
+        endpoint = MediaEndpoint(
+            self, host=self.host, port=port, codec=codec, telephone_event_pt=telephone_event_pt
+        )
+        endpoint._rtp_sock, endpoint._rtcp_sock = rtp, rtcp
+        loop.add_reader(rtp.fileno(), endpoint._read_rtp)
+        loop.add_reader(rtcp.fileno(), endpoint._read_rtcp)
         self._endpoints.add(endpoint)
         if self.rtcp_interval > 0 and (self._reporter is None or self._reporter.done()):
             self._reporter = loop.create_task(self._report_loop())
         return endpoint
 
-    async def _register(self, endpoint: MediaEndpoint) -> None:
+    def release(self, endpoint: MediaEndpoint) -> None:
+        """Detach the endpoint and park its port pair for reuse (with ``reuse_after``) or close
+        it; the ports go back to the pool. Safe to call more than once."""
+        socks = self._retire(endpoint)
+        if socks is None:
+            return
         loop = asyncio.get_running_loop()
-        assert endpoint._sockets is not None
-        rtp_sock, rtcp_sock = endpoint._sockets
-        try:
-            rtp, rtp_protocol = await loop.create_datagram_endpoint(
-                functools.partial(EndpointProtocol, endpoint._on_rtp), sock=rtp_sock
-            )
-            endpoint._rtp, endpoint._rtp_protocol = rtp, rtp_protocol
-            rtcp, rtcp_protocol = await loop.create_datagram_endpoint(
-                functools.partial(EndpointProtocol, endpoint._on_rtcp), sock=rtcp_sock
-            )
-            endpoint._rtcp, endpoint._rtcp_protocol = rtcp, rtcp_protocol
-        except BaseException:
-            close_endpoint_sockets(endpoint)
-            raise
-        if endpoint.closed:  # released while registering
-            close_endpoint_sockets(endpoint)
+        if self.reuse_after is not None and len(self._parked) < self.max_parked:
+            for sock in socks:
+                loop.add_reader(sock.fileno(), self._drop_late, sock)
+            self._parked.append(_ParkedPair(endpoint.port, *socks, time.monotonic()))
+            self.pool.park(endpoint.port)
+            return
+        _close(loop, *socks)
+        self.pool.give_back(endpoint.port)
 
-    def release_nowait(self, endpoint: MediaEndpoint) -> bool:
-        """Release by parking the endpoint's socket pair for reuse, at once. False when it cannot
-        be parked (reuse off, parking full, not registered yet): then await :meth:`release`."""
+    def _retire(self, endpoint: MediaEndpoint) -> tuple[socket.socket, socket.socket] | None:
+        """Take the sockets away from an endpoint that is done; None if it was already."""
         if endpoint.closed:
-            return True
-        registered = endpoint._registered
-        if (
-            self.reuse_after is None
-            or len(self._parked) >= self.max_parked
-            or registered is None
-            or not registered.done()
-            or registered.cancelled()
-            or registered.exception() is not None
-            or endpoint._rtp is None
-            or endpoint._rtcp is None
-            or endpoint._rtp.is_closing()
-            or endpoint._rtcp.is_closing()
-        ):
-            return False
+            return None
         endpoint.closed = True
         self._detach(endpoint)
         self._endpoints.discard(endpoint)
-        self._parked.append(_ParkedPair(endpoint, time.monotonic(), self._drop_late))
-        self.pool.park(endpoint.port)
-        endpoint._rtp = endpoint._rtcp = None
-        endpoint._rtp_protocol = endpoint._rtcp_protocol = None
-        endpoint._sockets = None
-        return True
+        rtp, rtcp = endpoint._rtp_sock, endpoint._rtcp_sock
+        endpoint._rtp_sock = endpoint._rtcp_sock = None
+        return None if rtp is None or rtcp is None else (rtp, rtcp)
 
-    def _drop_late(self, data: bytes, addr: Address) -> None:
+    def _drop_late(self, sock: socket.socket) -> None:
         """A parked pair got a packet: the ended call's phone is still sending."""
+        try:
+            sock.recv(MAX_DATAGRAM)
+        except OSError:
+            return
         self.counters.late_after_release += 1
 
     def _close_parked(self) -> None:
-        """Close every parked pair; each port returns to the pool once its sockets are gone."""
+        """Close every parked pair; each port returns to the pool at once."""
+        loop = asyncio.get_running_loop()
         while self._parked:
             pair = self._parked.popleft()
-            task = asyncio.get_running_loop().create_task(self._finish_close(pair))
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
-
-    async def _finish_close(self, pair: _ParkedPair) -> None:
-        try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*pair.close()), timeout=1.0)
-        finally:
+            _close(loop, pair.rtp, pair.rtcp)
             self.pool.give_back(pair.port)
-
-    async def release(self, endpoint: MediaEndpoint) -> None:
-        """Detach, close both sockets (or park them, with ``reuse_after``) and return the
-        ports; safe to call more than once."""
-        if self.release_nowait(endpoint):
-            return
-        endpoint.closed = True
-        self._detach(endpoint)
-        self._endpoints.discard(endpoint)
-        try:
-            registered = endpoint._registered
-            if registered is not None and not registered.done():
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(asyncio.shield(registered), timeout=1.0)
-            waits = close_endpoint_sockets(endpoint)
-            if waits:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.gather(*waits), timeout=1.0)
-        finally:
-            self.pool.give_back(endpoint.port)
 
     def close(self) -> None:
-        """Close every endpoint at once (shutdown); ports return when the sockets are gone."""
+        """Close every endpoint at once (shutdown) and return every port."""
         self._closed = True
-        for task in (self._ticker, self._reporter):
-            if task is not None:
-                task.cancel()
+        if self._ticker is not None:
+            self._ticker.cancel()
+        if self._reporter is not None:
+            self._reporter.cancel()
         self._ticker = self._reporter = None
-        while self._parked:
-            pair = self._parked.popleft()
-            pair.close()
-            self.pool.give_back(pair.port)
+        self._close_parked()
+        loop = asyncio.get_running_loop()
         for endpoint in list(self._endpoints):
-            endpoint.closed = True
-            self._detach(endpoint)
-            if endpoint._registered is not None:
-                endpoint._registered.cancel()
-            close_endpoint_sockets(endpoint)
-            self.pool.give_back(endpoint.port)
-        self._endpoints.clear()
+            socks = self._retire(endpoint)
+            if socks is not None:
+                _close(loop, *socks)
+                self.pool.give_back(endpoint.port)
 
     # -- feeds ----------------------------------------------------------------------------
 
@@ -469,13 +388,13 @@ class MediaRelay:
         """Send each leg that has media our RTCP report, at randomised intervals (§6.3.1).
 
         Each leg has its own due time, so a thousand legs cost a few reports per wake-up
-        rather than one burst that would delay the 20 ms tick.
+        rather than one burst that would delay the 20 ms tick. Every pass visits every leg;
+        reports are due at randomised times of 0.5-1.5 intervals anyway, so a quarter interval
+        (at most 0.5 s) is precise enough and keeps thousands of held calls from costing a scan
+        every 100 ms.
         """
         interval = self.rtcp_interval
         while self._endpoints:
-            # Every pass visits every endpoint; reports are due at randomised times of
-            # 0.5-1.5 intervals anyway, so a quarter interval (at most 0.5 s) is precise enough
-            # and keeps thousands of held calls from costing a scan every 100 ms.
             await asyncio.sleep(min(0.5, interval / 4))
             wall, now = time.time(), time.monotonic()
             for endpoint in list(self._endpoints):
@@ -486,10 +405,8 @@ class MediaRelay:
                 if due > now:
                     continue
                 endpoint._next_report_at = now + interval * random.uniform(0.5, 1.5)
-                transport, remote = endpoint._rtcp, endpoint.remote_rtcp
-                active = endpoint.last_received_at is not None or endpoint.stats.packets_sent
-                if transport is not None and remote is not None and active:
-                    transport.sendto(endpoint.rtcp_report(wall, now), remote)
+                if endpoint.last_received_at is not None or endpoint.stats.packets_sent:
+                    endpoint.send_rtcp(endpoint.rtcp_report(wall, now))
 
     # -- the 20 ms tick -------------------------------------------------------------------
 
@@ -563,8 +480,7 @@ class MediaRelay:
             self.stop_hold(endpoint)
 
 
-def _done(loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
-    """The registration of a reused pair: finished long ago."""
-    future: asyncio.Future[None] = loop.create_future()
-    future.set_result(None)
-    return future
+def _close(loop: asyncio.AbstractEventLoop, *socks: socket.socket) -> None:
+    for sock in socks:
+        loop.remove_reader(sock.fileno())
+        sock.close()

@@ -19,7 +19,8 @@ from bridge.media.rtp import ReportBlock
 MAX_DROPOUT = 3000
 MAX_MISORDER = 100
 SEQ_MOD = 1 << 16
-_TS_MOD = 1 << 32
+_TS_MOD = float(1 << 32)
+_TS_HALF = float(1 << 31)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -206,7 +207,8 @@ class StreamStats:
         self._transit = transit
         if previous is None:
             return
-        d = transit - previous
-        # Timestamps wrap at 2**32; fold the difference back into a signed 32-bit range.
-        d = (d + _TS_MOD / 2) % _TS_MOD - _TS_MOD / 2
-        self.jitter += (abs(d) - self.jitter) / 16.0
+        d = abs(transit - previous)
+        if d >= _TS_HALF:
+            # Timestamps wrap at 2**32; fold the difference back into a signed 32-bit range.
+            d = abs((transit - previous + _TS_HALF) % _TS_MOD - _TS_HALF)
+        self.jitter += (d - self.jitter) * 0.0625

@@ -163,7 +163,7 @@ async def phones() -> AsyncIterator[list[Phone]]:
 async def legs(relay: MediaRelay, phones: list[Phone], *codecs: int) -> list[MediaEndpoint]:
     endpoints = []
     for phone, codec in zip(phones, codecs, strict=False):
-        endpoint = await relay.allocate(codec=codec)
+        endpoint = relay.allocate(codec=codec)
         endpoint.set_remote(HOST, phone.port)
         endpoints.append(endpoint)
     return endpoints
@@ -303,43 +303,41 @@ async def test_port_pool_runs_out_and_refills(phones: list[Phone]) -> None:
     base = random.randrange(42000, 58000, 2)
     relay = MediaRelay(HOST, base, base + 5)  # pairs at base, base+2, base+4
     try:
-        taken = [await relay.allocate() for _ in range(3)]
+        taken = [relay.allocate() for _ in range(3)]
         assert sorted(e.port for e in taken) == [base, base + 2, base + 4]
         with pytest.raises(PortPoolExhaustedError):
-            await relay.allocate()
-        await relay.release(taken[1])
-        await relay.release(taken[1])  # twice is harmless
-        again = await relay.allocate()
+            relay.allocate()
+        relay.release(taken[1])
+        relay.release(taken[1])  # twice is harmless
+        again = relay.allocate()
         assert again.port == base + 2
         # The released socket is really closed: someone else can bind it now.
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            await relay.release(again)
+            relay.release(again)
             probe.bind((HOST, base + 2))
             # A port held by another program is skipped, not fatal.
-            await relay.release(taken[0])
-            other = await relay.allocate()
+            relay.release(taken[0])
+            other = relay.allocate()
             assert other.port == base
     finally:
         relay.close()
     assert relay.pool.in_use == 0
 
 
-async def test_allocate_without_awaiting_keeps_early_packets(
+async def test_allocate_and_release_take_effect_at_once(
     relay: MediaRelay, phones: list[Phone]
 ) -> None:
     # The sans-IO call core allocates while handling a SIP message and cannot await.
     caller, seat = phones[:2]
-    trunk_leg = relay.allocate_nowait(codec=g711.PCMA)
-    seat_leg = relay.allocate_nowait(codec=g711.PCMA)
+    trunk_leg = relay.allocate(codec=g711.PCMA)
+    seat_leg = relay.allocate(codec=g711.PCMA)
     seat_leg.set_remote(HOST, seat.port)
     relay.connect(trunk_leg, seat_leg)
-    # The port is bound already: a packet sent before the loop registered it is not lost.
     caller.send(rtp(8, 1, 0, 0xCA, b"\xd5" * 160), trunk_leg)
     await seat.wait_for_packets(1)
-    # Released before its registration ran: the ports still come back.
     free = relay.pool.free
-    early = relay.allocate_nowait()
-    await relay.release(early)
+    early = relay.allocate()
+    relay.release(early)
     assert relay.pool.free == free
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind((HOST, early.port))
@@ -350,13 +348,13 @@ async def test_ports_come_back_however_the_call_ends(
 ) -> None:
     free = relay.pool.free
     a, b = await legs(relay, phones, g711.PCMU, g711.PCMU)
-    c = await relay.allocate()
+    c = relay.allocate()
     relay.connect(a, b)
     conf = relay.conference([b, c])
     relay.play_hold(a, ToneSource())
     assert relay.pool.free == free - 3
-    await relay.release(a)
-    await relay.release(b)  # released from inside a conference
+    relay.release(a)
+    relay.release(b)  # released from inside a conference
     assert c in conf.members
     assert b not in conf.members
     relay.close()  # shutdown takes the rest
@@ -531,7 +529,7 @@ async def test_the_bridge_sends_its_own_rtcp_reports(phones: list[Phone]) -> Non
     transport, _ = await loop.create_datagram_endpoint(RtcpSink, local_addr=(HOST, 0))
     try:
         seat = phones[0]
-        seat_leg = await relay.allocate(codec=g711.PCMU)
+        seat_leg = relay.allocate(codec=g711.PCMU)
         seat_leg.set_remote(HOST, seat.port, rtcp_port=transport.get_extra_info("sockname")[1])
         for seq in (1, 2, 4):  # 3 is lost
             seat.send(rtp(0, seq, 160 * seq, 0x5EA7, b"\xff" * 160), seat_leg)
@@ -587,7 +585,7 @@ async def test_end_packet_retransmissions_do_not_repeat_a_digit(
 
 # -- the same on uvloop ------------------------------------------------------------------------
 #
-# The engine runs on uvloop when it is installed; its UDP transports are a different
+# The engine runs on uvloop when it is installed; its reader callbacks are a different
 # implementation, so the relay's main paths run again on it.
 
 UvScenario = Callable[[MediaRelay, list[Phone]], Awaitable[None]]
@@ -597,7 +595,7 @@ UvScenario = Callable[[MediaRelay, list[Phone]], Awaitable[None]]
     "scenario",
     [
         test_alaw_caller_reaches_ulaw_seat_transcoded,
-        test_allocate_without_awaiting_keeps_early_packets,
+        test_allocate_and_release_take_effect_at_once,
         test_leg_swap_keeps_one_continuous_stream,
         test_three_party_conference_each_hears_the_other_two,
         test_feature_code_digits_are_detected_and_not_leaked,
@@ -614,7 +612,7 @@ def test_on_uvloop(scenario: UvScenario) -> None:
         try:
             await scenario(relay, phones)
             for endpoint in relay.endpoints:
-                await relay.release(endpoint)
+                relay.release(endpoint)
             assert relay.pool.in_use == 0
         finally:
             relay.close()
@@ -830,8 +828,8 @@ async def test_sipp_alaw_stream_reaches_a_ulaw_sink_transcoded(
     relay: MediaRelay, phones: list[Phone], tmp_path: Path
 ) -> None:
     sink = phones[0]
-    trunk_leg = await relay.allocate(codec=g711.PCMA)  # remote unknown: latch to SIPp
-    seat_leg = await relay.allocate(codec=g711.PCMU)
+    trunk_leg = relay.allocate(codec=g711.PCMA)  # remote unknown: latch to SIPp
+    seat_leg = relay.allocate(codec=g711.PCMU)
     seat_leg.set_remote(HOST, sink.port)
     relay.connect(trunk_leg, seat_leg)
     await sipp_call(
@@ -866,8 +864,8 @@ async def test_sipp_rfc4733_digits_are_detected_once_each(
             got_all.set()
 
     relay.on_digit = on_digit
-    trunk_leg = await relay.allocate(codec=g711.PCMA)
-    seat_leg = await relay.allocate(codec=g711.PCMU)
+    trunk_leg = relay.allocate(codec=g711.PCMA)
+    seat_leg = relay.allocate(codec=g711.PCMU)
     seat_leg.set_remote(HOST, sink.port)
     trunk_leg.swallow_dtmf = True
     relay.connect(trunk_leg, seat_leg)

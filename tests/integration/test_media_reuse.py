@@ -55,16 +55,16 @@ async def test_a_parked_pair_drops_late_packets_then_carries_the_next_call(
     caller, seat, hung_up = phones
     relay = relay_with(reuse_after=0.0)
     try:
-        first = await relay.allocate()
+        first = relay.allocate()
         port = first.port
-        await relay.release(first)
+        relay.release(first)
         assert (relay.parked, relay.pool.in_use, relay.pool.parked) == (1, 0, 1)
         assert not bindable(port), "a parked pair stays bound"
         hung_up.send(rtp(0, 1, 0, 0x1A7E, b"\xff" * 160), (HOST, port))
         await until(lambda: relay.counters.late_after_release == 1)
 
-        a_leg = await relay.allocate()
-        b_leg = await relay.allocate()
+        a_leg = relay.allocate()
+        b_leg = relay.allocate()
         assert a_leg.port == port
         assert (relay.parked, relay.pool.in_use) == (0, 2)
         a_leg.set_remote(HOST, caller.port)
@@ -85,9 +85,9 @@ async def test_a_parked_pair_drops_late_packets_then_carries_the_next_call(
 async def test_a_pair_is_not_reused_before_its_quarantine_ends() -> None:
     relay = relay_with(reuse_after=60.0)
     try:
-        first = await relay.allocate()
-        await relay.release(first)
-        second = await relay.allocate()
+        first = relay.allocate()
+        relay.release(first)
+        second = relay.allocate()
         assert second.port != first.port
         assert relay.parked == 1
     finally:
@@ -99,8 +99,8 @@ async def test_a_pair_is_not_reused_before_its_quarantine_ends() -> None:
 async def test_without_room_to_park_the_pair_is_closed() -> None:
     relay = relay_with(reuse_after=0.0, max_parked=0)
     try:
-        first = await relay.allocate()
-        await relay.release(first)
+        first = relay.allocate()
+        relay.release(first)
         assert relay.parked == 0
         assert bindable(first.port)
         assert relay.pool.in_use == 0
