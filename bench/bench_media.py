@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from bridge.engine import settle_heap
 from bridge.media import g711
 from bridge.media.relay import MediaEndpoint, MediaRelay
 
@@ -117,6 +118,7 @@ async def _serve(conn: Connection, mode: str, count: int) -> None:
         else:
             for index in range(0, count, 3):
                 relay.conference(endpoints[index : index + 3])
+    settle_heap()  # as the service does once started
     conn.send("ready")
 
     done = asyncio.Event()
@@ -221,6 +223,7 @@ def run(mode: str, legs: int, seconds: float, loop_kind: str, sample: int) -> Ru
         if not parent.poll(30):
             raise RuntimeError("relay did not get ready")
         parent.recv()
+        settle_heap()  # the phones are the instrument: no collection pause of theirs in the figures
         return _drive(mode, legs, seconds, phones, relay_ports, parent, sample)
     finally:
         for s in phones:

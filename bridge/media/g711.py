@@ -132,18 +132,11 @@ def encode(payload_type: int, samples: Samples) -> bytes:
     raise ValueError(f"payload type {payload_type} is not G.711")
 
 
-def transcode_table(from_type: int, to_type: int) -> bytes | None:
-    """The ``bytes.translate`` table taking ``from_type`` to ``to_type``; ``None`` if identity.
-
-    Raises ``ValueError`` when either side is not G.711: the relay cannot bridge those legs.
-    """
-    if from_type == to_type:
-        return None
-    if from_type == PCMA and to_type == PCMU:
-        return ALAW_TO_ULAW
-    if from_type == PCMU and to_type == PCMA:
-        return ULAW_TO_ALAW
-    raise ValueError(f"cannot transcode payload type {from_type} to {to_type}")
+TRANSCODE_TABLES: dict[tuple[int, int], bytes] = {
+    (PCMA, PCMU): ALAW_TO_ULAW,
+    (PCMU, PCMA): ULAW_TO_ALAW,
+}
+"""``bytes.translate`` tables by (from, to) payload type; pairs missing here cannot be bridged."""
 
 
 def silence(payload_type: int, samples: int) -> bytes:

@@ -109,7 +109,16 @@ class StreamStats:
                 return False
         self._received += 1
         if timed:
-            self._update_jitter(timestamp, now)
+            # A.8, inline: this runs for every packet the relay receives.
+            transit = now * self.clock_rate - timestamp
+            previous = self._transit
+            self._transit = transit
+            if previous is not None:
+                d = abs(transit - previous)
+                if d >= _TS_HALF:
+                    # Timestamps wrap at 2**32: fold the difference into a signed 32-bit range.
+                    d = abs((transit - previous + _TS_HALF) % _TS_MOD - _TS_HALF)
+                self.jitter += (d - self.jitter) * 0.0625
         return True
 
     def on_sent(self, size: int) -> None:
@@ -200,15 +209,3 @@ class StreamStats:
             self._init_sequence(sequence)
             self._transit = None
         return True
-
-    def _update_jitter(self, timestamp: int, now: float) -> None:
-        transit = now * self.clock_rate - timestamp
-        previous = self._transit
-        self._transit = transit
-        if previous is None:
-            return
-        d = abs(transit - previous)
-        if d >= _TS_HALF:
-            # Timestamps wrap at 2**32; fold the difference back into a signed 32-bit range.
-            d = abs((transit - previous + _TS_HALF) % _TS_MOD - _TS_HALF)
-        self.jitter += (d - self.jitter) * 0.0625
