@@ -23,7 +23,9 @@ sends each active leg our RTCP report about every ``rtcp_interval`` seconds.
 The sockets are plain non-blocking sockets read by the loop's reader callbacks (one datagram
 per call), not datagram transports: a transport's protocol call, context switch and write
 buffer cost several microseconds per packet, and a relay has no use for buffering (a late
-frame is a useless frame), so a send that would block is dropped and counted.
+frame is a useless frame), so a send that would block is dropped and counted. A sweep every
+``sweep_interval`` unlocks legs whose source went quiet (see :mod:`bridge.media.endpoint`) and
+sends RTCP reports.
 
 Ports go back to the pool in :meth:`MediaRelay.release`. Binding two sockets costs about as much
 as a short call's signalling, so a relay made with ``reuse_after`` *parks* a released pair
@@ -173,7 +175,7 @@ class MediaRelay:
         self._conferences: set[Conference] = set()
         self._holds: set[MediaEndpoint] = set()
         self._ticker: asyncio.Task[None] | None = None
-        self._reporter: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         self._parked: deque[_ParkedPair] = deque()
         self._closed = False
 
@@ -244,8 +246,8 @@ class MediaRelay:
         loop.add_reader(rtp.fileno(), endpoint._read_rtp)
         loop.add_reader(rtcp.fileno(), endpoint._read_rtcp)
         self._endpoints.add(endpoint)
-        if self.rtcp_interval > 0 and (self._reporter is None or self._reporter.done()):
-            self._reporter = loop.create_task(self._report_loop())
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = loop.create_task(self._sweep_loop())
         return endpoint
 
     def release(self, endpoint: MediaEndpoint) -> None:
@@ -271,6 +273,7 @@ class MediaRelay:
         endpoint.closed = True
         self._detach(endpoint)
         self._endpoints.discard(endpoint)
+        endpoint.unlock()  # parked, it must hear the hung-up phone's late packets to drop them
         rtp, rtcp = endpoint._rtp_sock, endpoint._rtcp_sock
         endpoint._rtp_sock = endpoint._rtcp_sock = None
         return None if rtp is None or rtcp is None else (rtp, rtcp)
@@ -296,9 +299,9 @@ class MediaRelay:
         self._closed = True
         if self._ticker is not None:
             self._ticker.cancel()
-        if self._reporter is not None:
-            self._reporter.cancel()
-        self._ticker = self._reporter = None
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        self._ticker = self._sweeper = None
         self._close_parked()
         loop = asyncio.get_running_loop()
         for endpoint in list(self._endpoints):
@@ -384,28 +387,41 @@ class MediaRelay:
                 await asyncio.sleep(FRAME_SECONDS)
             await asyncio.sleep(gap_ms / 1000)
 
-    async def _report_loop(self) -> None:
-        """Send each leg that has media our RTCP report, at randomised intervals (§6.3.1).
-
-        Each leg has its own due time, so a thousand legs cost a few reports per wake-up
-        rather than one burst that would delay the 20 ms tick. Every pass visits every leg;
-        reports are due at randomised times of 0.5-1.5 intervals anyway, so a quarter interval
-        (at most 0.5 s) is precise enough and keeps thousands of held calls from costing a scan
-        every 100 ms.
-        """
-        interval = self.rtcp_interval
+    async def _sweep_loop(self) -> None:
         while self._endpoints:
-            await asyncio.sleep(min(0.5, interval / 4))
-            wall, now = time.time(), time.monotonic()
-            for endpoint in list(self._endpoints):
-                due = endpoint._next_report_at
-                if due is None:
-                    endpoint._next_report_at = now + interval * random.uniform(0.5, 1.5)
-                    continue
-                if due > now:
-                    continue
+            await asyncio.sleep(self.sweep_interval)
+            self.sweep(time.monotonic(), time.time())
+
+    @property
+    def sweep_interval(self) -> float:
+        """Seconds between sweeps: fine enough for ``relatch_after`` and the RTCP schedule."""
+        interval = min(0.5, max(0.05, self.relatch_after / 2))
+        if self.rtcp_interval > 0:
+            interval = min(interval, self.rtcp_interval / 4)
+        return interval
+
+    def sweep(self, now: float, wall: float) -> None:
+        """Unlock legs whose source went quiet; send the RTCP reports that are due.
+
+        A locked leg hears only its latched source, so once that has been quiet for
+        ``relatch_after`` it is unlocked and a phone that moved (NAT rebinding, restart) is
+        heard again. Reports are due at randomised times of 0.5-1.5 ``rtcp_interval`` per leg
+        (§6.3.1), so a thousand legs cost a few reports per sweep rather than one burst that
+        would delay the 20 ms tick.
+        """
+        interval, quiet_after = self.rtcp_interval, self.relatch_after
+        for endpoint in list(self._endpoints):
+            last = endpoint.last_received_at
+            if endpoint._locked and (last is None or now - last > quiet_after):
+                endpoint.unlock()
+            if interval <= 0:
+                continue
+            due = endpoint._next_report_at
+            if due is None:
                 endpoint._next_report_at = now + interval * random.uniform(0.5, 1.5)
-                if endpoint.last_received_at is not None or endpoint.stats.packets_sent:
+            elif due <= now:
+                endpoint._next_report_at = now + interval * random.uniform(0.5, 1.5)
+                if last is not None or endpoint.stats.packets_sent:
                     endpoint.send_rtcp(endpoint.rtcp_report(wall, now))
 
     # -- the 20 ms tick -------------------------------------------------------------------

@@ -209,13 +209,15 @@ async def test_media_latches_to_where_the_phone_really_sends_from(
     caller.send(rtp(0, 1, 0, 0xCA11, b"\xff" * 160), trunk_leg)
     await seat.wait_for_packets(1)
     assert seat_leg.remote == (HOST, seat.port)
-    # Once latched, another address with another SSRC cannot take the call's audio.
+    # Once latched, the leg is locked to the seat: another sender is dropped by the kernel.
+    assert seat_leg.locked
     stranger.send(rtp(0, 7, 0, 0xBAD, b"\x00" * 160), seat_leg)
     seat.send(rtp(0, 2, 160, 0x5EA7, b"\xff" * 160), seat_leg)
     await caller.wait_for_packets(2)
     assert caller.received[0][1].ssrc == trunk_leg.out.ssrc
+    assert {p.payload for _, p in caller.received} == {b"\xff" * 160}
     assert seat_leg.remote == (HOST, seat.port)
-    assert relay.counters.foreign_source == 1
+    assert relay.counters.foreign_source == 0, "the stranger never reached the relay"
     assert len(caller.received) == 2
 
 
@@ -237,25 +239,77 @@ async def test_a_stranger_cannot_take_over_media_from_the_sdp_address(
     assert relay.counters.relatched == 0
 
 
+async def keep_sending(
+    phone: Phone,
+    to: MediaEndpoint,
+    ssrc: int,
+    until: Callable[[], bool],
+    *,
+    first_seq: int,
+    within: float = TIMEOUT,
+) -> None:
+    """Send a 20 ms packet after another, as a talking phone does, until ``until()`` holds."""
+    deadline = time.monotonic() + within
+    seq = first_seq
+    while not until():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the relay did not follow the phone in time")
+        phone.send(rtp(0, seq, 160 * seq, ssrc, b"\xff" * 160), to)
+        seq += 1
+        await asyncio.sleep(0.02)
+
+
 async def test_media_follows_a_nat_rebinding_and_a_restarted_phone(
     relay: MediaRelay, phones: list[Phone]
 ) -> None:
     caller, seat, seat_moved, seat_restarted = phones
+    relay.relatch_after = 0.2
     trunk_leg, seat_leg = await legs(relay, phones, g711.PCMU, g711.PCMU)
     relay.connect(trunk_leg, seat_leg)
     seat.send(rtp(0, 1, 0, 0x5EA7, b"\xff" * 160), seat_leg)
-    # Same SSRC from a new port: the NAT in front of the seat changed its mapping.
-    seat_moved.send(rtp(0, 2, 160, 0x5EA7, b"\xff" * 160), seat_leg)
-    await caller.wait_for_packets(2)
+    await caller.wait_for_packets(1)
+    assert seat_leg.locked
+    # Same SSRC from a new port: the NAT in front of the seat changed its mapping. The old
+    # mapping falls quiet, the sweep unlocks the leg, and the moved seat is heard.
+    await keep_sending(
+        seat_moved,
+        seat_leg,
+        0x5EA7,
+        lambda: seat_leg.remote == (HOST, seat_moved.port),
+        first_seq=2,
+    )
     caller.send(rtp(0, 1, 0, 0xCA11, b"\xff" * 160), trunk_leg)
     await seat_moved.wait_for_packets(1)
-    assert seat_leg.remote == (HOST, seat_moved.port)
-    # A new SSRC from elsewhere is believed once the latched source has gone quiet.
-    relay.relatch_after = 0.0
-    seat_restarted.send(rtp(0, 500, 0, 0x0BE1, b"\xff" * 160), seat_leg)
-    await caller.wait_for_packets(3)
-    assert seat_leg.remote == (HOST, seat_restarted.port)
+    heard = len(caller.received)
+    # A new SSRC from elsewhere (the phone restarted) is believed once the latched source
+    # has gone quiet, too.
+    await keep_sending(
+        seat_restarted,
+        seat_leg,
+        0x0BE1,
+        lambda: seat_leg.remote == (HOST, seat_restarted.port),
+        first_seq=500,
+    )
+    await caller.wait_for_packets(heard + 1)
     assert relay.counters.relatched == 2
+    assert len(seat.received) == 0
+
+
+async def test_a_new_sdp_address_unlocks_the_leg(relay: MediaRelay, phones: list[Phone]) -> None:
+    caller, seat, seat_elsewhere = phones[:3]
+    trunk_leg, seat_leg = await legs(relay, phones, g711.PCMU, g711.PCMU)
+    relay.connect(trunk_leg, seat_leg)
+    seat.send(rtp(0, 1, 0, 0x5EA7, b"\xff" * 160), seat_leg)
+    await caller.wait_for_packets(1)
+    assert seat_leg.locked
+    # A re-INVITE moved the seat's media: the new address is heard at once, no quiet wait.
+    seat_leg.set_remote(HOST, seat_elsewhere.port)
+    assert not seat_leg.locked
+    seat_elsewhere.send(rtp(0, 2, 160, 0x5EA7, b"\xff" * 160), seat_leg)
+    await caller.wait_for_packets(2)
+    caller.send(rtp(0, 1, 0, 0xCA11, b"\xff" * 160), trunk_leg)
+    await seat_elsewhere.wait_for_packets(1)
+    assert seat_leg.locked
     assert len(seat.received) == 0
 
 
