@@ -33,34 +33,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.plan import bench_plan
+from bench.plan import bench_config, bench_plan
 
 ROOT = Path(__file__).resolve().parent.parent
 BRIDGE = ROOT / ".venv" / "bin" / "bridge"
 HOST = "127.0.0.1"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 LOAD_BEHAVIOURS = ["-default_behaviors", "all,-abortunexp"]
-
-CONFIG = """
-[sip]
-listen = "127.0.0.1:{sip_port}"
-[media]
-port_min = {media_min}
-port_max = {media_max}
-[sidecar]
-listen = "127.0.0.1:{http_port}"
-link_secret = "bench-secret-0123456789-abcdef"
-[storage]
-url = "sqlite:///bridge.sqlite3"
-[registrar]
-realm = "bridge"
-[dialplan]
-path = "plan.toml"
-[log]
-level = "warning"
-[shutdown]
-grace_s = 2
-"""
 
 KAMAILIO = """#!KAMAILIO
 debug=1
@@ -305,7 +284,7 @@ class Bridge:
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "plan.toml").write_text(bench_plan(caller_port=uac_port, desk_110_port=uas_port))
         (workdir / "bridge.toml").write_text(
-            CONFIG.format(
+            bench_config(
                 sip_port=self.sip_port,
                 http_port=free_port(socket.SOCK_STREAM),
                 media_min=33000,

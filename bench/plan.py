@@ -1,7 +1,29 @@
-"""The dial plan every call benchmark runs on: a carrier trunk (the SIPp caller) into the 12345
-desk, calls to 110 sent to the 110 desk's trunk; ``extra`` adds what one bench needs more."""
+"""The bridge config and dial plan every call benchmark runs on: a throwaway config on loopback
+(``bench_config``), and a plan with a carrier trunk (the SIPp caller) into the 12345 desk, calls to
+110 sent to the 110 desk's trunk (``bench_plan``); ``extra`` adds what one bench needs more."""
 
 from __future__ import annotations
+
+CONFIG = """
+[sip]
+listen = "127.0.0.1:{sip_port}"
+[media]
+port_min = {media_min}
+port_max = {media_max}
+[sidecar]
+listen = "127.0.0.1:{http_port}"
+link_secret = "bench-secret-0123456789-abcdef"
+[storage]
+url = "sqlite:///bridge.sqlite3"
+[registrar]
+realm = "bridge"
+[dialplan]
+path = "plan.toml"
+[log]
+level = "warning"
+[shutdown]
+grace_s = 2
+"""
 
 PLAN = """
 name = "bench"
@@ -47,3 +69,15 @@ to = "110"
 
 def bench_plan(*, caller_port: int, desk_110_port: int, extra: str = "") -> str:
     return PLAN.format(caller_port=caller_port, desk_110_port=desk_110_port) + extra
+
+
+def bench_config(
+    *, sip_port: int, media_min: int, media_max: int, http_port: int, extra: str = ""
+) -> str:
+    """``extra`` is appended as is: TOML tables (e.g. ``[[sidecar.tokens]]``) may follow others."""
+    return (
+        CONFIG.format(
+            sip_port=sip_port, media_min=media_min, media_max=media_max, http_port=http_port
+        )
+        + extra
+    )
