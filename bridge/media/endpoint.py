@@ -425,20 +425,7 @@ class MediaEndpoint:
                 relay.counters.malformed += 1
                 return
             packet = header + data[12:start] + data[start:end].translate(table) + data[end:]
-        sock = self._rtp_sock
-        if sock is None:
-            return
-        try:
-            if self._locked:
-                sock.send(packet)
-            else:
-                sock.sendto(packet, remote)
-        except OSError:
-            relay.counters.send_failed += 1
-            return
-        stats = self.stats
-        stats.packets_sent += 1
-        stats.bytes_sent += len(packet)
+        self._transmit(packet, remote)
 
     def _transmit(self, packet: bytes, remote: Address) -> None:
         sock = self._rtp_sock
@@ -453,6 +440,8 @@ class MediaEndpoint:
             # A full socket buffer (media is not queued: a late frame is a useless frame) or
             # the ICMP error of a phone that hung up.
             self.relay.counters.send_failed += 1
+            return
+        self.stats.on_sent(len(packet))
 
     def send_rtcp(self, packet: bytes) -> None:
         sock, remote = self._rtcp_sock, self.remote_rtcp
@@ -473,7 +462,6 @@ class MediaEndpoint:
         )
         packet = header + event.to_bytes()
         self._transmit(packet, self.remote)
-        self.stats.on_sent(len(packet))
 
     def _send_generated(self, payload: bytes, payload_type: int, source: int, now: float) -> None:
         """Send a frame the bridge made itself (mix, hold) under this leg's continuity."""
@@ -498,9 +486,6 @@ class MediaEndpoint:
             + payload
         )
         self._transmit(packet, remote)
-        stats = self.stats
-        stats.packets_sent += 1
-        stats.bytes_sent += len(packet)
 
 
 def disconnect(sock: socket.socket) -> None:
