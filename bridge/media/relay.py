@@ -17,8 +17,7 @@ swap is just ``connect(caller, new_leg)``: the old peer is detached and the call
 leg from its very next packet.
 
 One task ticks every 20 ms for all conferences and held legs together, mixing every conference
-in one batch (:func:`mix_batch`) and encoding each codec's frames in one table lookup. Another
-sends each active leg our RTCP report about every ``rtcp_interval`` seconds.
+in one batch (:func:`mix_batch`) and encoding each codec's frames in one table lookup.
 
 The sockets are plain non-blocking sockets read by the loop's reader callbacks (one datagram
 per call), not datagram transports: a transport's protocol call, context switch and write
@@ -27,9 +26,9 @@ frame is a useless frame), so a send that would block is dropped and counted. A 
 ``sweep_interval`` unlocks legs whose source went quiet (see :mod:`bridge.media.endpoint`) and
 sends RTCP reports.
 
-Ports go back to the pool in :meth:`MediaRelay.release`. Binding two sockets costs about as much
-as a short call's signalling, so a relay made with ``reuse_after`` *parks* a released pair
-instead of closing it: the parked pair drops whatever still arrives (a phone that keeps sending
+Ports go back to the pool in :meth:`MediaRelay.release`. Creating, binding and closing two
+sockets are six system calls per leg, so a relay made with ``reuse_after`` *parks* a released
+pair instead of closing it: the parked pair drops whatever still arrives (a phone that keeps sending
 after its BYE), and only once it has been parked for ``reuse_after`` seconds does a new endpoint
 take it over, oldest first. That quarantine is what the back-of-the-queue order of the port
 pool gives fresh binds. Parked pairs hold descriptors, so their number is capped, and they are
