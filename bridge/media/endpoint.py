@@ -101,6 +101,38 @@ class RelayCounters:
 class MediaEndpoint:
     """One leg's media port pair. Create with :meth:`MediaRelay.allocate`."""
 
+    __slots__ = (
+        "_conference",
+        "_generated_sequence",
+        "_generated_timestamp",
+        "_hold",
+        "_last_sender_report",
+        "_latched",
+        "_latched_ssrc",
+        "_lock_scheduled",
+        "_locked",
+        "_next_report_at",
+        "_peer",
+        "_rtcp_latched",
+        "_rtcp_sock",
+        "_rtp_sock",
+        "closed",
+        "codec",
+        "dtmf",
+        "host",
+        "last_received_at",
+        "out",
+        "port",
+        "relay",
+        "remote",
+        "remote_report",
+        "remote_rtcp",
+        "rtcp_port",
+        "stats",
+        "swallow_dtmf",
+        "telephone_event_pt",
+    )
+
     def __init__(
         self,
         relay: MediaRelay,
