@@ -9,8 +9,9 @@ and bound again: binding and registering a pair is a large share of a short call
 
 from __future__ import annotations
 
-from bridge.calls.ports import MediaUnavailable
+from bridge.calls.ports import MediaUnavailable, MixMode
 from bridge.config import MediaConfig
+from bridge.media import mixer
 from bridge.media.relay import MediaEndpoint, MediaRelay, PortPoolExhaustedError
 from bridge.media.tone import AudioSource, Samples, ToneSource, load_wav
 
@@ -67,6 +68,14 @@ class RelayMedia:
 
     def conference(self, legs: list[MediaEndpoint]) -> None:
         self._relay().conference(legs)
+
+    def set_mode(
+        self, leg: MediaEndpoint, mode: MixMode, whisper_to: MediaEndpoint | None = None
+    ) -> None:
+        conference = leg.conference
+        if conference is None:
+            raise ValueError(f"{leg!r} is in no conference")
+        conference.set_mode(leg, mixer.MixMode(mode), whisper_to=whisper_to)
 
     def release(self, leg: MediaEndpoint) -> None:
         self._relay().release(leg)

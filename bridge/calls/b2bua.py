@@ -29,6 +29,7 @@ from bridge.calls.indialog import PendingReinvite
 from bridge.calls.keys import KeyBuffer
 from bridge.calls.legs import ALLOW
 from bridge.calls.ports import Destination, Media, MediaUnavailable, Origin, Routing
+from bridge.calls.supervise import SuperviseDesk
 from bridge.calls.transfer import TransferDesk, TransferEvent, TransferRequest
 from bridge.sip import transaction as tx
 from bridge.sip.checks import check_request, check_response
@@ -107,6 +108,7 @@ class B2BUA:
         self._notifies: set[str] = set()
         self._resumes: dict[str, tuple[str, str]] = {}
         self.transfers = TransferDesk(self)
+        self.supervision = SuperviseDesk(self)
         self._keys: dict[str, KeyBuffer] = {}
         self.transfer_requests: list[TransferRequest] = []
         """Transfers asked for by a REFER or a key press, waiting for the engine to store
@@ -340,10 +342,13 @@ class B2BUA:
                 self._by_client.pop(key, None)
             return
         leg = call.legs[found[1]]
-        if response.cseq.method == "INVITE" and leg.role is LegRole.TARGET:
+        if response.cseq.method == "INVITE" and leg.role in (LegRole.TARGET, LegRole.SUPERVISOR):
             if response.status >= 200:
                 self._by_client.pop(key, None)
-            self.transfers.on_target_response(call, leg, response, now)
+            if leg.role is LegRole.TARGET:
+                self.transfers.on_target_response(call, leg, response, now)
+            else:
+                self.supervision.on_response(call, leg, response, now)
         elif response.cseq.method == "INVITE":
             self._on_invite_response(call, leg, response, now)
         elif response.cseq.method == "BYE" and response.status >= 200:
@@ -568,6 +573,9 @@ class B2BUA:
         if leg.role is LegRole.TARGET:
             self.transfers.ring_timeout(call, leg, now)
             return
+        if leg.role is LegRole.SUPERVISOR:
+            self.supervision.ring_timeout(call, leg, now)
+            return
         self.txl.send_request(tx.build_cancel(leg.invite), leg.remote, leg.transport, now)
         # The 487 that answers the CANCEL reaches _on_invite_response; treat it as no answer.
         leg.state = LegState.TERMINATED
@@ -591,6 +599,7 @@ class B2BUA:
             call.ended_reason = reason
         if call.state is not CallState.ENDING:
             self._record(call.apply(CallInput.HANGUP, now, reason=reason))
+        self.supervision.call_ended(call, now)
         self._pending_destinations.pop(call.call_id, None)
         for leg in call.legs.values():
             if leg.state is LegState.CONFIRMED:
@@ -631,6 +640,7 @@ class B2BUA:
             self._ring_deadlines.pop((call.call_id, leg.leg_id), None)
         self._pending_destinations.pop(call.call_id, None)
         self._keys.pop(call.call_id, None)
+        self.supervision.by_call.pop(call.call_id, None)
         self.calls.pop(call.call_id, None)
 
     def release_media(self, leg: Leg) -> None:

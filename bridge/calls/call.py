@@ -152,6 +152,13 @@ class Call:
         self.history.append(record)
         return record
 
+    def note(self, kind: str, now: float, **data: Any) -> CallEvent:
+        """A step of something riding on the call (a supervisor joining) that leaves the
+        call's own state as it is."""
+        record = CallEvent(at=now, call_id=self.call_id, kind=kind, state=self.state, data=data)
+        self.history.append(record)
+        return record
+
     def leg(self, leg_id: str) -> Leg:
         return self.legs[leg_id]
 

@@ -17,8 +17,8 @@ import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from bridge.calls import legs, sdpmap
-from bridge.calls.call import Call, CallInput, Leg, LegState
+from bridge.calls import legs, sdpmap, supervise
+from bridge.calls.call import Call, CallInput, Leg, LegRole, LegState
 from bridge.calls.keys import KeyBuffer
 from bridge.calls.transfer import TransferRequest, parse_refer_to
 from bridge.media.dtmf import parse_info_dtmf
@@ -81,18 +81,20 @@ def on_in_dialog(core: B2BUA, request: Request, key: str, now: float) -> None:
 
 def after_leg_left(core: B2BUA, call: Call, leg: Leg, now: float) -> None:
     """A party hung up. The call goes on while two parties remain, or while a transfer is
-    ringing its target for the caller; otherwise everyone else is hung up."""
+    ringing its target for the caller; otherwise everyone else (a supervisor too) is hung up."""
+    if core.supervision.leg_left(call, leg, now):
+        return
     if core.transfers.agent_left(call, leg, now) or core.transfers.target_left(call, leg, now):
         return
     if leg.leg_id == call.caller_leg:
         core.transfers.caller_left(call, now)
         core._hangup(call.call_id, now, reason="BYE from caller")
         return
-    live = [other for other in call.legs.values() if other.state is LegState.CONFIRMED]
+    live = core.supervision.parties(call)
     ringing = call.call_id in core.transfers.by_call
     if ringing or len(live) >= 2:
         record_leg_left(core, call, leg, now)
-        if len(live) == 2 and not ringing:
+        if len(live) == 2 and not ringing and not core.supervision.regroup(call):
             core.media.connect(live[0].media, live[1].media)
         return
     core._hangup(call.call_id, now, reason=f"BYE from {leg.role}")
@@ -152,6 +154,7 @@ def on_refer_replaces(
     core.media.connect(call.caller.media, target.media)
     call.callee_leg = target.leg_id
     core.send_bye(other_call, agent_side, now)
+    core.supervision.regroup(call)
     if call.caller.held:
         resume(core, call, call.caller, now)
     core._record(call.apply(CallInput.PROGRESS, now, replaced_by=target.leg_id, peer=target.peer))
@@ -250,7 +253,11 @@ def on_digit(core: B2BUA, media_leg: object, digit: str, now: float) -> None:
 
 
 def key_pressed(core: B2BUA, call: Call, leg: Leg, digit: str, now: float) -> None:
-    if leg.leg_id == call.caller_leg or leg.state is not LegState.CONFIRMED:
+    if (
+        leg.leg_id == call.caller_leg
+        or leg.role is LegRole.SUPERVISOR
+        or leg.state is not LegState.CONFIRMED
+    ):
         return
     buffer = core._keys.setdefault(call.call_id, KeyBuffer())
     code = buffer.feed(digit, now, core.routing.match_feature_code, core.routing.digit_timeout)
@@ -275,6 +282,9 @@ def mirror_reinvite(
     core: B2BUA, call: Call, leg: Leg, request: Request, key: str, now: float
 ) -> None:
     """Hold, resume and codec changes are relayed so both parties agree (RFC 3264 §8)."""
+    if leg.role is LegRole.SUPERVISOR:
+        supervise.answer_reinvite(core, leg, request, key, now)
+        return
     other = call.other(leg)
     if other is None or other.dialog is None or other.state is not LegState.CONFIRMED:
         core.txl.send_response(key, make_response(request, 200), now)

@@ -8,7 +8,7 @@ synchronously and finishes registering them with the event loop on its own.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from bridge.sip.message import Request
 from bridge.sip.uri import SipUri
@@ -63,6 +63,10 @@ MediaLeg = Any
 ``port``; what else is the media implementation's business."""
 
 
+MixMode = Literal["full", "listen", "whisper"]
+"""A conference member's audibility, named as the media mixer names it."""
+
+
 class Media(Protocol):
     def allocate(self) -> MediaLeg:
         """Raise :class:`MediaUnavailable` when the port pool is exhausted."""
@@ -82,6 +86,10 @@ class Media(Protocol):
 
     def conference(self, legs: list[MediaLeg]) -> None:
         """Everyone in ``legs`` hears everyone else (a three-way call)."""
+
+    def set_mode(self, leg: MediaLeg, mode: MixMode, whisper_to: MediaLeg | None = None) -> None:
+        """Who hears ``leg`` in its conference: everyone (``full``), no one (``listen``), or
+        only ``whisper_to`` (``whisper``). The leg itself goes on hearing everyone."""
 
     def release(self, leg: MediaLeg) -> None: ...
 

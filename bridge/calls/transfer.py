@@ -294,6 +294,7 @@ class TransferDesk:
         self._notify(call, transfer, now, response.status, response.reason, final=True)
         self._event(call, transfer, now, "transferred", status=response.status)
         del self.by_call[call.call_id]
+        core.supervision.regroup(call)
 
     def _fail(self, call: Call, transfer: Transfer, now: float, status: int, reason: str) -> None:
         if transfer.state is TransferState.RINGING:
@@ -323,6 +324,7 @@ class TransferDesk:
         call.callee_leg = target.leg_id
         self._event(call, transfer, now, "transferred", status=200)
         del self.by_call[call.call_id]
+        self.core.supervision.regroup(call)
         return True
 
     def target_left(self, call: Call, leg: Leg, now: float) -> bool:
@@ -342,6 +344,7 @@ class TransferDesk:
             self.core.media.connect(call.caller.media, agent.media)
         self._event(call, transfer, now, "failed", reason=reason)
         del self.by_call[call.call_id]
+        self.core.supervision.regroup(call)
 
     def cancel(self, call: Call, now: float) -> None:
         """The agent's cancel key: stop ringing the target, or end the consultation; either

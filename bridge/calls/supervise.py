@@ -1,0 +1,373 @@
+"""Supervisor listen, whisper and barge: the bridge rings a supervisor into an answered call.
+
+Theory of operation
+-------------------
+A supervision starts from an answered call (caller ↔ agent) through the HTTP API. The bridge
+opens a new leg to the supervisor's phone itself, carrying the call's ticket headers, while the
+caller and the agent go on talking: their media is not touched until the supervisor answers, so
+a supervisor who is busy, away or unreachable leaves the call exactly as it was. On answer the
+call's parties and the supervisor share one conference in which the supervisor's mix mode says
+who hears them: ``listen`` is heard by no one, ``whisper`` by the agent only (coaching),
+``barge`` by everyone (a three-way call); the supervisor always hears everyone. Asking again
+changes the mode of the same leg, without a second phone call. When the supervisor hangs up,
+the parties go back to a plain relay; when the call ends, the supervisor is hung up with it.
+A transfer may happen while supervised: the supervisor stays on and, once the transfer is done,
+hears whoever then talks with the caller. One supervisor per call at a time.
+
+Every step is a call event (``supervise_requested``, ``supervisor_joined``,
+``supervise_mode_changed``, ``supervisor_left``, ``supervise_failed``) with its actor, in the
+call's history, the audit log and the live events. The supervision's own state changes only
+through :data:`TRANSITIONS`.
+"""
+
+from __future__ import annotations
+
+import enum
+import secrets
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from bridge.calls import legs, sdpmap
+from bridge.calls.call import Call, CallState, Leg, LegRole, LegState
+from bridge.calls.ports import Destination, MediaUnavailable, MixMode
+from bridge.calls.transfer import TransferDesk, TransferState
+from bridge.sip import offer_answer
+from bridge.sip.errors import LocalProtocolError
+from bridge.sip.message import REASONS, Request, Response, make_response
+
+if TYPE_CHECKING:
+    from bridge.calls.b2bua import B2BUA
+
+SuperviseMode = Literal["listen", "whisper", "barge"]
+
+_MIX: dict[SuperviseMode, MixMode] = {"listen": "listen", "whisper": "whisper", "barge": "full"}
+
+
+class SupervisionState(enum.StrEnum):
+    RINGING = "ringing"
+    JOINED = "joined"
+    LEFT = "left"
+    FAILED = "failed"
+
+
+class SupervisionInput(enum.StrEnum):
+    PROGRESS = "progress"
+    NEXT_DESTINATION = "next_destination"
+    ANSWERED = "answered"
+    EXHAUSTED = "exhausted"
+    CHANGE_MODE = "change_mode"
+    SUPERVISOR_LEFT = "supervisor_left"
+    CALL_ENDED = "call_ended"
+
+
+_S, _In = SupervisionState, SupervisionInput
+
+TRANSITIONS: dict[tuple[SupervisionState, SupervisionInput], SupervisionState] = {
+    (_S.RINGING, _In.PROGRESS): _S.RINGING,
+    (_S.RINGING, _In.NEXT_DESTINATION): _S.RINGING,
+    (_S.RINGING, _In.ANSWERED): _S.JOINED,
+    (_S.RINGING, _In.EXHAUSTED): _S.FAILED,
+    (_S.RINGING, _In.CALL_ENDED): _S.FAILED,
+    (_S.JOINED, _In.CHANGE_MODE): _S.JOINED,
+    (_S.JOINED, _In.SUPERVISOR_LEFT): _S.LEFT,
+    (_S.JOINED, _In.CALL_ENDED): _S.LEFT,
+}
+
+
+@dataclass(slots=True, kw_only=True)
+class Supervision:
+    call_id: str
+    supervisor: str
+    """Who was asked for (a seat id or a platform key): safe to log, unlike numbers."""
+    mode: SuperviseMode
+    destinations: list[Destination]
+    headers: tuple[tuple[str, str], ...]
+    state: SupervisionState = SupervisionState.RINGING
+    leg_id: str = ""
+
+    def apply(self, event: SupervisionInput) -> None:
+        new_state = TRANSITIONS.get((self.state, event))
+        if new_state is None:
+            raise LocalProtocolError(f"supervision of {self.call_id}: {event} in {self.state}")
+        self.state = new_state
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "call_id": self.call_id,
+            "supervisor": self.supervisor,
+            "mode": self.mode,
+            "state": str(self.state),
+            "leg": self.leg_id,
+        }
+
+
+class SuperviseDesk:
+    """Runs the supervisions of one B2BUA; the core hands it the supervisor legs' SIP traffic
+    and tells it when the call's parties change."""
+
+    def __init__(self, core: B2BUA) -> None:
+        self.core = core
+        self.by_call: dict[str, Supervision] = {}
+
+    # -- asking --------------------------------------------------------------------------
+
+    def start(
+        self,
+        call_id: str,
+        supervisor: str,
+        mode: SuperviseMode,
+        destinations: list[Destination],
+        now: float,
+        *,
+        actor: str,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> Supervision:
+        """Ring the supervisor; raise :class:`LocalProtocolError` (HTTP 409) when the call
+        cannot be supervised now."""
+        call = self.core.calls.get(call_id)
+        if call is None:
+            raise LookupError(call_id)
+        if call_id in self.by_call:
+            raise LocalProtocolError("the call is already supervised")
+        if (
+            call.state is not CallState.ANSWERED
+            or call.caller.state is not LegState.CONFIRMED
+            or TransferDesk.agent_leg(call) is None
+        ):
+            raise LocalProtocolError("only an answered call can be supervised")
+        if call_id in self.core.transfers.by_call:
+            raise LocalProtocolError("a transfer is in progress for this call")
+        if not destinations:
+            raise LocalProtocolError("the supervisor has no destination")
+        supervision = Supervision(
+            call_id=call_id,
+            supervisor=supervisor,
+            mode=mode,
+            destinations=list(destinations),
+            headers=headers or _ticket_id_of(call),
+        )
+        self.by_call[call_id] = supervision
+        self._event(call, supervision, now, "supervise_requested", actor=actor)
+        if not self._ring_next(call, supervision, now):
+            self._fail(call, supervision, now, 503, "no media ports for the supervisor")
+            raise LocalProtocolError("no media ports for the supervisor")
+        return supervision
+
+    def change_mode(
+        self, call_id: str, supervisor: str, mode: SuperviseMode, now: float, *, actor: str
+    ) -> Supervision:
+        """A second request on a supervised call: the same leg hears and is heard anew."""
+        call = self.core.calls.get(call_id)
+        if call is None:
+            raise LookupError(call_id)
+        supervision = self.by_call.get(call_id)
+        if supervision is None:
+            raise LocalProtocolError("the call is not supervised")
+        if supervision.supervisor != supervisor:
+            raise LocalProtocolError(f"the call is already supervised by {supervision.supervisor}")
+        if supervision.state is SupervisionState.RINGING:
+            raise LocalProtocolError("the supervisor's phone is still ringing")
+        supervision.apply(SupervisionInput.CHANGE_MODE)
+        previous, supervision.mode = supervision.mode, mode
+        self._set_mode(call, supervision)
+        self._event(
+            call, supervision, now, "supervise_mode_changed", actor=actor, previous=previous
+        )
+        return supervision
+
+    # -- the supervisor's leg ------------------------------------------------------------
+
+    def _ring_next(self, call: Call, supervision: Supervision, now: float) -> bool:
+        core = self.core
+        caller = call.caller
+        assert caller.invite is not None
+        while supervision.destinations:
+            dest = supervision.destinations.pop(0)
+            try:
+                media = core.media.allocate()
+            except MediaUnavailable:
+                return False
+            leg_id = f"s{sum(1 for known in call.legs if known.startswith('s')) + 1}"
+            leg = legs.outgoing_leg(leg_id, LegRole.SUPERVISOR, dest, media)
+            call.legs[leg_id] = leg
+            supervision.leg_id = leg_id
+            offer = offer_answer.make_offer(
+                address=media.host, port=media.port, session_id=secrets.randbelow(2**31)
+            )
+            leg.invite = legs.new_invite(
+                core, caller.invite, leg, dest, headers=supervision.headers, body=bytes(offer)
+            )
+            leg.client_key = core.txl.send_request(leg.invite, dest.address, dest.transport, now)
+            legs.register_client(core, leg.client_key, call, leg)
+            core.index_leg(call, leg)
+            legs.ring_deadline(core, call, leg, now + dest.ring_timeout)
+            return True
+        return False
+
+    def on_response(self, call: Call, leg: Leg, response: Response, now: float) -> None:
+        supervision = self.by_call.get(call.call_id)
+        if (
+            supervision is None
+            or supervision.leg_id != leg.leg_id
+            or supervision.state is not SupervisionState.RINGING
+        ):
+            legs.release_stray_leg(self.core, call, leg, response, now)
+            return
+        status = response.status
+        if status < 200:
+            if status > 100 and leg.state is LegState.CALLING:
+                leg.state = LegState.EARLY
+                supervision.apply(SupervisionInput.PROGRESS)
+            return
+        legs.clear_ring_deadline(self.core, call, leg)
+        if status < 300:
+            self._joined(call, supervision, leg, response, now)
+            return
+        leg.state = LegState.TERMINATED
+        self.core.release_media(leg)
+        self._next_or_fail(call, supervision, now, status, response.reason)
+
+    def ring_timeout(self, call: Call, leg: Leg, now: float) -> None:
+        """No answer within the ring timeout: CANCEL, and go on as for a 408."""
+        legs.cancel_leg(self.core, leg, now)
+        supervision = self.by_call.get(call.call_id)
+        if supervision is not None and supervision.leg_id == leg.leg_id:
+            self._next_or_fail(call, supervision, now, 480, "No Answer")
+
+    def _next_or_fail(
+        self, call: Call, supervision: Supervision, now: float, status: int, reason: str
+    ) -> None:
+        supervision.apply(SupervisionInput.NEXT_DESTINATION)
+        if not self._ring_next(call, supervision, now):
+            self._fail(call, supervision, now, status, reason or REASONS.get(status, ""))
+
+    def _joined(
+        self, call: Call, supervision: Supervision, leg: Leg, response: Response, now: float
+    ) -> None:
+        legs.confirm_outgoing(self.core, call, leg, response, now)
+        supervision.apply(SupervisionInput.ANSWERED)
+        self._mix(call, supervision)
+        self._event(call, supervision, now, "supervisor_joined", actor=supervision.supervisor)
+
+    def _fail(
+        self, call: Call, supervision: Supervision, now: float, status: int, reason: str
+    ) -> None:
+        supervision.apply(SupervisionInput.EXHAUSTED)
+        del self.by_call[call.call_id]
+        self._event(
+            call, supervision, now, "supervise_failed", actor="bridge", status=status, reason=reason
+        )
+
+    # -- the call's parties change -------------------------------------------------------
+
+    def leg_left(self, call: Call, leg: Leg, now: float) -> bool:
+        """A supervisor leg hung up; True when ``leg`` was one (the call goes on)."""
+        if leg.role is not LegRole.SUPERVISOR:
+            return False
+        supervision = self.by_call.get(call.call_id)
+        if supervision is None or supervision.leg_id != leg.leg_id:
+            return True
+        supervision.apply(SupervisionInput.SUPERVISOR_LEFT)
+        del self.by_call[call.call_id]
+        parties = self.parties(call)
+        if not self._consulting(call):
+            if len(parties) == 2:
+                self.core.media.connect(parties[0].media, parties[1].media)
+            elif len(parties) > 2:
+                self.core.media.conference([party.media for party in parties])
+        self._event(
+            call, supervision, now, "supervisor_left", actor=supervision.supervisor,
+            reason="supervisor hung up",
+        )  # fmt: skip
+        return True
+
+    def regroup(self, call: Call) -> bool:
+        """The parties changed (a transfer completed, one of three left): a joined supervisor
+        goes on hearing whoever now talks with the caller. True when the media was arranged
+        here."""
+        supervision = self.by_call.get(call.call_id)
+        if supervision is None or supervision.state is not SupervisionState.JOINED:
+            return False
+        return self._mix(call, supervision)
+
+    def call_ended(self, call: Call, now: float) -> None:
+        """The call is being hung up; the core BYEs or CANCELs the supervisor's leg with the
+        others."""
+        supervision = self.by_call.pop(call.call_id, None)
+        if supervision is None:
+            return
+        was_ringing = supervision.state is SupervisionState.RINGING
+        supervision.apply(SupervisionInput.CALL_ENDED)
+        kind = "supervise_failed" if was_ringing else "supervisor_left"
+        self._event(call, supervision, now, kind, actor="bridge", reason="call ended")
+
+    # -- media ---------------------------------------------------------------------------
+
+    @staticmethod
+    def parties(call: Call) -> list[Leg]:
+        """Who talks on the call: the caller and the other answered legs, not supervisors."""
+        return [
+            leg
+            for leg in call.legs.values()
+            if leg.state is LegState.CONFIRMED and leg.role is not LegRole.SUPERVISOR
+        ]
+
+    def _consulting(self, call: Call) -> bool:
+        """During an attended transfer's consultation the caller hears the hold tone and the
+        agent talks with the target; that arrangement is the transfer's to undo."""
+        transfer = self.core.transfers.by_call.get(call.call_id)
+        return transfer is not None and transfer.state is TransferState.CONSULTING
+
+    def _mix(self, call: Call, supervision: Supervision) -> bool:
+        parties = self.parties(call)
+        if len(parties) < 2 or self._consulting(call):
+            return False
+        supervisor = call.legs[supervision.leg_id]
+        self.core.media.conference([*(party.media for party in parties), supervisor.media])
+        self._set_mode(call, supervision)
+        return True
+
+    def _set_mode(self, call: Call, supervision: Supervision) -> None:
+        supervisor = call.legs[supervision.leg_id]
+        agent = TransferDesk.agent_leg(call)
+        if supervision.mode == "whisper" and agent is not None:
+            self.core.media.set_mode(supervisor.media, "whisper", whisper_to=agent.media)
+        elif supervision.mode == "whisper":
+            self.core.media.set_mode(supervisor.media, "listen")
+        else:
+            self.core.media.set_mode(supervisor.media, _MIX[supervision.mode])
+
+    def _event(
+        self, call: Call, supervision: Supervision, now: float, kind: str, **data: Any
+    ) -> None:
+        self.core._record(
+            call.note(
+                kind,
+                now,
+                supervisor=supervision.supervisor,
+                mode=supervision.mode,
+                leg=supervision.leg_id,
+                **data,
+            )
+        )
+
+
+def answer_reinvite(core: B2BUA, leg: Leg, request: Request, key: str, now: float) -> None:
+    """The supervisor's phone refreshes or changes its session: answered here, since its media
+    ends in the bridge's mixer and no other party has to agree."""
+    out = make_response(request, 200)
+    if request.body and leg.media is not None:
+        core._point_media(leg, request.body)
+        out.body = sdpmap.anchor(request.body, leg.media.host, leg.media.port)
+        out.headers.add("Content-Type", "application/sdp")
+    out.headers.add("Contact", core.contact(leg.transport))
+    core.txl.send_response(key, out, now)
+
+
+def _ticket_id_of(call: Call) -> tuple[tuple[str, str], ...]:
+    """A call that arrived with a ticket (from the other desk's transfer) passes its id on."""
+    invite = call.caller.invite
+    ticket_id = invite.headers.get("X-Ticket-Id") if invite is not None else None
+    if ticket_id:
+        return (("X-Ticket-Id", ticket_id),)
+    return (("X-Ticket-Id", call.ticket_id),) if call.ticket_id else ()
