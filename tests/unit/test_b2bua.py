@@ -40,6 +40,7 @@ class FakeMedia:
     conferences: list[list[int]] = field(default_factory=list)
     private: list[int] = field(default_factory=list)
     held: set[int] = field(default_factory=set)
+    modes: dict[int, tuple[str, int | None]] = field(default_factory=dict)
 
     def allocate(self) -> FakeMediaLeg:
         if len(self.live) >= self.capacity:
@@ -66,6 +67,11 @@ class FakeMedia:
 
     def conference(self, legs: list[FakeMediaLeg]) -> None:
         self.conferences.append([leg.port for leg in legs])
+
+    def set_mode(
+        self, leg: FakeMediaLeg, mode: str, whisper_to: FakeMediaLeg | None = None
+    ) -> None:
+        self.modes[leg.port] = (mode, whisper_to.port if whisper_to is not None else None)
 
     def release(self, leg: FakeMediaLeg) -> None:
         self.live.discard(leg.port)
