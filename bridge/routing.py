@@ -113,6 +113,15 @@ class PlanRouting:
             trunk_destination(uri, platform.key, timeout) for uri in trunk.destinations
         ]
 
+    def resolve_supervisor(self, supervisor: str, now: float) -> list[Destination]:
+        """Where a supervisor is rung: the phones registered for that seat, else wherever a
+        transfer to ``supervisor`` would ring (a number of the plan, a platform's trunk)."""
+        ring_timeout = self.router.plan.defaults.ring_timeout
+        return (
+            self.seat_lookup(supervisor, ring_timeout, now)
+            or self.resolve_target(supervisor, now)[1]
+        )
+
 
 def trunk_destination(text: str, peer: str, ring_timeout: float) -> Destination:
     uri = SipUri.parse(text)

@@ -20,14 +20,20 @@ from bridge.engine import Engine
 from bridge.sidecar.app import create_app
 from bridge.sidecar.auth import AuthConfig, Permission
 from bridge.sidecar.context import require
-from bridge.sidecar.control import CallNotFound, SuperviseMode, UnprocessableRequest
+from bridge.sidecar.control import (
+    CallNotFound,
+    CallStateConflict,
+    SuperviseMode,
+    UnprocessableRequest,
+)
 from bridge.sidecar.errors import ApiError
 from bridge.sidecar.events import EventHub
 from bridge.sidecar.links import LinkSigner
 from bridge.sidecar.metrics import MetricsRegistry
+from bridge.sip.errors import LocalProtocolError
 from bridge.tickets.model import Ticket, TransferMode
 from bridge.tickets.sqlite_store import AuditEntry, SqliteTicketStore, path_from_url
-from bridge.transfers import TransferCoordinator
+from bridge.transfers import TransferCoordinator, ticket_headers
 
 log = logging.getLogger("bridge.service")
 
@@ -177,9 +183,44 @@ class Service:
     async def supervise(
         self, call_id: str, supervisor: str, mode: SuperviseMode, *, actor: str
     ) -> dict[str, Any]:
-        if call_id not in self.engine.core.calls:
+        """Ring the supervisor into the call, or change the mode of the one already there.
+        How it goes on (joined, failed, left) reaches the client as call events."""
+        engine = self.engine
+        supervision_desk = engine.core.supervision
+        call = engine.core.calls.get(call_id)
+        if call is None:
             raise CallNotFound(f"no call {call_id}")
-        raise UnprocessableRequest("supervision is not available in this release yet")
+        try:
+            if call_id in supervision_desk.by_call:
+                supervision = supervision_desk.change_mode(
+                    call_id, supervisor, mode, engine.now(), actor=actor
+                )
+            else:
+                destinations = engine.routing.resolve_supervisor(supervisor, engine.now())
+                if not destinations:
+                    raise UnprocessableRequest(f"no destination for supervisor {supervisor!r}")
+                headers = await self._ticket_headers(call.ticket_id)
+                supervision = supervision_desk.start(
+                    call_id, supervisor, mode, destinations, engine.now(),
+                    actor=actor, headers=headers,
+                )  # fmt: skip
+        except LookupError as exc:
+            raise CallNotFound(f"no call {call_id}") from exc
+        except LocalProtocolError as exc:
+            raise CallStateConflict(exc.detail) from exc
+        finally:
+            engine.flush()  # the INVITE (or the refusal's event) leaves before the reply
+        return supervision.summary()
+
+    async def _ticket_headers(self, ticket_id: str | None) -> tuple[tuple[str, str], ...]:
+        """The ticket headers a transfer of this call carried; none for a call without one
+        (the core then passes on an X-Ticket-Id the call arrived with)."""
+        if ticket_id is None or self.store is None:
+            return ()
+        ticket = await self.store.get(ticket_id)
+        if ticket is None:
+            return (("X-Ticket-Id", ticket_id),)
+        return ticket_headers(ticket, self.signer.ticket_url(ticket_id, time.time()))
 
     async def reload_dialplan(self) -> dict[str, Any]:
         return self._reload("api")

@@ -150,6 +150,8 @@ class TransferCoordinator:
                 refer_leg=refer_leg,
             )
             refusal: Exception | None = None
+            # Whoever joins the call later (a supervisor) gets this ticket's headers too.
+            call.ticket_id = ticket.id
         except (LookupError, LocalProtocolError) as exc:
             refusal = exc
         engine.flush()  # the INVITE leaves before anyone is told

@@ -311,12 +311,16 @@ async def transfer_call(request: web.Request) -> web.Response:
 
 
 async def supervise_call(request: web.Request) -> web.Response:
+    """202 while the supervisor's phone rings (the outcome follows as call events); 200 when
+    the mode of a supervisor already on the call changed."""
     principal = require(request, Permission.SUPERVISE)
     body = await read_body(request, SuperviseBody)
     result = await sidecar_of(request).control.supervise(
         _call_id(request), body.supervisor, body.mode, actor=principal.name
     )
-    return web.json_response({"call": result})
+    return web.json_response(
+        {"supervision": result}, status=202 if result.get("state") == "ringing" else 200
+    )
 
 
 async def reload_dialplan(request: web.Request) -> web.Response:

@@ -55,7 +55,11 @@ class CallControl(Protocol):
 
     async def supervise(
         self, call_id: str, supervisor: str, mode: SuperviseMode, *, actor: str
-    ) -> dict[str, Any]: ...
+    ) -> dict[str, Any]:
+        """Ring ``supervisor`` into an answered call (``state`` "ringing"), or change the mode
+        of the supervisor already joined (``state`` "joined"). Result: ``call_id``,
+        ``supervisor``, ``mode``, ``state``."""
+        ...
 
     async def reload_dialplan(self) -> dict[str, Any]:
         """``{"ok": True, ...}`` when the new plan is in force, else ``{"ok": False,

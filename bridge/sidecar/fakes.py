@@ -75,8 +75,16 @@ class FakeCallControl:
     async def supervise(
         self, call_id: str, supervisor: str, mode: SuperviseMode, *, actor: str
     ) -> dict[str, Any]:
-        self._call(call_id)
-        record = {"call_id": call_id, "supervisor": supervisor, "mode": mode}
+        """The first request rings (``ringing``); a later one for the same supervisor
+        finds them joined and changes the mode."""
+        call = self._call(call_id)
+        if call.get("state") != "answered":
+            raise CallStateConflict(f"call {call_id} is {call.get('state')}")
+        earlier = [s for s in self.supervisions if s["call_id"] == call_id]
+        if earlier and earlier[-1]["supervisor"] != supervisor:
+            raise CallStateConflict(f"call {call_id} is already supervised")
+        state = "joined" if earlier else "ringing"
+        record = {"call_id": call_id, "supervisor": supervisor, "mode": mode, "state": state}
         self.supervisions.append({**record, "actor": actor})
         return record
 

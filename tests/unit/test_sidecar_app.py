@@ -566,21 +566,72 @@ async def test_engine_conflict_during_transfer_is_409(harness: Harness) -> None:
     assert body == {"error": "call_state", "detail": "seat leg is on hold"}
 
 
-async def test_supervise(harness: Harness) -> None:
+async def test_supervise_rings_then_changes_the_mode(harness: Harness) -> None:
     path = "/api/v1/calls/c1/supervise"
     status, body = await harness.call(
-        "POST", path, who="supervisor", json={"supervisor": "seat-9001", "mode": "whisper"}
+        "POST", path, who="supervisor", json={"supervisor": "seat-9001", "mode": "listen"}
     )
-    assert status == 200
-    assert body["call"] == {"call_id": "c1", "supervisor": "seat-9001", "mode": "whisper"}
-    assert harness.control.supervisions[0]["actor"] == "sue"
-    bad = await harness.call("POST", path, who="supervisor", json={"supervisor": "s", "mode": "x"})
-    assert bad[0] == 400
-    missing = await harness.call(
-        "POST", "/api/v1/calls/nope/supervise", who="admin",
-        json={"supervisor": "s", "mode": "listen"},
+    assert status == 202, body
+    assert body["supervision"] == {
+        "call_id": "c1", "supervisor": "seat-9001", "mode": "listen", "state": "ringing",
+    }  # fmt: skip
+    status, body = await harness.call(
+        "POST", path, who="admin", json={"supervisor": "seat-9001", "mode": "whisper"}
+    )
+    assert status == 200, body
+    assert (body["supervision"]["mode"], body["supervision"]["state"]) == ("whisper", "joined")
+    assert [s["actor"] for s in harness.control.supervisions] == ["sue", "root"]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"supervisor": "seat-9001", "mode": "shout"},
+        {"supervisor": "seat-9001"},
+        {"supervisor": "", "mode": "listen"},
+        {"supervisor": "seat-9001", "mode": "listen", "extra": 1},
+        ["seat-9001", "listen"],
+    ],
+)
+async def test_supervise_with_a_bad_body_is_400(harness: Harness, payload: Any) -> None:
+    status, body = await harness.call(
+        "POST", "/api/v1/calls/c1/supervise", who="supervisor", json=payload
+    )
+    assert status == 400, body
+    assert set(body) == {"error", "detail"}
+    assert harness.control.supervisions == []
+
+
+async def test_supervise_unknown_or_unanswered_call(harness: Harness) -> None:
+    payload = {"supervisor": "seat-9001", "mode": "listen"}
+    status, body = await harness.call(
+        "POST", "/api/v1/calls/nope/supervise", who="admin", json=payload
+    )
+    assert (status, body["error"]) == (404, "call_not_found")
+    status, body = await harness.call(
+        "POST", "/api/v1/calls/c2/supervise", who="supervisor", json=payload
+    )
+    assert (status, body["error"]) == (409, "call_state")
+    harness.control.fail_next = CallStateConflict("the supervisor's phone is still ringing")
+    status, body = await harness.call(
+        "POST", "/api/v1/calls/c1/supervise", who="supervisor", json=payload
+    )
+    assert status == 409
+    assert body == {"error": "call_state", "detail": "the supervisor's phone is still ringing"}
+
+
+@pytest.mark.parametrize("who", ["agent", "peer110"])
+async def test_supervise_needs_the_supervise_permission(harness: Harness, who: str) -> None:
+    status, body = await harness.call(
+        "POST", "/api/v1/calls/c1/supervise", who=who,
+        json={"supervisor": "seat-9001", "mode": "barge"},
     )  # fmt: skip
-    assert missing[0] == 404
+    assert (status, body["error"]) == (403, "forbidden")
+    status, _ = await harness.call(
+        "POST", "/api/v1/calls/c1/supervise", json={"supervisor": "seat-9001", "mode": "barge"}
+    )
+    assert status == 401
+    assert harness.control.supervisions == []
 
 
 async def test_dialplan_reload(harness: Harness) -> None:
