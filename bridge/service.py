@@ -144,7 +144,8 @@ class Service:
             [
                 AuditEntry(
                     at=wall,
-                    actor="bridge",
+                    # Who asked, for steps taken on someone's request (a supervisor's mode).
+                    actor=str(event.data.get("actor", "bridge")),
                     kind=f"call.{event.kind}",
                     subject=event.call_id,
                     data={"state": str(event.state), **_plain(event.data)},

@@ -73,6 +73,29 @@ async def call_event(live: Subscription, kind: str, within: float = 10.0) -> dic
     return await asyncio.wait_for(next_one(), within)
 
 
+async def audit_until(
+    service: BridgeUnderTest, call_id: str, kind: str, within: float = 5.0
+) -> dict[str, dict[str, Any]]:
+    """The call's audit entries by kind, once ``kind`` is among them. The audit log is
+    written in timed batches that nothing signals, so it is polled (like ``wait_until``)."""
+
+    async def poll() -> dict[str, dict[str, Any]]:
+        async with aiohttp.ClientSession() as session:
+            while True:
+                async with session.get(
+                    f"{service.http_url}/api/v1/audit",
+                    params={"subject": call_id},
+                    headers=ADMIN_HEADERS,
+                ) as resp:
+                    entries = (await resp.json())["entries"]
+                by_kind = {entry["kind"]: entry for entry in entries}
+                if kind in by_kind:
+                    return by_kind
+                await asyncio.sleep(0.05)
+
+    return await asyncio.wait_for(poll(), within)
+
+
 async def heard_from_now(
     peers: dict[str, RtpPeer], codecs: dict[str, int]
 ) -> dict[str, set[float]]:
@@ -228,6 +251,9 @@ async def test_busy_supervisor_leaves_caller_and_agent_talking(
         assert status == 202, body
         failed = await call_event(live, "supervise_failed")
         assert failed["data"]["status"] == 486
+        trail = await audit_until(service, call_id, "call.supervise_failed")
+        assert trail["call.supervise_requested"]["actor"] == "admin", "who asked"
+        assert trail["call.supervise_failed"]["actor"] == "bridge"
         peers = {"caller": caller_rtp, "agent": agent_rtp}
         heard = await heard_from_now(peers, {"caller": g711.PCMA, "agent": g711.PCMA})
         assert heard == {"caller": {AGENT_TONE}, "agent": {CALLER_TONE}}
