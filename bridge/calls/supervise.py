@@ -84,6 +84,9 @@ class Supervision:
     headers: tuple[tuple[str, str], ...]
     state: SupervisionState = SupervisionState.RINGING
     leg_id: str = ""
+    mixed: bool = False
+    """The supervisor's leg is in a conference (not so when it answered during an attended
+    transfer's consultation: it joins when that ends)."""
 
     def apply(self, event: SupervisionInput) -> None:
         new_state = TRANSITIONS.get((self.state, event))
@@ -169,7 +172,8 @@ class SuperviseDesk:
             raise LocalProtocolError("the supervisor's phone is still ringing")
         supervision.apply(SupervisionInput.CHANGE_MODE)
         previous, supervision.mode = supervision.mode, mode
-        self._set_mode(call, supervision)
+        if supervision.mixed:
+            self._set_mode(call, supervision)
         self._event(
             call, supervision, now, "supervise_mode_changed", actor=actor, previous=previous
         )
@@ -324,6 +328,7 @@ class SuperviseDesk:
             return False
         supervisor = call.legs[supervision.leg_id]
         self.core.media.conference([*(party.media for party in parties), supervisor.media])
+        supervision.mixed = True
         self._set_mode(call, supervision)
         return True
 

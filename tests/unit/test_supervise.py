@@ -353,3 +353,26 @@ def test_supervisor_digits_are_no_transfer_key() -> None:
     h.core.on_digit(supervisor_media, "*", h.now)
     h.core.on_digit(supervisor_media, "1", h.now)
     assert h.core.take_transfer_requests() == []
+
+
+def test_supervisor_answering_during_a_consultation_joins_when_it_ends() -> None:
+    h = Harness()
+    callee_inv, _ok = establish(h)
+    sup_inv = supervise(h, "whisper")
+    call = the_call(h)
+    h.core.transfers.start(call.call_id, [dest(TARGET)], h.now, mode="attended")
+    target_inv = next(m for m in h.sent_to(TARGET) if isinstance(m, Request))
+    h.feed(answer(target_inv, 200, tag="t1", sdp=SDP, contact="sip:t@127.0.0.1:5090"), TARGET)
+    assert call.caller.media.port in h.media.held
+    h.feed(answer(sup_inv, 200, tag="sup1", sdp=SDP, contact="sip:sup@127.0.0.1:5095"), SUPERVISOR)
+    assert h.media.conferences == [], "the consultation is left alone"
+    h.core.supervision.change_mode(call.call_id, "seat-9001", "listen", h.now, actor="sue")
+    assert h.media.modes == {}
+    h.feed(bye_from_callee(callee_inv), CALLEE)  # the agent hangs up: the transfer completes
+    caller, target, supervisor = (
+        call.caller.media.port,
+        call.legs["t1"].media.port,
+        call.legs["s1"].media.port,
+    )
+    assert h.media.conferences[-1] == [caller, target, supervisor]
+    assert h.media.modes[supervisor] == ("listen", None)
