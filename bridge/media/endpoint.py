@@ -57,7 +57,7 @@ from bridge.media.stats import StreamStats
 from bridge.media.tone import AudioSource
 
 if TYPE_CHECKING:
-    from bridge.media.relay import Conference, MediaRelay
+    from bridge.media.relay import Conference, MediaRelay, ResumeTo
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +113,7 @@ class MediaEndpoint:
         "_locked",
         "_next_report_at",
         "_peer",
+        "_resume_to",
         "_rtcp_latched",
         "_rtcp_sock",
         "_rtp_sock",
@@ -174,6 +175,7 @@ class MediaEndpoint:
         self._peer: MediaEndpoint | None = None
         self._conference: Conference | None = None
         self._hold: AudioSource | None = None
+        self._resume_to: ResumeTo = None
         self._generated_sequence = 0
         self._generated_timestamp = 0
         self._rtp_sock: socket.socket | None = None

@@ -91,6 +91,10 @@ class _ParkedPair:
         self.parked_at = parked_at
 
 
+ResumeTo = MediaEndpoint | tuple["Conference", MixMode, MediaEndpoint | None] | None
+"""What a held endpoint heard before the hold: a peer, a conference seat, or nothing."""
+
+
 class Conference:
     """A set of endpoints hearing the N-1 mix of each other, per their :class:`MixMode`."""
 
@@ -358,14 +362,52 @@ class MediaRelay:
         self._check_own(endpoint)
         if any(e._hold is source for e in self._holds if e is not endpoint):
             raise ValueError("this audio source already plays to another endpoint")
+        resume_to = endpoint._resume_to if endpoint._hold is not None else self._feed_of(endpoint)
         self._detach(endpoint)
         endpoint._hold = source if not isinstance(source, np.ndarray) else LoopSource(source)
+        endpoint._resume_to = resume_to
         endpoint.out.switch()
         self._holds.add(endpoint)
         self._ensure_ticker()
 
     def stop_hold(self, endpoint: MediaEndpoint) -> None:
+        """End the hold: the endpoint hears again what it heard before :meth:`play_hold`.
+
+        A hold is an interruption (a re-INVITE with ``sendonly``, an attended transfer's
+        consultation), so the resume restores the peer or the conference seat, if it is still
+        there: a peer that meanwhile got another feed, or a closed conference, is left alone
+        and the endpoint hears nothing until it is connected again.
+        """
+        if endpoint._hold is None:
+            return
+        resume_to = endpoint._resume_to
+        self._end_hold(endpoint)
+        if endpoint.closed or resume_to is None:
+            return
+        if isinstance(resume_to, MediaEndpoint):
+            peer = resume_to
+            busy = peer._peer is not None or peer._conference is not None or peer._hold is not None
+            if not (peer.closed or busy):
+                self.connect(endpoint, peer)
+            return
+        conference, mode, whisper_to = resume_to
+        if conference in self._conferences and endpoint not in conference.mixer:
+            if mode is MixMode.WHISPER and whisper_to not in conference.mixer:
+                mode, whisper_to = MixMode.LISTEN, None  # whom it whispered to has left
+            conference.add(endpoint, mode, whisper_to=whisper_to)
+
+    def _feed_of(self, endpoint: MediaEndpoint) -> ResumeTo:
+        if endpoint._peer is not None:
+            return endpoint._peer
+        conference = endpoint._conference
+        if conference is not None:
+            mode, whisper_to = conference.mixer.mode_of(endpoint)
+            return conference, mode, whisper_to if isinstance(whisper_to, MediaEndpoint) else None
+        return None
+
+    def _end_hold(self, endpoint: MediaEndpoint) -> None:
         endpoint._hold = None
+        endpoint._resume_to = None
         self._holds.discard(endpoint)
 
     async def send_dtmf(
@@ -492,7 +534,7 @@ class MediaRelay:
         if endpoint._conference is not None:
             endpoint._conference.remove(endpoint)
         if endpoint._hold is not None:
-            self.stop_hold(endpoint)
+            self._end_hold(endpoint)
 
 
 def _close(loop: asyncio.AbstractEventLoop, *socks: socket.socket) -> None:

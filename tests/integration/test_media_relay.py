@@ -520,6 +520,59 @@ async def test_held_party_hears_the_hold_tone(relay: MediaRelay, phones: list[Ph
     assert seqs == [(seqs[0] + i) % 65536 for i in range(20)]
 
 
+async def test_resume_after_hold_gives_back_the_peer(
+    relay: MediaRelay, phones: list[Phone]
+) -> None:
+    caller, agent = phones[:2]
+    caller_leg, agent_leg = await legs(relay, phones, g711.PCMA, g711.PCMA)
+    relay.connect(caller_leg, agent_leg)
+    relay.play_hold(caller_leg, ToneSource())  # the agent's phone sent a sendonly re-INVITE
+    await caller.wait_for_packets(5)
+    relay.stop_hold(caller_leg)  # ... and now sendrecv again
+    assert caller_leg.peer is agent_leg
+    heard = len(caller.received)
+    agent.send(rtp(8, 1, 0, 0xA6, b"\x11" * 160), agent_leg)
+    caller.send(rtp(8, 1, 0, 0xCA, b"\x22" * 160), caller_leg)
+    await caller.wait_until(lambda: any(p.payload == b"\x11" * 160 for _, p in caller.received))
+    await agent.wait_for_packets(1)
+    assert agent.received[0][1].payload == b"\x22" * 160
+    assert caller.received[heard][1].marker, "the phone is told the source changed back"
+
+
+async def test_resume_does_not_take_back_a_peer_that_moved_on(
+    relay: MediaRelay, phones: list[Phone]
+) -> None:
+    caller_leg, agent_leg, officer_leg = await legs(relay, phones, g711.PCMA, g711.PCMA, g711.PCMA)
+    relay.connect(caller_leg, agent_leg)
+    relay.play_hold(caller_leg, ToneSource())  # an attended transfer's consultation
+    relay.connect(agent_leg, officer_leg)
+    relay.stop_hold(caller_leg)
+    assert caller_leg.peer is None
+    assert agent_leg.peer is officer_leg
+
+
+async def test_resume_in_a_conference_takes_back_the_seat_and_its_mode(
+    relay: MediaRelay, phones: list[Phone]
+) -> None:
+    caller_leg, agent_leg, supervisor_leg = await legs(
+        relay, phones, g711.PCMA, g711.PCMA, g711.PCMA
+    )
+    conference = relay.conference(
+        [caller_leg, agent_leg, supervisor_leg],
+        {supervisor_leg: MixMode.WHISPER},
+        whisper_to={supervisor_leg: agent_leg},
+    )
+    relay.play_hold(supervisor_leg, ToneSource())
+    assert supervisor_leg not in conference.members
+    relay.stop_hold(supervisor_leg)
+    assert conference.mixer.mode_of(supervisor_leg) == (MixMode.WHISPER, agent_leg)
+    # Whom it whispered to left during the hold: it comes back listening, heard by nobody.
+    relay.play_hold(supervisor_leg, ToneSource())
+    conference.remove(agent_leg)
+    relay.stop_hold(supervisor_leg)
+    assert conference.mixer.mode_of(supervisor_leg) == (MixMode.LISTEN, None)
+
+
 async def test_bad_packets_are_counted_and_do_not_stop_the_relay(
     relay: MediaRelay, phones: list[Phone]
 ) -> None:
