@@ -524,8 +524,6 @@ class B2BUA:
         requests, self.transfer_requests = self.transfer_requests, []
         return requests
 
-    # -- helpers the transfer desk uses --------------------------------------------------------
-
     # -- CANCEL, hang-up, teardown -----------------------------------------------------------
 
     def _on_cancel(self, request: Request, key: str, now: float) -> None:
