@@ -12,7 +12,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from integration.bridge_under_test import BridgeUnderTest, sipp_caller
+from integration.bridge_under_test import BridgeUnderTest
+from integration.media_peers import call_through_bridge, caller_at_port
 from integration.test_media_calls import Received, RtpPeer, call_of, endpoint, rtp_peer
 from peers.ports import PortAllocator
 from peers.process import wait_until
@@ -48,19 +49,16 @@ async def test_both_parties_hear_each_other_again_after_hold_and_resume(
     callee = sipp(
         "uas_hold_at_port", name="held-callee", timeout=15, keys={"audio_port": str(callee_port)}
     )
-    caller = sipp_caller(
+    caller = caller_at_port(
         tmp_path,
         ports,
+        caller_port,
         "uac_hold_at_port",
         name="holding-caller",
         duration_ms=PHASE_MS,
         timeout=15,
-        keys={"audio_port": str(caller_port)},
     )
-    service = await bridge(carrier_port=caller.port, pbx_ports=[callee.port])
-    calls = service.watch_calls()
-    await callee.started()
-    caller.remote_args(service.sip_address).start()
+    service, calls = await call_through_bridge(bridge, caller, callee)
     phase = PHASE_MS / 1000
     try:
         call = call_of(service, await calls.answered())

@@ -25,6 +25,7 @@ from integration.bridge_under_test import (
     seat_group_plan,
     sipp_caller,
 )
+from integration.media_peers import answer_at_port, call_through_bridge, caller_at_port
 from integration.test_transfer_api import TARGET_PLATFORM, TICKET
 from peers.baresip import Baresip
 from peers.ports import HOST, PortAllocator
@@ -206,10 +207,7 @@ async def test_pcma_stream_is_relayed_to_the_callee_and_its_echo_back_to_the_cal
         timeout=15,
     )
     streamed = write_pcma_pcap(caller.workdir / "pcma_tone.pcap", seconds=3.0, frequency=1000)
-    service = await bridge(carrier_port=caller.port, pbx_ports=[callee.port])
-    calls = service.watch_calls()
-    await callee.started()
-    caller.remote_args(service.sip_address).start()
+    service, calls = await call_through_bridge(bridge, caller, callee)
     try:
         call_id = await calls.answered()
         call = call_of(service, call_id)
@@ -258,24 +256,9 @@ async def test_alaw_caller_reaches_a_ulaw_callee_transcoded(
 ) -> None:
     caller_rtp, caller_port = await rtp_peer(ports, codec=g711.PCMA, frequency=1000)
     callee_rtp, callee_port = await rtp_peer(ports, codec=g711.PCMU, frequency=1600, reply=True)
-    callee = sipp(
-        "uas_answer_at_port",
-        name="ulaw-callee",
-        timeout=15,
-        keys={"audio_port": callee_port, "answer_pt": 0, "answer_codec": "PCMU"},
-    )
-    caller = sipp_caller(
-        tmp_path,
-        ports,
-        "uac_pcma_at_port",
-        duration_ms=2500,
-        timeout=15,
-        keys={"audio_port": str(caller_port)},
-    )
-    service = await bridge(carrier_port=caller.port, pbx_ports=[callee.port])
-    calls = service.watch_calls()
-    await callee.started()
-    caller.remote_args(service.sip_address).start()
+    callee = answer_at_port(sipp, "ulaw-callee", callee_port, g711.PCMU, timeout=15)
+    caller = caller_at_port(tmp_path, ports, caller_port, duration_ms=2500, timeout=15)
+    service, calls = await call_through_bridge(bridge, caller, callee)
     try:
         call_id = await calls.answered()
         call = call_of(service, call_id)
@@ -314,35 +297,12 @@ async def transfer_to_ulaw_target(
     caller_rtp, caller_port = await rtp_peer(ports, codec=g711.PCMA, frequency=1000)
     agent_rtp, agent_port = await rtp_peer(ports, codec=g711.PCMA, frequency=400, reply=True)
     target_rtp, target_port = await rtp_peer(ports, codec=g711.PCMU, frequency=1600, reply=True)
-    agent = sipp(
-        "uas_answer_at_port",
-        name="agent",
-        timeout=15,
-        keys={"audio_port": agent_port, "answer_pt": 8, "answer_codec": "PCMA"},
+    agent = answer_at_port(sipp, "agent", agent_port, g711.PCMA, timeout=15)
+    target = answer_at_port(sipp, "target", target_port, g711.PCMU, timeout=15)
+    caller = caller_at_port(tmp_path, ports, caller_port, duration_ms=4500, timeout=15)
+    service, calls = await call_through_bridge(
+        bridge, caller, agent, target, extra_plan=TARGET_PLATFORM.format(port=target.port)
     )
-    target = sipp(
-        "uas_answer_at_port",
-        name="target",
-        timeout=15,
-        keys={"audio_port": target_port, "answer_pt": 0, "answer_codec": "PCMU"},
-    )
-    caller = sipp_caller(
-        tmp_path,
-        ports,
-        "uac_pcma_at_port",
-        duration_ms=4500,
-        timeout=15,
-        keys={"audio_port": str(caller_port)},
-    )
-    service = await bridge(
-        carrier_port=caller.port,
-        pbx_ports=[agent.port],
-        extra_plan=TARGET_PLATFORM.format(port=target.port),
-    )
-    calls = service.watch_calls()
-    await agent.started()
-    await target.started()
-    caller.remote_args(service.sip_address).start()
     try:
         call_id = await calls.answered()
         call = call_of(service, call_id)
@@ -436,34 +396,19 @@ async def test_failed_transfer_leaves_the_caller_talking_with_the_agent(
     other after the failure, and the ticket says why."""
     caller_rtp, caller_port = await rtp_peer(ports, codec=g711.PCMA, frequency=1000)
     agent_rtp, agent_port = await rtp_peer(ports, codec=g711.PCMA, frequency=400, reply=True)
-    agent = sipp(
-        "uas_answer_at_port",
-        name="agent",
-        timeout=20,
-        keys={"audio_port": agent_port, "answer_pt": 8, "answer_codec": "PCMA"},
-    )
+    agent = answer_at_port(sipp, "agent", agent_port, g711.PCMA, timeout=20)
     busy = target_scenario == "uas_busy"
-    target = sipp("uas_busy", name="busy-110", timeout=20) if busy else None
-    target_port = target.port if target is not None else ports.port()  # nothing listens there
-    caller = sipp_caller(
-        tmp_path,
-        ports,
-        "uac_pcma_at_port",
-        duration_ms=7000,
-        timeout=20,
-        keys={"audio_port": str(caller_port)},
-    )
-    service = await bridge(
-        carrier_port=caller.port,
-        pbx_ports=[agent.port],
+    targets = [sipp("uas_busy", name="busy-110", timeout=20)] if busy else []
+    target_port = targets[0].port if targets else ports.port()  # nothing listens there
+    caller = caller_at_port(tmp_path, ports, caller_port, duration_ms=7000, timeout=20)
+    service, calls = await call_through_bridge(
+        bridge,
+        caller,
+        agent,
+        *targets,
         extra_plan=TARGET_PLATFORM.format(port=target_port),
         t1_ms=50,  # an unreachable target gives up after 64*T1 = 3.2 s
     )
-    calls = service.watch_calls()
-    await agent.started()
-    if target is not None:
-        await target.started()
-    caller.remote_args(service.sip_address).start()
     try:
         call_id = await calls.answered()
         caller_media = endpoint(call_of(service, call_id), call_of(service, call_id).caller_leg)
@@ -520,14 +465,8 @@ async def test_agent_digits_do_not_reach_the_caller(
     ports: PortAllocator,
 ) -> None:
     caller_rtp, caller_port = await rtp_peer(ports, codec=g711.PCMA, frequency=1000)
-    caller = sipp_caller(
-        tmp_path,
-        ports,
-        "uac_pcma_at_port",
-        service="12345",
-        duration_ms=6000,
-        timeout=15,
-        keys={"audio_port": str(caller_port)},
+    caller = caller_at_port(
+        tmp_path, ports, caller_port, service="12345", duration_ms=6000, timeout=15
     )
     service = await bridge(
         carrier_port=caller.port,

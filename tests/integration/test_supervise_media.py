@@ -15,7 +15,8 @@ from typing import Any
 import aiohttp
 import numpy as np
 import pytest
-from integration.bridge_under_test import ADMIN_HEADERS, BridgeUnderTest, sipp_caller
+from integration.bridge_under_test import ADMIN_HEADERS, BridgeUnderTest
+from integration.media_peers import answer_at_port, call_through_bridge, caller_at_port
 from integration.test_media_calls import RATE, Received, RtpPeer, call_of, endpoint, rtp_peer
 from peers.ports import PortAllocator
 from peers.process import wait_until
@@ -121,35 +122,11 @@ async def test_supervisor_listens_then_whispers_then_barges(
     supervisor_rtp, supervisor_port = await rtp_peer(
         ports, codec=g711.PCMU, frequency=SUPERVISOR_TONE, reply=True
     )
-    agent = sipp(
-        "uas_answer_at_port",
-        name="agent",
-        timeout=30,
-        keys={"audio_port": agent_port, "answer_pt": 8, "answer_codec": "PCMA"},
-    )
-    supervisor = sipp(
-        "uas_answer_at_port",
-        name="supervisor",
-        timeout=30,
-        keys={"audio_port": supervisor_port, "answer_pt": 0, "answer_codec": "PCMU"},
-    )
-    caller = sipp_caller(
-        tmp_path,
-        ports,
-        "uac_pcma_at_port",
-        duration_ms=12000,
-        timeout=30,
-        keys={"audio_port": str(caller_port)},
-    )
-    service = await bridge(
-        carrier_port=caller.port,
-        pbx_ports=[agent.port],
-        extra_plan=SUPERVISOR_PLATFORM.format(port=supervisor.port),
-    )
-    calls = service.watch_calls()
-    await agent.started()
-    await supervisor.started()
-    caller.remote_args(service.sip_address).start()
+    agent = answer_at_port(sipp, "agent", agent_port, g711.PCMA, timeout=30)
+    supervisor = answer_at_port(sipp, "supervisor", supervisor_port, g711.PCMU, timeout=30)
+    caller = caller_at_port(tmp_path, ports, caller_port, duration_ms=12000, timeout=30)
+    plan = SUPERVISOR_PLATFORM.format(port=supervisor.port)
+    service, calls = await call_through_bridge(bridge, caller, agent, supervisor, extra_plan=plan)
     peers = {"caller": caller_rtp, "agent": agent_rtp, "supervisor": supervisor_rtp}
     codecs = {"caller": g711.PCMA, "agent": g711.PCMA, "supervisor": g711.PCMU}
     try:
@@ -215,30 +192,11 @@ async def test_busy_supervisor_leaves_caller_and_agent_talking(
 ) -> None:
     caller_rtp, caller_port = await rtp_peer(ports, codec=g711.PCMA, frequency=CALLER_TONE)
     agent_rtp, agent_port = await rtp_peer(ports, codec=g711.PCMA, frequency=AGENT_TONE, reply=True)
-    agent = sipp(
-        "uas_answer_at_port",
-        name="agent",
-        timeout=20,
-        keys={"audio_port": agent_port, "answer_pt": 8, "answer_codec": "PCMA"},
-    )
+    agent = answer_at_port(sipp, "agent", agent_port, g711.PCMA, timeout=20)
     supervisor = sipp("uas_busy", name="busy-supervisor", timeout=20)
-    caller = sipp_caller(
-        tmp_path,
-        ports,
-        "uac_pcma_at_port",
-        duration_ms=5000,
-        timeout=20,
-        keys={"audio_port": str(caller_port)},
-    )
-    service = await bridge(
-        carrier_port=caller.port,
-        pbx_ports=[agent.port],
-        extra_plan=SUPERVISOR_PLATFORM.format(port=supervisor.port),
-    )
-    calls = service.watch_calls()
-    await agent.started()
-    await supervisor.started()
-    caller.remote_args(service.sip_address).start()
+    caller = caller_at_port(tmp_path, ports, caller_port, duration_ms=5000, timeout=20)
+    plan = SUPERVISOR_PLATFORM.format(port=supervisor.port)
+    service, calls = await call_through_bridge(bridge, caller, agent, supervisor, extra_plan=plan)
     try:
         call_id = await calls.answered()
         call = call_of(service, call_id)
