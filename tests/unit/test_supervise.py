@@ -20,6 +20,7 @@ from bridge.calls.ports import Destination
 from bridge.calls.supervise import SuperviseMode
 from bridge.sip.errors import LocalProtocolError
 from bridge.sip.message import Request, Response
+from bridge.sip.sdp import SessionDescription
 from bridge.sip.uri import SipUri
 
 SUPERVISOR = ("127.0.0.1", 5095)
@@ -343,6 +344,33 @@ def test_supervisor_reinvite_is_answered_by_the_bridge_not_mirrored() -> None:
     assert ok
     assert b"m=audio" in ok[0].body
     assert not [m for d, m in sent if d in (CALLER, CALLEE)]
+
+
+def test_supervisor_phone_on_hold_is_answered_recvonly_in_the_same_session() -> None:
+    h = Harness()
+    establish(h)
+    inv = join(h)
+    h.sent()
+    hold_sdp = SDP.replace(b"a=sendrecv", b"a=sendonly")
+    reinvite = (
+        "INVITE sip:bridge@127.0.0.1:5060 SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.1:5095;branch=z9hG4bKsuphold\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: {inv.headers.get('To')};tag=sup1\r\n"
+        f"To: {inv.headers.get('From')}\r\n"
+        f"Call-ID: {inv.call_id}\r\n"
+        "CSeq: 2 INVITE\r\nContact: <sip:sup@127.0.0.1:5095>\r\n"
+        f"Content-Type: application/sdp\r\nContent-Length: {len(hold_sdp)}\r\n\r\n"
+    ).encode() + hold_sdp
+    h.feed(reinvite, SUPERVISOR)
+    ok = next(
+        m for d, m in h.sent() if d == SUPERVISOR and isinstance(m, Response) and m.status == 200
+    )
+    answer = SessionDescription.parse(ok.body)
+    offered = SessionDescription.parse(inv.body)
+    assert b"a=recvonly" in ok.body
+    assert answer.origin.session_id == offered.origin.session_id
+    assert answer.origin.session_version == offered.origin.session_version + 1
 
 
 def test_supervisor_digits_are_no_transfer_key() -> None:
