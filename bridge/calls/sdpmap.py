@@ -47,21 +47,16 @@ def _serialised(sd: SessionDescription) -> bytes:
     return body
 
 
-def anchor(body: bytes, host: str, port: int) -> bytes:
-    """The peer's SDP with our media address and port in it."""
-    sd = parse(body)
-    return _serialised(rewrite_connection(sd, address=host, port=port, session_version_bump=True))
-
-
 _G711 = {"PCMA": ("8", "PCMU", "0"), "PCMU": ("0", "PCMA", "8")}
 """Each G.711 law: its static payload type, and the other law with its static payload type."""
 
 
 def anchor_offer(body: bytes, host: str, port: int) -> bytes:
-    """:func:`anchor` for an offer: an audio stream offering one G.711 law only also offers
-    the other, last among the voice codecs. The relay transcodes between the laws, so an A-law
-    trunk's call can reach a μ-law-only phone, which would otherwise have to refuse the offer
-    (RFC 3264 §6: an answer only names formats the offer had)."""
+    """The peer's offer with our media address and port in it. An audio stream offering one
+    G.711 law only also offers the other, last among the voice codecs: the relay transcodes
+    between the laws, so an A-law trunk's call can reach a μ-law-only phone, which would
+    otherwise have to refuse the offer (RFC 3264 §6: an answer only names formats the offer
+    had)."""
     sd = rewrite_connection(parse(body), address=host, port=port, session_version_bump=True)
     index = sd.audio_index
     if index is None or sd.media[index].is_rejected:
@@ -84,10 +79,10 @@ def anchor_offer(body: bytes, host: str, port: int) -> bytes:
 
 
 def anchor_answer(body: bytes, offer: bytes, host: str, port: int) -> bytes:
-    """:func:`anchor` for an answer relayed to the party whose ``offer`` went out through
-    :func:`anchor_offer`: when the answerer chose the G.711 law the bridge added, the answer
-    names the offerer's own law instead, so the offerer sends and expects what it offered and
-    the relay transcodes between the two legs."""
+    """The peer's answer with our media address and port in it, relayed to the party whose
+    ``offer`` went out through :func:`anchor_offer`. When the answerer chose the G.711 law the
+    bridge added, the answer names the offerer's own law instead, so the offerer sends and
+    expects what it offered and the relay transcodes between the two legs."""
     sd = rewrite_connection(parse(body), address=host, port=port, session_version_bump=True)
     index = sd.audio_index
     try:
