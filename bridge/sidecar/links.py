@@ -17,7 +17,8 @@ from typing import ClassVar
 
 DEFAULT_TTL_SECONDS = 3600.0
 
-_TOKEN = re.compile(r"^(\d{1,12})\.([A-Za-z0-9_-]{43})$")
+_TOKEN = re.compile(r"^(0|[1-9]\d{0,11})\.([A-Za-z0-9_-]{43})$")
+"""Canonical decimal only: one token per (ticket, expiry), no zero-padded spellings of it."""
 
 
 class LinkError(Exception):
