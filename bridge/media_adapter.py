@@ -4,7 +4,7 @@ The core decides on media while handling one SIP message and cannot await; the r
 registers and releases sockets synchronously.
 
 Released socket pairs are parked and reused after ``REUSE_AFTER`` seconds rather than closed
-and bound again: binding and registering a pair is a large share of a short call's CPU.
+and bound again: six system calls a leg saved on every short call.
 """
 
 from __future__ import annotations

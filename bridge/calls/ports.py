@@ -1,8 +1,8 @@
 """What the call core needs from the world, as protocols, so the core stays sans-IO.
 
 The engine supplies real implementations (the dial plan router, the media relay); unit tests
-supply small fakes. Everything here is synchronous: the media relay binds its sockets
-synchronously and finishes registering them with the event loop on its own.
+supply small fakes. Everything here is synchronous: the media relay binds, registers and
+releases its sockets without awaiting.
 """
 
 from __future__ import annotations
