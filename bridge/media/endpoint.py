@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import ipaddress
 import logging
 import random
 import socket
@@ -199,10 +200,20 @@ class MediaEndpoint:
         return self._hold is not None
 
     def set_remote(self, addr: str, port: int, rtcp_port: int | None = None) -> None:
-        """Point at the address from the leg's SDP; the next packet received may re-latch it."""
+        """Point at the address from the leg's SDP; the next packet received may re-latch it.
+
+        A host name (RFC 4566 allows one in c=) is not looked up: a resolver call would block
+        the loop that carries every call's audio, and one per packet at that. The leg then
+        waits for the phone's first packet and latches to where it comes from.
+        """
         self.unlock()
-        self.remote = (addr, port)
-        self.remote_rtcp = (addr, port + 1 if rtcp_port is None else rtcp_port)
+        try:
+            ipaddress.ip_address(addr)
+        except ValueError:
+            self.remote = self.remote_rtcp = None
+        else:
+            self.remote = (addr, port)
+            self.remote_rtcp = (addr, port + 1 if rtcp_port is None else rtcp_port)
         self._latched = False
         self._latched_ssrc = None
         self._rtcp_latched = False

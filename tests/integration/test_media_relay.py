@@ -295,6 +295,23 @@ async def test_media_follows_a_nat_rebinding_and_a_restarted_phone(
     assert len(seat.received) == 0
 
 
+async def test_a_host_name_in_the_sdp_is_not_looked_up_the_phone_is_latched(
+    relay: MediaRelay, phones: list[Phone]
+) -> None:
+    caller, seat = phones[:2]
+    trunk_leg, seat_leg = await legs(relay, phones, g711.PCMU, g711.PCMU)
+    seat_leg.set_remote("seat.invalid", seat.port)  # c=IN IP4 <FQDN>: no resolver call
+    assert seat_leg.remote is None
+    relay.connect(trunk_leg, seat_leg)
+    caller.send(rtp(0, 1, 0, 0xCA11, b"\xff" * 160), trunk_leg)  # nowhere to send it yet
+    seat.send(rtp(0, 1, 0, 0x5EA7, b"\xff" * 160), seat_leg)
+    await caller.wait_for_packets(1)
+    caller.send(rtp(0, 2, 160, 0xCA11, b"\xff" * 160), trunk_leg)
+    await seat.wait_for_packets(1)
+    assert seat_leg.remote == (HOST, seat.port)
+    assert relay.counters.no_remote == 1
+
+
 async def test_a_new_sdp_address_unlocks_the_leg(relay: MediaRelay, phones: list[Phone]) -> None:
     caller, seat, seat_elsewhere = phones[:3]
     trunk_leg, seat_leg = await legs(relay, phones, g711.PCMU, g711.PCMU)
