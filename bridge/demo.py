@@ -3,9 +3,9 @@
 Everything the demo shows crosses real sockets. The bridge runs as ``bridge run`` would (engine,
 media relay, sidecar, SQLite store) on a copy of the config in a temporary folder; around it sit
 peers built on the project's own SIP stack (:mod:`bridge.simpeers`): a carrier trunk bringing
-citizens' calls in, a 12345 seat and a 110 seat that REGISTER with digest credentials and
-answer by themselves, and the 12345 and 110 PBXs that the plan's trunks ring. Then a short
-script plays, and every side prints what it saw:
+citizens' calls in, a 12345 seat, a 110 seat and a supervisor's phone that REGISTER with digest
+credentials and answer by themselves, and the 12345 and 110 PBXs that the plan's trunks ring.
+Then a short script plays, and every side prints what it saw:
 
 1. a citizen calls 12345; the seat the plan routes to rings, answers, audio flows both ways
    (each side counts the RTP packets it got and names the tone it heard), the citizen hangs up;
@@ -18,7 +18,15 @@ script plays, and every side prints what it saw:
 4. transfer 110 → 12345 through the HTTP API with a ticket the 110 desk filled in (summary,
    location, urgency), seen the same way from the 12345 side;
 5. a three-way call: the 12345 seat presses ``*2`` (SIP INFO ``application/dtmf-relay``), 110
-   joins, and each of the three hears the other two.
+   joins, and each of the three hears the other two;
+6. supervision: the supervisor's desk asks the HTTP API to supervise a citizen's call to 12345
+   in ``listen`` mode, the bridge rings the supervisor's phone, who then hears both while
+   neither hears them; a second request switches to ``whisper``, and the seat hears the
+   supervisor while the citizen still does not. The desk follows it on the events WebSocket.
+
+The supervisor is the person of the config's first ``supervisor`` token (its ``seat``, else its
+``name``), whose phone registers with the ``[registrar]`` credentials of that user, as a seat's
+does: the bridge rings a supervisor's registered phone first.
 
 With ``--once`` the command exits after the script (status 1 if a step failed); otherwise the
 bridge keeps serving its console until SIGINT/SIGTERM. Ports of the example config that are
@@ -31,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import sys
 import tempfile
@@ -52,11 +61,14 @@ from bridge.service import Service
 from bridge.simpeers import SimPhone, SipEndpoint, layout
 from bridge.simpeers.report import Script, describe_call_event, hostport
 from bridge.simpeers.scenes import CITIZENS, TONES, Cast, Seat
+from bridge.simpeers.supervise_scenes import SuperviseScenes
 from bridge.simpeers.transfer_scenes import Scenes
 
 FREE_PORTS_ENV = "BRIDGE_DEMO_FREE_PORTS"
 EXAMPLE_CONFIG = "config.example.toml"
 PLATFORMS = ("12345", "110")
+DEMO_SUPERVISOR = "demo-supervisor"
+"""Who supervises when the config names no supervisor token (the copy then gets one)."""
 
 
 def run_demo(
@@ -146,7 +158,8 @@ class Demo:
             raise DemoSetupError(f"{plan_path}: cannot read: {exc.strerror}") from exc
         plan_text, router = await self._bind_peers(plan_text, str(plan_path))
         seats = self._seats_on_duty(router, base_config)
-        config_path = self._write_copies(base_config, plan_text, seats)
+        supervisor = self._supervisor_on_duty(base_config)
+        config_path = self._write_copies(base_config, plan_text, [*seats.values(), supervisor])
         config = load_config(config_path)
         self.engine = Engine(config)
         await self.engine.start()
@@ -155,6 +168,7 @@ class Demo:
         await self.service.start()
         assert self.cast is not None
         self.cast.seats = seats
+        self.cast.supervisor = supervisor
 
         s.print("bridge demo — 12345 ↔ 110 联动桥接演示（真实 SIP/RTP，环回地址）")
         s.print(f"  工作目录   {self.folder}（配置副本、拨号计划副本、SQLite）")
@@ -213,7 +227,19 @@ class Demo:
             seats[platform] = Seat(seat_id, names.get(seat_id, seat_id), password)
         return seats
 
-    def _write_copies(self, config: Config, plan_text: str, seats: dict[str, Seat]) -> Path:
+    def _supervisor_on_duty(self, config: Config) -> Seat:
+        """The person of the first supervisor token, whose phone the script registers."""
+        token = next((t for t in config.sidecar.tokens if t.role == "supervisor"), None)
+        seat_id = (token.seat or token.name) if token is not None else DEMO_SUPERVISOR
+        if token is None:
+            self.notes.append(f"配置里没有 supervisor 令牌，演示副本里为班长 {seat_id} 加上")
+        password = next((s.password for s in config.registrar.seats if s.user == seat_id), None)
+        if password is None:
+            password = f"demo-secret-{seat_id}"
+            self.notes.append(f"班长 {seat_id} 的话机在配置里没有口令，演示副本里已加上")
+        return Seat(seat_id, f"班长 {seat_id}", password)
+
+    def _write_copies(self, config: Config, plan_text: str, seats: list[Seat]) -> Path:
         data = tomllib.loads(self.base.read_text(encoding="utf-8"))
         sip_port, moved = layout.choose_port(config.sip.address[1], any_port=self.free_ports)
         if moved and not self.free_ports:
@@ -235,11 +261,20 @@ class Demo:
             data["media"]["hold_audio"] = str(config.resolve(config.media.hold_audio))
         registrar = data.setdefault("registrar", {})
         known = {entry["user"] for entry in registrar.get("seats", [])}
-        for seat in seats.values():
+        for seat in seats:
             if seat.seat_id not in known:
                 registrar.setdefault("seats", []).append(
                     {"user": seat.seat_id, "password": seat.password}
                 )
+        tokens = data["sidecar"].setdefault("tokens", [])
+        if not any(token.get("role") == "supervisor" for token in tokens):
+            tokens.append(
+                {
+                    "token": f"demo-supervisor-{secrets.token_hex(8)}",
+                    "name": DEMO_SUPERVISOR,
+                    "role": "supervisor",
+                }
+            )
         (self.folder / "dialplan.toml").write_text(plan_text, encoding="utf-8")
         path = self.folder / "config.toml"
         path.write_text(layout.to_toml(data), encoding="utf-8")
@@ -253,16 +288,13 @@ class Demo:
         assert self.service is not None
         assert self.cast is not None
         scenes = Scenes(s, self.engine, self.service, self.cast, self.answered_calls)
-        bridge = self.engine.transport.local
-        s.heading("准备：坐席摘要认证注册（RFC 3261 §10、§22）")
-        for platform, seat in self.cast.seats.items():
-            endpoint = SipEndpoint(layout.HOST)
-            await endpoint.start(0)
-            seat.phone = SimPhone(
-                endpoint, user=seat.seat_id, say=s.voice(seat.label), tone_hz=TONES[platform]
-            )
-            response = await seat.phone.register(bridge, seat.password, expires=3600)
-            s.check(response.status == 200, f"{seat.label}（{seat.seat_id}）注册成功")
+        supervision = SuperviseScenes(s, self.engine, self.service, self.cast, self.answered_calls)
+        s.heading("准备：坐席与班长话机摘要认证注册（RFC 3261 §10、§22）")
+        phones = [(seat, TONES[platform]) for platform, seat in self.cast.seats.items()]
+        if self.cast.supervisor is not None:
+            phones.append((self.cast.supervisor, TONES["supervisor"]))
+        for seat, tone in phones:
+            await self._register(seat, tone)
         await scenes.check_console()
 
         steps = (
@@ -291,6 +323,11 @@ class Demo:
                 "第 5 步：三方通话 12345 + 110（坐席按 *2，SIP INFO），三方互通",
                 scenes.three_way,
             ),
+            (
+                "12345",
+                "第 6 步：班长经 HTTP API 监听 12345 通话（listen），再改为耳语（whisper）",
+                supervision.listen_then_whisper,
+            ),
         )
         for number, title, step in steps:
             s.heading(title)
@@ -308,6 +345,17 @@ class Demo:
         for failure in s.failures:
             s.print(f"  ✘ {failure}")
 
+    async def _register(self, seat: Seat, tone_hz: float) -> None:
+        assert self.engine is not None
+        s = self.script
+        endpoint = SipEndpoint(layout.HOST)
+        await endpoint.start(0)
+        seat.phone = SimPhone(endpoint, user=seat.seat_id, say=s.voice(seat.label), tone_hz=tone_hz)
+        response = await seat.phone.register(
+            self.engine.transport.local, seat.password, expires=3600
+        )
+        s.check(response.status == 200, f"{seat.label}（{seat.seat_id}）注册成功")
+
     def _on_call_events(self, events: list[CallEvent]) -> None:
         for event in events:
             if event.kind == "answered":
@@ -322,10 +370,9 @@ class Demo:
         s = self.script
         s.heading("桥接继续运行（Ctrl-C 结束）")
         s.print(f"  控制台   {self._console_url()}/  （令牌见 {self.folder / 'config.toml'}）")
-        s.print(f"  SIP      {hostport(self.engine.transport.local)}，坐席保持注册")
-        for seat in self.cast.seats.values():
-            if seat.phone is not None:
-                self._spawn(self._keep_registered(seat))
+        s.print(f"  SIP      {hostport(self.engine.transport.local)}，坐席与班长话机保持注册")
+        for seat in self._registered():
+            self._spawn(self._keep_registered(seat))
         await stop.wait()
         s.print("  正在停止……")
 
@@ -350,11 +397,17 @@ class Demo:
             await self.engine.close()
         if self.cast is not None:
             phones = [self.cast.carrier, *self.cast.pbx.values()]
-            phones += [seat.phone for seat in self.cast.seats.values() if seat.phone is not None]
+            phones += [seat.phone for seat in self._registered() if seat.phone is not None]
             for phone in phones:
                 await phone.close()
 
     # -- helpers -------------------------------------------------------------------------------
+
+    def _registered(self) -> list[Seat]:
+        """The seats and the supervisor whose phones registered."""
+        assert self.cast is not None
+        seats = [*self.cast.seats.values(), self.cast.supervisor]
+        return [seat for seat in seats if seat is not None and seat.phone is not None]
 
     def _console_url(self) -> str:
         assert self.service is not None

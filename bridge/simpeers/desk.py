@@ -4,7 +4,9 @@ A sending desk asks the bridge to transfer a call with a ticket (``POST
 /api/v1/calls/{id}/transfer``); a receiving platform follows its ticket events on the events
 WebSocket (the screen pop that shows the ticket while the transferred call rings) and opens the
 ticket from the signed ``Call-Info`` link that arrived in the INVITE, without any token: the link
-is the credential (design.md, ticket headers).
+is the credential (design.md, ticket headers). A supervisor's desk asks the bridge to ring its
+phone into a call (``POST /api/v1/calls/{id}/supervise``) and follows how that goes from the
+call events on the same WebSocket.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +72,15 @@ class Desk:
         ):
             return HttpReply(reply.status, await _json(reply))
 
+    async def supervise(self, call_id: str, supervisor: str, mode: str) -> HttpReply:
+        url = f"{self.base_url}/api/v1/calls/{call_id}/supervise"
+        body = {"supervisor": supervisor, "mode": mode}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(url, json=body, headers=self._headers()) as reply,
+        ):
+            return HttpReply(reply.status, await _json(reply))
+
     async def calls(self) -> HttpReply:
         async with (
             aiohttp.ClientSession() as session,
@@ -93,9 +105,11 @@ async def _json(reply: aiohttp.ClientResponse) -> dict[str, Any]:
 
 @dataclass(slots=True)
 class ScreenPop:
-    """A platform's subscription to the events WebSocket, collecting ticket messages."""
+    """A subscription to the events WebSocket, collecting ticket and call messages: a
+    platform's screen pop, or a supervisor's console (which sees every call)."""
 
     tickets: list[dict[str, Any]] = field(default_factory=list)
+    calls: list[dict[str, Any]] = field(default_factory=list)
     subscribed: dict[str, Any] = field(default_factory=dict)
     _arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
     _session: aiohttp.ClientSession | None = None
@@ -131,19 +145,34 @@ class ScreenPop:
                 if message.type is not aiohttp.WSMsgType.TEXT:
                     continue
                 data = json.loads(message.data)
-                if isinstance(data, dict) and data.get("type") == "ticket":
-                    async with self._arrived:
-                        self.tickets.append(data)
-                        self._arrived.notify_all()
+                if not isinstance(data, dict) or data.get("type") not in ("ticket", "call"):
+                    continue
+                async with self._arrived:
+                    (self.tickets if data["type"] == "ticket" else self.calls).append(data)
+                    self._arrived.notify_all()
 
     async def wait_for(self, kind: str, ticket_id: str, within: float) -> dict[str, Any] | None:
         """The ``kind`` event (ringing, transferred, ...) of ``ticket_id``, or None in time."""
+        return await self._wait(
+            lambda m: m.get("kind") == kind and m["ticket"].get("id") == ticket_id,
+            self.tickets,
+            within,
+        )
 
+    async def wait_for_call(self, kind: str, call_id: str, within: float) -> dict[str, Any] | None:
+        """The ``kind`` event (supervisor_joined, ...) of call ``call_id``, or None in time."""
+        return await self._wait(
+            lambda m: m.get("kind") == kind and m.get("call_id") == call_id, self.calls, within
+        )
+
+    async def _wait(
+        self,
+        wanted: Callable[[dict[str, Any]], bool],
+        messages: list[dict[str, Any]],
+        within: float,
+    ) -> dict[str, Any] | None:
         def found() -> dict[str, Any] | None:
-            for message in self.tickets:
-                if message.get("kind") == kind and message["ticket"].get("id") == ticket_id:
-                    return message
-            return None
+            return next((message for message in messages if wanted(message)), None)
 
         async with self._arrived:
             try:
@@ -151,6 +180,9 @@ class ScreenPop:
             except TimeoutError:
                 return None
         return found()
+
+    def call_kinds(self, call_id: str) -> list[str]:
+        return [str(m.get("kind")) for m in self.calls if m.get("call_id") == call_id]
 
     def kinds(self, ticket_id: str) -> list[str]:
         return [str(m.get("kind")) for m in self.tickets if m["ticket"].get("id") == ticket_id]

@@ -20,6 +20,11 @@ EVENT_LABELS = {
     "caller_cancelled": "主叫取消",
     "hangup": "挂断",
     "legs_gone": "各方均已挂机，通话结束",
+    "supervise_requested": "请求监听，呼叫班长话机",
+    "supervisor_joined": "班长已加入",
+    "supervise_mode_changed": "班长切换模式",
+    "supervisor_left": "班长已离开",
+    "supervise_failed": "监听未成功",
 }
 
 

@@ -1,14 +1,15 @@
 """The plain-call scenes of ``bridge demo`` and the checks every scene shares.
 
 A citizen rings a desk through the carrier trunk, the seat on duty answers, and each side
-says what it saw and heard; the transfer scenes (:mod:`bridge.simpeers.transfer_scenes`) build
-on the same cast and checks.
+says what it saw and heard; the transfer scenes (:mod:`bridge.simpeers.transfer_scenes`) and
+the supervision scene (:mod:`bridge.simpeers.supervise_scenes`) build on the same cast and
+checks.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 
 CITIZENS = {"12345": "13800138000", "110": "13900139001"}
 """Made-up caller numbers; shown masked like everything the bridge logs."""
-TONES = {"carrier": 440.0, "12345": 620.0, "110": 820.0, "pbx": 1000.0}
+TONES = {"carrier": 440.0, "12345": 620.0, "110": 820.0, "pbx": 1000.0, "supervisor": 1200.0}
 """Each party sends its own tone, so what a side hears tells whose audio reached it."""
 RTP_PACKETS = 50
 """Packets each side must receive in a call: one second of 20 ms frames."""
@@ -57,6 +58,13 @@ class Cast:
     carrier: SimPhone
     pbx: dict[str, SimPhone] = field(default_factory=dict)
     seats: dict[str, Seat] = field(default_factory=dict)
+    """The seat on duty at each desk, by platform."""
+    supervisor: Seat | None = None
+    """The supervisor's phone, registered like a seat so the bridge can ring it to listen in."""
+
+
+Hearing = Sequence[tuple[Party, Sequence[Party]]]
+"""Each party with whom it should hear; any other party on the call it must not hear."""
 
 
 class CallScenes:
@@ -164,6 +172,36 @@ class CallScenes:
             f"HTTP API 显示这路通话接到了 {seat_id}",
         )
 
+    async def _check_hearing(self, hearing: Hearing, when: str) -> None:
+        """Once a second more of audio came in, each party must hear exactly whom ``hearing``
+        names, by their tones: hearing someone it should not is as wrong as missing someone."""
+        s = self.script
+        counts = [party.call.media.received for party, _ in hearing]
+        arrived = [
+            await party.call.media.wait_received(count + RTP_PACKETS, STEP_TIMEOUT)
+            for (party, _), count in zip(hearing, counts, strict=True)
+        ]
+        candidates = tuple(sorted(set(TONES.values())))
+        everyone = [party for party, _ in hearing]
+        for party, heard_ones in hearing:
+            heard = party.call.media.heard_tones(candidates)
+            shown = "、".join(f"{hz:.0f} Hz" for hz in heard) or "无声"
+            s.line(party.label, f"收到 RTP {party.call.media.received} 包，听到 {shown}")
+            unheard = [o for o in everyone if o is not party and o not in heard_ones]
+            text = f"{party.name} 听到 " + " 与 ".join(_voice(o) for o in heard_ones)
+            if unheard:
+                text += "，听不到 " + " 与 ".join(_voice(o) for o in unheard)
+            s.check(set(heard) == {o.tone_hz for o in heard_ones}, text)
+        s.check(all(arrived), f"{when} RTP 经桥接转发（每方再收 {RTP_PACKETS} 包以上）")
+
+    async def _hang_up_all(self, ender: Party, others: list[Party]) -> None:
+        s = self.script
+        status = await ender.phone.hangup(ender.call)
+        s.check(status == 200, f"{ender.name} 挂机：BYE 得到 200 OK")
+        for other in others:
+            await self._await(other.call.ended.wait(), f"{other.name} 收到 BYE")
+            s.check(other.call.ended_by == "remote", f"{other.name} 一侧通话随之结束")
+
     async def check_console(self) -> None:
         url = f"{self.console_url()}/healthz"
         async with aiohttp.ClientSession() as session, session.get(url) as reply:
@@ -201,8 +239,21 @@ class CallScenes:
                 return token.token
         return next((t.token for t in tokens if t.role in ("supervisor", "admin")), None)
 
+    def _token_to_supervise(self) -> str | None:
+        """A supervisor's token, else an admin's: agents may not listen in on calls."""
+        tokens = self.service.config.sidecar.tokens
+        for role in ("supervisor", "admin"):
+            token = next((t.token for t in tokens if t.role == role), None)
+            if token is not None:
+                return token
+        return None
+
     def _read_token(self) -> str | None:
         for token in self.service.config.sidecar.tokens:
             if token.role in ("admin", "supervisor", "agent"):
                 return token.token
         return None
+
+
+def _voice(party: Party) -> str:
+    return f"{party.name}（{party.tone_hz:.0f} Hz）"

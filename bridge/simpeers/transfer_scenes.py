@@ -21,14 +21,7 @@ from bridge.simpeers.desk import (
 )
 from bridge.simpeers.phone import PeerCall
 from bridge.simpeers.report import without_link_token
-from bridge.simpeers.scenes import (
-    CITIZENS,
-    RTP_PACKETS,
-    STEP_TIMEOUT,
-    TONES,
-    CallScenes,
-    Party,
-)
+from bridge.simpeers.scenes import CITIZENS, STEP_TIMEOUT, TONES, CallScenes, Party
 
 TICKET_FROM_110 = {
     "origin": "110",
@@ -250,26 +243,5 @@ class Scenes(CallScenes):
 
     async def _check_transferred_audio(self, parties: list[Party]) -> None:
         """After the answer, each party must hear exactly the others, by their tones."""
-        s = self.script
-        counts = [party.call.media.received for party in parties]
-        arrived = [
-            await party.call.media.wait_received(count + RTP_PACKETS, STEP_TIMEOUT)
-            for party, count in zip(parties, counts, strict=True)
-        ]
-        candidates = tuple(sorted(set(TONES.values())))
-        for party in parties:
-            others = [other for other in parties if other is not party]
-            heard = party.call.media.heard_tones(candidates)
-            shown = "、".join(f"{hz:.0f} Hz" for hz in heard) or "无声"
-            s.line(party.label, f"收到 RTP {party.call.media.received} 包，听到 {shown}")
-            names = " 与 ".join(f"{o.name}（{o.tone_hz:.0f} Hz）" for o in others)
-            s.check(set(heard) == {o.tone_hz for o in others}, f"{party.name} 听到 {names}")
-        s.check(all(arrived), f"转接后 RTP 经桥接转发（每方再收 {RTP_PACKETS} 包以上）")
-
-    async def _hang_up_all(self, ender: Party, others: list[Party]) -> None:
-        s = self.script
-        status = await ender.phone.hangup(ender.call)
-        s.check(status == 200, f"{ender.name} 挂机：BYE 得到 200 OK")
-        for other in others:
-            await self._await(other.call.ended.wait(), f"{other.name} 收到 BYE")
-            s.check(other.call.ended_by == "remote", f"{other.name} 一侧通话随之结束")
+        hearing = [(party, [o for o in parties if o is not party]) for party in parties]
+        await self._check_hearing(hearing, "转接后")

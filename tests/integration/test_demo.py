@@ -52,14 +52,17 @@ def _step(out: str, number: int) -> str:
 
 def test_demo_once_plays_every_step_and_exits_0(out: str) -> None:
     assert "✘" not in out, out
-    for number in range(1, 6):
+    for number in range(1, 7):
         assert f"✔ 通过：第 {number} 步" in out
-    assert "结果：5/5 步通过" in out
+    assert "结果：6/6 步通过" in out
     # Nothing is announced as missing any more.
     assert "尚未实现" not in out
-    # The seats registered through a digest challenge before anything else happened.
-    assert out.count("REGISTER → 401 质询") == 2
-    assert out.count("REGISTER → 200 OK") == 2
+    # The seats and the supervisor's phone registered through a digest challenge before
+    # anything else happened, the supervisor with the example config's own credentials.
+    assert out.count("REGISTER → 401 质询") == 3
+    assert out.count("REGISTER → 200 OK") == 3
+    assert "✔ 班长 sup01（sup01）注册成功" in out
+    assert "班长 sup01 的话机在配置里没有口令" not in out
     # Callers' numbers appear masked only.
     assert "13800138000" not in out
     assert "13900139001" not in out
@@ -142,6 +145,34 @@ def test_demo_three_way_call_keeps_the_agent_and_mixes_all_three(out: str) -> No
     assert _heard(step, "110 \\S+ \\S+", "440 Hz、620 Hz"), step
 
 
+def test_demo_supervisor_listens_then_whispers(out: str) -> None:
+    step = _step(out, 6)
+    asked = re.search(r"/api/v1/calls/(C[\w-]+)/supervise（supervisor=sup01，mode=listen）", step)
+    assert asked is not None, step
+    call_id = asked.group(1)
+    assert "← 202，状态 ringing，模式 listen" in step
+    assert re.search(r"班长 sup01\s+← INVITE：来电振铃", step), step
+    listen, whisper = step.split("mode=whisper）", 1)
+    # Listen: the supervisor (1200 Hz) hears the citizen (440 Hz) and the 12345 seat (620 Hz);
+    # neither of them hears the supervisor.
+    assert _heard(listen, "班长 sup01", "440 Hz、620 Hz"), listen
+    assert _heard(listen, "运营商中继", "620 Hz"), listen
+    assert _heard(listen, "12345 \\S+ \\d+", "440 Hz"), listen
+    # Whisper, on the same leg (200, not a second ringing): the seat hears the supervisor too,
+    # the citizen still does not.
+    assert "← 200，状态 joined，模式 whisper" in whisper
+    assert "← INVITE" not in whisper
+    assert _heard(whisper, "班长 sup01", "440 Hz、620 Hz"), whisper
+    assert _heard(whisper, "运营商中继", "620 Hz"), whisper
+    assert _heard(whisper, "12345 \\S+ \\d+", "440 Hz、1200 Hz"), whisper
+    # The supervisor's console followed it on the events WebSocket; the call's end ended it.
+    assert (
+        f"通话 {call_id} 的监听事件：supervise_requested → supervisor_joined → "
+        "supervise_mode_changed → supervisor_left"
+    ) in step
+    assert "班长 sup01 一侧通话随之结束" in step
+
+
 def test_demo_keeps_serving_the_console_until_sigterm() -> None:
     command, env = _demo_command()
     with subprocess.Popen(
@@ -157,7 +188,7 @@ def test_demo_keeps_serving_the_console_until_sigterm() -> None:
                 if "Ctrl-C" in line:
                     break
             out = "".join(lines)
-            assert "结果：5/5 步通过" in out, out
+            assert "结果：6/6 步通过" in out, out
             console = re.search(r"控制台\s+(http://\S+?)/?\s", out)
             assert console is not None, out
             with urllib.request.urlopen(f"{console.group(1)}/healthz", timeout=5) as reply:
