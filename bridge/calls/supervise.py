@@ -346,15 +346,10 @@ class SuperviseDesk:
     def _event(
         self, call: Call, supervision: Supervision, now: float, kind: str, **data: Any
     ) -> None:
+        if supervision.leg_id:  # none yet when the supervision is only requested
+            data["leg"] = supervision.leg_id
         self.core._record(
-            call.note(
-                kind,
-                now,
-                supervisor=supervision.supervisor,
-                mode=supervision.mode,
-                leg=supervision.leg_id,
-                **data,
-            )
+            call.note(kind, now, supervisor=supervision.supervisor, mode=supervision.mode, **data)
         )
 
 
