@@ -1,20 +1,19 @@
 """Released media port pairs are parked and reused instead of closed and bound again.
 
-Binding and registering two sockets is a large share of a short call's CPU, so the engine's relay
+Creating, binding and closing two sockets costs system calls on every call, so the engine's relay
 keeps a released pair bound; late packets from the phone that hung up are dropped while it waits,
 and only a pair parked for ``reuse_after`` seconds is handed to a new call.
 """
 
 from __future__ import annotations
 
-import asyncio
 import random
 import socket
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 from integration.test_media_relay import HOST, Phone, rtp
+from peers.process import wait_until
 
 from bridge.media.relay import MediaRelay
 
@@ -30,14 +29,6 @@ async def phones() -> AsyncIterator[list[Phone]]:
 def relay_with(reuse_after: float | None, max_parked: int = 2048) -> MediaRelay:
     base = random.randrange(42000, 58000, 2)
     return MediaRelay(HOST, base, base + 20, reuse_after=reuse_after, max_parked=max_parked)
-
-
-async def until(condition: Callable[[], bool], within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        await asyncio.sleep(0.01)
 
 
 def bindable(port: int) -> bool:
@@ -61,7 +52,9 @@ async def test_a_parked_pair_drops_late_packets_then_carries_the_next_call(
         assert (relay.parked, relay.pool.in_use, relay.pool.parked) == (1, 0, 1)
         assert not bindable(port), "a parked pair stays bound"
         hung_up.send(rtp(0, 1, 0, 0x1A7E, b"\xff" * 160), (HOST, port))
-        await until(lambda: relay.counters.late_after_release == 1)
+        await wait_until(
+            lambda: relay.counters.late_after_release == 1, within=5, what="late packet dropped"
+        )
 
         a_leg = relay.allocate()
         b_leg = relay.allocate()
@@ -93,7 +86,7 @@ async def test_a_pair_is_not_reused_before_its_quarantine_ends() -> None:
     finally:
         relay.close()
     # Closing the relay closes parked pairs too (the loop frees the sockets on its next pass).
-    await until(lambda: bindable(first.port))
+    await wait_until(lambda: bindable(first.port), within=5, what="the parked port is freed")
 
 
 async def test_without_room_to_park_the_pair_is_closed() -> None:
