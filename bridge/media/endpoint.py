@@ -195,10 +195,6 @@ class MediaEndpoint:
     def conference(self) -> Conference | None:
         return self._conference
 
-    @property
-    def on_hold(self) -> bool:
-        return self._hold is not None
-
     def set_remote(self, addr: str, port: int, rtcp_port: int | None = None) -> None:
         """Point at the address from the leg's SDP; the next packet received may re-latch it.
 
