@@ -72,10 +72,15 @@ class ServerTimeout:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServerTransportError:
-    """A response could not be delivered (§17.2.4); the transaction is gone."""
+    """A response could not be delivered (§17.2.4); the transaction is gone.
+
+    ``request`` is None when a non-INVITE transaction failed in Completed: it had sent its
+    final response and, only resending it now (§17.2.2), had dropped the request so as not to
+    hold it for Timer J's 64*T1. The TU's part of that exchange is over; ``server_key`` still
+    names the transaction. The INVITE states that can fail keep the INVITE."""
 
     server_key: str
-    request: Request
+    request: Request | None
 
 
 Event: TypeAlias = (

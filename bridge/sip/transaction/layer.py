@@ -58,6 +58,10 @@ from bridge.sip.transaction.wire import (
 
 
 class _Transaction:
+    """One transaction. ``request`` is None once the table has dropped it (``Do.DROP_REQUEST``,
+    see "What a transaction keeps" in :mod:`.machines`); so are ``request_out`` and
+    ``response_out`` once nothing can resend them."""
+
     __slots__ = (
         "ack_index",
         "ack_out",
@@ -91,7 +95,7 @@ class _Transaction:
         self.key = key
         self.table = table
         self.state = state
-        self.request = request
+        self.request: Request | None = request
         self.destination = destination
         self.transport = transport
         self.reliable = is_reliable(transport)
@@ -355,7 +359,8 @@ class TransactionLayer:
         if action is Do.PASS_UP:
             self._pass_up(tx, message, origin)
         elif action is Do.SEND_ACK:
-            if tx.ack_out is None and isinstance(message, Response):
+            # Built once, on entering Completed, while the request is still held.
+            if tx.ack_out is None and tx.request is not None and isinstance(message, Response):
                 ack = build_non2xx_ack(tx.request, message)
                 tx.ack_out = Outgoing(
                     data=bytes(ack), destination=tx.destination, transport=tx.transport
@@ -376,6 +381,7 @@ class TransactionLayer:
             assert isinstance(message, Response)
             tx.response_out = self._send(message, tx)
         elif action is Do.SEND_TRYING:
+            assert tx.request is not None  # Proceeding: dropped only after the ACK
             tx.response_out = self._send(make_response(tx.request, 100), tx)
         elif action is Do.RESEND_RESPONSE:
             if tx.response_out is not None:
@@ -399,25 +405,41 @@ class TransactionLayer:
                 self._arm(tx, Tm.CANCEL_GUARD, now)
         elif action is Do.EXPECT_ACK:
             request = tx.request
+            assert request is not None  # entering Accepted: dropped only after the ACK
             tx.ack_index = (request.call_id, request.from_.tag, request.cseq.seq)
             self._accepted_by_dialog[tx.ack_index] = tx.key
-        elif action is Do.REPORT_TIMEOUT:
-            self._events.append(ClientTimeout(client_key=tx.key, request=tx.request))
+        elif action is Do.DROP_REQUEST:
+            tx.request = None
+        elif action is Do.DROP_REQUEST_OUT:
+            tx.request_out = None
+        elif action is Do.DROP_RESPONSE_OUT:
+            tx.response_out = None
+        else:
+            self._report(tx, action)
+
+    def _report(self, tx: _Transaction, action: Do) -> None:
+        """The events for the TU. Only a server transport error can come after the request
+        was dropped (non-INVITE Completed); every other report comes from a state that still
+        holds it (see "What a transaction keeps" in :mod:`.machines`)."""
+        request = tx.request
+        if action is Do.REPORT_TRANSPORT_ERROR and not tx.is_client:
+            self._events.append(ServerTransportError(server_key=tx.key, request=request))
+            return
+        assert request is not None, f"{action.name} in {tx.state.name} of {tx.key}"
+        if action is Do.REPORT_TIMEOUT:
+            self._events.append(ClientTimeout(client_key=tx.key, request=request))
         elif action is Do.REPORT_ACK_TIMEOUT:
-            self._events.append(AckTimeout(server_key=tx.key, request=tx.request))
+            self._events.append(AckTimeout(server_key=tx.key, request=request))
         elif action is Do.REPORT_SERVER_TIMEOUT:
-            self._events.append(ServerTimeout(server_key=tx.key, request=tx.request))
+            self._events.append(ServerTimeout(server_key=tx.key, request=request))
         elif action is Do.REPORT_TRANSPORT_ERROR:
-            if tx.is_client:
-                self._events.append(ClientTransportError(client_key=tx.key, request=tx.request))
-            else:
-                self._events.append(ServerTransportError(server_key=tx.key, request=tx.request))
+            self._events.append(ClientTransportError(client_key=tx.key, request=request))
 
     def _pass_up(
         self, tx: _Transaction, message: Message | None, origin: tuple[Address, str] | None
     ) -> None:
         if isinstance(message, Response):
-            if tx.request.method == "INVITE" and 200 <= message.status < 300:
+            if tx.table is CLIENT_INVITE and 200 <= message.status < 300:
                 tx.acks[message.to.tag] = None
             self._events.append(ResponseReceived(response=message, client_key=tx.key))
         elif isinstance(message, Request):

@@ -21,6 +21,23 @@ it retransmits a 2xx until the ACK comes (§13.3.1.4) and re-sends our ACK for e
 ends 64*T1 after the CANCEL even if no final response ever comes (§9.1), and a non-INVITE
 server transaction that the TU never answers ends when the client has given up (Timer F).
 
+What a transaction keeps
+-----------------------
+Once a transaction has its final response it only absorbs retransmissions until a timer ends
+it, and over UDP that is most of its life (Timers D, J, L, M: 32 s; K, I: 5 s). The rows that
+enter those states therefore drop what can no longer be used, named by ``DROP_*`` actions:
+
+* the client's request bytes (``DROP_REQUEST_OUT``) once no Timer A/E can fire again;
+* the parsed request (``DROP_REQUEST``) once no event for the TU can carry it. It stays in
+  the client INVITE's Completed state, whose transport error the TU still gets as a
+  ``ClientTransportError`` with the request (Figure 5 of §17.1.1.2), and in the server INVITE's
+  Accepted and Completed states, which are still waiting for the ACK: Timer L reports an
+  ``AckTimeout`` (§13.3.1.4, the TU must send BYE) and Timer H a ``ServerTimeout`` (§17.2.1),
+  both with the INVITE. A server non-INVITE in Completed (§17.2.2) has sent its final answer
+  and only resends it, so its ``ServerTransportError`` carries no request;
+* the server's last response (``DROP_RESPONSE_OUT``) once nothing resends it: after the ACK
+  (Confirmed, §17.2.1; Accepted after the ACK, RFC 6026 §7.1).
+
 The server INVITE machine answers 100 Trying itself only if the TU stays silent for 200 ms
 (§17.2.1), so a TU that sends its own 100 or 180 at once costs no extra datagram.
 """
@@ -96,6 +113,9 @@ class Do(_KeyEnum):
     REPORT_ACK_TIMEOUT = auto()
     REPORT_SERVER_TIMEOUT = auto()
     REPORT_TRANSPORT_ERROR = auto()
+    DROP_REQUEST = auto()  # the parsed request: no event can carry it any more
+    DROP_REQUEST_OUT = auto()  # client: the request's bytes, no Timer A/E can resend them
+    DROP_RESPONSE_OUT = auto()  # server: the last response, nothing resends it any more
 
 
 Action: TypeAlias = Do | Timer
@@ -103,13 +123,13 @@ Table: TypeAlias = dict[tuple[State, Input | Timer], tuple[State, tuple[Action, 
 
 St, In, Tm = State, Input, Timer
 
-_INVITE_FINAL = (Do.STOP_TIMERS, Do.SEND_ACK, Do.PASS_UP, Tm.D)
-_INVITE_2XX = (Do.STOP_TIMERS, Do.PASS_UP, Tm.M)
+_INVITE_FINAL = (Do.STOP_TIMERS, Do.SEND_ACK, Do.PASS_UP, Do.DROP_REQUEST_OUT, Tm.D)
+_INVITE_2XX = (Do.STOP_TIMERS, Do.PASS_UP, Do.DROP_REQUEST, Do.DROP_REQUEST_OUT, Tm.M)
 
 CLIENT_INVITE: Table = {
     (St.CALLING, In.PROVISIONAL): (
         St.PROCEEDING,
-        (Do.STOP_TIMERS, Do.PASS_UP, Do.GUARD_IF_CANCELLED),
+        (Do.STOP_TIMERS, Do.PASS_UP, Do.DROP_REQUEST_OUT, Do.GUARD_IF_CANCELLED),
     ),
     (St.CALLING, In.SUCCESS): (St.ACCEPTED, _INVITE_2XX),
     (St.CALLING, In.FAILURE): (St.COMPLETED, _INVITE_FINAL),
@@ -130,7 +150,7 @@ CLIENT_INVITE: Table = {
     (St.ACCEPTED, Tm.M): (St.TERMINATED, ()),
 }
 
-_NON_INVITE_FINAL = (Do.STOP_TIMERS, Do.PASS_UP, Tm.K)
+_NON_INVITE_FINAL = (Do.STOP_TIMERS, Do.PASS_UP, Do.DROP_REQUEST, Do.DROP_REQUEST_OUT, Tm.K)
 
 CLIENT_NON_INVITE: Table = {
     (St.TRYING, In.PROVISIONAL): (St.PROCEEDING, (Do.PASS_UP,)),
@@ -159,20 +179,26 @@ SERVER_INVITE: Table = {
     (St.PROCEEDING, In.FAILURE): (St.COMPLETED, (Do.STOP_TIMERS, Do.SEND_RESPONSE, Tm.G, Tm.H)),
     (St.PROCEEDING, In.TRANSPORT_ERROR): (St.TERMINATED, (Do.REPORT_TRANSPORT_ERROR,)),
     (St.COMPLETED, In.RETRANSMISSION): (St.COMPLETED, (Do.RESEND_RESPONSE,)),
-    (St.COMPLETED, In.ACK): (St.CONFIRMED, (Do.STOP_TIMERS, Tm.I)),
+    (St.COMPLETED, In.ACK): (
+        St.CONFIRMED,
+        (Do.STOP_TIMERS, Do.DROP_REQUEST, Do.DROP_RESPONSE_OUT, Tm.I),
+    ),
     (St.COMPLETED, Tm.G): (St.COMPLETED, (Do.RESEND_RESPONSE, Do.BACK_OFF)),
     (St.COMPLETED, Tm.H): (St.TERMINATED, (Do.REPORT_SERVER_TIMEOUT,)),
     (St.COMPLETED, In.TRANSPORT_ERROR): (St.TERMINATED, (Do.REPORT_TRANSPORT_ERROR,)),
     (St.CONFIRMED, Tm.I): (St.TERMINATED, ()),
     (St.ACCEPTED, In.SUCCESS): (St.ACCEPTED, (Do.SEND_RESPONSE,)),
-    (St.ACCEPTED, In.ACK): (St.ACKED, (Do.STOP_RETRANSMIT, Do.PASS_UP)),
+    (St.ACCEPTED, In.ACK): (
+        St.ACKED,
+        (Do.STOP_RETRANSMIT, Do.PASS_UP, Do.DROP_REQUEST, Do.DROP_RESPONSE_OUT),
+    ),
     (St.ACCEPTED, Tm.RETRANSMIT_2XX): (St.ACCEPTED, (Do.RESEND_RESPONSE, Do.BACK_OFF)),
     (St.ACCEPTED, Tm.L): (St.TERMINATED, (Do.REPORT_ACK_TIMEOUT,)),
     (St.ACCEPTED, In.TRANSPORT_ERROR): (St.TERMINATED, (Do.REPORT_TRANSPORT_ERROR,)),
     (St.ACKED, Tm.L): (St.TERMINATED, ()),
 }
 
-_SERVER_FINAL = (Do.STOP_TIMERS, Do.SEND_RESPONSE, Tm.J)
+_SERVER_FINAL = (Do.STOP_TIMERS, Do.SEND_RESPONSE, Do.DROP_REQUEST, Tm.J)
 
 SERVER_NON_INVITE: Table = {
     (St.TRYING, In.PROVISIONAL): (St.PROCEEDING, (Do.SEND_RESPONSE,)),
