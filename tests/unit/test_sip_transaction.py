@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 
 import pytest
 from hypothesis import given, settings
@@ -698,6 +699,114 @@ def test_new_branch_has_the_magic_cookie_and_is_unique() -> None:
     branches = {new_branch() for _ in range(1000)}
     assert len(branches) == 1000
     assert all(b.startswith("z9hG4bK") and len(b) > 7 + 8 for b in branches)
+
+
+# --------------------------------------------------------------------------- what lingers
+
+
+def _held(layer: TransactionLayer, key: str) -> tuple[list[Request], list[bytes]]:
+    """The parsed requests and the datagrams a live transaction still references."""
+    tx = layer._transactions[key]
+    referents = gc.get_referents(tx)  # a slots object: its attribute values
+    requests = [r for r in referents if isinstance(r, Request)]
+    datagrams = [o.data for o in referents if isinstance(o, Outgoing)]
+    for acks in (r for r in referents if isinstance(r, dict)):
+        datagrams += [o.data for o in acks.values() if isinstance(o, Outgoing)]
+    return requests, datagrams
+
+
+def test_lingering_transactions_keep_no_request_only_what_they_resend() -> None:
+    """Once a transaction only absorbs retransmissions (Timers D, I, J, K, L, M) it holds no
+    parsed request, a client no request bytes and a server only the response it may resend:
+    over UDP that is half a minute per transaction of a finished call."""
+    layer = TransactionLayer()
+    # Server INVITE: 200, then the ACK -> Accepted after the ACK (RFC 6026 §7.1).
+    invite = request(branch="z9hG4bKl1", call_id="l1")
+    invite_key = new_server_tx(layer, invite)
+    ok = make_response(invite, 200, to_tag="u1")
+    layer.send_response(invite_key, ok, now=0.0)
+    assert _held(layer, invite_key) == ([invite], [bytes(ok)])  # still waiting for the ACK
+    ack = request("ACK", branch="z9hG4bKl1ack", call_id="l1", to_tag="u1")
+    assert len(layer.receive(ack, PEER, "UDP", now=0.1)) == 1
+    assert _held(layer, invite_key) == ([], [])
+    again = request("ACK", branch="z9hG4bKl1ack", call_id="l1", to_tag="u1")
+    assert layer.receive(again, PEER, "UDP", now=0.2) == []  # still absorbed
+    assert layer.receive(request(branch="z9hG4bKl1", call_id="l1"), PEER, "UDP", 0.3) == []
+    # Server INVITE: 486, then its ACK -> Confirmed.
+    busy_invite = request(branch="z9hG4bKl2", call_id="l2")
+    busy_key = new_server_tx(layer, busy_invite)
+    busy = make_response(busy_invite, 486, to_tag="u2")
+    layer.send_response(busy_key, busy, now=0.0)
+    assert _held(layer, busy_key) == ([busy_invite], [bytes(busy)])  # Timer H may report it
+    layer.receive(parse_message(bytes(build_non2xx_ack(busy_invite, busy))), PEER, "UDP", 0.1)
+    assert layer.state_of(busy_key) is State.CONFIRMED
+    assert _held(layer, busy_key) == ([], [])
+    # Server non-INVITE: 200 -> Completed keeps the 200 only, and resends it.
+    bye = request("BYE", branch="z9hG4bKl3", call_id="l1", to_tag="u1", cseq=2)
+    bye_key = new_server_tx(layer, bye)
+    bye_ok = make_response(bye, 200)
+    layer.send_response(bye_key, bye_ok, now=0.5)
+    assert _held(layer, bye_key) == ([], [bytes(bye_ok)])
+    retransmitted = request("BYE", branch="z9hG4bKl3", call_id="l1", to_tag="u1", cseq=2)
+    layer.take_outgoing()
+    assert layer.receive(retransmitted, PEER, "UDP", now=1.0) == []
+    assert [o.data for o in layer.take_outgoing()] == [bytes(bye_ok)]
+    # Client INVITE: 200 -> Accepted keeps only our ACK, and re-sends it.
+    out_invite = request(branch="z9hG4bKl4", call_id="l4")
+    out_key = layer.send_request(out_invite, TRUNK, "UDP", now=0.0)
+    assert _held(layer, out_key) == ([out_invite], [bytes(out_invite)])
+    out_ok = respond(out_invite, 200, to_tag="f4")
+    layer.receive(out_ok, TRUNK, "UDP", now=0.1)
+    out_ack = request("ACK", branch="z9hG4bKl4ack", call_id="l4", to_tag="f4")
+    layer.send_ack(out_key, out_ack, TRUNK, "UDP")
+    assert _held(layer, out_key) == ([], [bytes(out_ack)])
+    layer.take_outgoing()
+    assert layer.receive(out_ok, TRUNK, "UDP", now=0.6) == []
+    assert [o.data for o in layer.take_outgoing()] == [bytes(out_ack)]
+    # Client non-INVITE: 200 -> Completed keeps nothing but its key and Timer K.
+    out_bye = request("BYE", branch="z9hG4bKl5", call_id="l4", to_tag="f4", cseq=2)
+    out_bye_key = layer.send_request(out_bye, TRUNK, "UDP", now=1.0)
+    bye_answer = respond(out_bye, 200, to_tag="f4")
+    assert len(layer.receive(bye_answer, TRUNK, "UDP", now=1.1)) == 1
+    assert _held(layer, out_bye_key) == ([], [])
+    assert layer.receive(bye_answer, TRUNK, "UDP", now=1.2) == []
+    # Client INVITE: 486 -> Completed keeps the INVITE for ClientTransportError (Figure 5)
+    # and the ACK it re-sends, not the INVITE's bytes.
+    refused = request(branch="z9hG4bKl6", call_id="l6")
+    refused_key = layer.send_request(refused, TRUNK, "UDP", now=0.0)
+    layer.take_outgoing()
+    layer.receive(respond(refused, 486, to_tag="f6"), TRUNK, "UDP", now=0.1)
+    [non2xx_ack] = layer.take_outgoing()
+    assert _held(layer, refused_key) == ([refused], [non2xx_ack.data])
+    # Nothing changed on the wire or in time: every one ends on its timer, silently.
+    log = run_timers(layer, 100.0)
+    assert [t for t, _, _ in log] == [5.1, 6.1, 32.0, 32.1, 32.5]  # I, K, L, M and D, J
+    assert [e for _, events, _ in log for e in events] == []
+    assert send_times(log) == []
+    assert len(layer) == 0
+
+
+def test_transport_errors_after_the_final_response() -> None:
+    """A server non-INVITE in Completed has dropped its request, so its ServerTransportError
+    carries none; a client INVITE in Completed still reports its INVITE (§17.1.1.2)."""
+    layer = TransactionLayer()
+    bye = request("BYE", branch="z9hG4bKt1", via_host="198.51.100.9:5060", to_tag="t")
+    server = new_server_tx(layer, bye, TRUNK)
+    layer.send_response(server, make_response(bye, 200), now=0.0)
+    invite = request(branch="z9hG4bKt2")
+    client = layer.send_request(invite, TRUNK, "UDP", now=0.0)
+    layer.receive(respond(invite, 603), TRUNK, "UDP", now=0.1)
+    events = layer.transport_error(TRUNK, "UDP", now=1.0)
+    assert sorted(map(repr, events)) == sorted(
+        map(
+            repr,
+            [
+                ServerTransportError(server_key=server, request=None),
+                ClientTransportError(client_key=client, request=invite),
+            ],
+        )
+    )
+    assert len(layer) == 0
 
 
 # --------------------------------------------------------------------------- scale
