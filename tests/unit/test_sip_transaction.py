@@ -848,6 +848,22 @@ def test_stale_timer_entries_do_not_pile_up() -> None:
     assert len(layer._heap) <= 1025
 
 
+def test_cancelled_timers_of_lingering_transactions_are_compacted_too() -> None:
+    """Answered INVITEs linger in Accepted for Timer M with their cancelled Timers A and B
+    behind them: the heap holds at most as many dead entries as live ones (plus slack)."""
+    layer = TransactionLayer()
+    for i in range(3000):
+        invite = request(branch=f"z9hG4bKm{i}", call_id=f"m{i}")
+        layer.send_request(invite, TRUNK, "UDP", now=0.0)
+        layer.receive(respond(invite, 200), TRUNK, "UDP", now=0.1)
+        layer.take_outgoing()
+    assert len(layer) == 3000
+    live = sum(len(tx.timers) for tx in layer._transactions.values())
+    assert live == 3000  # Timer M each
+    assert len(layer._heap) <= 2 * live + 1025
+    assert layer._stale == _stale_entries(layer)
+
+
 def test_only_the_top_via_is_stamped() -> None:
     layer = TransactionLayer()
     raw = request_text("OPTIONS", via_host="10.0.0.5", via_params=";rport").replace(
@@ -924,6 +940,7 @@ def test_every_transaction_ends_once_calls_are_settled(
         elif kind == "error" and index >= 4:
             layer.transport_error(TRUNK if index == 5 else PEER, transport, now)
         layer.take_outgoing()
+        assert layer._stale == _stale_entries(layer)
     # Settle: every INVITE still waiting for a final answer gets one.
     for invite, key in zip(out_invites, out_keys, strict=True):
         if layer.state_of(key) in (State.CALLING, State.PROCEEDING):
@@ -938,8 +955,20 @@ def test_every_transaction_ends_once_calls_are_settled(
     assert len(layer) == 0
     assert layer._accepted_by_dialog == {}
     assert layer._by_destination == {}
+    assert layer._heap == []
+    assert layer._stale == 0  # the stale-entry count stayed exact
 
 
 def _retransmission(which: int, transport: str) -> Request:
     method = "INVITE" if which == 0 else "OPTIONS"
     return request(method, branch=f"z9hG4bKi{which}", call_id=f"i{which}", transport=transport)
+
+
+def _stale_entries(layer: TransactionLayer) -> int:
+    """Heap entries no live timer owns, counted the slow way."""
+    live = layer._transactions
+    return sum(
+        1
+        for _, token, key, timer in layer._heap
+        if (tx := live.get(key)) is None or tx.timers.get(timer) != token
+    )

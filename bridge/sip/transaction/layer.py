@@ -5,10 +5,11 @@ finds the transaction a message or timer belongs to and carries out the table's 
 
 Timers live in one heap with lazy deletion: a heap entry is valid only while its transaction
 still holds the same token for that timer, so stopping a timer is a dict operation, and the
-heap is compacted when stale entries outnumber live ones. Lookups are dicts keyed as §17.1.3
-and §17.2.3 match, plus two small indexes (the Accepted server INVITEs by dialog for the 2xx
-ACK, the transactions by destination for transport errors), so nothing scans all
-transactions. The layer returns events and queues datagrams; it never touches a socket.
+heap is compacted when stale entries outnumber live ones (counted as timers are stopped, so
+the cancelled timers of finished calls never outgrow the timers still running). Lookups are
+dicts keyed as §17.1.3 and §17.2.3 match, plus two small indexes (the Accepted server INVITEs
+by dialog for the 2xx ACK, the transactions by destination for transport errors), so nothing
+scans all transactions. The layer returns events and queues datagrams; it never touches a socket.
 """
 
 from __future__ import annotations
@@ -132,6 +133,7 @@ class TransactionLayer:
         self._accepted_by_dialog: dict[tuple[str, str | None, int], str] = {}
         self._by_destination: dict[tuple[Address, str], set[str]] = {}
         self._heap: list[tuple[float, int, str, Timer]] = []
+        self._stale = 0  # heap entries whose timer was stopped or re-armed since
         self._tokens = itertools.count()
         self._outgoing: list[Outgoing] = []
         self._events: list[Event] = []
@@ -298,6 +300,7 @@ class TransactionLayer:
             deadline, token, key, timer = heapq.heappop(heap)
             tx = self._transactions.get(key)
             if tx is None or tx.timers.get(timer) != token:
+                self._stale -= 1
                 continue
             del tx.timers[timer]
             # Re-arming from the deadline, not from ``now``, keeps the RFC schedule exact
@@ -313,6 +316,7 @@ class TransactionLayer:
             if tx is not None and tx.timers.get(timer) == token:
                 return heap[0][0]
             heapq.heappop(heap)
+            self._stale -= 1
         return None
 
     def take_outgoing(self) -> list[Outgoing]:
@@ -396,10 +400,11 @@ class TransactionLayer:
             tx.interval = self.t2
             self._arm_after(tx, event, now, self.t2)
         elif action is Do.STOP_TIMERS:
-            tx.timers.clear()
+            self._stop_timers(tx)
         elif action is Do.STOP_RETRANSMIT:
             for timer in RETRANSMIT_TIMERS:
-                tx.timers.pop(timer, None)
+                if tx.timers.pop(timer, None) is not None:
+                    self._stale += 1
         elif action is Do.GUARD_IF_CANCELLED:
             if tx.cancelled:
                 self._arm(tx, Tm.CANCEL_GUARD, now)
@@ -465,6 +470,8 @@ class TransactionLayer:
 
     def _arm_after(self, tx: _Transaction, timer: Timer, now: float, delay: float) -> None:
         token = next(self._tokens)
+        if tx.timers.get(timer) is not None:
+            self._stale += 1  # re-armed before it fired: its entry is dead
         tx.timers[timer] = token
         if delay <= 0:
             # Zero-length timers (reliable transports) fire now; the caller's transition is
@@ -473,8 +480,12 @@ class TransactionLayer:
             self._fire(tx, timer, now)
             return
         heapq.heappush(self._heap, (now + delay, token, tx.key, timer))
-        if len(self._heap) > 1024 + 8 * len(self._transactions):
+        if 2 * self._stale > len(self._heap) + 1024:  # stale > live + 1024
             self._compact()
+
+    def _stop_timers(self, tx: _Transaction) -> None:
+        self._stale += len(tx.timers)
+        tx.timers.clear()
 
     def _compact(self) -> None:
         # In place: handle_timers may be iterating over this very list.
@@ -485,6 +496,7 @@ class TransactionLayer:
             if (tx := live.get(entry[2])) is not None and tx.timers.get(entry[3]) == entry[1]
         ]
         heapq.heapify(self._heap)
+        self._stale = 0
 
     def _add(self, tx: _Transaction) -> None:
         self._transactions[tx.key] = tx
@@ -493,7 +505,7 @@ class TransactionLayer:
     def _remove(self, tx: _Transaction) -> None:
         if self._transactions.get(tx.key) is tx:
             del self._transactions[tx.key]
-        tx.timers.clear()
+        self._stop_timers(tx)
         where = (tx.destination, tx.transport)
         keys = self._by_destination.get(where)
         if keys is not None:
