@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import sys
 
 from bridge.sip.errors import LocalProtocolError, RemoteProtocolError
 from bridge.sip.message import Message, Request, Response, make_response
@@ -56,6 +57,11 @@ from bridge.sip.transaction.wire import (
     server_key,
     stamp_via,
 )
+
+
+def _transport_name(transport: str) -> str:
+    """Upper case and interned: every transaction over UDP shares one ``"UDP"`` string."""
+    return sys.intern(transport.upper())
 
 
 class _Transaction:
@@ -104,8 +110,9 @@ class _Transaction:
         self.request_out: Outgoing | None = None
         self.response_out: Outgoing | None = None
         self.ack_out: Outgoing | None = None
-        # client Accepted: To tag of each 2xx seen -> our ACK for it once the TU sent one
-        self.acks: dict[str | None, Outgoing | None] = {}
+        # client INVITE Accepted: To tag of each 2xx seen -> our ACK for it once the TU sent
+        # one; None (no dict at all) in every other transaction
+        self.acks: dict[str | None, Outgoing | None] | None = None
         self.ack_index: tuple[str, str | None, int] | None = None
         self.cancelled = False
         self.interval = 0.0
@@ -146,7 +153,7 @@ class TransactionLayer:
     def receive(self, message: Message, source: Address, transport: str, now: float) -> list[Event]:
         """Feed one parsed message. A request the layer cannot key raises RemoteProtocolError
         (answer it statelessly); an unmatched or malformed response is dropped (§18.1.2)."""
-        transport = transport.upper()
+        transport = _transport_name(transport)
         if isinstance(message, Response):
             self._receive_response(message, now)
         else:
@@ -232,7 +239,7 @@ class TransactionLayer:
         key = client_key(branch, request.method)
         if key in self._transactions:
             raise LocalProtocolError(f"branch {branch} is already in use for {request.method}")
-        transport = transport.upper()
+        transport = _transport_name(transport)
         invite = request.method == "INVITE"
         tx = _Transaction(
             key=key,
@@ -271,10 +278,12 @@ class TransactionLayer:
     ) -> None:
         """Send the ACK for a 2xx (its own transaction-less request, §13.2.2.4) and, while the
         INVITE transaction lives, re-send it for every retransmission of that 2xx."""
-        out = Outgoing(data=bytes(ack), destination=destination, transport=transport.upper())
+        out = Outgoing(
+            data=bytes(ack), destination=destination, transport=_transport_name(transport)
+        )
         self._outgoing.append(out)
         tx = self._transactions.get(client_key) if client_key is not None else None
-        if tx is not None and tx.state is St.ACCEPTED:
+        if tx is not None and tx.state is St.ACCEPTED and tx.acks is not None:
             tx.acks[ack.to.tag] = out
 
     def send_stateless(self, message: Message, destination: Address, transport: str) -> None:
@@ -374,7 +383,7 @@ class TransactionLayer:
         elif action is Do.REACK_OR_PASS_UP:
             assert isinstance(message, Response)
             tag = message.to.tag
-            if tag not in tx.acks:
+            if tx.acks is None or tag not in tx.acks:
                 self._pass_up(tx, message, origin)
             elif (ack_out := tx.acks[tag]) is not None:
                 self._outgoing.append(ack_out)
@@ -445,6 +454,8 @@ class TransactionLayer:
     ) -> None:
         if isinstance(message, Response):
             if tx.table is CLIENT_INVITE and 200 <= message.status < 300:
+                if tx.acks is None:
+                    tx.acks = {}
                 tx.acks[message.to.tag] = None
             self._events.append(ResponseReceived(response=message, client_key=tx.key))
         elif isinstance(message, Request):
