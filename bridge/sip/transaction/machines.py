@@ -22,7 +22,7 @@ ends 64*T1 after the CANCEL even if no final response ever comes (§9.1), and a 
 server transaction that the TU never answers ends when the client has given up (Timer F).
 
 What a transaction keeps
------------------------
+------------------------
 Once a transaction has its final response it only absorbs retransmissions until a timer ends
 it, and over UDP that is most of its life (Timers D, J, L, M: 32 s; K, I: 5 s). The rows that
 enter those states therefore drop what can no longer be used, named by ``DROP_*`` actions:
