@@ -232,6 +232,7 @@ class BridgeUnderTest:
         self.sip_port = self.ports.port()
         self.http_port = self.ports.port()
         media_min = self.ports.block(MEDIA_PORTS, align=2)
+        self._leases = [(self.sip_port, 1), (self.http_port, 1), (media_min, MEDIA_PORTS)]
         self.config_path.write_text(
             CONFIG.format(
                 sip_port=self.sip_port,
@@ -290,3 +291,10 @@ class BridgeUnderTest:
         await self.engine.close()
         self.engine = None
         self.service = None
+
+    async def close(self) -> None:
+        """Stop for good and give the ports back, so a long run does not exhaust the range."""
+        await self.stop()
+        for first, count in self._leases:
+            self.ports.release(first, count)
+        self._leases = []

@@ -23,4 +23,4 @@ async def bridge(
 
     yield start
     for instance in started:
-        await instance.stop()
+        await instance.close()

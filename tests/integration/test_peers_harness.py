@@ -7,6 +7,7 @@ are driven against SIPp the way bridge tests will drive them.
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 from collections.abc import Awaitable, Callable
@@ -65,6 +66,19 @@ def test_allocated_ports_are_distinct_and_bindable_on_udp_and_tcp() -> None:
         for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
             with socket.socket(socket.AF_INET, kind) as sock:
                 sock.bind((HOST, port))
+
+
+def test_a_small_fragmented_range_still_yields_its_last_block_and_takes_back_released_ones() -> (
+    None
+):
+    low = 24000 + 64 * random.randrange(100)
+    allocator = PortAllocator(low, low + 64, seed=2)
+    firsts = {allocator.block(8, align=8) for _ in range(8)}
+    assert firsts == set(range(low, low + 64, 8))
+    with pytest.raises(RuntimeError, match="no block of 8 free ports"):
+        allocator.block(8, align=8)
+    allocator.release(low + 16, 8)
+    assert allocator.block(8, align=8) == low + 16
 
 
 def test_is_bound_sees_a_udp_socket_without_touching_it(ports: PortAllocator) -> None:

@@ -3,9 +3,10 @@
 Peers are separate processes that bind their own sockets, so the only way to hand them a port is
 to find a number nobody holds now and hope nobody takes it before the peer binds. Two things keep
 that window harmless: every number is checked on both UDP and TCP (SIP may use either, baresip's
-control channel is TCP), and a number handed out once is never handed out again in this test
-run, so two fixtures of one session cannot race each other. Numbers are drawn at random below
-the kernel's ephemeral range, where the kernel itself never picks ports for outgoing sockets.
+control channel is TCP), and a number handed out is not handed out again until its holder gives
+it back after its sockets are closed, so two fixtures of one session cannot race each other.
+Numbers are drawn at random below the kernel's ephemeral range, where the kernel itself never
+picks ports for outgoing sockets.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import random
 import socket
 import threading
+from collections.abc import Iterator
 
 HOST = "127.0.0.1"
 _LOW = 20000
@@ -48,9 +50,7 @@ class PortAllocator:
         port + 2, so media needs whole blocks, not scattered numbers.
         """
         with self._lock:
-            for _ in range(500):
-                first = self._random.randrange(self._low, self._high - count)
-                first -= first % align
+            for first in self._candidates(count, align):
                 span = range(first, first + count)
                 if any(p in self._issued for p in span):
                     continue
@@ -58,6 +58,20 @@ class PortAllocator:
                     self._issued.update(span)
                     return first
         raise RuntimeError(f"no block of {count} free ports in {self._low}-{self._high}")
+
+    def release(self, first: int, count: int = 1) -> None:
+        """Give back a block whose sockets are all closed, so a long run does not run dry."""
+        with self._lock:
+            self._issued.difference_update(range(first, first + count))
+
+    def _candidates(self, count: int, align: int) -> Iterator[int]:
+        """Every aligned start once, from a random point onwards and round: random so that
+        concurrent runs on one machine rarely collide, exhaustive so that a fragmented range
+        still yields a block while one exists."""
+        starts = range(self._low + (-self._low % align), self._high - count + 1, align)
+        offset = self._random.randrange(len(starts))
+        for index in range(len(starts)):
+            yield starts[(offset + index) % len(starts)]
 
     def port(self) -> int:
         return self.block(1)
