@@ -23,7 +23,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bridge.calls import indialog, legs, sdpmap
+from bridge.calls import indialog, legs, sdpmap, teardown
 from bridge.calls.call import Call, CallEvent, CallInput, CallState, Leg, LegRole, LegState
 from bridge.calls.indialog import PendingReinvite
 from bridge.calls.keys import KeyBuffer
@@ -139,7 +139,7 @@ class B2BUA:
             deadline, call_id, leg_id = heapq.heappop(heap)
             if self._ring_deadlines.get((call_id, leg_id)) == deadline:
                 del self._ring_deadlines[(call_id, leg_id)]
-                self._ring_timeout(call_id, leg_id, now)
+                teardown.ring_timeout(self, call_id, leg_id, now)
 
     def next_deadline(self) -> float | None:
         deadlines = [d for d in (self.txl.next_deadline(),) if d is not None]
@@ -173,7 +173,7 @@ class B2BUA:
         elif isinstance(event, tx.AckTimeout):
             found = self._by_server.get(event.server_key)
             if found is not None:
-                self._hangup(found[0], now, reason="no ACK for 200 OK")
+                teardown.hangup(self, found[0], now, reason="no ACK for 200 OK")
 
     def _on_request(
         self, request: Request, source: Address, transport: str, key: str | None, now: float
@@ -196,7 +196,7 @@ class B2BUA:
         if method == "INVITE":
             self._on_invite(request, source, transport, key, now)
         elif method == "CANCEL":
-            self._on_cancel(request, key, now)
+            teardown.on_cancel(self, request, key, now)
         elif method == "OPTIONS":
             response = make_response(request, 200, to_tag=new_tag())
             self._decorate(response)
@@ -353,7 +353,7 @@ class B2BUA:
             self._on_invite_response(call, leg, response, now)
         elif response.cseq.method == "BYE" and response.status >= 200:
             self._by_client.pop(key, None)
-            self._leg_gone(call, leg, now)
+            teardown.leg_gone(self, call, leg, now)
 
     def _reack(self, response: Response) -> None:
         """A 2xx to our INVITE retransmitted after its transaction ended: its ACK was lost, so
@@ -389,7 +389,7 @@ class B2BUA:
             self._on_answer(call, leg, response, now)
             return
         leg.state = LegState.TERMINATED
-        self.release_media(leg)
+        teardown.release_media(self, leg)
         self.counters.by_status[status] = self.counters.by_status.get(status, 0) + 1
         if call.state is CallState.RINGING and status in _FAILOVER_STATUSES | {487, 404}:
             if status != 487 and self._try_next(call, now):
@@ -401,7 +401,7 @@ class B2BUA:
             self._record(call.apply(CallInput.ATTEMPT_FAILED, now, status=status))
             self._fail_caller(call, _caller_status(status), None, now)
         else:
-            self._leg_gone(call, leg, now)
+            teardown.leg_gone(self, call, leg, now)
 
     def _relay_provisional(self, call: Call, response: Response, now: float) -> None:
         caller = call.caller
@@ -423,7 +423,7 @@ class B2BUA:
         legs.confirm_outgoing(self, call, leg, response, now)
         if call.state is not CallState.RINGING or call.caller.state is not LegState.INCOMING:
             # The caller cancelled while this leg was being answered (§9.1 race): end it.
-            self.send_bye(call, leg, now)
+            teardown.send_bye(self, call, leg, now)
             return
         caller = call.caller
         assert caller.invite is not None
@@ -460,7 +460,7 @@ class B2BUA:
         the answer that settled the leg's session (RFC 3264 §6.1), which for the party that
         made the offer is ``negotiated``, not its own offer's preference."""
         remote = sdpmap.remote_of(sdp)
-        if remote is None or leg.media is None or isinstance(leg.media, _Released):
+        if remote is None or leg.media is None or isinstance(leg.media, teardown.Released):
             return
         payload_type = remote[2]
         if negotiated is not None:
@@ -479,7 +479,7 @@ class B2BUA:
         caller.state = LegState.TERMINATED
         self.counters.calls_failed += 1
         call.ended_reason = reason or str(status)
-        self._finish(call, now)
+        teardown.finish(self, call, now)
 
     # -- requests on established legs --------------------------------------------------------
 
@@ -524,127 +524,22 @@ class B2BUA:
         requests, self.transfer_requests = self.transfer_requests, []
         return requests
 
-    # -- CANCEL, hang-up, teardown -----------------------------------------------------------
-
-    def _on_cancel(self, request: Request, key: str, now: float) -> None:
-        invite_key = self.txl.find_invite_server(request)
-        found = self._by_server.get(invite_key) if invite_key else None
-        if found is None:
-            self._respond(request, key, 481, now)
-            return
-        self.txl.send_response(key, make_response(request, 200), now)
-        call = self.calls.get(found[0])
-        if call is None:
-            return
-        caller = call.caller
-        if caller.state is not LegState.INCOMING:
-            return
-        assert caller.invite is not None
-        assert caller.server_key is not None
-        self.txl.send_response(
-            caller.server_key, make_response(caller.invite, 487, to_tag=caller.local_tag), now
-        )
-        caller.state = LegState.TERMINATED
-        self.release_media(caller)
-        call.ended_reason = "caller cancelled"
-        self._record(call.apply(CallInput.CALLER_CANCELLED, now))
-        self._pending_destinations.pop(call.call_id, None)
-        self._cancel_outgoing(call, now)
-        self._maybe_finished(call, now)
-
-    def _cancel_outgoing(self, call: Call, now: float) -> None:
-        for leg in call.legs.values():
-            if leg.incoming or leg.state not in (LegState.CALLING, LegState.EARLY):
-                continue
-            self._ring_deadlines.pop((call.call_id, leg.leg_id), None)
-            assert leg.invite is not None
-            leg.state = LegState.TERMINATING
-            self.txl.send_request(tx.build_cancel(leg.invite), leg.remote, leg.transport, now)
-
-    def _ring_timeout(self, call_id: str, leg_id: str, now: float) -> None:
-        call = self.calls.get(call_id)
-        if call is None:
-            return
-        leg = call.legs[leg_id]
-        if leg.state not in (LegState.CALLING, LegState.EARLY) or leg.invite is None:
-            return
-        if leg.role is LegRole.TARGET:
-            self.transfers.ring_timeout(call, leg, now)
-            return
-        if leg.role is LegRole.SUPERVISOR:
-            self.supervision.ring_timeout(call, leg, now)
-            return
-        self.txl.send_request(tx.build_cancel(leg.invite), leg.remote, leg.transport, now)
-        # The 487 that answers the CANCEL reaches _on_invite_response; treat it as no answer.
-        leg.state = LegState.TERMINATED
-        self._by_client.pop(leg.client_key or "", None)
-        self.release_media(leg)
-        if call.state is CallState.RINGING:
-            if self._try_next(call, now):
-                self._record(call.apply(CallInput.FAILOVER, now, status=408, leg=leg_id))
-            else:
-                self._record(call.apply(CallInput.ATTEMPT_FAILED, now, status=408))
-                self._fail_caller(call, 480, "No Answer", now)
+    # -- hang-ups (CANCEL, BYE and teardown are in teardown.py) -------------------------------
 
     def hangup(self, call_id: str, now: float, reason: str = "hung up by the bridge") -> None:
-        self._hangup(call_id, now, reason=reason)
+        teardown.hangup(self, call_id, now, reason=reason)
 
     def _hangup(self, call_id: str, now: float, *, reason: str) -> None:
-        call = self.calls.get(call_id)
-        if call is None or call.state is CallState.ENDED:
-            return
-        if not call.ended_reason:
-            call.ended_reason = reason
-        if call.state is not CallState.ENDING:
-            self._record(call.apply(CallInput.HANGUP, now, reason=reason))
-        self.supervision.call_ended(call, now)
-        self._pending_destinations.pop(call.call_id, None)
-        for leg in call.legs.values():
-            if leg.state is LegState.CONFIRMED:
-                self.send_bye(call, leg, now)
-            elif leg.state is LegState.INCOMING and leg.invite and leg.server_key:
-                out = make_response(leg.invite, 480, to_tag=leg.local_tag)
-                self.txl.send_response(leg.server_key, out, now)
-                leg.state = LegState.TERMINATED
-        self._cancel_outgoing(call, now)
-        self._maybe_finished(call, now)
+        teardown.hangup(self, call_id, now, reason=reason)
 
     def send_bye(self, call: Call, leg: Leg, now: float) -> None:
-        assert leg.dialog is not None
-        bye = leg.dialog.create_request("BYE")
-        bye.headers.prepend("Via", self.via(leg.transport))
-        leg.state = LegState.TERMINATING
-        key = self.txl.send_request(bye, self._next_hop(leg.dialog, leg), leg.transport, now)
-        self._by_client[key] = (call.call_id, leg.leg_id)
-
-    def _leg_gone(self, call: Call, leg: Leg, now: float) -> None:
-        leg.state = LegState.TERMINATED
-        self.release_media(leg)
-        self._maybe_finished(call, now)
+        teardown.send_bye(self, call, leg, now)
 
     def _maybe_finished(self, call: Call, now: float) -> None:
-        if any(leg.state is not LegState.TERMINATED for leg in call.legs.values()):
-            return
-        if call.state is CallState.ENDING:
-            self._record(call.apply(CallInput.LEGS_GONE, now))
-        self._finish(call, now)
-
-    def _finish(self, call: Call, now: float) -> None:
-        for leg in call.legs.values():
-            self.release_media(leg)
-            self._by_dialog.pop((self._sip_call_id(leg), leg.local_tag), None)
-            self._by_client.pop(leg.client_key or "", None)
-            self._by_server.pop(leg.server_key or "", None)
-            self._ring_deadlines.pop((call.call_id, leg.leg_id), None)
-        self._pending_destinations.pop(call.call_id, None)
-        self._keys.pop(call.call_id, None)
-        self.supervision.by_call.pop(call.call_id, None)
-        self.calls.pop(call.call_id, None)
+        teardown.maybe_finished(self, call, now)
 
     def release_media(self, leg: Leg) -> None:
-        if leg.media is not None and not isinstance(leg.media, _Released):
-            self.media.release(leg.media)
-            leg.media = _Released(leg.media)
+        teardown.release_media(self, leg)
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -668,15 +563,6 @@ class B2BUA:
     def _record(self, event: CallEvent) -> None:
         self.events.append(event)
         log.debug("call %s %s -> %s", event.call_id, event.kind, event.state)
-
-
-class _Released:
-    """Stands in for a media leg after its ports went back to the pool."""
-
-    def __init__(self, was: object) -> None:
-        self.was = was
-        self.host = ""
-        self.port = 0
 
 
 def _caller_status(status: int) -> int:

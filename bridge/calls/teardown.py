@@ -1,0 +1,158 @@
+"""How calls end: CANCEL, the ring timeout, hang-ups, BYE, and giving back what a call held.
+
+Theory of operation
+-------------------
+A caller's CANCEL (RFC 3261 §9.2) gets its 200, the caller's INVITE its 487, and every outgoing
+leg still ringing is cancelled in turn (§9.1). A destination that rings past its timeout is
+cancelled by the bridge and the next one is tried, or the caller hears 480. A hang-up, whoever
+asks for it, sends BYE on every confirmed leg (§15.1.1), a final response to a caller still
+waiting, and CANCEL to legs still ringing; the call is finished only once every leg is gone, so
+its media ports and its entries in the core's indices are given back exactly once.
+These functions are part of :class:`~bridge.calls.b2bua.B2BUA`, split out to keep modules small.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from bridge.calls.call import Call, CallInput, CallState, Leg, LegRole, LegState
+from bridge.sip import transaction as tx
+from bridge.sip.message import Request, make_response
+
+if TYPE_CHECKING:
+    from bridge.calls.b2bua import B2BUA
+
+
+class Released:
+    """Stands in for a media leg after its ports went back to the pool."""
+
+    def __init__(self, was: object) -> None:
+        self.was = was
+        self.host = ""
+        self.port = 0
+
+
+def on_cancel(core: B2BUA, request: Request, key: str, now: float) -> None:
+    invite_key = core.txl.find_invite_server(request)
+    found = core._by_server.get(invite_key) if invite_key else None
+    if found is None:
+        core._respond(request, key, 481, now)
+        return
+    core.txl.send_response(key, make_response(request, 200), now)
+    call = core.calls.get(found[0])
+    if call is None:
+        return
+    caller = call.caller
+    if caller.state is not LegState.INCOMING:
+        return
+    assert caller.invite is not None
+    assert caller.server_key is not None
+    core.txl.send_response(
+        caller.server_key, make_response(caller.invite, 487, to_tag=caller.local_tag), now
+    )
+    caller.state = LegState.TERMINATED
+    release_media(core, caller)
+    call.ended_reason = "caller cancelled"
+    core._record(call.apply(CallInput.CALLER_CANCELLED, now))
+    core._pending_destinations.pop(call.call_id, None)
+    cancel_outgoing(core, call, now)
+    maybe_finished(core, call, now)
+
+
+def cancel_outgoing(core: B2BUA, call: Call, now: float) -> None:
+    for leg in call.legs.values():
+        if leg.incoming or leg.state not in (LegState.CALLING, LegState.EARLY):
+            continue
+        core._ring_deadlines.pop((call.call_id, leg.leg_id), None)
+        assert leg.invite is not None
+        leg.state = LegState.TERMINATING
+        core.txl.send_request(tx.build_cancel(leg.invite), leg.remote, leg.transport, now)
+
+
+def ring_timeout(core: B2BUA, call_id: str, leg_id: str, now: float) -> None:
+    call = core.calls.get(call_id)
+    if call is None:
+        return
+    leg = call.legs[leg_id]
+    if leg.state not in (LegState.CALLING, LegState.EARLY) or leg.invite is None:
+        return
+    if leg.role is LegRole.TARGET:
+        core.transfers.ring_timeout(call, leg, now)
+        return
+    if leg.role is LegRole.SUPERVISOR:
+        core.supervision.ring_timeout(call, leg, now)
+        return
+    core.txl.send_request(tx.build_cancel(leg.invite), leg.remote, leg.transport, now)
+    # The 487 that answers the CANCEL reaches _on_invite_response; treat it as no answer.
+    leg.state = LegState.TERMINATED
+    core._by_client.pop(leg.client_key or "", None)
+    release_media(core, leg)
+    if call.state is CallState.RINGING:
+        if core._try_next(call, now):
+            core._record(call.apply(CallInput.FAILOVER, now, status=408, leg=leg_id))
+        else:
+            core._record(call.apply(CallInput.ATTEMPT_FAILED, now, status=408))
+            core._fail_caller(call, 480, "No Answer", now)
+
+
+def hangup(core: B2BUA, call_id: str, now: float, *, reason: str) -> None:
+    call = core.calls.get(call_id)
+    if call is None or call.state is CallState.ENDED:
+        return
+    if not call.ended_reason:
+        call.ended_reason = reason
+    if call.state is not CallState.ENDING:
+        core._record(call.apply(CallInput.HANGUP, now, reason=reason))
+    core.supervision.call_ended(call, now)
+    core._pending_destinations.pop(call.call_id, None)
+    for leg in call.legs.values():
+        if leg.state is LegState.CONFIRMED:
+            send_bye(core, call, leg, now)
+        elif leg.state is LegState.INCOMING and leg.invite and leg.server_key:
+            out = make_response(leg.invite, 480, to_tag=leg.local_tag)
+            core.txl.send_response(leg.server_key, out, now)
+            leg.state = LegState.TERMINATED
+    cancel_outgoing(core, call, now)
+    maybe_finished(core, call, now)
+
+
+def send_bye(core: B2BUA, call: Call, leg: Leg, now: float) -> None:
+    assert leg.dialog is not None
+    bye = leg.dialog.create_request("BYE")
+    bye.headers.prepend("Via", core.via(leg.transport))
+    leg.state = LegState.TERMINATING
+    key = core.txl.send_request(bye, core._next_hop(leg.dialog, leg), leg.transport, now)
+    core._by_client[key] = (call.call_id, leg.leg_id)
+
+
+def leg_gone(core: B2BUA, call: Call, leg: Leg, now: float) -> None:
+    leg.state = LegState.TERMINATED
+    release_media(core, leg)
+    maybe_finished(core, call, now)
+
+
+def maybe_finished(core: B2BUA, call: Call, now: float) -> None:
+    if any(leg.state is not LegState.TERMINATED for leg in call.legs.values()):
+        return
+    if call.state is CallState.ENDING:
+        core._record(call.apply(CallInput.LEGS_GONE, now))
+    finish(core, call, now)
+
+
+def finish(core: B2BUA, call: Call, now: float) -> None:
+    for leg in call.legs.values():
+        release_media(core, leg)
+        core._by_dialog.pop((core._sip_call_id(leg), leg.local_tag), None)
+        core._by_client.pop(leg.client_key or "", None)
+        core._by_server.pop(leg.server_key or "", None)
+        core._ring_deadlines.pop((call.call_id, leg.leg_id), None)
+    core._pending_destinations.pop(call.call_id, None)
+    core._keys.pop(call.call_id, None)
+    core.supervision.by_call.pop(call.call_id, None)
+    core.calls.pop(call.call_id, None)
+
+
+def release_media(core: B2BUA, leg: Leg) -> None:
+    if leg.media is not None and not isinstance(leg.media, Released):
+        core.media.release(leg.media)
+        leg.media = Released(leg.media)
