@@ -280,9 +280,6 @@ class Dialog:
         elif status >= 200:
             self._advance(DialogInput.ANSWERED)
 
-    def terminate(self) -> None:
-        self._advance(DialogInput.ENDED)
-
     def _settle_initial_invite(self, response: Response) -> None:
         status = response.status
         if status >= 300:
