@@ -9,6 +9,7 @@ import pytest
 from bridge.calls.b2bua import B2BUA
 from bridge.calls.call import CallState
 from bridge.calls.ports import Destination, MediaUnavailable, Origin, RouteResult
+from bridge.sip import transaction as tx
 from bridge.sip.message import Request, Response, parse_message
 from bridge.sip.uri import SipUri
 
@@ -467,3 +468,42 @@ def test_hold_is_mirrored_and_the_held_caller_hears_the_hold_tone() -> None:
     assert [m.status for m in h.sent_to(CALLEE) if isinstance(m, Response)][-1] == 200
     h.feed(reinvite_from_callee(inv, 4, b"a=sendrecv"), CALLEE)
     assert caller_port not in h.media.held
+
+
+def test_transport_error_after_a_final_response_fails_no_one_twice() -> None:
+    """A client INVITE in Completed, re-sending its ACK, still reports a transport error to the
+    TU (RFC 3261 §17.1.1.2, Figure 5), which reads it as a 503 (§8.1.3.1). That leg's final
+    response was handled already: the error must not try the next destination again, nor
+    answer the caller a second time."""
+    h = Harness(CALLEE, BACKUP)
+
+    def transport_error(where: tuple[str, int]) -> None:
+        events = h.core.txl.transport_error(where, "UDP", h.now)
+        assert [type(event) for event in events] == [tx.ClientTransportError]
+        h.core._dispatch(events[0], h.now)
+
+    h.feed(invite(), CALLER)
+    first = next(m for m in h.sent_to(CALLEE) if isinstance(m, Request))
+    h.feed(answer(first, 486), CALLEE)
+    second = next(m for m in h.sent_to(BACKUP) if isinstance(m, Request))
+    first_key = tx.client_key(first.top_via.branch or "", "INVITE")
+    assert h.core.txl.state_of(first_key) is tx.State.COMPLETED
+    h.advance(1.0)
+    h.sent()  # the backup's INVITE retransmitted (Timer A)
+    transport_error(CALLEE)
+    assert h.sent() == []
+    call = next(iter(h.core.calls.values()))
+    assert call.state is CallState.RINGING
+    assert sorted(call.legs) == ["a", "b1", "b2"]
+
+    h.feed(answer(second, 486), BACKUP)
+    second_key = tx.client_key(second.top_via.branch or "", "INVITE")
+    assert h.core.txl.state_of(second_key) is tx.State.COMPLETED
+    finals = [m.status for m in h.sent_to(CALLER) if isinstance(m, Response) and m.status >= 300]
+    assert finals == [486]
+    h.advance(1.0)
+    h.sent()  # the caller's 486 retransmitted (Timer G)
+    transport_error(BACKUP)
+    assert h.sent() == []
+    assert h.core.calls == {}
+    assert h.core.counters.calls_failed == 1
