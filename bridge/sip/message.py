@@ -104,10 +104,10 @@ class _Message:
 
     @property
     def cseq(self) -> CSeq:
-        value = self.headers.get("CSeq")
+        value = self.headers.parsed("CSeq", CSeq.parse)
         if value is None:
             raise RemoteProtocolError("missing CSeq")
-        return CSeq.parse(value)
+        return value
 
     @property
     def from_(self) -> NameAddr:
@@ -123,18 +123,15 @@ class _Message:
 
     @property
     def top_via(self) -> Via:
-        value = self.headers.get("Via")
+        value = self.headers.parsed("Via", Via.parse)
         if value is None:
             raise RemoteProtocolError("missing Via")
-        return Via.parse(value)
+        return value
 
     @property
     def contact(self) -> NameAddr | None:
         """The first Contact; None when absent or the REGISTER wildcard ``*`` (§10.2.2)."""
-        value = self.headers.get("Contact")
-        if value is None or value == "*":
-            return None
-        return NameAddr.parse(value)
+        return self.headers.parsed("Contact", _contact)
 
     @property
     def contacts(self) -> list[NameAddr]:
@@ -190,10 +187,14 @@ class _Message:
 
 
 def _name_addr(headers: Headers, name: str) -> NameAddr:
-    value = headers.get(name)
+    value = headers.parsed(name, NameAddr.parse)
     if value is None:
         raise RemoteProtocolError(f"missing {name}")
-    return NameAddr.parse(value)
+    return value
+
+
+def _contact(value: str) -> NameAddr | None:
+    return None if value == "*" else NameAddr.parse(value)
 
 
 def _max_forwards(value: str) -> int:
