@@ -24,7 +24,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bridge.calls import indialog, legs, sdpmap, teardown
-from bridge.calls.call import Call, CallEvent, CallInput, CallState, Leg, LegRole, LegState
+from bridge.calls.call import (
+    Call,
+    CallEvent,
+    CallInput,
+    CallState,
+    Cancel,
+    Leg,
+    LegRole,
+    LegState,
+)
 from bridge.calls.indialog import PendingReinvite
 from bridge.calls.keys import KeyBuffer
 from bridge.calls.legs import ALLOW
@@ -342,7 +351,9 @@ class B2BUA:
                 self._by_client.pop(key, None)
             return
         leg = call.legs[found[1]]
-        if response.cseq.method == "INVITE" and leg.role in (LegRole.TARGET, LegRole.SUPERVISOR):
+        if response.cseq.method == "INVITE" and leg.cancel is not Cancel.NONE:
+            legs.on_cancelled_response(self, call, leg, response, now)
+        elif response.cseq.method == "INVITE" and leg.role in (LegRole.TARGET, LegRole.SUPERVISOR):
             if response.status >= 200:
                 self._by_client.pop(key, None)
             if leg.role is LegRole.TARGET:
@@ -479,7 +490,8 @@ class B2BUA:
         caller.state = LegState.TERMINATED
         self.counters.calls_failed += 1
         call.ended_reason = reason or str(status)
-        teardown.finish(self, call, now)
+        # A leg cancelled on the way (a ring timeout) may still await its INVITE's end.
+        teardown.maybe_finished(self, call, now)
 
     # -- requests on established legs --------------------------------------------------------
 

@@ -79,6 +79,14 @@ class LegRole(enum.StrEnum):
     SUPERVISOR = "supervisor"
 
 
+class Cancel(enum.StrEnum):
+    """The bridge's CANCEL of an outgoing leg's INVITE (RFC 3261 §9.1)."""
+
+    NONE = "none"
+    HELD = "held"  # given up on before any provisional response: sent when the first arrives
+    SENT = "sent"
+
+
 class LegState(enum.StrEnum):
     INCOMING = "incoming"  # INVITE received, not yet answered
     CALLING = "calling"  # INVITE sent, no response with a tag yet
@@ -109,6 +117,8 @@ class Leg:
     held: bool = False
     """The party was put on hold by the other side (its phone was told we stopped sending)."""
     last_sdp: bytes = b""
+    cancel: Cancel = Cancel.NONE
+    """Not NONE once the bridge gave up on this leg's INVITE: its responses only end the leg."""
 
     @property
     def live(self) -> bool:

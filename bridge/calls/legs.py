@@ -11,7 +11,7 @@ import heapq
 import secrets
 from typing import TYPE_CHECKING
 
-from bridge.calls.call import Call, Leg, LegRole, LegState
+from bridge.calls.call import Call, Cancel, Leg, LegRole, LegState
 from bridge.calls.ports import Destination
 from bridge.sip import transaction as tx
 from bridge.sip.dialog import Dialog
@@ -85,12 +85,53 @@ def clear_ring_deadline(core: B2BUA, call: Call, leg: Leg) -> None:
     core._ring_deadlines.pop((call.call_id, leg.leg_id), None)
 
 
-def cancel_leg(core: B2BUA, leg: Leg, now: float) -> None:
-    if leg.invite is not None and leg.state in (LegState.CALLING, LegState.EARLY):
-        core.txl.send_request(tx.build_cancel(leg.invite), leg.remote, leg.transport, now)
-    leg.state = LegState.TERMINATED
-    core._by_client.pop(leg.client_key or "", None)
+def cancel_leg(core: B2BUA, call: Call, leg: Leg, now: float) -> None:
+    """Give up on an outgoing leg that has not answered.
+
+    §9.1: no CANCEL before the INVITE has drawn a provisional response, any one, 100 Trying
+    included. Until then the far end may have no transaction for the CANCEL to match (it would
+    answer 481 and go on ringing), so the CANCEL is held and sent on the first provisional
+    response; a final response or Timer B ends the INVITE without one. Either way the leg stays
+    indexed until its INVITE ends, so that a 2xx crossing the CANCEL is ACKed and hung up
+    rather than left retransmitting (§13.2.2.4, §15). Its ports go back now: a cancelled leg
+    carries no audio."""
+    if leg.incoming or leg.state not in (LegState.CALLING, LegState.EARLY):
+        return
+    clear_ring_deadline(core, call, leg)
+    leg.state = LegState.TERMINATING
     core.release_media(leg)
+    if core.txl.state_of(leg.client_key or "") is tx.State.CALLING:
+        leg.cancel = Cancel.HELD
+    else:
+        _send_cancel(core, leg, now)
+
+
+def _send_cancel(core: B2BUA, leg: Leg, now: float) -> None:
+    assert leg.invite is not None
+    leg.cancel = Cancel.SENT
+    core.txl.send_request(tx.build_cancel(leg.invite), leg.remote, leg.transport, now)
+
+
+def on_cancelled_response(
+    core: B2BUA, call: Call, leg: Leg, response: Response, now: float
+) -> None:
+    """A response to an INVITE the bridge cancelled (or a 408/503 standing for its timeout or
+    transport error). It never reaches the call's own logic: the leg was given up, whoever
+    rings next or was told the outcome already. A 2xx means the far end answered before the
+    CANCEL reached it, or before it could be sent; that dialog exists all the same and is
+    ended from our side with ACK then BYE (§15)."""
+    status = response.status
+    if status < 200:
+        if leg.cancel is Cancel.HELD:
+            _send_cancel(core, leg, now)
+        return
+    core._by_client.pop(leg.client_key or "", None)
+    if status < 300:
+        confirm_outgoing(core, call, leg, response, now)
+        core.send_bye(call, leg, now)
+        return
+    leg.state = LegState.TERMINATED
+    core._maybe_finished(call, now)
 
 
 def outgoing_leg(leg_id: str, role: LegRole, dest: Destination, media: object) -> Leg:

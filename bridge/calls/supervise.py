@@ -234,7 +234,7 @@ class SuperviseDesk:
 
     def ring_timeout(self, call: Call, leg: Leg, now: float) -> None:
         """No answer within the ring timeout: CANCEL, and go on as for a 408."""
-        legs.cancel_leg(self.core, leg, now)
+        legs.cancel_leg(self.core, call, leg, now)
         supervision = self.by_call.get(call.call_id)
         if supervision is not None and supervision.leg_id == leg.leg_id:
             self._next_or_fail(call, supervision, now, 480, "No Answer")

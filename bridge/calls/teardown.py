@@ -3,11 +3,14 @@
 Theory of operation
 -------------------
 A caller's CANCEL (RFC 3261 §9.2) gets its 200, the caller's INVITE its 487, and every outgoing
-leg still ringing is cancelled in turn (§9.1). A destination that rings past its timeout is
-cancelled by the bridge and the next one is tried, or the caller hears 480. A hang-up, whoever
-asks for it, sends BYE on every confirmed leg (§15.1.1), a final response to a caller still
-waiting, and CANCEL to legs still ringing; the call is finished only once every leg is gone, so
-its media ports and its entries in the core's indices are given back exactly once.
+leg still ringing is cancelled in turn (§9.1): at once, or for a leg that has sent no provisional
+response yet when it does (:func:`~bridge.calls.legs.cancel_leg`); the caller never waits on
+that. A destination that rings past its timeout is cancelled by the bridge the same way and the
+next one is tried, or the caller hears 480. A hang-up, whoever asks for it, sends BYE on every
+confirmed leg (§15.1.1), a final response to a caller still waiting, and CANCEL to legs still
+ringing; the call is finished only once every leg is gone (a cancelled one too, whose INVITE
+ends in a final response or Timer B), so its media ports and its entries in the core's indices
+are given back exactly once.
 These functions are part of :class:`~bridge.calls.b2bua.B2BUA`, split out to keep modules small.
 """
 
@@ -15,8 +18,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from bridge.calls import legs
 from bridge.calls.call import Call, CallInput, CallState, Leg, LegRole, LegState
-from bridge.sip import transaction as tx
 from bridge.sip.message import Request, make_response
 
 if TYPE_CHECKING:
@@ -61,12 +64,7 @@ def on_cancel(core: B2BUA, request: Request, key: str, now: float) -> None:
 
 def cancel_outgoing(core: B2BUA, call: Call, now: float) -> None:
     for leg in call.legs.values():
-        if leg.incoming or leg.state not in (LegState.CALLING, LegState.EARLY):
-            continue
-        core._ring_deadlines.pop((call.call_id, leg.leg_id), None)
-        assert leg.invite is not None
-        leg.state = LegState.TERMINATING
-        core.txl.send_request(tx.build_cancel(leg.invite), leg.remote, leg.transport, now)
+        legs.cancel_leg(core, call, leg, now)
 
 
 def ring_timeout(core: B2BUA, call_id: str, leg_id: str, now: float) -> None:
@@ -82,11 +80,7 @@ def ring_timeout(core: B2BUA, call_id: str, leg_id: str, now: float) -> None:
     if leg.role is LegRole.SUPERVISOR:
         core.supervision.ring_timeout(call, leg, now)
         return
-    core.txl.send_request(tx.build_cancel(leg.invite), leg.remote, leg.transport, now)
-    # The 487 that answers the CANCEL reaches _on_invite_response; treat it as no answer.
-    leg.state = LegState.TERMINATED
-    core._by_client.pop(leg.client_key or "", None)
-    release_media(core, leg)
+    legs.cancel_leg(core, call, leg, now)
     if call.state is CallState.RINGING:
         if core._try_next(call, now):
             core._record(call.apply(CallInput.FAILOVER, now, status=408, leg=leg_id))

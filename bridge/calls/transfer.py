@@ -255,7 +255,7 @@ class TransferDesk:
     def ring_timeout(self, call: Call, leg: Leg, now: float) -> None:
         """No answer within the plan's ring timeout: CANCEL and go on as for a 408."""
         transfer = self.by_call.get(call.call_id)
-        legs.cancel_leg(self.core, leg, now)
+        legs.cancel_leg(self.core, call, leg, now)
         if transfer is None or transfer.target_leg != leg.leg_id:
             return
         transfer.last_status = 408
@@ -359,9 +359,8 @@ class TransferDesk:
             self._end_consultation(call, transfer, now, "cancelled by the agent")
             return
         leg = call.legs.get(transfer.target_leg)
-        if leg is not None and leg.state in (LegState.CALLING, LegState.EARLY):
-            legs.clear_ring_deadline(self.core, call, leg)
-            legs.cancel_leg(self.core, leg, now)
+        if leg is not None:
+            legs.cancel_leg(self.core, call, leg, now)
         transfer.destinations.clear()
         self._fail(call, transfer, now, 487, "cancelled by the agent")
 

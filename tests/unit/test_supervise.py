@@ -267,26 +267,31 @@ def test_busy_or_rejecting_supervisor_leaves_the_call_untouched(status: int) -> 
 
 
 def test_unanswered_supervisor_is_cancelled_after_the_ring_timeout() -> None:
+    """RFC 3261 §9.1: a supervisor's phone that has sent nothing yet gets its CANCEL with its
+    first provisional response; the supervision has failed at the timeout all the same."""
     h = Harness()
     establish(h)
-    h.core.supervision.start(
-        the_call(h).call_id, "seat-9001", "listen", [supervisor_dest(5.0)], h.now, actor="sue"
-    )
-    h.sent()
+    inv = supervise(h, ring=5.0)
     h.advance(5.5)
     sent = h.sent()
     methods = [m.method for d, m in sent if d == SUPERVISOR and isinstance(m, Request)]
-    assert methods[-1] == "CANCEL", "after the INVITE's retransmissions"
+    assert set(methods) == {"INVITE"}, "the INVITE's retransmissions, no CANCEL yet"
     assert not [m for d, m in sent if d in (CALLER, CALLEE)]
     kind, data = supervise_events(h)[-1]
     assert (kind, data["status"]) == ("supervise_failed", 480)
     assert the_call(h).caller.live
+    h.feed(answer(inv, 180, tag="sup1"), SUPERVISOR)
+    assert [m.method for m in h.sent_to(SUPERVISOR) if isinstance(m, Request)] == ["CANCEL"]
+    h.feed(answer(inv, 487, tag="sup1"), SUPERVISOR)
+    assert the_call(h).legs["s1"].state is LegState.TERMINATED
+    assert not [m for d, m in h.sent() if d in (CALLER, CALLEE)]
 
 
 def test_call_ending_while_the_supervisor_rings_cancels_it() -> None:
     h = Harness()
     _inv, ok = establish(h)
-    supervise(h)
+    inv = supervise(h)
+    h.feed(answer(inv, 100, tag=""), SUPERVISOR)
     h.feed(request_in_dialog("BYE", ok, 2, "z9hG4bKcbye"), CALLER)
     sent = h.sent()
     assert [m.method for d, m in sent if d == SUPERVISOR and isinstance(m, Request)] == ["CANCEL"]

@@ -101,7 +101,8 @@ def test_no_answer_within_ring_timeout_fails_the_transfer_not_the_call() -> None
     establish(h)
     h.sent()
     transfer(h, dest(TARGET, ring=5.0))
-    h.sent()
+    target_invite = next(m for m in h.sent_to(TARGET) if isinstance(m, Request))
+    h.feed(answer(target_invite, 180, tag="t1"), TARGET)
     h.advance(5.5)
     assert any(isinstance(m, Request) and m.method == "CANCEL" for m in h.sent_to(TARGET))
     assert h.core.take_transfer_events()[-1].kind == "failed"
@@ -208,12 +209,54 @@ def test_cancel_key_stops_ringing_the_target() -> None:
     establish(h)
     h.sent()
     transfer(h, dest(TARGET))
+    target_invite = next(m for m in h.sent_to(TARGET) if isinstance(m, Request))
+    h.feed(answer(target_invite, 180, tag="t1"), TARGET)
     h.sent()
     agent_media = next(iter(h.core.calls.values())).legs["b1"].media
     h.core.on_digit(agent_media, "*", h.now)
     h.core.on_digit(agent_media, "0", h.now)
     assert any(isinstance(m, Request) and m.method == "CANCEL" for m in h.sent_to(TARGET))
     assert h.core.take_transfer_events()[-1].kind == "failed"
+
+
+def test_target_cancelled_before_it_sent_anything_gets_its_cancel_late_or_a_bye() -> None:
+    """RFC 3261 §9.1: the cancel key's CANCEL waits for the target's first provisional
+    response. A target that answers instead is ACKed and hung up: the caller stays with the
+    agent either way."""
+    h = Harness()
+    establish(h)
+    h.sent()
+    transfer(h, dest(TARGET))
+    target_invite = next(m for m in h.sent_to(TARGET) if isinstance(m, Request))
+    call = next(iter(h.core.calls.values()))
+    h.core.on_digit(call.legs["b1"].media, "*", h.now)
+    h.core.on_digit(call.legs["b1"].media, "0", h.now)
+    assert h.sent_to(TARGET) == []
+    assert h.core.take_transfer_events()[-1].kind == "failed"
+    connected = list(h.media.connected)
+    h.feed(answer(target_invite, 200, tag="t1", sdp=SDP, contact="sip:t@127.0.0.1:5090"), TARGET)
+    sent = h.sent()
+    assert [m.method for d, m in sent if d == TARGET and isinstance(m, Request)] == ["ACK", "BYE"]
+    assert not [m for d, m in sent if d in (CALLER, CALLEE)]
+    assert h.media.connected == connected
+    assert call.caller.live
+    assert call.legs["b1"].live
+
+
+def test_hang_up_while_a_transfer_rings_tries_no_further_target() -> None:
+    """The target's 487 after the bridge's CANCEL ends that leg only; the transfer's next
+    destination is not rung for a call that is going away."""
+    h = Harness()
+    establish(h)
+    call_id = transfer(h, dest(TARGET), dest(BACKUP))
+    target_invite = next(m for m in h.sent_to(TARGET) if isinstance(m, Request))
+    h.feed(answer(target_invite, 180, tag="t1"), TARGET)
+    h.sent()
+    h.core.hangup(call_id, h.now)
+    sent = h.sent()
+    assert [m.method for d, m in sent if d == TARGET and isinstance(m, Request)] == ["CANCEL"]
+    h.feed(answer(target_invite, 487, tag="t1"), TARGET)
+    assert h.sent_to(BACKUP) == []
 
 
 def test_attended_transfer_consults_then_completes_when_the_agent_hangs_up() -> None:
