@@ -82,6 +82,29 @@ async def test_cancel_before_answer_reaches_the_callee(
         uac.kill()
 
 
+async def test_cancel_before_the_callee_rings_waits_for_its_180_not_the_caller(
+    bridge: BridgeFactory, sipp: Callable[..., SippRun], tmp_path: Path, ports: PortAllocator
+) -> None:
+    """RFC 3261 §9.1 end to end: the caller CANCELs while the callee has sent nothing; the
+    caller has its 487 within a second (uac_cancel_early), the callee its CANCEL only after its
+    180 1.5 s later (uas_late_ringing fails on a CANCEL before that)."""
+    service, uac, uas = await run_pair(
+        bridge,
+        sipp,
+        tmp_path,
+        ports,
+        caller="uac_cancel_early",
+        callee="uas_late_ringing",
+        caller_kwargs={"duration_ms": 200},
+    )
+    try:
+        (await uac.wait()).assert_ok(successful=1)
+        (await uas.wait()).assert_ok(successful=1)
+        await service.wait_idle()
+    finally:
+        uac.kill()
+
+
 async def test_bye_from_the_callee_ends_the_caller_leg(
     bridge: BridgeFactory, sipp: Callable[..., SippRun], tmp_path: Path, ports: PortAllocator
 ) -> None:
