@@ -278,6 +278,9 @@ def raise_fd_limit(limit: int) -> None:
 
 
 class Bridge:
+    realtime_priority = 0
+    """The bridge's ``[scheduling] realtime_priority`` in every run (``--realtime-priority``)."""
+
     def __init__(self, workdir: Path, *, uac_port: int, uas_port: int) -> None:
         self.workdir = workdir
         self.sip_port = free_port()
@@ -289,6 +292,7 @@ class Bridge:
                 http_port=free_port(socket.SOCK_STREAM),
                 media_min=33000,
                 media_max=65000,
+                extra=f"[scheduling]\nrealtime_priority = {self.realtime_priority}\n",
             )
         )
         self.process: subprocess.Popen[bytes] | None = None
@@ -538,7 +542,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--skip-rate", action="store_true")
     parser.add_argument("--skip-hold", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument(
+        "--realtime-priority",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run the bridge with [scheduling] realtime_priority = N (SCHED_RR); SIPp and "
+        "Kamailio keep normal scheduling",
+    )
     args = parser.parse_args(argv)
+    Bridge.realtime_priority = args.realtime_priority
     if shutil.which("sipp") is None:
         print("bench_calls: sipp is not installed (apt package sip-tester); skipped")
         return 0
@@ -551,7 +564,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.skip_rate:
             print(
                 f"Rate: {args.rate} calls/s offered for {args.duration:.0f} s, SIPp built-in "
-                "uac -> uas on loopback (2 cores shared with the load generators)"
+                "uac -> uas on loopback (2 cores shared with the load generators), bridge "
+                f"real-time priority {args.realtime_priority or 'none'}"
             )
             results: list[RateResult] = []
             if not args.skip_direct:

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from bridge.engine import settle_heap
+from bridge.engine import apply_realtime_priority, settle_heap
 from bridge.media import g711
 from bridge.media.relay import MediaEndpoint, MediaRelay
 
@@ -156,7 +156,8 @@ async def _serve(conn: Connection, mode: str, count: int) -> None:
         transport.close()
 
 
-def _child(conn: Connection, mode: str, count: int, loop_kind: str) -> None:
+def _child(conn: Connection, mode: str, count: int, loop_kind: str, priority: int) -> None:
+    apply_realtime_priority(priority)  # the bridge's [scheduling] option, bare relay included
     loop = _new_loop(loop_kind)
     try:
         loop.run_until_complete(_serve(conn, mode, count))
@@ -202,11 +203,15 @@ def _packet(stream: int, index: int, payload_type: int) -> bytes:
     return header + _EXTENSION.pack(0xBEDE, 4, stream, index, time.monotonic()) + PAYLOAD
 
 
-def run(mode: str, legs: int, seconds: float, loop_kind: str, sample: int) -> RunResult:
+def run(
+    mode: str, legs: int, seconds: float, loop_kind: str, sample: int, priority: int = 0
+) -> RunResult:
     """One bounded run: ``legs`` phones, each sending for ``seconds`` at 50 packets/s."""
     ctx = mp.get_context("fork")
     parent, child_conn = ctx.Pipe()
-    child = ctx.Process(target=_child, args=(child_conn, mode, legs, loop_kind), daemon=True)
+    child = ctx.Process(
+        target=_child, args=(child_conn, mode, legs, loop_kind, priority), daemon=True
+    )
     child.start()
     phones: list[socket.socket] = []
     try:
@@ -327,6 +332,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sample", type=int, default=5, help="listen to every Nth call or mix (1 = all)"
     )
+    parser.add_argument(
+        "--realtime-priority",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run the relays (bare and bridge) at SCHED_RR priority N, as the bridge's "
+        "[scheduling] realtime_priority does; the phones keep normal scheduling",
+    )
     args = parser.parse_args(argv)
     if not 0 < args.seconds <= 5:
         parser.error("--seconds must be in (0, 5]: the whole benchmark stays under 20 s")
@@ -340,10 +353,11 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"media relay bench: {args.calls} calls ({legs} streams, {50 * legs} packets/s), "
         f"{args.mixes} three-party mixes, {args.seconds:g} s each, loop={args.loop}, "
-        f"{os.cpu_count()} CPUs"
+        f"{os.cpu_count()} CPUs, relay real-time priority {args.realtime_priority or 'none'}"
     )
-    bare = run("bare", legs, args.seconds, args.loop, args.sample)
-    relay = run("relay", legs, args.seconds, args.loop, args.sample)
+    common = (args.seconds, args.loop, args.sample, args.realtime_priority)
+    bare = run("bare", legs, *common)
+    relay = run("relay", legs, *common)
     for result in (bare, relay):
         target = int(50 * result.legs * result.seconds)
         if result.sent < 0.98 * target:
@@ -364,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  relay/bare CPU ratio {ratio:.2f}; relay counters {_nonzero(relay.relay['counters'])}")
 
     if args.mixes:
-        mix = run("mix", 3 * args.mixes, args.seconds, args.loop, args.sample)
+        mix = run("mix", 3 * args.mixes, *common)
         ticks = mix.relay["ticks"]
         print(
             f"  mix    {args.mixes} conferences: {ticks} ticks, "

@@ -132,6 +132,10 @@ class ShutdownConfig(_Strict):
     grace_s: float = Field(default=30.0, ge=0)
 
 
+class SchedulingConfig(_Strict):
+    realtime_priority: int = Field(default=0, ge=0, le=99)
+
+
 class Config(_Strict):
     sip: SipConfig = SipConfig()
     media: MediaConfig = MediaConfig()
@@ -141,6 +145,7 @@ class Config(_Strict):
     dialplan: DialplanConfig = DialplanConfig()
     log: LogConfig = LogConfig()
     shutdown: ShutdownConfig = ShutdownConfig()
+    scheduling: SchedulingConfig = SchedulingConfig()
 
     base_dir: Path = Field(default=Path("."), exclude=True)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 from pathlib import Path
@@ -54,6 +55,38 @@ async def test_sighup_reloads_and_sigterm_stops_gracefully(
         lines = await read_until(proc.stderr, "shutting down", 10)
         assert await asyncio.wait_for(proc.wait(), 15) == 0
         assert not any('"level": "error"' in line for line in lines)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_realtime_priority_is_taken_or_its_refusal_said(
+    tmp_path: Path, ports: PortAllocator
+) -> None:
+    layout = BridgeUnderTest(tmp_path, ports, carrier_port=ports.port(), pbx_ports=[ports.port()])
+    with layout.config_path.open("a", encoding="utf-8") as config:
+        config.write("\n[scheduling]\nrealtime_priority = 3\n")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bridge",
+        "run",
+        "--config",
+        str(layout.config_path),
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stderr is not None
+    try:
+        lines = await read_until(proc.stderr, "ready:", 20)
+        refused = [line for line in lines if "real-time priority 3 refused" in line]
+        if refused:  # no CAP_SYS_NICE here: said, and the service runs all the same
+            assert os.sched_getscheduler(proc.pid) == os.SCHED_OTHER
+        else:
+            assert os.sched_getscheduler(proc.pid) == os.SCHED_RR
+            assert os.sched_getparam(proc.pid).sched_priority == 3
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 15) == 0
     finally:
         if proc.returncode is None:
             proc.kill()

@@ -56,3 +56,15 @@ def test_bad_toml_and_an_empty_port_range_are_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="port_min must be below"):
         load_config(empty)
+
+
+def test_a_realtime_priority_outside_sched_rr_range_is_refused_with_its_line(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "bridge.toml"
+    path.write_text(
+        '[sidecar]\nlink_secret = "0123456789abcdef0123"\n[scheduling]\nrealtime_priority = 100\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError, match=r"bridge\.toml:4: scheduling\.realtime_priority"):
+        load_config(path)
