@@ -24,7 +24,9 @@ DEFAULT_SCHEMES = frozenset({"sip", "sips", "tel"})
 _SELF_ANSWERED_AT_ZERO_HOPS = frozenset({"OPTIONS"})
 # §8.2.2.3: Require is not applied to ACK or CANCEL (they never get a 420).
 _NO_REQUIRE_CHECK = frozenset({"ACK", "CANCEL"})
-_ADDRESS_HEADERS = ("Contact", "Route", "Record-Route", "Reply-To", "Referred-By", "Refer-To")
+_ADDRESS_HEADERS = frozenset(
+    {"Contact", "Route", "Record-Route", "Reply-To", "Referred-By", "Refer-To"}
+)
 _MAX_DELTA_SECONDS = 2**32 - 1
 
 
@@ -82,14 +84,18 @@ def check_response(response: Response) -> str | None:
 
 def _header_syntax_problem(request: Request) -> str | None:
     headers = request.headers
-    try:
-        for name in _ADDRESS_HEADERS:
-            for value in headers.get_all(name):
-                if not (name == "Contact" and value == "*"):
-                    NameAddr.parse(value)
-    except RemoteProtocolError:
-        return f"malformed {name}"
-    contacts = headers.get_all("Contact")
+    contacts: list[str] = []
+    for name, value in headers:
+        if name not in _ADDRESS_HEADERS:
+            continue
+        if name == "Contact":
+            contacts.append(value)
+            if value == "*":
+                continue
+        try:
+            NameAddr.parse(value)
+        except RemoteProtocolError:
+            return f"malformed {name}"
     if "*" in contacts and not _valid_wildcard(request, contacts):
         return "Contact * is only for REGISTER with Expires 0"
     date = headers.get("Date")

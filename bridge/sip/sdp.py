@@ -223,7 +223,7 @@ class Timing:
 Line = tuple[str, str]
 
 
-_CODECS: dict[int, tuple[MediaDescription, tuple[Codec, ...]]] = {}
+_CODECS: dict[tuple[tuple[str, ...], tuple[Attribute, ...]], tuple[Codec, ...]] = {}
 _CODECS_REMEMBERED = 512
 
 
@@ -269,14 +269,17 @@ class MediaDescription:
     def codecs(self) -> list[Codec]:
         """Formats in the order offered, named by a=rtpmap or the RFC 3551 static table.
         Dynamic types without an rtpmap are unusable and skipped."""
-        # Asked several times per call of the same (frozen) description: remembered by object.
-        hit = _CODECS.get(id(self))
-        if hit is not None and hit[0] is self:
-            return list(hit[1])
+        # Asked several times per call, of descriptions rewritten from one another and of
+        # phones that offer the same formats call after call: remembered by what they derive
+        # from, the formats and the attributes.
+        key = (self.formats, self.attributes)
+        hit = _CODECS.get(key)
+        if hit is not None:
+            return list(hit)
         out = self._codecs()
         if len(_CODECS) >= _CODECS_REMEMBERED:
             _CODECS.clear()
-        _CODECS[id(self)] = (self, tuple(out))
+        _CODECS[key] = tuple(out)
         return out
 
     def _codecs(self) -> list[Codec]:
