@@ -19,7 +19,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -44,6 +43,7 @@ from bridge.sip import transaction as tx
 from bridge.sip.checks import check_request, check_response
 from bridge.sip.dialog import Dialog
 from bridge.sip.errors import RemoteProtocolError
+from bridge.sip.ids import random_hex
 from bridge.sip.message import (
     Request,
     Response,
@@ -64,7 +64,7 @@ _FAILOVER_STATUSES = frozenset({408, 480, 486, 500, 502, 503, 504, 600, 603})
 
 
 def new_tag() -> str:
-    return secrets.token_hex(5)
+    return random_hex(5)
 
 
 @dataclass(slots=True)
@@ -252,7 +252,7 @@ class B2BUA:
                 self.txl.send_response(key, verdict, now)
                 return
             origin = verdict
-        call_id = f"C{next(self._ids):06d}-{secrets.token_hex(3)}"
+        call_id = f"C{next(self._ids):06d}-{random_hex(3)}"
         call = Call(call_id=call_id, created_at=now, origin=origin.platform)
         caller = Leg(
             leg_id="a",

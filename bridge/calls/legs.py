@@ -8,7 +8,6 @@ every leg the bridge owns stays findable whichever call it belongs to.
 from __future__ import annotations
 
 import heapq
-import secrets
 from typing import TYPE_CHECKING
 
 from bridge.calls.call import Call, Cancel, Leg, LegRole, LegState
@@ -16,6 +15,7 @@ from bridge.calls.ports import Destination
 from bridge.sip import transaction as tx
 from bridge.sip.dialog import Dialog
 from bridge.sip.headers import Headers
+from bridge.sip.ids import random_hex
 from bridge.sip.message import Request, Response
 from bridge.sip.uri import NameAddr, SipUri
 
@@ -49,7 +49,7 @@ def new_invite(
     ).with_tag(leg.local_tag)
     out.add("From", str(from_addr))
     out.add("To", str(NameAddr(uri=dest.uri)))
-    out.add("Call-ID", f"{secrets.token_hex(8)}@{core.host}")
+    out.add("Call-ID", f"{random_hex(8)}@{core.host}")
     out.add("CSeq", "1 INVITE")
     out.add("Contact", core.contact(leg.transport))
     out.add("Allow", ALLOW)
@@ -144,7 +144,7 @@ def outgoing_leg(leg_id: str, role: LegRole, dest: Destination, media: object) -
         remote=dest.address,
         transport=dest.transport,
         peer=dest.peer,
-        local_tag=secrets.token_hex(5),
+        local_tag=random_hex(5),
         target=dest.uri,
         media=media,
     )

@@ -30,6 +30,7 @@ from bridge.calls.call import Call, Leg, LegRole, LegState
 from bridge.calls.ports import Destination
 from bridge.sip import offer_answer
 from bridge.sip.errors import LocalProtocolError
+from bridge.sip.ids import random_hex
 from bridge.sip.message import REASONS, Request, Response
 from bridge.sip.uri import NameAddr, SipUri
 
@@ -156,7 +157,7 @@ class TransferDesk:
         if not destinations:
             raise LocalProtocolError("the target has no destination")
         transfer = Transfer(
-            transfer_id=f"X{secrets.token_hex(4)}",
+            transfer_id=f"X{random_hex(4)}",
             call_id=call_id,
             mode=mode,
             agent_leg=agent.leg_id,

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import secrets
-
 from bridge.sip.headers import Headers, Via
+from bridge.sip.ids import random_hex
 from bridge.sip.message import Request, Response
 from bridge.sip.transaction.events import Address
 from bridge.sip.uri import has_param
@@ -15,7 +14,7 @@ RELIABLE_TRANSPORTS = frozenset({"TCP", "TLS", "SCTP", "WS", "WSS"})
 
 def new_branch() -> str:
     """A branch unique in space and time, with the §8.1.1.7 magic cookie."""
-    return MAGIC_COOKIE + secrets.token_hex(8)
+    return MAGIC_COOKIE + random_hex(8)
 
 
 def client_key(branch: str, method: str) -> str:
