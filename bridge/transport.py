@@ -3,6 +3,10 @@
 The transport hands raw frames up with their source and transport name and sends frames down to
 an address; it knows nothing of SIP beyond framing TCP streams (RFC 3261 §18.3). A TCP peer that
 sends half a message and stalls keeps only its own buffer; it is closed after ``idle_timeout``.
+
+A destination it cannot reach is reported up by address and transport name (§18.4: the transport
+informs the transaction layer), which is how the transaction layer indexes what it sends: every
+transaction sending there fails at once instead of waiting out Timer B or F (§17.1.1.2).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ log = logging.getLogger("bridge.transport")
 
 Address = tuple[str, int]
 FrameHandler = Callable[[bytes, Address, str], None]
+ErrorHandler = Callable[[Address, str], None]
 
 
 @dataclass
@@ -46,8 +51,12 @@ class _Udp(asyncio.DatagramProtocol):
         self.owner.on_frame(data, (str(addr[0]), int(addr[1])), "UDP")
 
     def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable from a peer that went away: §18.4 says report it upward; the
-        # transaction timers already cover it, so we only count it.
+        """An ICMP error (port unreachable) or a failed ``sendto``: counted, not reported.
+
+        §18.4 asks for it to be reported up, but asyncio hands over only the exception, not
+        the address of the datagram that drew it, and one socket sends to every peer: there
+        is no telling which transactions it concerns. Over UDP the client transactions'
+        Timers B and F (64*T1) end them anyway, and the TU reads that as a 408 (§8.1.3.1)."""
         self.owner.stats.send_errors += 1
 
 
@@ -112,8 +121,12 @@ class SipTransport:
         *,
         max_size: int = MAX_MESSAGE_SIZE,
         idle_timeout: float = 300.0,
+        on_error: ErrorHandler | None = None,
     ) -> None:
+        """``on_error(destination, transport)``: frames to ``destination`` were lost because
+        it could not be reached (a TCP connection refused or failed)."""
         self.on_frame = on_frame
+        self.on_error = on_error
         self.max_size = max_size
         self.idle_timeout = idle_timeout
         self.stats = TransportStats()
@@ -154,8 +167,13 @@ class SipTransport:
         asyncio.get_running_loop().create_task(self._connect_and_send(data, destination))
 
     async def _connect_and_send(self, data: bytes, destination: Address) -> None:
+        """Connect, then send; frames for a destination already being connected to wait for
+        that connection. A failed connect is reported once, by the task that tried it: the
+        transaction layer fails everything sending to that destination in one go, so the
+        frames that waited on it need no report of their own."""
         loop = asyncio.get_running_loop()
         pending = self._connecting.get(destination)
+        connecting = pending is None
         try:
             if pending is None:
                 pending = loop.create_future()
@@ -174,6 +192,8 @@ class SipTransport:
             conn = await pending
         except OSError:
             self.stats.send_errors += 1
+            if connecting and self.on_error is not None:
+                self.on_error(destination, "TCP")
             return
         if conn.transport is not None:
             self.stats.tcp_out += 1

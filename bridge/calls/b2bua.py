@@ -150,6 +150,13 @@ class B2BUA:
                 del self._ring_deadlines[(call_id, leg_id)]
                 teardown.ring_timeout(self, call_id, leg_id, now)
 
+    def transport_error(self, destination: Address, transport: str, now: float) -> None:
+        """The transport could not reach ``destination`` (a refused TCP connect): the
+        transactions sending there end now and each client one reads as a 503 (RFC 3261
+        §8.1.3.1, §18.4), so an INVITE fails over at once instead of after Timer B."""
+        for event in self.txl.transport_error(destination, transport, now):
+            self._dispatch(event, now)
+
     def next_deadline(self) -> float | None:
         deadlines = [d for d in (self.txl.next_deadline(),) if d is not None]
         heap = self._ring_heap
