@@ -178,17 +178,21 @@ class BridgeUnderTest:
         ring_timeout: float = 20,
         t1_ms: int = 500,
         grace_s: float = 2,
+        pbx_uris: Sequence[str] = (),
         extra_plan: str = "",
         seat_credentials: Mapping[str, str] = DEFAULT_SEATS,
         digest_algorithms: Sequence[str] = ("SHA-256", "MD5"),
         tokens: Sequence[Mapping[str, str]] = (),
     ) -> None:
-        """``tokens``: more [[sidecar.tokens]] entries (token, name, role, seat, platform)
-        besides the admin token every bridge has."""
+        """``pbx_uris``: destinations of the 110 trunk tried before ``pbx_ports``, written as
+        the plan takes them (``sip:110@127.0.0.1:5060;transport=tcp``). ``tokens``: more
+        [[sidecar.tokens]] entries (token, name, role, seat, platform) besides the admin token
+        every bridge has."""
         self.workdir = workdir
         self.ports = ports
         workdir.mkdir(parents=True, exist_ok=True)
-        destinations = ", ".join(f'"sip:110@127.0.0.1:{p}"' for p in pbx_ports)
+        uris = [*pbx_uris, *(f"sip:110@127.0.0.1:{p}" for p in pbx_ports)]
+        destinations = ", ".join(f'"{uri}"' for uri in uris)
         self.plan_path = workdir / "plan.toml"
         self.plan_path.write_text(
             PLAN_HEAD.format(

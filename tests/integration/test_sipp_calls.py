@@ -11,6 +11,8 @@ from integration.bridge_under_test import BridgeUnderTest
 from peers.ports import PortAllocator
 from peers.sipp import SippRun
 
+from bridge.calls.call import CallEvent
+
 pytestmark = pytest.mark.peers("sipp")
 
 BridgeFactory = Callable[..., Awaitable[BridgeUnderTest]]
@@ -180,5 +182,58 @@ async def test_trunk_down_gives_a_clean_failure(
     try:
         (await uac.wait()).assert_ok(successful=1)
         await service.wait_idle()
+    finally:
+        uac.kill()
+
+
+async def test_refused_tcp_destination_fails_over_at_once(
+    bridge: BridgeFactory, sipp: Callable[..., SippRun], tmp_path: Path, ports: PortAllocator
+) -> None:
+    """RFC 3261 §18.4: the trunk's first destination is TCP and refuses the connection; the
+    transport tells the transaction, and the call goes on to the second destination (a SIPp
+    UAS) at once, where it would otherwise wait out Timer B (64*T1 = 32 s)."""
+    refused = ports.port()  # nothing listens here
+    uas = sipp("uas_basic", name="callee-uas_basic")
+    uac = prepare_caller("uac_basic", tmp_path, ports)
+    service = await bridge(
+        carrier_port=uac.port,
+        pbx_ports=[uas.port],
+        pbx_uris=[f"sip:110@127.0.0.1:{refused};transport=tcp"],
+    )
+    assert service.engine is not None
+    events: list[CallEvent] = []
+    service.engine.event_listeners.append(events.extend)
+    calls = service.watch_calls()
+    await uas.started()
+    uac.remote_args(service.sip_address)
+    uac.start()
+    try:
+        await calls.answered(within=8.0)
+        assert calls.by_destination == {f"127.0.0.1:{uas.port}": 1}
+        failovers = [e.data for e in events if e.kind == "failover"]
+        assert failovers == [{"status": 503, "leg": "b1"}]
+        (await uac.wait()).assert_ok(successful=1)
+        (await uas.wait()).assert_ok(successful=1)
+    finally:
+        uac.kill()
+
+
+async def test_refused_tcp_trunk_fails_the_caller_at_once(
+    bridge: BridgeFactory, tmp_path: Path, ports: PortAllocator
+) -> None:
+    """With no destination left the caller hears 503 as soon as the connection is refused:
+    SIPp's own timeout (5 s) is far below Timer B."""
+    uac = prepare_caller("uac_unavailable", tmp_path, ports, timeout=5)
+    refused = ports.port()
+    service = await bridge(
+        carrier_port=uac.port,
+        pbx_ports=[],
+        pbx_uris=[f"sip:110@127.0.0.1:{refused};transport=tcp"],
+    )
+    uac.remote_args(service.sip_address)
+    uac.start()
+    try:
+        (await uac.wait()).assert_ok(successful=1)
+        await service.wait_idle(within=2.0)
     finally:
         uac.kill()

@@ -85,9 +85,12 @@ class FeatureCode:
 
 
 class FakeRouting:
-    def __init__(self, *destinations: tuple[str, int], ring_timeout: float = 30.0) -> None:
+    def __init__(
+        self, *destinations: tuple[str, int], ring_timeout: float = 30.0, transport: str = "UDP"
+    ) -> None:
         self.destinations = destinations
         self.ring_timeout = ring_timeout
+        self.transport = transport
 
     def identify(self, request: Request, source: tuple[str, int]) -> Origin | None:
         if source == CALLER:
@@ -110,7 +113,7 @@ class FakeRouting:
             Destination(
                 uri=SipUri(user="110", host=h, port=p),
                 address=(h, p),
-                transport="UDP",
+                transport=self.transport,
                 peer=f"pbx-{p}",
                 ring_timeout=self.ring_timeout,
             )
@@ -135,12 +138,20 @@ def invite(call_id: str = "c1", user: str = "110", branch: str = "z9hG4bKa1") ->
 
 
 class Harness:
-    def __init__(self, *destinations: tuple[str, int], capacity: int = 100, ring: float = 30.0):
+    def __init__(
+        self,
+        *destinations: tuple[str, int],
+        capacity: int = 100,
+        ring: float = 30.0,
+        transport: str = "UDP",
+    ):
         self.media = FakeMedia(capacity=capacity)
         self.core = B2BUA(
             local=BRIDGE,
             advertised_host="127.0.0.1",
-            routing=FakeRouting(*(destinations or (CALLEE,)), ring_timeout=ring),
+            routing=FakeRouting(
+                *(destinations or (CALLEE,)), ring_timeout=ring, transport=transport
+            ),
             media=self.media,
         )
         self.now = 1000.0
@@ -507,3 +518,25 @@ def test_transport_error_after_a_final_response_fails_no_one_twice() -> None:
     assert h.sent() == []
     assert h.core.calls == {}
     assert h.core.counters.calls_failed == 1
+
+
+def test_unreachable_tcp_destination_fails_over_at_once() -> None:
+    """RFC 3261 §18.4: the transport reports a refused TCP connect, the INVITE's transaction
+    ends (§17.1.1.2) and the core reads it as a 503: the next destination is tried, and once
+    none is left the caller hears 503, all at the moment of the error rather than Timer B's."""
+    h = Harness(CALLEE, BACKUP, transport="TCP")
+    h.feed(invite(), CALLER)
+    first = next(m for m in h.sent_to(CALLEE) if isinstance(m, Request))
+    assert first.top_via.transport == "TCP"
+    h.core.transport_error(CALLEE, "UDP", h.now)
+    assert h.sent() == [], "another transport to the same address is another path"
+    h.core.transport_error(CALLEE, "TCP", h.now)
+    second = next(m for m in h.sent_to(BACKUP) if isinstance(m, Request))
+    assert second.method == "INVITE"
+    call = next(iter(h.core.calls.values()))
+    assert [e.data["status"] for e in call.history if e.kind == "failover"] == [503]
+    h.core.transport_error(BACKUP, "TCP", h.now)
+    finals = [m.status for m in h.sent_to(CALLER) if isinstance(m, Response) and m.status >= 200]
+    assert finals == [503]
+    assert h.core.calls == {}
+    assert h.media.live == set()

@@ -669,6 +669,22 @@ def test_transport_error_fails_client_and_server_transactions_to_that_address() 
     assert layer.transport_error(TRUNK, "UDP", now=2.0) == []
 
 
+def test_tcp_connect_failure_ends_an_invite_in_calling_long_before_timer_b() -> None:
+    """§17.1.1.2, §18.4: a TCP INVITE has no Timer A and would wait 64*T1 for Timer B; a
+    refused connection ends it at once. The error names a transport: the same address over
+    UDP is another path, and its transactions go on."""
+    layer = TransactionLayer()
+    invite = request(branch="z9hG4bKtcp1", transport="TCP")
+    over_tcp = layer.send_request(invite, TRUNK, "TCP", now=0.0)
+    over_udp = layer.send_request(request("OPTIONS", branch="z9hG4bKudp1"), TRUNK, "UDP", now=0.0)
+    layer.take_outgoing()
+    events = layer.transport_error(TRUNK, "TCP", now=0.01)
+    assert events == [ClientTransportError(client_key=over_tcp, request=invite)]
+    assert layer.state_of(over_tcp) is None
+    assert layer.state_of(over_udp) is State.TRYING
+    assert layer.take_outgoing() == []
+
+
 # --------------------------------------------------------------------------- misuse
 
 
