@@ -9,10 +9,9 @@ lines mean the same thing to the rest of the stack.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TypeVar, cast
 
 from bridge.sip.errors import RemoteProtocolError
 from bridge.sip.uri import (
@@ -118,8 +117,6 @@ JOINED_LIST_HEADERS = frozenset(
 
 _canonical_cache: dict[str, str] = {}
 
-T = TypeVar("T")
-
 
 def canonical_name(name: str) -> str:
     """The canonical spelling of a header name, expanding compact forms."""
@@ -160,16 +157,14 @@ class Headers:
     """An ordered multi-map of header name to raw value, names stored canonically.
 
     The core asks each message for Call-ID, CSeq, From, To and Via many times over, so the first
-    value of each name is indexed on the first :meth:`get`, its parsed form is kept by
-    :meth:`parsed`, and both are dropped on any change.
+    value of each name is indexed on the first :meth:`get` and the index dropped on any change.
     """
 
-    __slots__ = ("_first", "_items", "_parsed")
+    __slots__ = ("_first", "_items")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str]] = [(canonical_name(n), v) for n, v in items]
         self._first: dict[str, str] | None = None
-        self._parsed: dict[str, object] | None = None
 
     @classmethod
     def from_canonical(cls, items: list[tuple[str, str]]) -> Headers:
@@ -177,7 +172,6 @@ class Headers:
         new = cls.__new__(cls)
         new._items = items
         new._first = None
-        new._parsed = None
         return new
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
@@ -208,31 +202,17 @@ class Headers:
             self._first = first
         return first.get(_canonical_cache.get(name) or canonical_name(name), default)
 
-    def parsed(self, name: str, parse: Callable[[str], T]) -> T | None:
-        """The first ``name`` value as ``parse`` reads it, parsed once per message state.
-        ``name`` must be canonical and ``parse`` the same for a name on every call, returning
-        an immutable value: the one object is handed to every caller."""
-        cache = self._parsed
-        if cache is None:
-            cache = self._parsed = {}
-        elif name in cache:
-            return cast(T, cache[name])
-        value = self.get(name)
-        result = None if value is None else parse(value)
-        cache[name] = result
-        return result
-
     def get_all(self, name: str) -> list[str]:
         key = canonical_name(name)
         return [v for n, v in self._items if n == key]
 
     def add(self, name: str, value: str) -> None:
         self._items.append((canonical_name(name), value))
-        self._first = self._parsed = None
+        self._first = None
 
     def prepend(self, name: str, value: str) -> None:
         """Insert before the first header of this name (a new top Via, §18.1.1)."""
-        self._first = self._parsed = None
+        self._first = None
         key = canonical_name(name)
         for i, (n, _) in enumerate(self._items):
             if n == key:
@@ -242,7 +222,7 @@ class Headers:
 
     def set(self, name: str, value: str) -> None:
         """Replace every header of this name by one value, kept at the first one's place."""
-        self._first = self._parsed = None
+        self._first = None
         key = canonical_name(name)
         for i, (n, _) in enumerate(self._items):
             if n == key:
@@ -252,12 +232,12 @@ class Headers:
         self._items.append((key, value))
 
     def remove(self, name: str) -> None:
-        self._first = self._parsed = None
+        self._first = None
         key = canonical_name(name)
         self._items = [it for it in self._items if it[0] != key]
 
     def remove_first(self, name: str) -> str | None:
-        self._first = self._parsed = None
+        self._first = None
         key = canonical_name(name)
         for i, (n, v) in enumerate(self._items):
             if n == key:
@@ -268,8 +248,6 @@ class Headers:
     def copy(self) -> Headers:
         new = Headers()
         new._items = list(self._items)
-        new._first = self._first
-        new._parsed = self._parsed and dict(self._parsed)
         return new
 
 

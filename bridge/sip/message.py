@@ -104,10 +104,10 @@ class _Message:
 
     @property
     def cseq(self) -> CSeq:
-        value = self.headers.parsed("CSeq", CSeq.parse)
+        value = self.headers.get("CSeq")
         if value is None:
             raise RemoteProtocolError("missing CSeq")
-        return value
+        return CSeq.parse(value)
 
     @property
     def from_(self) -> NameAddr:
@@ -123,15 +123,18 @@ class _Message:
 
     @property
     def top_via(self) -> Via:
-        value = self.headers.parsed("Via", Via.parse)
+        value = self.headers.get("Via")
         if value is None:
             raise RemoteProtocolError("missing Via")
-        return value
+        return Via.parse(value)
 
     @property
     def contact(self) -> NameAddr | None:
         """The first Contact; None when absent or the REGISTER wildcard ``*`` (§10.2.2)."""
-        return self.headers.parsed("Contact", _contact)
+        value = self.headers.get("Contact")
+        if value is None or value == "*":
+            return None
+        return NameAddr.parse(value)
 
     @property
     def contacts(self) -> list[NameAddr]:
@@ -187,14 +190,10 @@ class _Message:
 
 
 def _name_addr(headers: Headers, name: str) -> NameAddr:
-    value = headers.parsed(name, NameAddr.parse)
+    value = headers.get(name)
     if value is None:
         raise RemoteProtocolError(f"missing {name}")
-    return value
-
-
-def _contact(value: str) -> NameAddr | None:
-    return None if value == "*" else NameAddr.parse(value)
+    return NameAddr.parse(value)
 
 
 def _max_forwards(value: str) -> int:
