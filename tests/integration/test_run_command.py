@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -29,10 +31,9 @@ async def read_until(stream: asyncio.StreamReader, needle: str, within: float) -
     return lines
 
 
-async def test_sighup_reloads_and_sigterm_stops_gracefully(
-    tmp_path: Path, ports: PortAllocator
-) -> None:
-    layout = BridgeUnderTest(tmp_path, ports, carrier_port=ports.port(), pbx_ports=[ports.port()])
+@contextlib.asynccontextmanager
+async def bridge_process(layout: BridgeUnderTest) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``bridge run`` on the layout's config, as an admin starts it; killed if still running."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -42,8 +43,20 @@ async def test_sighup_reloads_and_sigterm_stops_gracefully(
         str(layout.config_path),
         stderr=asyncio.subprocess.PIPE,
     )
-    assert proc.stderr is not None
     try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_sighup_reloads_and_sigterm_stops_gracefully(
+    tmp_path: Path, ports: PortAllocator
+) -> None:
+    layout = BridgeUnderTest(tmp_path, ports, carrier_port=ports.port(), pbx_ports=[ports.port()])
+    async with bridge_process(layout) as proc:
+        assert proc.stderr is not None
         await read_until(proc.stderr, "ready:", 20)
         layout.plan_path.write_text(
             layout.plan_path.read_text(encoding="utf-8") + "\n[[trunks]]\nname = 7\n",
@@ -55,10 +68,6 @@ async def test_sighup_reloads_and_sigterm_stops_gracefully(
         lines = await read_until(proc.stderr, "shutting down", 10)
         assert await asyncio.wait_for(proc.wait(), 15) == 0
         assert not any('"level": "error"' in line for line in lines)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
 
 
 async def test_realtime_priority_is_taken_or_its_refusal_said(
@@ -67,17 +76,8 @@ async def test_realtime_priority_is_taken_or_its_refusal_said(
     layout = BridgeUnderTest(tmp_path, ports, carrier_port=ports.port(), pbx_ports=[ports.port()])
     with layout.config_path.open("a", encoding="utf-8") as config:
         config.write("\n[scheduling]\nrealtime_priority = 3\n")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bridge",
-        "run",
-        "--config",
-        str(layout.config_path),
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert proc.stderr is not None
-    try:
+    async with bridge_process(layout) as proc:
+        assert proc.stderr is not None
         lines = await read_until(proc.stderr, "ready:", 20)
         refused = [line for line in lines if "real-time priority 3 refused" in line]
         if refused:  # no CAP_SYS_NICE here: said, and the service runs all the same
@@ -87,10 +87,6 @@ async def test_realtime_priority_is_taken_or_its_refusal_said(
             assert os.sched_getparam(proc.pid).sched_priority == 3
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 15) == 0
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
 
 
 def test_bad_config_exits_1_with_file_and_line(
