@@ -40,6 +40,8 @@ class SipConfig(_Strict):
     user_agent: str = "bridge"
     t1_ms: int = Field(default=500, ge=50, le=5000)
     max_message_bytes: int = Field(default=65535, ge=1500, le=262144)
+    max_calls: int = Field(default=0, ge=0)
+    max_call_rate: float = Field(default=0.0, ge=0)
 
     @field_validator("listen")
     @classmethod

@@ -20,6 +20,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from bridge.calls.admission import Admission
 from bridge.calls.b2bua import B2BUA
 from bridge.calls.call import CallEvent
 from bridge.config import Config, ConfigError, load_config
@@ -83,6 +84,9 @@ class Engine:
             user_agent=self.config.sip.user_agent,
             authenticate_seat=self.seats.authenticate_invite,
             handle_register=self.seats.handle_register,
+            admission=Admission(
+                max_calls=self.config.sip.max_calls, max_call_rate=self.config.sip.max_call_rate
+            ),
         )
         assert self.media.relay is not None
         self.media.relay.on_digit = self._on_digit

@@ -82,11 +82,13 @@ class PlanRouting:
             destinations.extend(self.seat_lookup(seat, decision.ring_timeout, now))
         for text in decision.uris:
             destinations.append(trunk_destination(text, decision.platform, decision.ring_timeout))
+        urgent = router.plan.overrides.urgent
         return RouteResult(
             origin=origin.platform,
             destinations=tuple(destinations),
             reason=decision.reason,
             decision=decision,
+            urgent=urgent is not None and decision.platform == urgent.to,
         )
 
     def resolve_target(self, target: str, now: float) -> tuple[str, list[Destination]]:

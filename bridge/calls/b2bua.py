@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bridge.calls import indialog, legs, sdpmap, teardown
+from bridge.calls.admission import Admission
 from bridge.calls.call import (
     Call,
     CallEvent,
@@ -92,6 +93,7 @@ class B2BUA:
         user_agent: str = "bridge",
         authenticate_seat: Callable[[Request, Address, float], Response | Origin] | None = None,
         handle_register: Callable[[Request, Address, str, float], Response] | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.local = local
         self.host = advertised_host
@@ -105,6 +107,7 @@ class B2BUA:
         self.events: list[CallEvent] = []
         self.counters = Counters()
         self.accepting = True
+        self.admission = admission if admission is not None else Admission()
         self._ids = itertools.count(1)
         self._by_dialog: dict[tuple[str, str], tuple[str, str]] = {}
         self._by_client: dict[str, tuple[str, str]] = {}
@@ -283,6 +286,15 @@ class B2BUA:
         if route is None or not route.destinations:
             self._record(call.apply(CallInput.NO_ROUTE, now, reason="no route"))
             self._fail_caller(call, 404, "No Route", now)
+            return
+        refusal = self.admission.admit(
+            now=now, in_progress=len(self.calls) - 1, urgent=route.urgent
+        )
+        if refusal is not None:
+            self._record(call.apply(CallInput.REFUSED, now, reason=refusal.reason))
+            self._fail_caller(
+                call, 503, None, now, retry_after=refusal.retry_after, why=refusal.reason
+            )
             return
         call.decision = route.decision
         call.destinations = [d.uri for d in route.destinations]
@@ -487,16 +499,27 @@ class B2BUA:
                 payload_type = settled[2]
         self.media.point(leg.media, remote[0], remote[1], payload_type)
 
-    def _fail_caller(self, call: Call, status: int, reason: str | None, now: float) -> None:
+    def _fail_caller(
+        self,
+        call: Call,
+        status: int,
+        reason: str | None,
+        now: float,
+        *,
+        retry_after: int | None = None,
+        why: str | None = None,
+    ) -> None:
         caller = call.caller
         assert caller.invite is not None
         assert caller.server_key is not None
         if caller.state is LegState.INCOMING:
             out = make_response(caller.invite, status, reason, to_tag=caller.local_tag)
+            if retry_after is not None:
+                out.headers.add("Retry-After", str(retry_after))
             self.txl.send_response(caller.server_key, out, now)
         caller.state = LegState.TERMINATED
         self.counters.calls_failed += 1
-        call.ended_reason = reason or str(status)
+        call.ended_reason = why or reason or str(status)
         # A leg cancelled on the way (a ring timeout) may still await its INVITE's end.
         teardown.maybe_finished(self, call, now)
 

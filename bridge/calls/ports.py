@@ -33,6 +33,8 @@ class RouteResult:
     destinations: tuple[Destination, ...]
     reason: str
     decision: object = None
+    urgent: bool = False
+    """Bound for the plan's urgent platform (110): never refused by the admission limits."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

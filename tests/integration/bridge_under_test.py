@@ -74,6 +74,7 @@ CONFIG = """
 [sip]
 listen = "127.0.0.1:{sip_port}"
 t1_ms = {t1_ms}
+{sip_extra}
 [media]
 port_min = {media_min}
 port_max = {media_max}
@@ -183,6 +184,7 @@ class BridgeUnderTest:
         seat_credentials: Mapping[str, str] = DEFAULT_SEATS,
         digest_algorithms: Sequence[str] = ("SHA-256", "MD5"),
         tokens: Sequence[Mapping[str, str]] = (),
+        sip_extra: str = "",
     ) -> None:
         """``pbx_uris``: destinations of the 110 trunk tried before ``pbx_ports``, written as
         the plan takes them (``sip:110@127.0.0.1:5060;transport=tcp``). ``tokens``: more
@@ -207,6 +209,7 @@ class BridgeUnderTest:
         self._config_values = {
             "admin_token": ADMIN_TOKEN,
             "t1_ms": t1_ms,
+            "sip_extra": sip_extra,
             "grace_s": grace_s,
             "digest_algorithms": ", ".join(f'"{name}"' for name in digest_algorithms),
             "extra_tokens": "".join(

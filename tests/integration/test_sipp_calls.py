@@ -237,3 +237,49 @@ async def test_refused_tcp_trunk_fails_the_caller_at_once(
         await service.wait_idle(within=2.0)
     finally:
         uac.kill()
+
+
+async def test_calls_over_the_rate_limit_are_refused_at_once_but_not_calls_to_110(
+    bridge: BridgeFactory, sipp: Callable[..., SippRun], tmp_path: Path, ports: PortAllocator
+) -> None:
+    """``[sip] max_call_rate``: three calls to the 12315 hotline in a burst, one admitted (its
+    trunk refuses the connection: 503), two refused by the limit with 503 and Retry-After; then
+    a call to 110 within the same seconds is put through to the 110 desk all the same."""
+    refused_trunk = ports.port()  # nothing listens here
+    uas = sipp("uas_basic", name="callee-uas_basic")
+    burst = prepare_caller(
+        "uac_unavailable", tmp_path, ports, calls=3, rate=50, timeout=10, service="12315"
+    )
+    emergency = prepare_caller("uac_basic", tmp_path, ports)
+    extra_plan = (
+        f'[[trunks]]\nname = "carrier-2"\ndestinations = ["sip:c@127.0.0.1:{emergency.port}"]\n'
+        '[[trunks]]\nname = "pbx-12315"\n'
+        f'destinations = ["sip:12315@127.0.0.1:{refused_trunk};transport=tcp"]\n'
+        '[[platforms]]\nkey = "12315"\nlabel = "12315 消费者投诉"\ntrunk = "pbx-12315"\n'
+        '[[inbound]]\nname = "to 12315"\ncalled = { exact = "12315" }\nplatform = "12315"\n'
+    )
+    service = await bridge(
+        carrier_port=burst.port,
+        pbx_ports=[uas.port],
+        extra_plan=extra_plan,
+        sip_extra="max_call_rate = 0.2",  # one call per 5 s
+    )
+    assert service.engine is not None
+    events: list[CallEvent] = []
+    service.engine.event_listeners.append(events.extend)
+    await uas.started()
+    burst.remote_args(service.sip_address)
+    emergency.remote_args(service.sip_address)
+    burst.start()
+    try:
+        (await burst.wait()).assert_ok(successful=3)
+        refusals = [e.data["reason"] for e in events if e.kind == "refused"]
+        assert refusals == ["call rate limit 0.2/s reached"] * 2
+        assert burst.message_file.read_text(errors="replace").count("Retry-After: ") == 2
+        emergency.start()
+        (await emergency.wait()).assert_ok(successful=1)
+        (await uas.wait()).assert_ok(successful=1)
+        assert [e.kind for e in events].count("refused") == 2
+    finally:
+        burst.kill()
+        emergency.kill()

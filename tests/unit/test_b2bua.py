@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from bridge.calls.admission import Admission
 from bridge.calls.b2bua import B2BUA
 from bridge.calls.call import CallState
 from bridge.calls.ports import Destination, MediaUnavailable, Origin, RouteResult
@@ -119,7 +120,12 @@ class FakeRouting:
             )
             for h, p in self.destinations
         )
-        return RouteResult(origin=origin.platform, destinations=dests, reason="test")
+        return RouteResult(
+            origin=origin.platform,
+            destinations=dests,
+            reason="test",
+            urgent=request.uri.user == "110",
+        )
 
 
 def invite(call_id: str = "c1", user: str = "110", branch: str = "z9hG4bKa1") -> bytes:
@@ -144,6 +150,7 @@ class Harness:
         capacity: int = 100,
         ring: float = 30.0,
         transport: str = "UDP",
+        admission: Admission | None = None,
     ):
         self.media = FakeMedia(capacity=capacity)
         self.core = B2BUA(
@@ -153,6 +160,7 @@ class Harness:
                 *(destinations or (CALLEE,)), ring_timeout=ring, transport=transport
             ),
             media=self.media,
+            admission=admission,
         )
         self.now = 1000.0
 
@@ -540,3 +548,22 @@ def test_unreachable_tcp_destination_fails_over_at_once() -> None:
     assert finals == [503]
     assert h.core.calls == {}
     assert h.media.live == set()
+
+
+def test_a_call_over_the_limit_is_refused_at_once_but_a_call_to_110_never_is() -> None:
+    h = Harness(admission=Admission(max_calls=1))
+    h.feed(invite(call_id="first", user="12345", branch="z9hG4bKf1"), CALLER)
+    assert any(isinstance(m, Request) for m in h.sent_to(CALLEE))
+
+    h.feed(invite(call_id="second", user="12345", branch="z9hG4bKf2"), CALLER)
+    sent = h.sent()
+    assert not [m for d, m in sent if d == CALLEE], "nothing rings for a refused call"
+    refused = [m for d, m in sent if d == CALLER and isinstance(m, Response) and m.status >= 200]
+    assert [m.status for m in refused] == [503]
+    assert refused[0].headers.get("Retry-After") == "5"
+    events = [e for e in h.core.take_events() if e.kind == "refused"]
+    assert [e.data["reason"] for e in events] == ["call limit 1 reached"]
+
+    h.feed(invite(call_id="emergency", user="110", branch="z9hG4bKf3"), CALLER)
+    inv = [m for m in h.sent_to(CALLEE) if isinstance(m, Request)]
+    assert [m.method for m in inv] == ["INVITE"], "an emergency call rings whatever the load"
