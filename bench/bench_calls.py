@@ -25,6 +25,7 @@ import resource
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -33,10 +34,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.plan import bench_config, bench_plan
+from bench.plan import HOTLINE_PLAN, bench_config, bench_plan
 
 ROOT = Path(__file__).resolve().parent.parent
 BRIDGE = ROOT / ".venv" / "bin" / "bridge"
+ADMISSION_SCENARIO = Path(__file__).resolve().parent / "sipp" / "uac_admission.xml"
 HOST = "127.0.0.1"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 LOAD_BEHAVIOURS = ["-default_behaviors", "all,-abortunexp"]
@@ -268,6 +270,8 @@ class RateResult:
     errors: str = ""
     kernel_share: float | None = None
     rss_kib: int = 0
+    refused: int | None = None
+    """Calls the bridge refused with 503 (``--max-call-rate``), from its audit log."""
 
 
 def raise_fd_limit(limit: int) -> None:
@@ -280,12 +284,21 @@ def raise_fd_limit(limit: int) -> None:
 class Bridge:
     realtime_priority = 0
     """The bridge's ``[scheduling] realtime_priority`` in every run (``--realtime-priority``)."""
+    max_call_rate = 0.0
+    """The bridge's ``[sip] max_call_rate`` (``--max-call-rate``); when set, the UAC dials the
+    non-urgent 12315 (see ``HOTLINE_PLAN``), since calls to 110 are never refused."""
 
     def __init__(self, workdir: Path, *, uac_port: int, uas_port: int) -> None:
         self.workdir = workdir
         self.sip_port = free_port()
         workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "plan.toml").write_text(bench_plan(caller_port=uac_port, desk_110_port=uas_port))
+        (workdir / "plan.toml").write_text(
+            bench_plan(
+                caller_port=uac_port,
+                desk_110_port=uas_port,
+                extra=HOTLINE_PLAN.format(desk_port=uas_port),
+            )
+        )
         (workdir / "bridge.toml").write_text(
             bench_config(
                 sip_port=self.sip_port,
@@ -293,6 +306,7 @@ class Bridge:
                 media_min=33000,
                 media_max=65000,
                 extra=f"[scheduling]\nrealtime_priority = {self.realtime_priority}\n",
+                sip_extra=f"max_call_rate = {self.max_call_rate}",
             )
         )
         self.process: subprocess.Popen[bytes] | None = None
@@ -322,8 +336,17 @@ def uas(workdir: Path, name: str, calls: int, timeout: float) -> Sipp:
     return Sipp(workdir, name, ["-sn", "uas", "-m", str(calls), "-timeout", f"{timeout:.0f}s"])
 
 
-def uac(workdir: Path, name: str, *, rate: int, calls: int, timeout: float) -> Sipp:
-    args = ["-sn", "uac", "-s", "110", "-r", str(rate), "-m", str(calls)]
+def uac(
+    workdir: Path,
+    name: str,
+    *,
+    rate: int,
+    calls: int,
+    timeout: float,
+    service: str = "110",
+    scenario: Sequence[str] = ("-sn", "uac"),
+) -> Sipp:
+    args = [*scenario, "-s", service, "-r", str(rate), "-m", str(calls)]
     return Sipp(workdir, name, [*args, "-timeout", f"{timeout:.0f}s"])
 
 
@@ -399,7 +422,18 @@ def rate_kamailio(workdir: Path, rate: int, duration: float) -> RateResult:
 def rate_bridge(workdir: Path, rate: int, duration: float) -> RateResult:
     calls = rate * int(duration)
     callee = uas(workdir, "bridge-uas", calls, duration + 40)
-    caller = uac(workdir, "bridge-uac", rate=rate, calls=calls, timeout=duration + 30)
+    caller = uac(
+        workdir,
+        "bridge-uac",
+        rate=rate,
+        calls=calls,
+        timeout=duration + 30,
+        **(
+            {"service": "12315", "scenario": ("-sf", str(ADMISSION_SCENARIO))}
+            if Bridge.max_call_rate
+            else {}
+        ),
+    )
     bridge = Bridge(workdir / "bridge-rate", uac_port=caller.port, uas_port=callee.port)
     pid = bridge.start()
     try:
@@ -428,7 +462,16 @@ def rate_bridge(workdir: Path, rate: int, duration: float) -> RateResult:
         errors=errors,
         rss_kib=rss,
         kernel_share=kernel,
+        refused=refused_calls(workdir / "bridge-rate" / "bridge.sqlite3")
+        if Bridge.max_call_rate
+        else None,
     )
+
+
+def refused_calls(database: Path) -> int:
+    with contextlib.closing(sqlite3.connect(database)) as db:
+        row = db.execute("SELECT count(*) FROM audit_log WHERE kind = 'call.refused'").fetchone()
+    return int(row[0])
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -522,6 +565,8 @@ def describe(result: RateResult) -> str:
             line += f" ({result.kernel_share:.0%} kernel)"
     if result.rss_kib:
         line += f"  RSS {result.rss_kib / 1024:.0f} MiB"
+    if result.refused is not None:
+        line += f"  ({result.refused} of the ok refused with 503)"
     if stats.failures:
         line += f"  {stats.failures}"
     return line
@@ -550,8 +595,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="run the bridge with [scheduling] realtime_priority = N (SCHED_RR); SIPp and "
         "Kamailio keep normal scheduling",
     )
+    parser.add_argument(
+        "--max-call-rate",
+        type=float,
+        default=0.0,
+        metavar="R",
+        help="run the bridge with [sip] max_call_rate = R; its UAC then dials 12315 (not "
+        "urgent) so that calls over R/s are refused with 503",
+    )
     args = parser.parse_args(argv)
     Bridge.realtime_priority = args.realtime_priority
+    Bridge.max_call_rate = args.max_call_rate
     if shutil.which("sipp") is None:
         print("bench_calls: sipp is not installed (apt package sip-tester); skipped")
         return 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 CONFIG = """
 [sip]
 listen = "127.0.0.1:{sip_port}"
+{sip_extra}
 [media]
 port_min = {media_min}
 port_max = {media_max}
@@ -72,12 +73,40 @@ def bench_plan(*, caller_port: int, desk_110_port: int, extra: str = "") -> str:
 
 
 def bench_config(
-    *, sip_port: int, media_min: int, media_max: int, http_port: int, extra: str = ""
+    *,
+    sip_port: int,
+    media_min: int,
+    media_max: int,
+    http_port: int,
+    extra: str = "",
+    sip_extra: str = "",
 ) -> str:
-    """``extra`` is appended as is: TOML tables (e.g. ``[[sidecar.tokens]]``) may follow others."""
+    """``extra`` is appended as is: TOML tables (e.g. ``[[sidecar.tokens]]``) may follow others;
+    ``sip_extra`` goes into ``[sip]`` (``max_call_rate = 450``)."""
     return (
         CONFIG.format(
-            sip_port=sip_port, media_min=media_min, media_max=media_max, http_port=http_port
+            sip_port=sip_port,
+            media_min=media_min,
+            media_max=media_max,
+            http_port=http_port,
+            sip_extra=sip_extra,
         )
         + extra
     )
+
+
+HOTLINE_PLAN = """
+[[trunks]]
+name = "pbx-12315"
+destinations = ["sip:12315@127.0.0.1:{desk_port}"]
+[[platforms]]
+key = "12315"
+label = "12315 consumer hotline"
+trunk = "pbx-12315"
+[[inbound]]
+name = "to 12315"
+called = {{ exact = "12315" }}
+platform = "12315"
+"""
+"""Calls to 12315 reach the same desk as calls to 110, but are not urgent: admission limits
+apply to them (calls to 110 are never refused)."""
