@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bridge.calls import indialog, legs, sdpmap, teardown
-from bridge.calls.admission import Admission
+from bridge.calls.admission import Admission, Refusal
 from bridge.calls.call import (
     Call,
     CallEvent,
@@ -75,6 +75,7 @@ class Counters:
     calls_started: int = 0
     calls_answered: int = 0
     calls_failed: int = 0
+    calls_refused: int = 0
     unknown_dialog: int = 0
     by_status: dict[int, int] = field(default_factory=dict)
 
@@ -262,6 +263,14 @@ class B2BUA:
                 self.txl.send_response(key, verdict, now)
                 return
             origin = verdict
+        route = self.routing.route(request, origin, now)
+        if route is not None and route.destinations:
+            refusal = self.admission.admit(
+                now=now, in_progress=len(self.calls), urgent=route.urgent
+            )
+            if refusal is not None:
+                self._refuse(request, key, origin, refusal, now)
+                return
         call_id = f"C{next(self._ids):06d}-{random_hex(3)}"
         call = Call(call_id=call_id, created_at=now, origin=origin.platform)
         caller = Leg(
@@ -282,19 +291,9 @@ class B2BUA:
         self.counters.calls_started += 1
         self.index_leg(call, caller)
         self.txl.send_response(key, make_response(request, 100), now)
-        route = self.routing.route(request, origin, now)
         if route is None or not route.destinations:
             self._record(call.apply(CallInput.NO_ROUTE, now, reason="no route"))
             self._fail_caller(call, 404, "No Route", now)
-            return
-        refusal = self.admission.admit(
-            now=now, in_progress=len(self.calls) - 1, urgent=route.urgent
-        )
-        if refusal is not None:
-            self._record(call.apply(CallInput.REFUSED, now, reason=refusal.reason))
-            self._fail_caller(
-                call, 503, None, now, retry_after=refusal.retry_after, why=refusal.reason
-            )
             return
         call.decision = route.decision
         call.destinations = [d.uri for d in route.destinations]
@@ -307,6 +306,22 @@ class B2BUA:
             return
         self._record(call.apply(CallInput.ROUTED, now, reason=route.reason))
         self._try_next(call, now)
+
+    def _refuse(
+        self, request: Request, key: str, origin: Origin, refusal: Refusal, now: float
+    ) -> None:
+        """503 with Retry-After (RFC 3261 §21.5.4) before any call, leg or port exists: under
+        overload a refusal must cost far less than the call it sheds. The audit trail still
+        gets its line, under a call id of its own."""
+        response = make_response(request, 503, None, to_tag=new_tag())
+        response.headers.add("Retry-After", str(refusal.retry_after))
+        self.txl.send_response(key, response, now)
+        self.counters.calls_refused += 1
+        call_id = f"C{next(self._ids):06d}-{random_hex(3)}"
+        data = {"reason": refusal.reason, "origin": origin.platform}
+        self._record(
+            CallEvent(at=now, call_id=call_id, kind="refused", state=CallState.ENDED, data=data)
+        )
 
     def _try_next(self, call: Call, now: float) -> bool:
         queue = self._pending_destinations.get(call.call_id) or []
@@ -499,27 +514,16 @@ class B2BUA:
                 payload_type = settled[2]
         self.media.point(leg.media, remote[0], remote[1], payload_type)
 
-    def _fail_caller(
-        self,
-        call: Call,
-        status: int,
-        reason: str | None,
-        now: float,
-        *,
-        retry_after: int | None = None,
-        why: str | None = None,
-    ) -> None:
+    def _fail_caller(self, call: Call, status: int, reason: str | None, now: float) -> None:
         caller = call.caller
         assert caller.invite is not None
         assert caller.server_key is not None
         if caller.state is LegState.INCOMING:
             out = make_response(caller.invite, status, reason, to_tag=caller.local_tag)
-            if retry_after is not None:
-                out.headers.add("Retry-After", str(retry_after))
             self.txl.send_response(caller.server_key, out, now)
         caller.state = LegState.TERMINATED
         self.counters.calls_failed += 1
-        call.ended_reason = why or reason or str(status)
+        call.ended_reason = reason or str(status)
         # A leg cancelled on the way (a ring timeout) may still await its INVITE's end.
         teardown.maybe_finished(self, call, now)
 

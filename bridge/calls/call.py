@@ -39,7 +39,6 @@ class CallState(enum.StrEnum):
 class CallInput(enum.StrEnum):
     ROUTED = "routed"
     NO_ROUTE = "no_route"
-    REFUSED = "refused"
     PROGRESS = "progress"
     ANSWERED = "answered"
     ATTEMPT_FAILED = "attempt_failed"
@@ -54,7 +53,6 @@ _S, _I = CallState, CallInput
 TRANSITIONS: dict[tuple[CallState, CallInput], CallState] = {
     (_S.ROUTING, _I.ROUTED): _S.RINGING,
     (_S.ROUTING, _I.NO_ROUTE): _S.ENDED,
-    (_S.ROUTING, _I.REFUSED): _S.ENDED,
     (_S.ROUTING, _I.CALLER_CANCELLED): _S.ENDED,
     (_S.RINGING, _I.PROGRESS): _S.RINGING,
     (_S.RINGING, _I.FAILOVER): _S.RINGING,
