@@ -134,6 +134,7 @@ class SipTransport:
         self._udp: asyncio.DatagramTransport | None = None
         self._server: asyncio.Server | None = None
         self._connecting: dict[Address, asyncio.Future[_TcpConnection]] = {}
+        self._sending: set[asyncio.Task[None]] = set()
         self.local: Address = ("", 0)
 
     async def start(self, host: str, port: int) -> None:
@@ -164,7 +165,11 @@ class SipTransport:
             self.stats.tcp_out += 1
             conn.transport.write(data)
             return
-        asyncio.get_running_loop().create_task(self._connect_and_send(data, destination))
+        # The loop keeps only a weak reference to a task: without ours a connect could be
+        # collected half-way and its frame silently lost.
+        task = asyncio.get_running_loop().create_task(self._connect_and_send(data, destination))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
 
     async def _connect_and_send(self, data: bytes, destination: Address) -> None:
         """Connect, then send; frames for a destination already being connected to wait for
@@ -207,5 +212,8 @@ class SipTransport:
         for conn in list(self.tcp.values()):
             if conn.transport is not None:
                 conn.transport.close()
+        for task in list(self._sending):
+            task.cancel()
+        await asyncio.gather(*self._sending, return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
