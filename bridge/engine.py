@@ -244,7 +244,7 @@ def settle_heap() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-def apply_realtime_priority(priority: int) -> bool:
+def apply_realtime_priority(priority: int) -> None:
     """Put this process (and the threads it starts later) in SCHED_RR at ``priority``.
 
     A relay at 70 % of a core keeps up only while it has that core: a few milliseconds of
@@ -253,7 +253,7 @@ def apply_realtime_priority(priority: int) -> bool:
     cannot lock the machine. Refused without CAP_SYS_NICE: said once, then normal scheduling.
     """
     if priority <= 0:
-        return False
+        return
     try:
         os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(priority))
     except (OSError, AttributeError) as exc:
@@ -262,9 +262,8 @@ def apply_realtime_priority(priority: int) -> bool:
             priority,
             getattr(exc, "strerror", None) or exc,
         )
-        return False
+        return
     log.info("running at SCHED_RR real-time priority %d", priority)
-    return True
 
 
 def run_service(config_path: str) -> int:
