@@ -299,7 +299,6 @@ class Router:
         if rule.action == "keep" or rule.to is None:
             return self._keep_decision(origin, category, name, ("rules", index))
         target = self.platforms[rule.to]
-        uris, timeout = self._uris(target)
         label = self.categories[category].label
         where = self._where(("rules", index))
         window = f" during {rule.when}" if rule.when else ""
@@ -308,19 +307,51 @@ class Router:
         else:
             verb = "transfer" if rule.action == "transfer" else "three-way call"
             what = f"{verb} to {target.key} ({target.label})"
+        return self._decision(
+            rule.action,
+            origin,
+            category,
+            target,
+            say=target.say,
+            rule=name,
+            reason=f"{name}{where}{window}: {label} from {origin}: {what}",
+        )
+
+    def _decision(
+        self,
+        action: schema.Action,
+        origin: str,
+        category: str | None,
+        target: schema.Platform,
+        *,
+        rule: str,
+        reason: str,
+        urgent: bool = False,
+        say: str | None = None,
+    ) -> RouteDecision:
+        """The decision to ``action`` a request from ``origin`` to ``target``.
+
+        ``keep`` rings no trunk (``target`` is then the origin's own platform); every other
+        action rings ``target``'s trunk.
+        """
+        if action == "keep":
+            uris: tuple[str, ...] = ()
+            timeout = self.plan.defaults.ring_timeout
+        else:
+            uris, timeout = self._uris(target)
         return RouteDecision(
-            action=rule.action,
+            action=action,
             origin=origin,
             category=category,
-            urgent=False,
+            urgent=urgent,
             destination=target.key,
             destination_label=target.label,
             number=target.number,
-            say=target.say,
+            say=say,
             uris=uris,
             ring_timeout=timeout,
-            rule=name,
-            reason=f"{name}{where}{window}: {label} from {origin}: {what}",
+            rule=rule,
+            reason=reason,
         )
 
     def _first_contact(self, origin: str, category: str | None) -> RouteDecision:
@@ -337,7 +368,6 @@ class Router:
         *,
         why: str = "",
     ) -> RouteDecision:
-        platform = self.platforms[origin]
         if not why and category is None:
             why = (
                 f"ownership unresolved{self._where(path)}: first-contact responsibility "
@@ -345,74 +375,32 @@ class Router:
             )
         elif not why:
             why = f"{rule}{self._where(path)}: {self.label(category)} stays at {origin}"
-        return RouteDecision(
-            action="keep",
-            origin=origin,
-            category=category,
-            urgent=False,
-            destination=origin,
-            destination_label=platform.label,
-            number=platform.number,
-            say=None,
-            uris=(),
-            ring_timeout=self.plan.defaults.ring_timeout,
-            rule=rule,
-            reason=why,
+        return self._decision(
+            "keep", origin, category, self.platforms[origin], rule=rule, reason=why
         )
 
     def _urgent_decision(self, origin: str) -> RouteDecision:
         urgent = self.plan.overrides.urgent
+        rule = "overrides.urgent"
         if urgent is None or urgent.to not in self.platforms:
-            keep = self._first_contact(origin, None)
-            return RouteDecision(
-                action="keep",
-                origin=origin,
-                category=None,
-                urgent=True,
-                destination=origin,
-                destination_label=keep.destination_label,
-                number=keep.number,
-                say=None,
-                uris=(),
-                ring_timeout=keep.ring_timeout,
-                rule="overrides.urgent",
-                reason="urgent, but the plan has no urgent route: kept at first contact",
+            reason = "urgent, but the plan has no urgent route: kept at first contact"
+            return self._decision(
+                "keep", origin, None, self.platforms[origin], urgent=True, rule=rule, reason=reason
             )
         target = self.platforms[urgent.to]
         where = self._where(("overrides", "urgent"))
         if origin == target.key:
-            return RouteDecision(
-                action="keep",
-                origin=origin,
-                category=None,
-                urgent=True,
-                destination=origin,
-                destination_label=target.label,
-                number=target.number,
-                say=None,
-                uris=(),
-                ring_timeout=self.plan.defaults.ring_timeout,
-                rule="overrides.urgent",
-                reason=f"urgent{where}: already at {origin}, which handles danger first",
+            reason = f"urgent{where}: already at {origin}, which handles danger first"
+            return self._decision(
+                "keep", origin, None, target, urgent=True, rule=rule, reason=reason
             )
-        uris, timeout = self._uris(target)
         verb = "transfer" if urgent.action == "transfer" else "three-way call"
-        return RouteDecision(
-            action=urgent.action,
-            origin=origin,
-            category=None,
-            urgent=True,
-            destination=target.key,
-            destination_label=target.label,
-            number=target.number,
-            say=None,
-            uris=uris,
-            ring_timeout=timeout,
-            rule="overrides.urgent",
-            reason=(
-                f"urgent{where}: danger to life, property or public safety goes to "
-                f"{target.key} first, whatever the category: {verb} to {target.key}"
-            ),
+        reason = (
+            f"urgent{where}: danger to life, property or public safety goes to "
+            f"{target.key} first, whatever the category: {verb} to {target.key}"
+        )
+        return self._decision(
+            urgent.action, origin, None, target, urgent=True, rule=rule, reason=reason
         )
 
     def _compile_inbound(self) -> tuple[_Inbound, ...]:
