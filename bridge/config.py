@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bridge.tomlerrors import format_validation_errors
 
@@ -34,20 +34,23 @@ def _split_hostport(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _check_hostport(value: str) -> str:
+    _split_hostport(value)
+    return value
+
+
+ListenAddress = Annotated[str, AfterValidator(_check_hostport)]
+"""A ``HOST:PORT`` to listen on, kept as written; :func:`_split_hostport` takes it apart."""
+
+
 class SipConfig(_Strict):
-    listen: str = "127.0.0.1:5060"
+    listen: ListenAddress = "127.0.0.1:5060"
     public_host: str | None = None
     user_agent: str = "bridge"
     t1_ms: int = Field(default=500, ge=50, le=5000)
     max_message_bytes: int = Field(default=65535, ge=1500, le=262144)
     max_calls: int = Field(default=0, ge=0)
     max_call_rate: float = Field(default=0.0, ge=0)
-
-    @field_validator("listen")
-    @classmethod
-    def _check_listen(cls, value: str) -> str:
-        _split_hostport(value)
-        return value
 
     @property
     def address(self) -> tuple[str, int]:
@@ -74,17 +77,11 @@ class TokenConfig(_Strict):
 
 
 class SidecarConfig(_Strict):
-    listen: str = "127.0.0.1:8080"
+    listen: ListenAddress = "127.0.0.1:8080"
     base_url: str | None = None
     link_secret: str = Field(min_length=16)
     link_ttl_s: int = Field(default=3600, ge=60)
     tokens: list[TokenConfig] = []
-
-    @field_validator("listen")
-    @classmethod
-    def _check_listen(cls, value: str) -> str:
-        _split_hostport(value)
-        return value
 
     @property
     def address(self) -> tuple[str, int]:
