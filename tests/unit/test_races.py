@@ -1,0 +1,151 @@
+"""Requests that cross on the wire, in the B2BUA core with raw SIP and a fake clock.
+
+Each test is a race a user would notice if the bridge lost it: a caller left in silence or on
+hold, a request never answered, a leg or a transaction that outlives its call.
+"""
+
+from __future__ import annotations
+
+import pytest
+from test_b2bua import (
+    CALLEE,
+    CALLER,
+    SDP,
+    Harness,
+    answer,
+    establish,
+    invite,
+    request_in_dialog,
+)
+from test_cancel import cancel_from_caller
+from test_transfer import TARGET, bye_from_callee, dest
+
+from bridge.calls.call import CallState, LegState
+from bridge.sip.message import Request, Response
+
+
+def requests(messages: list[Request | Response]) -> list[str]:
+    return [m.method for m in messages if isinstance(m, Request)]
+
+
+def statuses(messages: list[Request | Response]) -> list[int]:
+    return [m.status for m in messages if isinstance(m, Response)]
+
+
+def assert_nothing_left(h: Harness) -> None:
+    assert h.core.calls == {}
+    assert h.media.live == set()
+    assert not h.core._by_client
+    assert not h.core._by_dialog
+    assert not h.core._by_server
+
+
+def run_out_the_timers(h: Harness) -> None:
+    """Long enough for every transaction to end (Timer B, F, H, L, M: 64*T1 = 32 s)."""
+    for _ in range(80):
+        h.advance(0.5)
+    h.sent()
+
+
+# -- CANCEL crossing the 200 OK (RFC 3261 §9.2) ----------------------------------------------
+
+
+def test_cancel_crossing_the_200_ok_is_answered_200_and_the_call_goes_on() -> None:
+    """The callee answered and the bridge sent the caller its 200 just as the caller's CANCEL
+    left: the INVITE is already answered, so the CANCEL gets 200 and changes nothing (§9.2);
+    no 487, no BYE to anyone. The caller's phone decides (ACK, then talk or BYE)."""
+    h = Harness()
+    h.feed(invite(), CALLER)
+    out = next(m for m in h.sent_to(CALLEE) if isinstance(m, Request))
+    h.feed(answer(out, 180), CALLEE)
+    h.feed(answer(out, 200, sdp=SDP), CALLEE)
+    ok = next(m for m in h.sent_to(CALLER) if isinstance(m, Response) and m.status == 200)
+    h.feed(cancel_from_caller(), CALLER)
+    sent = h.sent()
+    assert statuses([m for d, m in sent if d == CALLER]) == [200]
+    assert [m for d, m in sent if d == CALLEE] == []
+    call = next(iter(h.core.calls.values()))
+    assert call.state is CallState.ANSWERED
+    h.feed(request_in_dialog("ACK", ok, 1, "z9hG4bKack1"), CALLER)
+    h.feed(request_in_dialog("BYE", ok, 2, "z9hG4bKcbye"), CALLER)
+    assert requests(h.sent_to(CALLEE)) == ["BYE"]
+
+
+# -- BYE while a transfer rings -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("outcome", [200, 486])
+def test_agent_hanging_up_while_the_transfer_rings_leaves_the_caller_to_the_target(
+    outcome: int,
+) -> None:
+    """The agent's phone hangs up (and retransmits its BYE) while the target still rings: the
+    caller waits for the target, then talks with it, or is hung up if it fails, never left
+    alone on a call nobody else is on."""
+    h = Harness()
+    inv, _ok = establish(h)
+    h.sent()
+    call_id = next(iter(h.core.calls))
+    h.core.transfers.start(call_id, [dest(TARGET)], h.now)
+    target_invite = next(m for m in h.sent_to(TARGET) if isinstance(m, Request))
+    h.feed(answer(target_invite, 180, tag="t1"), TARGET)
+    h.feed(bye_from_callee(inv), CALLEE)
+    sent = h.sent()
+    assert statuses([m for d, m in sent if d == CALLEE]) == [200]
+    assert [m for d, m in sent if d in (CALLER, TARGET)] == [], "the caller waits for the target"
+    h.feed(bye_from_callee(inv), CALLEE)
+    assert statuses(h.sent_to(CALLEE)) == [200], "a retransmitted BYE changes nothing"
+    call = h.core.calls[call_id]
+    sdp = SDP if outcome == 200 else b""
+    h.feed(
+        answer(target_invite, outcome, tag="t1", sdp=sdp, contact="sip:t@127.0.0.1:5090"), TARGET
+    )
+    sent = h.sent()
+    if outcome == 200:
+        assert requests([m for d, m in sent if d == TARGET]) == ["ACK"]
+        assert [m for d, m in sent if d == CALLER] == []
+        assert h.media.connected[-1] == (call.caller.media.port, call.legs["t1"].media.port)
+        assert call.state is CallState.ANSWERED
+        return
+    assert requests([m for d, m in sent if d == CALLER]) == ["BYE"], "nobody left for the caller"
+    bye = next(m for d, m in sent if d == CALLER and isinstance(m, Request))
+    h.feed(answer(bye, 200, tag=""), CALLER)
+    assert_nothing_left(h)
+
+
+# -- the ACK that never comes (RFC 3261 §13.3.1.4) -------------------------------------------
+
+
+def test_no_ack_for_the_callers_200_hangs_up_both_legs_after_64_t1() -> None:
+    """The caller's phone never ACKs its 200 OK (it crashed, or the ACK is lost each time):
+    the 200 is retransmitted for 64*T1, then both legs get a BYE and the call gives back all
+    it held, even though the caller never answers its BYE either."""
+    h = Harness()
+    h.feed(invite(), CALLER)
+    out = next(m for m in h.sent_to(CALLEE) if isinstance(m, Request))
+    h.feed(answer(out, 200, sdp=SDP), CALLEE)
+    h.sent()
+    answered_at = h.now
+    oks = 0
+    byes: list[tuple[tuple[str, int], Request]] = []
+    while h.now + 0.5 < answered_at + 32.0:
+        h.advance(0.5)
+        for where, message in h.sent():
+            if isinstance(message, Response) and message.status == 200:
+                oks += 1
+            elif isinstance(message, Request) and message.method == "BYE":
+                byes.append((where, message))
+    assert oks >= 6, "the 200 is retransmitted until the ACK would have come"
+    assert byes == []
+    h.advance(0.5)
+    for where, message in h.sent():
+        if isinstance(message, Request) and message.method == "BYE":
+            byes.append((where, message))
+    assert sorted(where for where, _ in byes) == [CALLER, CALLEE]
+    call = next(iter(h.core.calls.values()))
+    assert call.ended_reason == "no ACK for 200 OK"
+    callee_bye = next(m for where, m in byes if where == CALLEE)
+    h.feed(answer(callee_bye, 200, tag=""), CALLEE)
+    run_out_the_timers(h)  # the caller, gone, never answers its BYE: Timer F ends it
+    assert_nothing_left(h)
+    assert len(h.core.txl) == 0
+    assert call.legs["a"].state is LegState.TERMINATED
