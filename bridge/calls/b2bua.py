@@ -578,6 +578,9 @@ class B2BUA:
     def _hangup(self, call_id: str, now: float, *, reason: str) -> None:
         teardown.hangup(self, call_id, now, reason=reason)
 
+    def caller_cancelled(self, call: Call, now: float, *, reason: str) -> None:
+        teardown.caller_cancelled(self, call, now, reason=reason)
+
     def send_bye(self, call: Call, leg: Leg, now: float) -> None:
         teardown.send_bye(self, call, leg, now)
 

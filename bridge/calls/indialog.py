@@ -6,8 +6,10 @@ A request inside a dialog is matched to its leg by (Call-ID, our tag) before it 
 ends that leg; the call ends only when fewer than two parties remain and no transfer is ringing
 for the caller. A re-INVITE or UPDATE (hold, resume, codec change, RFC 3264 §8) is mirrored on
 the other leg with the SDP re-anchored, and its answer mirrored back; two at once on one call is
-glare (491, §14.1). A REFER (RFC 3515) is accepted with 202 and becomes a transfer request; the
-agent's digits (INFO here, RFC 4733 from the media relay) are collected into transfer keys.
+glare (491, §14.1). Before the caller's INVITE is answered, its early dialog takes a BYE as a
+CANCEL and refuses a second offer. A REFER (RFC 3515) is accepted with 202 and becomes a
+transfer request; the agent's digits (INFO here, RFC 4733 from the media relay) are collected
+into transfer keys.
 These methods are part of :class:`~bridge.calls.b2bua.B2BUA`, split out to keep modules small.
 """
 
@@ -41,6 +43,12 @@ class PendingReinvite:
 
 def on_in_dialog(core: B2BUA, request: Request, key: str, now: float) -> None:
     found = core._find_leg(request)
+    if (
+        found is not None
+        and found[1].dialog is None
+        and on_early_dialog(core, found[0], found[1], request, key, now)
+    ):
+        return
     if found is None or found[1].dialog is None:
         core.counters.unknown_dialog += 1
         core._respond(request, key, 481, now)
@@ -77,6 +85,31 @@ def on_in_dialog(core: B2BUA, request: Request, key: str, now: float) -> None:
         core.txl.send_response(key, make_response(request, 200), now)
     else:
         core._respond(request, key, 501, now)
+
+
+def on_early_dialog(
+    core: B2BUA, call: Call, leg: Leg, request: Request, key: str, now: float
+) -> bool:
+    """A request from the caller on the early dialog of the bridge's 180 or 183, before its
+    INVITE is answered (§12.1.1). §15: the caller may end it with BYE, taken as a CANCEL
+    (§15.1.2: 487 to the INVITE); §14.2: a second INVITE, or an UPDATE's offer (RFC 3311
+    §5.2), must wait for the first to be answered. A 481 instead would tell the phone that
+    the dialog is gone, and after a BYE the desk would go on ringing. True when handled."""
+    invite = leg.invite
+    if (
+        leg.state is not LegState.INCOMING
+        or invite is None
+        or request.from_.tag != invite.from_.tag
+    ):
+        return False
+    if request.method == "BYE":
+        core.txl.send_response(key, make_response(request, 200), now)
+        core.caller_cancelled(call, now, reason="caller hung up before answer")
+    elif request.method in ("INVITE", "UPDATE"):
+        refuse_second_offer(core, request, key, now)
+    else:
+        return False
+    return True
 
 
 def after_leg_left(core: B2BUA, call: Call, leg: Leg, now: float) -> None:
@@ -354,3 +387,9 @@ def on_reinvite_response(core: B2BUA, response: Response, key: str, now: float) 
                 core._point_media(leg, origin_request.body, negotiated=out.body)
         out.headers.add("Contact", core.contact(leg.transport))
     core.txl.send_response(pending.server_key, out, now)
+
+
+def refuse_second_offer(core: B2BUA, request: Request, key: str, now: float) -> None:
+    out = make_response(request, 500, "Server Internal Error")
+    out.headers.add("Retry-After", str(secrets.randbelow(11)))
+    core.txl.send_response(key, out, now)

@@ -2,15 +2,15 @@
 
 Theory of operation
 -------------------
-A caller's CANCEL (RFC 3261 §9.2) gets its 200, the caller's INVITE its 487, and every outgoing
-leg still ringing is cancelled in turn (§9.1): at once, or for a leg that has sent no provisional
-response yet when it does (:func:`~bridge.calls.legs.cancel_leg`); the caller never waits on
-that. A destination that rings past its timeout is cancelled by the bridge the same way and the
-next one is tried, or the caller hears 480. A hang-up, whoever asks for it, sends BYE on every
-confirmed leg (§15.1.1), a final response to a caller still waiting, and CANCEL to legs still
-ringing; the call is finished only once every leg is gone (a cancelled one too, whose INVITE
-ends in a final response or Timer B), so its media ports and its entries in the core's indices
-are given back exactly once.
+A caller's CANCEL (RFC 3261 §9.2), or its BYE on the early dialog (§15), gets its 200, the
+caller's INVITE its 487, and every outgoing leg still ringing is cancelled in turn (§9.1): at
+once, or for a leg that has sent no provisional response yet when it does
+(:func:`~bridge.calls.legs.cancel_leg`); the caller never waits on that. A destination that
+rings past its timeout is cancelled by the bridge the same way and the next one is tried, or the
+caller hears 480. A hang-up, whoever asks for it, sends BYE on every confirmed leg (§15.1.1), a
+final response to a caller still waiting, and CANCEL to legs still ringing; the call is finished
+only once every leg is gone (a cancelled one too, whose INVITE ends in a final response or
+Timer B), so its media ports and its entries in the core's indices are given back exactly once.
 These functions are part of :class:`~bridge.calls.b2bua.B2BUA`, split out to keep modules small.
 """
 
@@ -43,8 +43,14 @@ def on_cancel(core: B2BUA, request: Request, key: str, now: float) -> None:
         return
     core.txl.send_response(key, make_response(request, 200), now)
     call = core.calls.get(found[0])
-    if call is None:
-        return
+    if call is not None:
+        caller_cancelled(core, call, now, reason="caller cancelled")
+
+
+def caller_cancelled(core: B2BUA, call: Call, now: float, *, reason: str) -> None:
+    """The caller gave up before its INVITE was answered (a CANCEL, or a BYE on the early
+    dialog): the INVITE gets 487 and every leg still ringing is cancelled. Too late once the
+    INVITE was answered: a 2xx ends the INVITE transaction, so the call goes on (§9.2)."""
     caller = call.caller
     if caller.state is not LegState.INCOMING:
         return
@@ -55,7 +61,7 @@ def on_cancel(core: B2BUA, request: Request, key: str, now: float) -> None:
     )
     caller.state = LegState.TERMINATED
     release_media(core, caller)
-    call.ended_reason = "caller cancelled"
+    call.ended_reason = reason
     core._record(call.apply(CallInput.CALLER_CANCELLED, now))
     core._pending_destinations.pop(call.call_id, None)
     cancel_outgoing(core, call, now)

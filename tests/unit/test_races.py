@@ -24,6 +24,18 @@ from bridge.calls.call import CallState, LegState
 from bridge.sip.message import Request, Response
 
 
+def reinvite_from_caller(ok: Response, cseq: int, direction: bytes = b"a=sendrecv") -> bytes:
+    """The caller's re-INVITE inside the dialog the bridge's 200 OK set up, with an offer."""
+    body = SDP.replace(b"a=sendrecv", direction)
+    head = request_in_dialog("INVITE", ok, cseq, f"z9hG4bKcre{cseq}").split(b"Content-Length")[0]
+    return (
+        head
+        + b"Contact: <sip:caller@127.0.0.1:5071>\r\nContent-Type: application/sdp\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+
+
 def requests(messages: list[Request | Response]) -> list[str]:
     return [m.method for m in messages if isinstance(m, Request)]
 
@@ -69,6 +81,47 @@ def test_cancel_crossing_the_200_ok_is_answered_200_and_the_call_goes_on() -> No
     h.feed(request_in_dialog("ACK", ok, 1, "z9hG4bKack1"), CALLER)
     h.feed(request_in_dialog("BYE", ok, 2, "z9hG4bKcbye"), CALLER)
     assert requests(h.sent_to(CALLEE)) == ["BYE"]
+
+
+# -- a re-INVITE while ringing (RFC 3261 §14.2) ----------------------------------------------
+
+
+def test_reinvite_in_the_early_dialog_gets_500_with_retry_after() -> None:
+    """§14.2: a second INVITE before the first is answered gets 500 with Retry-After; a 481
+    would tell the caller's phone the dialog is gone (§12.2.1.2) and drop a ringing call."""
+    h = Harness()
+    h.feed(invite(), CALLER)
+    out = next(m for m in h.sent_to(CALLEE) if isinstance(m, Request))
+    h.feed(answer(out, 180), CALLEE)
+    ringing = next(m for m in h.sent_to(CALLER) if isinstance(m, Response) and m.status == 180)
+    h.feed(reinvite_from_caller(ringing, 2), CALLER)
+    sent = h.sent()
+    (refusal,) = [m for d, m in sent if d == CALLER]
+    assert isinstance(refusal, Response)
+    assert refusal.status == 500
+    assert 0 <= int(refusal.headers.get("Retry-After") or "-1") <= 10
+    assert [m for d, m in sent if d == CALLEE] == []
+    call = next(iter(h.core.calls.values()))
+    assert call.state is CallState.RINGING
+    h.feed(answer(out, 200, sdp=SDP), CALLEE)
+    assert 200 in statuses(h.sent_to(CALLER))
+
+
+def test_bye_in_the_early_dialog_ends_the_call_like_a_cancel() -> None:
+    """§15: the caller's phone may end an early dialog with BYE instead of CANCEL. It gets
+    200, its INVITE 487, and the ringing desk a CANCEL; with a 481 instead the desk would go
+    on ringing and pick up to silence."""
+    h = Harness()
+    h.feed(invite(), CALLER)
+    out = next(m for m in h.sent_to(CALLEE) if isinstance(m, Request))
+    h.feed(answer(out, 180), CALLEE)
+    ringing = next(m for m in h.sent_to(CALLER) if isinstance(m, Response) and m.status == 180)
+    h.feed(request_in_dialog("BYE", ringing, 2, "z9hG4bKebye"), CALLER)
+    sent = h.sent()
+    assert sorted(statuses([m for d, m in sent if d == CALLER])) == [200, 487]
+    assert requests([m for d, m in sent if d == CALLEE]) == ["CANCEL"]
+    h.feed(answer(out, 487), CALLEE)
+    assert_nothing_left(h)
 
 
 # -- BYE while a transfer rings -------------------------------------------------------------
