@@ -117,9 +117,7 @@ class B2BUA:
         self._ring_deadlines: dict[tuple[str, str], float] = {}
         self._ring_heap: list[tuple[float, str, str]] = []
         self._pending_destinations: dict[str, list[Destination]] = {}
-        self._server_requests: dict[str, Request] = {}
         self._notifies: set[str] = set()
-        self._resumes: dict[str, tuple[str, str]] = {}
         self.transfers = TransferDesk(self)
         self.supervision = SuperviseDesk(self)
         self._keys: dict[str, KeyBuffer] = {}

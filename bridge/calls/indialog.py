@@ -6,9 +6,10 @@ A request inside a dialog is matched to its leg by (Call-ID, our tag) before it 
 ends that leg; the call ends only when fewer than two parties remain and no transfer is ringing
 for the caller. A re-INVITE or UPDATE (hold, resume, codec change, RFC 3264 §8) is mirrored on
 the other leg with the SDP re-anchored, and its answer mirrored back; two at once on one call is
-glare (491, §14.1). Before the caller's INVITE is answered, its early dialog takes a BYE as a
-CANCEL and refuses a second offer. A REFER (RFC 3515) is accepted with 202 and becomes a
-transfer request; the agent's digits (INFO here, RFC 4733 from the media relay) are collected
+glare (491, §14.1). A party that leaves with one pending has it answered 487 (§15.1.2) and its
+2xx, if one still comes, ACKed. Before the caller's INVITE is answered, its early dialog takes a
+BYE as a CANCEL and refuses a second offer. A REFER (RFC 3515) is accepted with 202 and becomes
+a transfer request; the agent's digits (INFO here, RFC 4733 from the media relay) are collected
 into transfer keys.
 These methods are part of :class:`~bridge.calls.b2bua.B2BUA`, split out to keep modules small.
 """
@@ -34,11 +35,17 @@ if TYPE_CHECKING:
 
 @dataclass(slots=True, kw_only=True)
 class PendingReinvite:
-    """A re-INVITE/UPDATE received on one leg and mirrored on the other (glare: §14.1)."""
+    """A re-INVITE or UPDATE the bridge sent on ``to_leg``, until its final response. Either
+    mirrored from ``from_leg``'s, whose server transaction ``server_key`` waits for the answer
+    (None once it was answered otherwise, when a party left), or the bridge's own (a resume),
+    with no ``from_leg``."""
 
-    from_leg: str
-    server_key: str
+    call_id: str
+    to_leg: Leg
     method: str
+    from_leg: Leg | None = None
+    request: Request | None = None
+    server_key: str | None = None
 
 
 def on_in_dialog(core: B2BUA, request: Request, key: str, now: float) -> None:
@@ -63,6 +70,7 @@ def on_in_dialog(core: B2BUA, request: Request, key: str, now: float) -> None:
     method = request.method
     if method == "BYE":
         core.txl.send_response(key, make_response(request, 200), now)
+        abandon_reinvites(core, leg, now)
         leg.state = LegState.TERMINATED
         core.release_media(leg)
         after_leg_left(core, call, leg, now)
@@ -197,29 +205,12 @@ def on_refer_replaces(
 def resume(core: B2BUA, call: Call, leg: Leg, now: float) -> None:
     """Take a party off hold with a re-INVITE of the bridge's own (RFC 3264 §8.4): after a
     phone's attended transfer nobody else will, since the phone that held it has left."""
-    assert leg.dialog is not None
     offer = offer_answer.make_offer(
         address=leg.media.host, port=leg.media.port, session_id=secrets.randbelow(2**31)
     )
-    out = leg.dialog.create_request("INVITE", body=bytes(offer), content_type="application/sdp")
-    out.headers.prepend("Via", core.via(leg.transport))
-    out.headers.add("Contact", core.contact(leg.transport))
-    key = core.txl.send_request(out, core._next_hop(leg.dialog, leg), leg.transport, now)
-    core._resumes[key] = (call.call_id, leg.leg_id)
+    key = _send_reinvite(core, leg, "INVITE", bytes(offer), now)
+    core._reinvites[key] = PendingReinvite(call_id=call.call_id, to_leg=leg, method="INVITE")
     leg.held = False
-
-
-def _ack_resume(core: B2BUA, resumed: tuple[str, str], response: Response, key: str) -> None:
-    call = core.calls.get(resumed[0])
-    leg = call.legs.get(resumed[1]) if call is not None else None
-    if leg is None or leg.dialog is None or response.status >= 300:
-        return
-    leg.dialog.receive_response(response)
-    ack = leg.dialog.create_ack(response.cseq.seq)
-    ack.headers.prepend("Via", core.via(leg.transport))
-    core.txl.send_ack(key, ack, core._next_hop(leg.dialog, leg), leg.transport)
-    if response.body:
-        core._point_media(leg, response.body)
 
 
 def _find_replaced(core: B2BUA, replaces: str) -> tuple[Call, Leg] | None:
@@ -322,8 +313,7 @@ def mirror_reinvite(
     if other is None or other.dialog is None or other.state is not LegState.CONFIRMED:
         core.txl.send_response(key, make_response(request, 200), now)
         return
-    busy = {f"{call.call_id}/{leg.leg_id}", f"{call.call_id}/{other.leg_id}"}
-    if any(p.from_leg in busy for p in core._reinvites.values()):
+    if any(p.from_leg is leg or p.from_leg is other for p in core._reinvites.values()):
         core._respond(request, key, 491, now)
         return
     body = b""
@@ -331,54 +321,69 @@ def mirror_reinvite(
         core._point_media(leg, request.body)
         body = sdpmap.anchor_offer(request.body, other.media.host, other.media.port)
         # A held party hears the hold tone or music, never dead air.
-        other.held = sdpmap.is_hold(request.body)
-        if other.held:
-            core.media.hold(other.media)
-        else:
-            core.media.unhold(other.media)
-    out = other.dialog.create_request(
-        request.method, body=body, content_type="application/sdp" if body else None
-    )
-    out.headers.prepend("Via", core.via(other.transport))
-    out.headers.add("Contact", core.contact(other.transport))
-    client_key = core.txl.send_request(
-        out, core._next_hop(other.dialog, other), other.transport, now
-    )
+        _set_held(core, other, sdpmap.is_hold(request.body))
+    client_key = _send_reinvite(core, other, request.method, body, now)
     core._reinvites[client_key] = PendingReinvite(
-        from_leg=f"{call.call_id}/{leg.leg_id}", server_key=key, method=request.method
+        call_id=call.call_id,
+        to_leg=other,
+        method=request.method,
+        from_leg=leg,
+        request=request,
+        server_key=key,
     )
-    core._server_requests[key] = request
+
+
+def refuse_second_offer(core: B2BUA, request: Request, key: str, now: float) -> None:
+    out = make_response(request, 500, "Server Internal Error")
+    out.headers.add("Retry-After", str(secrets.randbelow(11)))
+    core.txl.send_response(key, out, now)
+
+
+def _send_reinvite(core: B2BUA, leg: Leg, method: str, body: bytes, now: float) -> str:
+    assert leg.dialog is not None
+    out = leg.dialog.create_request(
+        method, body=body, content_type="application/sdp" if body else None
+    )
+    out.headers.prepend("Via", core.via(leg.transport))
+    out.headers.add("Contact", core.contact(leg.transport))
+    return core.txl.send_request(out, core._next_hop(leg.dialog, leg), leg.transport, now)
+
+
+def _set_held(core: B2BUA, leg: Leg, held: bool) -> None:
+    leg.held = held
+    if held:
+        core.media.hold(leg.media)
+    else:
+        core.media.unhold(leg.media)
 
 
 def on_reinvite_response(core: B2BUA, response: Response, key: str, now: float) -> None:
+    """The final response to a re-INVITE or UPDATE the bridge sent. A 2xx is ACKed whatever
+    became of the call, or the far end retransmits it for 64*T1 and then hangs up
+    (§13.3.1.4). The answer goes back to the party whose request was mirrored, unless it was
+    answered already."""
     if response.status < 200:
-        return
-    resumed = core._resumes.pop(key, None)
-    if resumed is not None:
-        _ack_resume(core, resumed, response, key)
         return
     pending = core._reinvites.pop(key, None)
     if pending is None:
         core.counters.dropped_responses += 1
         return
-    call_id, leg_id = pending.from_leg.split("/")
-    call = core.calls.get(call_id)
-    if call is None:
-        return
-    leg = call.legs[leg_id]
-    other = call.other(leg)
-    origin_request = core._server_requests.pop(pending.server_key, None)
-    if origin_request is None or other is None:
-        return
-    out = make_response(origin_request, response.status, response.reason)
-    if response.status < 300 and other.dialog is not None:
-        other.dialog.receive_response(response)
+    to_leg = pending.to_leg
+    status = response.status
+    if status < 300 and to_leg.dialog is not None:
+        to_leg.dialog.receive_response(response)
         if pending.method == "INVITE":
-            ack = other.dialog.create_ack(response.cseq.seq)
-            ack.headers.prepend("Via", core.via(other.transport))
-            core.txl.send_ack(key, ack, core._next_hop(other.dialog, other), other.transport)
+            ack = to_leg.dialog.create_ack(response.cseq.seq)
+            ack.headers.prepend("Via", core.via(to_leg.transport))
+            core.txl.send_ack(key, ack, core._next_hop(to_leg.dialog, to_leg), to_leg.transport)
+        if response.body and to_leg.live:
+            core._point_media(to_leg, response.body)
+    if pending.from_leg is None or pending.server_key is None or pending.request is None:
+        return
+    leg, origin_request = pending.from_leg, pending.request
+    out = make_response(origin_request, status, response.reason)
+    if status < 300:
         if response.body:
-            core._point_media(other, response.body)
             out.body = sdpmap.anchor_answer(
                 response.body, origin_request.body, leg.media.host, leg.media.port
             )
@@ -389,7 +394,15 @@ def on_reinvite_response(core: B2BUA, response: Response, key: str, now: float) 
     core.txl.send_response(pending.server_key, out, now)
 
 
-def refuse_second_offer(core: B2BUA, request: Request, key: str, now: float) -> None:
-    out = make_response(request, 500, "Server Internal Error")
-    out.headers.add("Retry-After", str(secrets.randbelow(11)))
-    core.txl.send_response(key, out, now)
+def abandon_reinvites(core: B2BUA, leg: Leg, now: float) -> None:
+    """``leg`` hung up or is being hung up. §15.1.2: its own pending re-INVITE or UPDATE is
+    answered, 487 as recommended; one mirrored onto it will get no answer that still matters,
+    so the party that sent it hears 487 now rather than at Timer B. What the bridge sent stays
+    pending until its final response, which a 2xx still needs an ACK for."""
+    for pending in core._reinvites.values():
+        if pending.server_key is None or pending.request is None:
+            continue
+        if pending.from_leg is leg or pending.to_leg is leg:
+            out = make_response(pending.request, 487)
+            core.txl.send_response(pending.server_key, out, now)
+            pending.server_key = pending.request = None

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bridge.calls import legs
+from bridge.calls import indialog, legs
 from bridge.calls.call import Call, CallInput, CallState, Leg, LegRole, LegState
 from bridge.sip.message import Request, make_response
 
@@ -120,6 +120,7 @@ def send_bye(core: B2BUA, call: Call, leg: Leg, now: float) -> None:
     assert leg.dialog is not None
     bye = leg.dialog.create_request("BYE")
     bye.headers.prepend("Via", core.via(leg.transport))
+    indialog.abandon_reinvites(core, leg, now)
     leg.state = LegState.TERMINATING
     key = core.txl.send_request(bye, core._next_hop(leg.dialog, leg), leg.transport, now)
     core._by_client[key] = (call.call_id, leg.leg_id)

@@ -15,6 +15,7 @@ from test_b2bua import (
     answer,
     establish,
     invite,
+    reinvite_from_callee,
     request_in_dialog,
 )
 from test_cancel import cancel_from_caller
@@ -22,6 +23,8 @@ from test_transfer import TARGET, bye_from_callee, dest
 
 from bridge.calls.call import CallState, LegState
 from bridge.sip.message import Request, Response
+
+HOLD_ANSWER = SDP.replace(b"sendrecv", b"recvonly")
 
 
 def reinvite_from_caller(ok: Response, cseq: int, direction: bytes = b"a=sendrecv") -> bytes:
@@ -44,12 +47,17 @@ def statuses(messages: list[Request | Response]) -> list[int]:
     return [m.status for m in messages if isinstance(m, Response)]
 
 
+def answer_from_caller(request: Request, status: int, sdp: bytes = b"") -> bytes:
+    return answer(request, status, tag="", sdp=sdp, contact="sip:caller@127.0.0.1:5071")
+
+
 def assert_nothing_left(h: Harness) -> None:
     assert h.core.calls == {}
     assert h.media.live == set()
     assert not h.core._by_client
     assert not h.core._by_dialog
     assert not h.core._by_server
+    assert all(p.server_key is None for p in h.core._reinvites.values()), "a request unanswered"
 
 
 def run_out_the_timers(h: Harness) -> None:
@@ -57,6 +65,129 @@ def run_out_the_timers(h: Harness) -> None:
     for _ in range(80):
         h.advance(0.5)
     h.sent()
+
+
+# -- BYE crossing a re-INVITE (RFC 3261 §15.1.2) ---------------------------------------------
+
+
+def test_caller_hangs_up_while_its_hold_is_pending_at_the_callee() -> None:
+    """The caller's phone puts the call on hold and hangs up before the callee answered the
+    mirrored re-INVITE. Its re-INVITE gets 487 (§15.1.2), the callee a BYE, and the callee's
+    late answer to the re-INVITE is ACKed, never relayed."""
+    h = Harness()
+    _inv, ok = establish(h)
+    h.sent()
+    h.feed(reinvite_from_caller(ok, 2, b"a=sendonly"), CALLER)
+    mirrored = next(m for m in h.sent_to(CALLEE) if isinstance(m, Request))
+    assert mirrored.method == "INVITE"
+    h.feed(request_in_dialog("BYE", ok, 3, "z9hG4bKcbye"), CALLER)
+    sent = h.sent()
+    assert sorted(statuses([m for d, m in sent if d == CALLER])) == [200, 487]
+    bye = next(m for d, m in sent if d == CALLEE and isinstance(m, Request))
+    assert bye.method == "BYE"
+
+    h.feed(answer(mirrored, 200, tag="", sdp=HOLD_ANSWER), CALLEE)
+    sent = h.sent()
+    assert requests([m for d, m in sent if d == CALLEE]) == ["ACK"]
+    assert [m for d, m in sent if d == CALLER] == []
+    h.feed(answer(bye, 200, tag=""), CALLEE)
+    assert_nothing_left(h)
+    run_out_the_timers(h)
+    assert len(h.core.txl) == 0
+    assert not h.core._reinvites
+
+
+def test_caller_hangs_up_instead_of_answering_the_callees_hold() -> None:
+    """The agent holds just as the caller hangs up: the agent's re-INVITE is answered 487 at
+    once rather than when (or if) the caller's phone answers the mirrored one, and that late
+    answer neither reaches the agent twice nor trips up the bridge."""
+    h = Harness()
+    inv, ok = establish(h)
+    h.sent()
+    h.feed(reinvite_from_callee(inv, 2, b"a=sendonly"), CALLEE)
+    mirrored = next(m for m in h.sent_to(CALLER) if isinstance(m, Request))
+    h.feed(request_in_dialog("BYE", ok, 2, "z9hG4bKcbye"), CALLER)
+    sent = h.sent()
+    assert statuses([m for d, m in sent if d == CALLER]) == [200]
+    to_callee = [m for d, m in sent if d == CALLEE]
+    assert statuses(to_callee) == [487]
+    assert requests(to_callee) == ["BYE"]
+    bye = next(m for m in to_callee if isinstance(m, Request))
+
+    h.feed(answer_from_caller(mirrored, 487), CALLER)
+    sent = h.sent()
+    assert requests([m for d, m in sent if d == CALLER]) == ["ACK"]
+    assert [m for d, m in sent if d == CALLEE] == []
+    h.feed(answer(bye, 200, tag=""), CALLEE)
+    assert_nothing_left(h)
+    run_out_the_timers(h)
+    assert len(h.core.txl) == 0
+
+
+def test_a_2xx_to_a_reinvite_after_the_call_ended_is_still_acked() -> None:
+    """The callee answers the bridge's BYE before its re-INVITE: the call is gone when the
+    re-INVITE's 200 comes, which must be ACKed all the same or it retransmits for 32 s."""
+    h = Harness()
+    _inv, ok = establish(h)
+    h.sent()
+    h.feed(reinvite_from_caller(ok, 2, b"a=sendonly"), CALLER)
+    mirrored = next(m for m in h.sent_to(CALLEE) if isinstance(m, Request))
+    h.feed(request_in_dialog("BYE", ok, 3, "z9hG4bKcbye"), CALLER)
+    bye = next(m for m in h.sent_to(CALLEE) if isinstance(m, Request))
+    h.feed(answer(bye, 200, tag=""), CALLEE)
+    assert_nothing_left(h)
+    h.feed(answer(mirrored, 200, tag="", sdp=HOLD_ANSWER), CALLEE)
+    acks = [m for m in h.sent_to(CALLEE) if isinstance(m, Request)]
+    assert [(m.method, m.cseq.seq) for m in acks] == [("ACK", mirrored.cseq.seq)]
+
+
+def test_callee_hangs_up_while_the_callers_reinvite_is_pending_there() -> None:
+    """The caller's re-INVITE is answered 487 at once, not left until Timer B runs out on the
+    caller's side; the callee's own 487 to the mirrored one goes nowhere."""
+    h = Harness()
+    inv, ok = establish(h)
+    h.sent()
+    h.feed(reinvite_from_caller(ok, 2, b"a=sendonly"), CALLER)
+    mirrored = next(m for m in h.sent_to(CALLEE) if isinstance(m, Request))
+    h.feed(bye_from_callee(inv, cseq=2), CALLEE)
+    sent = h.sent()
+    to_caller = [m for d, m in sent if d == CALLER]
+    assert statuses(to_caller) == [487], "the caller's re-INVITE is not left unanswered"
+    assert requests(to_caller) == ["BYE"]
+    bye = next(m for m in to_caller if isinstance(m, Request))
+    h.feed(answer(mirrored, 487, tag=""), CALLEE)
+    assert statuses(h.sent_to(CALLER)) == []
+    h.feed(answer(bye, 200, tag=""), CALLER)
+    assert_nothing_left(h)
+    run_out_the_timers(h)
+    assert len(h.core.txl) == 0
+
+
+def test_a_reinvite_crossing_a_blind_transfer_is_answered_by_the_party_it_reached() -> None:
+    """The caller's re-INVITE is mirrored to the agent just before a blind transfer completes.
+    The agent's late 200 belongs to the agent's dialog: it is ACKed there, and neither the
+    target's dialog nor its audio is pointed at the agent's phone; the caller hears 487 when
+    the agent is hung up, its session unchanged (§14.1)."""
+    h = Harness()
+    _inv, ok = establish(h)
+    h.sent()
+    h.feed(reinvite_from_caller(ok, 2, b"a=sendonly"), CALLER)
+    mirrored = next(m for m in h.sent_to(CALLEE) if isinstance(m, Request))
+    call_id = next(iter(h.core.calls))
+    h.core.transfers.start(call_id, [dest(TARGET)], h.now)
+    target_invite = next(m for m in h.sent_to(TARGET) if isinstance(m, Request))
+    h.feed(answer(target_invite, 200, tag="t1", sdp=SDP, contact="sip:t@127.0.0.1:5090"), TARGET)
+    sent = h.sent()
+    assert statuses([m for d, m in sent if d == CALLER]) == [487]
+    target = h.core.calls[call_id].legs["t1"]
+    h.feed(answer(mirrored, 200, tag="", sdp=SDP.replace(b"6000", b"7777")), CALLEE)
+    sent = h.sent()
+    acks = [(d, m) for d, m in sent if isinstance(m, Request)]
+    assert [(d, m.method, m.call_id) for d, m in acks] == [(CALLEE, "ACK", mirrored.call_id)]
+    assert [m for d, m in sent if d == CALLER] == []
+    assert target.media.remote == ("127.0.0.1", 6000, 8)
+    assert target.dialog is not None
+    assert target.dialog.remote_target.port == 5090
 
 
 # -- CANCEL crossing the 200 OK (RFC 3261 §9.2) ----------------------------------------------
