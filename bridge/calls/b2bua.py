@@ -117,6 +117,8 @@ class B2BUA:
         self._ring_deadlines: dict[tuple[str, str], float] = {}
         self._ring_heap: list[tuple[float, str, str]] = []
         self._pending_destinations: dict[str, list[Destination]] = {}
+        self._reinvite_retries: list[tuple[float, int, str, Leg, int]] = []
+        self._retry_ids = itertools.count()
         self._notifies: set[str] = set()
         self.transfers = TransferDesk(self)
         self.supervision = SuperviseDesk(self)
@@ -151,6 +153,7 @@ class B2BUA:
             if self._ring_deadlines.get((call_id, leg_id)) == deadline:
                 del self._ring_deadlines[(call_id, leg_id)]
                 teardown.ring_timeout(self, call_id, leg_id, now)
+        indialog.retry_reinvites(self, now)
 
     def transport_error(self, destination: Address, transport: str, now: float) -> None:
         """The transport could not reach ``destination`` (a refused TCP connect): the
@@ -166,6 +169,8 @@ class B2BUA:
             heapq.heappop(heap)  # cancelled: lazy deletion keeps every change O(log n)
         if heap:
             deadlines.append(heap[0][0])
+        if self._reinvite_retries:
+            deadlines.append(self._reinvite_retries[0][0])
         return min(deadlines) if deadlines else None
 
     def take_outgoing(self) -> list[tx.Outgoing]:

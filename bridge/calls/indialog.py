@@ -5,17 +5,20 @@ Theory of operation
 A request inside a dialog is matched to its leg by (Call-ID, our tag) before it gets here. A BYE
 ends that leg; the call ends only when fewer than two parties remain and no transfer is ringing
 for the caller. A re-INVITE or UPDATE (hold, resume, codec change, RFC 3264 §8) is mirrored on
-the other leg with the SDP re-anchored, and its answer mirrored back; two at once on one call is
-glare (491, §14.1). A party that leaves with one pending has it answered 487 (§15.1.2) and its
-2xx, if one still comes, ACKed. Before the caller's INVITE is answered, its early dialog takes a
-BYE as a CANCEL and refuses a second offer. A REFER (RFC 3515) is accepted with 202 and becomes
-a transfer request; the agent's digits (INFO here, RFC 4733 from the media relay) are collected
-into transfer keys.
+the other leg with the SDP re-anchored, and its answer mirrored back. While one is pending, both
+dialogs it involves have an INVITE in progress: another offer on either is glare (491, §14.1),
+or 500 with Retry-After from the party still waiting for its first (§14.2); the bridge's own
+re-INVITE that meets a 491 goes again after §14.1's random delay. A party that leaves with one
+pending has it answered 487 (§15.1.2) and its 2xx, if one still comes, ACKed. Before the
+caller's INVITE is answered, its early dialog takes a BYE as a CANCEL and refuses a second
+offer. A REFER (RFC 3515) is accepted with 202 and becomes a transfer request; the agent's
+digits (INFO here, RFC 4733 from the media relay) are collected into transfer keys.
 These methods are part of :class:`~bridge.calls.b2bua.B2BUA`, split out to keep modules small.
 """
 
 from __future__ import annotations
 
+import heapq
 import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -33,12 +36,16 @@ if TYPE_CHECKING:
     from bridge.calls.b2bua import B2BUA
 
 
+MAX_REINVITE_ATTEMPTS = 3
+"""How often the bridge sends a re-INVITE of its own that keeps meeting glare (491)."""
+
+
 @dataclass(slots=True, kw_only=True)
 class PendingReinvite:
     """A re-INVITE or UPDATE the bridge sent on ``to_leg``, until its final response. Either
     mirrored from ``from_leg``'s, whose server transaction ``server_key`` waits for the answer
     (None once it was answered otherwise, when a party left), or the bridge's own (a resume),
-    with no ``from_leg``."""
+    with no ``from_leg``. Either way an INVITE is in progress on both dialogs (glare, §14.1)."""
 
     call_id: str
     to_leg: Leg
@@ -46,6 +53,9 @@ class PendingReinvite:
     from_leg: Leg | None = None
     request: Request | None = None
     server_key: str | None = None
+    was_held: bool = False
+    """``to_leg.held`` before: a rejected re-INVITE changes nothing (§14.1)."""
+    attempt: int = 1
 
 
 def on_in_dialog(core: B2BUA, request: Request, key: str, now: float) -> None:
@@ -202,15 +212,57 @@ def on_refer_replaces(
     send_notify(core, call, leg, 200, "OK", True, now)
 
 
-def resume(core: B2BUA, call: Call, leg: Leg, now: float) -> None:
+def resume(core: B2BUA, call: Call, leg: Leg, now: float, attempt: int = 1) -> None:
     """Take a party off hold with a re-INVITE of the bridge's own (RFC 3264 §8.4): after a
-    phone's attended transfer nobody else will, since the phone that held it has left."""
+    phone's attended transfer nobody else will, since the phone that held it has left. While
+    an INVITE is in progress on that dialog, or on the one mirrored onto it, it waits as after
+    a 491, instead of sending one the phone would have to refuse (§14.1)."""
+    if _busy(core, leg):
+        _retry_later(core, call, leg, now, attempt)
+        return
     offer = offer_answer.make_offer(
         address=leg.media.host, port=leg.media.port, session_id=secrets.randbelow(2**31)
     )
     key = _send_reinvite(core, leg, "INVITE", bytes(offer), now)
-    core._reinvites[key] = PendingReinvite(call_id=call.call_id, to_leg=leg, method="INVITE")
+    core._reinvites[key] = PendingReinvite(
+        call_id=call.call_id, to_leg=leg, method="INVITE", was_held=leg.held, attempt=attempt
+    )
     leg.held = False
+
+
+def _own_reinvite_done(core: B2BUA, pending: PendingReinvite, status: int, now: float) -> None:
+    if status < 300:
+        return
+    leg = pending.to_leg
+    leg.held = pending.was_held
+    call = core.calls.get(pending.call_id)
+    if status == 491 and call is not None and pending.attempt < MAX_REINVITE_ATTEMPTS:
+        _retry_later(core, call, leg, now, pending.attempt + 1)
+
+
+def _retry_later(core: B2BUA, call: Call, leg: Leg, now: float, attempt: int) -> None:
+    """§14.1: the re-INVITE goes again after a random delay in units of 10 ms, 2.1 to 4 s on a
+    dialog whose Call-ID the bridge chose (its outgoing legs), 0 to 2 s on one the phone
+    chose, so that the two ends of a glare do not collide again."""
+    hundredths = secrets.randbelow(201) if leg.incoming else 210 + secrets.randbelow(191)
+    entry = (now + hundredths / 100, next(core._retry_ids), call.call_id, leg, attempt)
+    heapq.heappush(core._reinvite_retries, entry)
+
+
+def retry_reinvites(core: B2BUA, now: float) -> None:
+    """Resumes whose delay is over, for parties still on the call and still held."""
+    heap = core._reinvite_retries
+    while heap and heap[0][0] <= now:
+        _, _, call_id, leg, attempt = heapq.heappop(heap)
+        call = core.calls.get(call_id)
+        if call is None or call.legs.get(leg.leg_id) is not leg:
+            continue
+        if leg.held and leg.state is LegState.CONFIRMED and leg.dialog is not None:
+            resume(core, call, leg, now, attempt)
+
+
+def _busy(core: B2BUA, leg: Leg) -> bool:
+    return any(p.to_leg is leg or p.from_leg is leg for p in core._reinvites.values())
 
 
 def _find_replaced(core: B2BUA, replaces: str) -> tuple[Call, Leg] | None:
@@ -310,13 +362,13 @@ def mirror_reinvite(
         supervise.answer_reinvite(core, leg, request, key, now)
         return
     other = call.other(leg)
+    if _refuse_while_pending(core, leg, other, request, key, now):
+        return
     if other is None or other.dialog is None or other.state is not LegState.CONFIRMED:
         core.txl.send_response(key, make_response(request, 200), now)
         return
-    if any(p.from_leg is leg or p.from_leg is other for p in core._reinvites.values()):
-        core._respond(request, key, 491, now)
-        return
     body = b""
+    was_held = other.held
     if request.body:
         core._point_media(leg, request.body)
         body = sdpmap.anchor_offer(request.body, other.media.host, other.media.port)
@@ -330,7 +382,25 @@ def mirror_reinvite(
         from_leg=leg,
         request=request,
         server_key=key,
+        was_held=was_held,
     )
+
+
+def _refuse_while_pending(
+    core: B2BUA, leg: Leg, other: Leg | None, request: Request, key: str, now: float
+) -> bool:
+    """§14.2 (and RFC 3311 §5.2 for UPDATE): a second offer from a party whose first is still
+    unanswered gets 500 with a Retry-After of 0 to 10 s; an offer while the bridge has one of
+    its own pending on that dialog, or on the dialog it would be mirrored onto, is glare and
+    gets 491, after which the phone retries at its random delay (§14.1). True when refused."""
+    for pending in core._reinvites.values():
+        if pending.from_leg is leg and pending.server_key is not None:
+            refuse_second_offer(core, request, key, now)
+            return True
+    if _busy(core, leg) or (other is not None and _busy(core, other)):
+        core._respond(request, key, 491, now)
+        return True
+    return False
 
 
 def refuse_second_offer(core: B2BUA, request: Request, key: str, now: float) -> None:
@@ -360,8 +430,8 @@ def _set_held(core: B2BUA, leg: Leg, held: bool) -> None:
 def on_reinvite_response(core: B2BUA, response: Response, key: str, now: float) -> None:
     """The final response to a re-INVITE or UPDATE the bridge sent. A 2xx is ACKed whatever
     became of the call, or the far end retransmits it for 64*T1 and then hangs up
-    (§13.3.1.4). The answer goes back to the party whose request was mirrored, unless it was
-    answered already."""
+    (§13.3.1.4); any other final leaves the session as it was (§14.1), hold tone included. The
+    answer goes back to the party whose request was mirrored, unless it was answered already."""
     if response.status < 200:
         return
     pending = core._reinvites.pop(key, None)
@@ -378,7 +448,12 @@ def on_reinvite_response(core: B2BUA, response: Response, key: str, now: float) 
             core.txl.send_ack(key, ack, core._next_hop(to_leg.dialog, to_leg), to_leg.transport)
         if response.body and to_leg.live:
             core._point_media(to_leg, response.body)
-    if pending.from_leg is None or pending.server_key is None or pending.request is None:
+    if pending.from_leg is None:
+        _own_reinvite_done(core, pending, status, now)
+        return
+    if status >= 300 and to_leg.live and to_leg.held != pending.was_held:
+        _set_held(core, to_leg, pending.was_held)
+    if pending.server_key is None or pending.request is None:
         return
     leg, origin_request = pending.from_leg, pending.request
     out = make_response(origin_request, status, response.reason)

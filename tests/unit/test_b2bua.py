@@ -471,9 +471,11 @@ def test_hold_is_mirrored_and_the_held_caller_hears_the_hold_tone() -> None:
     assert mirrored.method == "INVITE"
     assert b"a=sendonly" in mirrored.body
     assert caller_port in h.media.held
-    # Glare: a second re-INVITE while the first is pending gets 491 (RFC 3261 §14.1).
+    # A second re-INVITE before the first is answered: 500 with Retry-After (RFC 3261 §14.2).
     h.feed(reinvite_from_callee(inv, 3, b"a=sendrecv"), CALLEE)
-    assert [m.status for m in h.sent_to(CALLEE) if isinstance(m, Response)][-1] == 491
+    refusal = [m for m in h.sent_to(CALLEE) if isinstance(m, Response)][-1]
+    assert refusal.status == 500
+    assert refusal.headers.get("Retry-After") is not None
     h.feed(
         answer(
             mirrored,

@@ -67,6 +67,128 @@ def run_out_the_timers(h: Harness) -> None:
     h.sent()
 
 
+# -- re-INVITE glare (RFC 3261 §14.1, §14.2) -------------------------------------------------
+
+
+def test_glare_both_phones_reinvite_at_once_and_both_hear_491() -> None:
+    """The agent holds while the caller's phone refreshes its session: each phone sent a
+    re-INVITE before it saw the other's. The bridge answers the caller's with 491 since its
+    own (the mirrored hold) is pending on that dialog; the caller's phone answers the bridge's
+    with 491 too, which goes back to the agent's phone. Both retry after their §14.1 delay;
+    until then nothing changed, so the caller must not be left hearing the hold tone."""
+    h = Harness()
+    inv, ok = establish(h)
+    h.sent()
+    call = next(iter(h.core.calls.values()))
+    caller_port = call.caller.media.port
+    h.feed(reinvite_from_callee(inv, 2, b"a=sendonly"), CALLEE)
+    mirrored = next(m for m in h.sent_to(CALLER) if isinstance(m, Request))
+    h.feed(reinvite_from_caller(ok, 2), CALLER)
+    assert statuses(h.sent_to(CALLER)) == [491]
+    assert h.sent_to(CALLEE) == [], "the caller's re-INVITE is not mirrored onto the agent's"
+
+    h.feed(answer_from_caller(mirrored, 491), CALLER)
+    sent = h.sent()
+    assert requests([m for d, m in sent if d == CALLER]) == ["ACK"]
+    assert statuses([m for d, m in sent if d == CALLEE]) == [491]
+    assert caller_port not in h.media.held, "§14.1: a rejected re-INVITE changes nothing"
+    assert not call.caller.held
+    assert not h.core._reinvites
+
+    h.advance(3.0)
+    h.feed(reinvite_from_callee(inv, 3, b"a=sendonly"), CALLEE)
+    retried = next(m for m in h.sent_to(CALLER) if isinstance(m, Request))
+    assert retried.method == "INVITE"
+    assert retried.cseq.seq > mirrored.cseq.seq
+    h.feed(answer_from_caller(retried, 200, HOLD_ANSWER), CALLER)
+    assert statuses(h.sent_to(CALLEE)) == [200]
+    assert caller_port in h.media.held
+
+
+def replace_with_the_caller_on_hold(h: Harness) -> tuple[Response, Request]:
+    """The agent's phone holds the caller, consults the target through the bridge, then
+    REFERs with Replaces (as in test_transfer): the bridge resumes the caller with a re-INVITE
+    of its own. The caller's 200 OK, and that re-INVITE."""
+    inv_a, ok_a = establish(h)
+    h.sent()
+    h.feed(reinvite_from_callee(inv_a, 2, b"a=sendonly"), CALLEE)
+    mirrored = next(m for m in h.sent_to(CALLER) if isinstance(m, Request))
+    h.feed(answer_from_caller(mirrored, 200, HOLD_ANSWER), CALLER)
+    h.sent()
+    h.feed(invite(call_id="consult", branch="z9hG4bKcons"), CALLER)
+    inv_b = next(m for m in h.sent_to(CALLEE) if isinstance(m, Request))
+    h.feed(answer(inv_b, 200, tag="tgt", sdp=SDP), CALLEE)
+    ok_b = next(m for m in h.sent_to(CALLER) if isinstance(m, Response) and m.status == 200)
+    replaces = f"consult%3Bto-tag%3D{ok_b.to.tag}%3Bfrom-tag%3Dcaller1"
+    refer = (
+        "REFER sip:bridge@127.0.0.1:5060 SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.1:5072;branch=z9hG4bKrefhold\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: {inv_a.headers.get('To')};tag=callee1\r\n"
+        f"To: {inv_a.headers.get('From')}\r\n"
+        f"Call-ID: {inv_a.call_id}\r\n"
+        f"CSeq: 3 REFER\r\nRefer-To: <sip:110@127.0.0.1?Replaces={replaces}>\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+    h.feed(refer, CALLEE)
+    resume = next(
+        m
+        for m in h.sent_to(CALLER)
+        if isinstance(m, Request) and m.method == "INVITE" and m.call_id == ok_a.call_id
+    )
+    return ok_a, resume
+
+
+def test_the_bridges_own_resume_meets_glare_and_goes_again_after_the_14_1_delay() -> None:
+    """The caller's phone re-INVITEs (a session refresh) just as the bridge's resume left.
+    Its re-INVITE gets 491 (§14.2: the bridge has an INVITE of its own pending on that
+    dialog); the bridge's resume gets 491 from the phone and goes again within 0 to 2 s, the
+    delay of a UA that did not choose the Call-ID (§14.1). Given up, the caller's phone would
+    stay on hold and the target would never hear the caller."""
+    h = Harness()
+    ok, resume = replace_with_the_caller_on_hold(h)
+    h.sent()
+    h.feed(reinvite_from_caller(ok, 5), CALLER)
+    assert statuses(h.sent_to(CALLER)) == [491]
+    h.feed(answer_from_caller(resume, 491), CALLER)
+    assert requests(h.sent_to(CALLER)) == ["ACK"]
+    assert h.core.next_deadline() is not None
+    retried: list[Request] = []
+    for _ in range(21):
+        h.advance(0.1)
+        retried += [m for m in h.sent_to(CALLER) if isinstance(m, Request) and m.call_id == "c1"]
+    assert {m.method for m in retried} == {"INVITE"}
+    assert len({m.top_via.branch for m in retried}) == 1, "one re-INVITE (and its Timer A)"
+    assert b"a=sendrecv" in retried[0].body
+    assert retried[0].cseq.seq > resume.cseq.seq
+    h.feed(answer_from_caller(retried[0], 200, SDP), CALLER)
+    acks = [m for m in h.sent_to(CALLER) if isinstance(m, Request) and m.call_id == "c1"]
+    assert [(m.method, m.cseq.seq) for m in acks] == [("ACK", retried[0].cseq.seq)]
+    call = next(c for c in h.core.calls.values() if c.caller.invite.call_id == "c1")
+    assert not call.caller.held
+    assert not h.core._reinvites
+
+
+def test_a_resume_that_keeps_meeting_glare_is_given_up() -> None:
+    """A phone that answers every re-INVITE with 491 does not draw one every two seconds for
+    the rest of the call: three attempts, then the bridge leaves it be."""
+    h = Harness()
+    _ok, resume = replace_with_the_caller_on_hold(h)
+    h.sent()
+    sent = [resume]
+    for _ in range(10):
+        h.feed(answer_from_caller(sent[-1], 491), CALLER)
+        h.advance(2.5)
+        sent += [
+            m
+            for m in h.sent_to(CALLER)
+            if isinstance(m, Request) and m.method == "INVITE" and m.call_id == "c1"
+        ]
+    assert len(sent) == 3
+    call = next(c for c in h.core.calls.values() if c.caller.invite.call_id == "c1")
+    assert call.caller.held, "still held as far as the caller's phone knows"
+
+
 # -- BYE crossing a re-INVITE (RFC 3261 §15.1.2) ---------------------------------------------
 
 
