@@ -565,6 +565,9 @@ class B2BUA:
     ) -> None:
         indialog.send_notify(self, call, leg, status, reason, final, now)
 
+    def resume(self, call: Call, leg: Leg, now: float) -> None:
+        indialog.resume(self, call, leg, now)
+
     def take_transfer_events(self) -> list[TransferEvent]:
         events, self.transfers.events = self.transfers.events, []
         return events

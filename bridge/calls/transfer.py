@@ -10,7 +10,9 @@ failed transfer harmless ("caller never lost"). When the target answers, a blind
 re-points the caller's media at the target and releases the agent's leg; a three-way call puts
 all three in one conference; an attended transfer first lets the agent talk to the target while
 the caller hears the hold tone, and completes when the agent hangs up (or is cancelled with the
-cancel key, which gives the caller back to the agent). When the target fails (busy, rejected,
+cancel key, which gives the caller back to the agent). A caller the agent's phone had put on
+hold is taken off it by a re-INVITE of the bridge's own when the transfer completes, since
+the phone that held it no longer will. When the target fails (busy, rejected,
 no answer before the ring timeout, unreachable), the next destination of the plan is tried;
 when none is left the agent still has the caller and is told why (NOTIFY ``message/sipfrag``
 for a REFER). Every step is an event for the ticket's log.
@@ -279,6 +281,7 @@ class TransferDesk:
             self._event(call, transfer, now, "consulting", status=response.status)
             return
         transfer.apply(TransferInput.ANSWERED)
+        core.media.unhold(caller.media)
         if transfer.mode == "three_way" and agent is not None and agent.live:
             core.media.conference([caller.media, agent.media, leg.media])
         else:
@@ -292,10 +295,20 @@ class TransferDesk:
             ):
                 core.send_bye(call, agent, now)
         call.callee_leg = leg.leg_id
+        self._resume_caller(call, now)
         self._notify(call, transfer, now, response.status, response.reason, final=True)
         self._event(call, transfer, now, "transferred", status=response.status)
         del self.by_call[call.call_id]
         core.supervision.regroup(call)
+
+    def _resume_caller(self, call: Call, now: float) -> None:
+        """A caller the agent's phone put on hold (RFC 3264 §8.4) is still ``recvonly`` when
+        the transfer completes: it would send the target nothing. The phone that held it is
+        leaving (or, in a three-way call, not the one the caller now talks to), so the bridge
+        resumes it with a re-INVITE of its own, which waits out any INVITE in progress on that
+        dialog and retries after a 491 (RFC 3261 §14.1)."""
+        if call.caller.held and call.caller.state is LegState.CONFIRMED:
+            self.core.resume(call, call.caller, now)
 
     def _fail(self, call: Call, transfer: Transfer, now: float, status: int, reason: str) -> None:
         if transfer.state is TransferState.RINGING:
@@ -323,6 +336,7 @@ class TransferDesk:
         self.core.media.unhold(call.caller.media)
         self.core.media.connect(call.caller.media, target.media)
         call.callee_leg = target.leg_id
+        self._resume_caller(call, now)
         self._event(call, transfer, now, "transferred", status=200)
         del self.by_call[call.call_id]
         self.core.supervision.regroup(call)
@@ -343,6 +357,9 @@ class TransferDesk:
         self.core.media.unhold(call.caller.media)
         if agent is not None and agent.live:
             self.core.media.connect(call.caller.media, agent.media)
+        if call.caller.held:
+            # The agent's phone still holds the caller: the tone it heard before goes on.
+            self.core.media.hold(call.caller.media)
         self._event(call, transfer, now, "failed", reason=reason)
         del self.by_call[call.call_id]
         self.core.supervision.regroup(call)

@@ -388,3 +388,90 @@ def test_after_replaces_a_caller_left_on_hold_is_taken_off_hold() -> None:
     h.feed(answer(resume, 200, tag="", sdp=SDP, contact="sip:caller@127.0.0.1:5071"), CALLER)
     acks = [m for m in h.sent_to(CALLER) if isinstance(m, Request) and m.method == "ACK"]
     assert [a.cseq.seq for a in acks] == [resume.cseq.seq]
+
+
+def hold_the_caller(h: Harness) -> tuple[Request, Response]:
+    """The agent's phone holds the caller (a mirrored sendonly re-INVITE, answered
+    recvonly): the caller's phone stops sending and hears the bridge's hold tone."""
+    inv, ok = establish(h)
+    h.sent()
+    h.feed(reinvite_from_callee(inv, 2, b"a=sendonly"), CALLEE)
+    mirrored = next(m for m in h.sent_to(CALLER) if isinstance(m, Request))
+    held_answer = SDP.replace(b"sendrecv", b"recvonly")
+    h.feed(
+        answer(mirrored, 200, tag="", sdp=held_answer, contact="sip:caller@127.0.0.1:5071"),
+        CALLER,
+    )
+    h.sent()
+    call = next(iter(h.core.calls.values()))
+    assert call.caller.held
+    assert call.caller.media.port in h.media.held
+    return inv, ok
+
+
+def resumes_sent_to_the_caller(h: Harness, ok: Response) -> list[Request]:
+    return [
+        m
+        for m in h.sent_to(CALLER)
+        if isinstance(m, Request) and m.method == "INVITE" and m.call_id == ok.call_id
+    ]
+
+
+@pytest.mark.parametrize("mode", ["blind", "three_way"])
+def test_a_caller_on_hold_is_taken_off_hold_when_the_target_answers(mode: str) -> None:
+    """Nobody else will resume the caller: the agent's phone that held it is hung up (blind)
+    or holds the caller no longer matters (three-way). Left recvonly, the caller's phone would
+    send nothing and the target would hear silence, with the bridge's hold tone still playing
+    to the caller."""
+    h = Harness()
+    _inv, ok = hold_the_caller(h)
+    call_id = transfer_in_mode(h, mode)
+    target_invite = next(m for m in h.sent_to(TARGET) if isinstance(m, Request))
+    h.feed(answer(target_invite, 200, tag="t1", sdp=SDP, contact="sip:t@127.0.0.1:5090"), TARGET)
+    call = h.core.calls[call_id]
+    assert call.caller.media.port not in h.media.held, "the caller no longer hears the tone"
+    (resume,) = resumes_sent_to_the_caller(h, ok)
+    assert b"a=sendrecv" in resume.body
+    h.feed(answer(resume, 200, tag="", sdp=SDP, contact="sip:caller@127.0.0.1:5071"), CALLER)
+    acks = [m for m in h.sent_to(CALLER) if isinstance(m, Request) and m.method == "ACK"]
+    assert [a.cseq.seq for a in acks] == [resume.cseq.seq]
+    assert not call.caller.held
+    assert not h.core._reinvites
+
+
+def transfer_in_mode(h: Harness, mode: str) -> str:
+    call_id = next(iter(h.core.calls))
+    h.core.transfers.start(call_id, [dest(TARGET)], h.now, mode=mode, ticket_id="T1")
+    return call_id
+
+
+def test_a_caller_on_hold_is_taken_off_hold_when_an_attended_transfer_completes() -> None:
+    """The caller was held before the consultation; when the agent hangs up to complete it,
+    the bridge resumes the caller, as the agent's phone is gone."""
+    h = Harness()
+    inv, ok = hold_the_caller(h)
+    call_id = transfer_in_mode(h, "attended")
+    target_invite = next(m for m in h.sent_to(TARGET) if isinstance(m, Request))
+    h.feed(answer(target_invite, 200, tag="t1", sdp=SDP, contact="sip:t@127.0.0.1:5090"), TARGET)
+    assert resumes_sent_to_the_caller(h, ok) == [], "still on hold while they consult"
+    h.feed(bye_from_callee(inv, 3), CALLEE)
+    call = h.core.calls[call_id]
+    assert call.caller.media.port not in h.media.held
+    (resume,) = resumes_sent_to_the_caller(h, ok)
+    assert b"a=sendrecv" in resume.body
+
+
+def test_a_consultation_given_up_leaves_a_held_caller_on_hold() -> None:
+    """Back with the agent, whose phone still holds the caller: the caller hears the hold
+    tone as before the transfer, not the agent's phone, and is not resumed by the bridge."""
+    h = Harness()
+    _inv, ok = hold_the_caller(h)
+    call_id = transfer_in_mode(h, "attended")
+    target_invite = next(m for m in h.sent_to(TARGET) if isinstance(m, Request))
+    h.feed(answer(target_invite, 200, tag="t1", sdp=SDP, contact="sip:t@127.0.0.1:5090"), TARGET)
+    call = h.core.calls[call_id]
+    h.core.on_digit(call.legs["b1"].media, "*", h.now)
+    h.core.on_digit(call.legs["b1"].media, "0", h.now)
+    assert h.core.take_transfer_events()[-1].kind == "failed"
+    assert call.caller.media.port in h.media.held
+    assert resumes_sent_to_the_caller(h, ok) == []
