@@ -358,7 +358,7 @@ class B2BUA:
         ]
         body = b""
         if incoming.body and incoming.content_type == "application/sdp":
-            body = sdpmap.anchor_offer(incoming.body, leg.media.host, leg.media.port)
+            leg.last_sdp = body = sdpmap.anchor_offer(incoming.body, leg.media.host, leg.media.port)
         return legs.new_invite(self, incoming, leg, dest, hops=hops, headers=passed, body=body)
 
     def via(self, transport: str) -> str:
@@ -485,6 +485,7 @@ class B2BUA:
             )
             out.headers.add("Content-Type", "application/sdp")
             self._point_media(caller, caller.invite.body, negotiated=out.body)
+            caller.last_sdp = out.body
         caller.dialog = Dialog.uas(caller.invite, caller.local_tag)
         caller.state = LegState.CONFIRMED
         caller.answered_at = now

@@ -117,6 +117,7 @@ class Leg:
     held: bool = False
     """The party was put on hold by the other side (its phone was told we stopped sending)."""
     last_sdp: bytes = b""
+    """The SDP the bridge last sent this party: the o= line its next one follows (RFC 3264 §8)."""
     cancel: Cancel = Cancel.NONE
     """Not NONE once the bridge gave up on this leg's INVITE: its responses only end the leg."""
 

@@ -5,14 +5,16 @@ Theory of operation
 A request inside a dialog is matched to its leg by (Call-ID, our tag) before it gets here. A BYE
 ends that leg; the call ends only when fewer than two parties remain and no transfer is ringing
 for the caller. A re-INVITE or UPDATE (hold, resume, codec change, RFC 3264 §8) is mirrored on
-the other leg with the SDP re-anchored, and its answer mirrored back. While one is pending, both
-dialogs it involves have an INVITE in progress: another offer on either is glare (491, §14.1),
-or 500 with Retry-After from the party still waiting for its first (§14.2); the bridge's own
-re-INVITE that meets a 491 goes again after §14.1's random delay. A party that leaves with one
-pending has it answered 487 (§15.1.2) and its 2xx, if one still comes, ACKed. Before the
-caller's INVITE is answered, its early dialog takes a BYE as a CANCEL and refuses a second
-offer. A REFER (RFC 3515) is accepted with 202 and becomes a transfer request; the agent's
-digits (INFO here, RFC 4733 from the media relay) are collected into transfer keys.
+the other leg with the SDP re-anchored, and its answer mirrored back; with no confirmed party to
+mirror it onto (a supervisor, a caller alone while a transfer rings) the bridge answers it from
+its own media. While one is pending, both dialogs it involves have an INVITE in progress:
+another offer on either is glare (491, §14.1), or 500 with Retry-After from the party still
+waiting for its first (§14.2); the bridge's own re-INVITE that meets a 491 goes again after
+§14.1's random delay. A party that leaves with one pending has it answered 487 (§15.1.2) and
+its 2xx, if one still comes, ACKed. Before the caller's INVITE is answered, its early dialog
+takes a BYE as a CANCEL and refuses a second offer. A REFER (RFC 3515) is accepted with 202
+and becomes a transfer request; the agent's digits (INFO here, RFC 4733 from the media relay)
+are collected into transfer keys.
 These methods are part of :class:`~bridge.calls.b2bua.B2BUA`, split out to keep modules small.
 """
 
@@ -23,12 +25,12 @@ import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from bridge.calls import legs, sdpmap, supervise
+from bridge.calls import legs, sdpmap
 from bridge.calls.call import Call, CallInput, Leg, LegRole, LegState
 from bridge.calls.keys import KeyBuffer
 from bridge.calls.transfer import TransferRequest, parse_refer_to
 from bridge.media.dtmf import parse_info_dtmf
-from bridge.sip import offer_answer
+from bridge.sip import offer_answer, sdp
 from bridge.sip.errors import RemoteProtocolError
 from bridge.sip.message import REASONS, Request, Response, make_response
 
@@ -223,7 +225,9 @@ def resume(core: B2BUA, call: Call, leg: Leg, now: float, attempt: int = 1) -> N
     offer = offer_answer.make_offer(
         address=leg.media.host, port=leg.media.port, session_id=secrets.randbelow(2**31)
     )
-    key = _send_reinvite(core, leg, "INVITE", bytes(offer), now)
+    previous = sdp.SessionDescription.parse(leg.last_sdp) if leg.last_sdp else None
+    leg.last_sdp = bytes(offer_answer.follow_version(previous, offer))
+    key = _send_reinvite(core, leg, "INVITE", leg.last_sdp, now)
     core._reinvites[key] = PendingReinvite(
         call_id=call.call_id, to_leg=leg, method="INVITE", was_held=leg.held, attempt=attempt
     )
@@ -359,19 +363,21 @@ def mirror_reinvite(
 ) -> None:
     """Hold, resume and codec changes are relayed so both parties agree (RFC 3264 §8)."""
     if leg.role is LegRole.SUPERVISOR:
-        supervise.answer_reinvite(core, leg, request, key, now)
+        answer_here(core, leg, request, key, now)
         return
     other = call.other(leg)
     if _refuse_while_pending(core, leg, other, request, key, now):
         return
     if other is None or other.dialog is None or other.state is not LegState.CONFIRMED:
-        core.txl.send_response(key, make_response(request, 200), now)
+        answer_here(core, leg, request, key, now)
         return
     body = b""
     was_held = other.held
     if request.body:
         core._point_media(leg, request.body)
-        body = sdpmap.anchor_offer(request.body, other.media.host, other.media.port)
+        other.last_sdp = body = sdpmap.anchor_offer(
+            request.body, other.media.host, other.media.port
+        )
         # A held party hears the hold tone or music, never dead air.
         _set_held(core, other, sdpmap.is_hold(request.body))
     client_key = _send_reinvite(core, other, request.method, body, now)
@@ -384,6 +390,43 @@ def mirror_reinvite(
         server_key=key,
         was_held=was_held,
     )
+
+
+def answer_here(core: B2BUA, leg: Leg, request: Request, key: str, now: float) -> None:
+    """Answer a re-INVITE or UPDATE from the bridge's own media, with no other party to ask:
+    a supervisor's phone, whose media ends in the mixer, or a party alone while a transfer
+    rings. §13.3.1: the 2xx to an offer carries the answer (RFC 3264 §6: ``sendonly`` is
+    answered ``recvonly``), and §14.2: the 2xx to an INVITE without one carries an offer,
+    answered in the ACK. Either goes under the o= line of what the bridge last sent this leg
+    (RFC 3264 §8)."""
+    out = make_response(request, 200)
+    body: sdp.SessionDescription | None = None
+    if leg.live and leg.media is not None:
+        session_id = secrets.randbelow(2**31)
+        try:
+            previous = sdp.SessionDescription.parse(leg.last_sdp) if leg.last_sdp else None
+            if request.body:
+                body = offer_answer.answer(
+                    sdp.SessionDescription.parse(request.body),
+                    supported=sdp.DEFAULT_CODECS,
+                    local_address=leg.media.host,
+                    local_port=leg.media.port,
+                    session_id=session_id,
+                )
+            elif request.method == "INVITE":
+                body = offer_answer.make_offer(
+                    address=leg.media.host, port=leg.media.port, session_id=session_id
+                )
+        except RemoteProtocolError as exc:
+            core._respond(request, key, exc.status, now)
+            return
+        if body is not None:
+            if request.body:
+                core._point_media(leg, request.body)
+            leg.last_sdp = out.body = bytes(offer_answer.follow_version(previous, body))
+            out.headers.add("Content-Type", "application/sdp")
+    out.headers.add("Contact", core.contact(leg.transport))
+    core.txl.send_response(key, out, now)
 
 
 def _refuse_while_pending(
@@ -463,6 +506,7 @@ def on_reinvite_response(core: B2BUA, response: Response, key: str, now: float) 
                 response.body, origin_request.body, leg.media.host, leg.media.port
             )
             out.headers.add("Content-Type", "application/sdp")
+            leg.last_sdp = out.body
             if origin_request.body:
                 core._point_media(leg, origin_request.body, negotiated=out.body)
         out.headers.add("Contact", core.contact(leg.transport))

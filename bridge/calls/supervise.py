@@ -31,9 +31,9 @@ from bridge.calls import legs
 from bridge.calls.call import Call, CallState, Leg, LegRole, LegState
 from bridge.calls.ports import Destination, MediaUnavailable, MixMode
 from bridge.calls.transfer import TransferDesk, TransferState
-from bridge.sip import offer_answer, sdp
-from bridge.sip.errors import LocalProtocolError, RemoteProtocolError
-from bridge.sip.message import REASONS, Request, Response, make_response
+from bridge.sip import offer_answer
+from bridge.sip.errors import LocalProtocolError
+from bridge.sip.message import REASONS, Response
 
 if TYPE_CHECKING:
     from bridge.calls.b2bua import B2BUA
@@ -351,33 +351,6 @@ class SuperviseDesk:
         self.core._record(
             call.note(kind, now, supervisor=supervision.supervisor, mode=supervision.mode, **data)
         )
-
-
-def answer_reinvite(core: B2BUA, leg: Leg, request: Request, key: str, now: float) -> None:
-    """The supervisor's phone refreshes or changes its session: answered here, since its media
-    ends in the bridge's mixer and no other party has to agree. The answer is the bridge's own
-    (RFC 3264 §6: a ``sendonly`` hold is answered ``recvonly``), under the o= line of the offer
-    the bridge sent this leg (§8)."""
-    out = make_response(request, 200)
-    if request.body and leg.media is not None:
-        try:
-            offer = sdp.SessionDescription.parse(request.body)
-            previous = sdp.SessionDescription.parse(leg.last_sdp) if leg.last_sdp else None
-            answer = offer_answer.answer(
-                offer,
-                supported=sdp.DEFAULT_CODECS,
-                local_address=leg.media.host,
-                local_port=leg.media.port,
-                session_id=secrets.randbelow(2**31),
-            )
-        except RemoteProtocolError as exc:
-            core._respond(request, key, exc.status, now)
-            return
-        core._point_media(leg, request.body)
-        leg.last_sdp = out.body = bytes(offer_answer.follow_version(previous, answer))
-        out.headers.add("Content-Type", "application/sdp")
-    out.headers.add("Contact", core.contact(leg.transport))
-    core.txl.send_response(key, out, now)
 
 
 def _ticket_id_of(call: Call) -> tuple[tuple[str, str], ...]:

@@ -220,13 +220,14 @@ class TransferDesk:
         offer = offer_answer.make_offer(
             address=leg.media.host, port=leg.media.port, session_id=secrets.randbelow(2**31)
         )
+        leg.last_sdp = bytes(offer)
         return legs.new_invite(
             self.core,
             caller.invite,
             leg,
             dest,
             headers=(("Referred-By", transfer.referred_by), *transfer.headers),
-            body=bytes(offer),
+            body=leg.last_sdp,
         )
 
     # -- the target leg's responses --------------------------------------------------------

@@ -23,6 +23,7 @@ from test_transfer import TARGET, bye_from_callee, dest
 
 from bridge.calls.call import CallState, LegState
 from bridge.sip.message import Request, Response
+from bridge.sip.sdp import SessionDescription
 
 HOLD_ANSWER = SDP.replace(b"sendrecv", b"recvonly")
 
@@ -455,3 +456,54 @@ def test_no_ack_for_the_callers_200_hangs_up_both_legs_after_64_t1() -> None:
     assert_nothing_left(h)
     assert len(h.core.txl) == 0
     assert call.legs["a"].state is LegState.TERMINATED
+
+
+# -- a re-INVITE with no one to mirror it to (RFC 3261 §13.3.1) ------------------------------
+
+
+def caller_alone_while_the_transfer_rings(h: Harness) -> tuple[Response, int]:
+    """The agent hung up while the blind transfer still rings: the caller's leg has no
+    confirmed party to mirror a re-INVITE onto. The caller's 200 OK, and its media port."""
+    inv, ok = establish(h)
+    h.sent()
+    call_id = next(iter(h.core.calls))
+    h.core.transfers.start(call_id, [dest(TARGET)], h.now)
+    target_invite = next(m for m in h.sent_to(TARGET) if isinstance(m, Request))
+    h.feed(answer(target_invite, 180, tag="t1"), TARGET)
+    h.feed(bye_from_callee(inv), CALLEE)
+    h.sent()
+    return ok, h.core.calls[call_id].caller.media.port
+
+
+@pytest.mark.parametrize(
+    ("offered", "answered"), [(b"sendonly", b"recvonly"), (b"sendrecv", b"sendrecv")]
+)
+def test_a_reinvite_offer_with_no_one_to_mirror_it_to_is_answered_by_the_bridge(
+    offered: bytes, answered: bytes
+) -> None:
+    """§13.3.1: a 2xx to an INVITE with an offer carries the answer. The bridge answers from
+    its own media, under the o= line of what it last sent the caller (RFC 3264 §8): the same
+    session id, the version one higher. A 200 with no SDP would leave the phone's offer
+    unanswered, and many phones drop such a call."""
+    h = Harness()
+    ok, port = caller_alone_while_the_transfer_rings(h)
+    h.feed(reinvite_from_caller(ok, 2, b"a=" + offered), CALLER)
+    (reply,) = [m for m in h.sent_to(CALLER) if isinstance(m, Response)]
+    assert reply.status == 200
+    assert reply.content_type == "application/sdp"
+    assert f"m=audio {port} ".encode() in reply.body
+    assert b"a=" + answered in reply.body
+    before, after = (SessionDescription.parse(m.body).origin for m in (ok, reply))
+    assert after.session_id == before.session_id
+    assert after.session_version == before.session_version + 1
+
+
+def test_an_offerless_reinvite_with_no_one_to_mirror_it_to_gets_an_offer() -> None:
+    """§14.2: a re-INVITE without a body asks for an offer in the 2xx, answered in the ACK."""
+    h = Harness()
+    ok, port = caller_alone_while_the_transfer_rings(h)
+    h.feed(request_in_dialog("INVITE", ok, 2, "z9hG4bKnosdp"), CALLER)
+    (reply,) = [m for m in h.sent_to(CALLER) if isinstance(m, Response)]
+    assert reply.status == 200
+    assert f"m=audio {port} ".encode() in reply.body
+    assert b"a=sendrecv" in reply.body
