@@ -212,6 +212,9 @@ class B2BUA:
             self._on_ack(request, now)
             return
         assert key is not None
+        if request.to.tag is not None and request.method == "CANCEL":
+            indialog.on_cancel(self, request, key, now)
+            return
         if request.to.tag is not None:
             indialog.on_in_dialog(self, request, key, now)
             return

@@ -11,7 +11,8 @@ its own media. While one is pending, both dialogs it involves have an INVITE in 
 another offer on either is glare (491, §14.1), or 500 with Retry-After from the party still
 waiting for its first (§14.2); the bridge's own re-INVITE that meets a 491 goes again after
 §14.1's random delay. A party that leaves with one pending has it answered 487 (§15.1.2) and
-its 2xx, if one still comes, ACKed. Before the caller's INVITE is answered, its early dialog
+its 2xx, if one still comes, ACKed; a CANCEL of one still pending gets it 487 too (§9.2), and
+the mirrored one is cancelled in turn. Before the caller's INVITE is answered, its early dialog
 takes a BYE as a CANCEL and refuses a second offer. A REFER (RFC 3515) is accepted with 202
 and becomes a transfer request; the agent's digits (INFO here, RFC 4733 from the media relay)
 are collected into transfer keys.
@@ -26,11 +27,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bridge.calls import legs, sdpmap
-from bridge.calls.call import Call, CallInput, Leg, LegRole, LegState
+from bridge.calls.call import Call, CallInput, Cancel, Leg, LegRole, LegState
 from bridge.calls.keys import KeyBuffer
 from bridge.calls.transfer import TransferRequest, parse_refer_to
 from bridge.media.dtmf import parse_info_dtmf
 from bridge.sip import offer_answer, sdp
+from bridge.sip import transaction as tx
 from bridge.sip.errors import RemoteProtocolError
 from bridge.sip.message import REASONS, Request, Response, make_response
 
@@ -58,6 +60,10 @@ class PendingReinvite:
     was_held: bool = False
     """``to_leg.held`` before: a rejected re-INVITE changes nothing (§14.1)."""
     attempt: int = 1
+    sent: Request | None = None
+    """What went to ``to_leg``, for a CANCEL of it."""
+    cancel: Cancel = Cancel.NONE
+    """Not NONE once ``from_leg`` cancelled its request: this one is cancelled too (§9.1)."""
 
 
 def on_in_dialog(core: B2BUA, request: Request, key: str, now: float) -> None:
@@ -227,9 +233,14 @@ def resume(core: B2BUA, call: Call, leg: Leg, now: float, attempt: int = 1) -> N
     )
     previous = sdp.SessionDescription.parse(leg.last_sdp) if leg.last_sdp else None
     leg.last_sdp = bytes(offer_answer.follow_version(previous, offer))
-    key = _send_reinvite(core, leg, "INVITE", leg.last_sdp, now)
+    key, sent = _send_reinvite(core, leg, "INVITE", leg.last_sdp, now)
     core._reinvites[key] = PendingReinvite(
-        call_id=call.call_id, to_leg=leg, method="INVITE", was_held=leg.held, attempt=attempt
+        call_id=call.call_id,
+        to_leg=leg,
+        method="INVITE",
+        was_held=leg.held,
+        attempt=attempt,
+        sent=sent,
     )
     leg.held = False
 
@@ -380,7 +391,7 @@ def mirror_reinvite(
         )
         # A held party hears the hold tone or music, never dead air.
         _set_held(core, other, sdpmap.is_hold(request.body))
-    client_key = _send_reinvite(core, other, request.method, body, now)
+    client_key, sent = _send_reinvite(core, other, request.method, body, now)
     core._reinvites[client_key] = PendingReinvite(
         call_id=call.call_id,
         to_leg=other,
@@ -389,6 +400,7 @@ def mirror_reinvite(
         request=request,
         server_key=key,
         was_held=was_held,
+        sent=sent,
     )
 
 
@@ -452,14 +464,64 @@ def refuse_second_offer(core: B2BUA, request: Request, key: str, now: float) -> 
     core.txl.send_response(key, out, now)
 
 
-def _send_reinvite(core: B2BUA, leg: Leg, method: str, body: bytes, now: float) -> str:
+def _send_reinvite(
+    core: B2BUA, leg: Leg, method: str, body: bytes, now: float
+) -> tuple[str, Request]:
     assert leg.dialog is not None
     out = leg.dialog.create_request(
         method, body=body, content_type="application/sdp" if body else None
     )
     out.headers.prepend("Via", core.via(leg.transport))
     out.headers.add("Contact", core.contact(leg.transport))
-    return core.txl.send_request(out, core._next_hop(leg.dialog, leg), leg.transport, now)
+    key = core.txl.send_request(out, core._next_hop(leg.dialog, leg), leg.transport, now)
+    return key, out
+
+
+def on_cancel(core: B2BUA, request: Request, key: str, now: float) -> None:
+    """A CANCEL inside a dialog, for a re-INVITE (§9.2). Whatever became of it, a CANCEL
+    matching its transaction gets 200; if the re-INVITE still waits for the other party, it
+    gets 487 now, and the re-INVITE mirrored onto the other party is cancelled in turn, whose
+    final response then only settles that dialog (a 487 restores what was held before)."""
+    invite_key = core.txl.find_invite_server(request)
+    if invite_key is None:
+        core._respond(request, key, 481, now)
+        return
+    core.txl.send_response(key, make_response(request, 200), now)
+    for client_key, pending in core._reinvites.items():
+        if pending.server_key == invite_key and pending.request is not None:
+            core.txl.send_response(invite_key, make_response(pending.request, 487), now)
+            pending.server_key = pending.request = None
+            _cancel_mirrored(core, client_key, pending, now)
+            return
+
+
+def _cancel_mirrored(core: B2BUA, client_key: str, pending: PendingReinvite, now: float) -> None:
+    """§9.1: not before the re-INVITE drew a provisional response, which may never come
+    (Timer B then ends it); a phone that answers at once needs no CANCEL at all."""
+    if core.txl.state_of(client_key) is tx.State.CALLING:
+        pending.cancel = Cancel.HELD
+    else:
+        _send_cancel(core, pending, now)
+
+
+def _undo_cancelled_hold(core: B2BUA, pending: PendingReinvite, now: float) -> None:
+    """A hold whose CANCEL crossed the 2xx took effect at ``to_leg`` though its sender was told
+    487: that party would stay ``recvonly`` while the other believes they talk, so the bridge
+    resumes it (RFC 3264 §8.4)."""
+    call = core.calls.get(pending.call_id)
+    leg = pending.to_leg
+    if call is not None and leg.live and leg.held and not pending.was_held:
+        core.media.unhold(leg.media)
+        resume(core, call, leg, now)
+
+
+def _send_cancel(core: B2BUA, pending: PendingReinvite, now: float) -> None:
+    leg, sent = pending.to_leg, pending.sent
+    assert sent is not None, "a mirrored re-INVITE keeps what it sent"
+    pending.cancel = Cancel.SENT
+    if leg.dialog is not None and leg.live:
+        hop = core._next_hop(leg.dialog, leg)
+        core.txl.send_request(tx.build_cancel(sent), hop, leg.transport, now)
 
 
 def _set_held(core: B2BUA, leg: Leg, held: bool) -> None:
@@ -476,6 +538,9 @@ def on_reinvite_response(core: B2BUA, response: Response, key: str, now: float) 
     (§13.3.1.4); any other final leaves the session as it was (§14.1), hold tone included. The
     answer goes back to the party whose request was mirrored, unless it was answered already."""
     if response.status < 200:
+        held = core._reinvites.get(key)
+        if held is not None and held.cancel is Cancel.HELD:
+            _send_cancel(core, held, now)
         return
     pending = core._reinvites.pop(key, None)
     if pending is None:
@@ -496,6 +561,8 @@ def on_reinvite_response(core: B2BUA, response: Response, key: str, now: float) 
         return
     if status >= 300 and to_leg.live and to_leg.held != pending.was_held:
         _set_held(core, to_leg, pending.was_held)
+    if pending.cancel is not Cancel.NONE and status < 300:
+        _undo_cancelled_hold(core, pending, now)
     if pending.server_key is None or pending.request is None:
         return
     leg, origin_request = pending.from_leg, pending.request

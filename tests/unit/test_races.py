@@ -507,3 +507,103 @@ def test_an_offerless_reinvite_with_no_one_to_mirror_it_to_gets_an_offer() -> No
     assert reply.status == 200
     assert f"m=audio {port} ".encode() in reply.body
     assert b"a=sendrecv" in reply.body
+
+
+# -- CANCEL of a re-INVITE (RFC 3261 §9.2) ---------------------------------------------------
+
+
+def cancel_from_callee(inv: Request, cseq: int) -> bytes:
+    """The agent's CANCEL of its ``reinvite_from_callee(inv, cseq, ...)``: same Via branch,
+    From, To (with the bridge's tag: the re-INVITE is inside the dialog) and CSeq number."""
+    return (
+        "CANCEL sip:bridge@127.0.0.1:5060 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:5072;branch=z9hG4bKre{cseq}\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: {inv.headers.get('To')};tag=callee1\r\n"
+        f"To: {inv.headers.get('From')}\r\n"
+        f"Call-ID: {inv.call_id}\r\n"
+        f"CSeq: {cseq} CANCEL\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
+@pytest.mark.parametrize("provisional_first", [True, False])
+def test_a_cancelled_hold_is_answered_487_and_cancelled_at_the_caller(
+    provisional_first: bool,
+) -> None:
+    """The agent's phone gives up on its hold before the caller's phone answered the mirrored
+    re-INVITE: the CANCEL gets 200 and the re-INVITE 487 (§9.2), not 501, and the mirrored
+    re-INVITE is cancelled too, once it drew a provisional response (§9.1). The caller's 487
+    undoes the hold tone; nothing more goes back to the agent, whose request is answered."""
+    h = Harness()
+    inv, _ok = establish(h)
+    h.sent()
+    call = next(iter(h.core.calls.values()))
+    h.feed(reinvite_from_callee(inv, 2, b"a=sendonly"), CALLEE)
+    mirrored = next(m for m in h.sent_to(CALLER) if isinstance(m, Request))
+    assert call.caller.media.port in h.media.held
+    if provisional_first:
+        h.feed(answer_from_caller(mirrored, 100), CALLER)
+    h.feed(cancel_from_callee(inv, 2), CALLEE)
+    sent = h.sent()
+    to_agent = [m for d, m in sent if d == CALLEE and isinstance(m, Response)]
+    assert [(m.status, m.cseq.method) for m in to_agent] == [(200, "CANCEL"), (487, "INVITE")]
+    to_caller = [m for d, m in sent if d == CALLER]
+    if not provisional_first:
+        assert to_caller == [], "§9.1: no CANCEL before a provisional response"
+        h.feed(answer_from_caller(mirrored, 180), CALLER)
+        to_caller = h.sent_to(CALLER)
+    (cancel,) = to_caller
+    assert isinstance(cancel, Request)
+    assert cancel.method == "CANCEL"
+    assert cancel.top_via.branch == mirrored.top_via.branch
+    assert cancel.cseq.seq == mirrored.cseq.seq
+    h.feed(answer_from_caller(cancel, 200), CALLER)
+    h.feed(answer_from_caller(mirrored, 487), CALLER)
+    assert requests(h.sent_to(CALLER)) == ["ACK"]
+    assert h.sent_to(CALLEE) == []
+    assert call.caller.media.port not in h.media.held
+    assert not call.caller.held
+    assert not h.core._reinvites
+
+
+def test_a_cancel_after_the_reinvite_was_answered_changes_nothing() -> None:
+    """§9.2: the re-INVITE's transaction still exists but has its final response: 200 to the
+    CANCEL, nothing else. A CANCEL matching no transaction at all gets 481."""
+    h = Harness()
+    inv, _ok = establish(h)
+    h.sent()
+    h.feed(reinvite_from_callee(inv, 2, b"a=sendonly"), CALLEE)
+    mirrored = next(m for m in h.sent_to(CALLER) if isinstance(m, Request))
+    h.feed(answer_from_caller(mirrored, 200, HOLD_ANSWER), CALLER)
+    assert statuses(h.sent_to(CALLEE)) == [200]
+    h.feed(cancel_from_callee(inv, 2), CALLEE)
+    assert statuses(h.sent_to(CALLEE)) == [200]
+    assert h.sent_to(CALLER) == []
+    h.feed(cancel_from_callee(inv, 9), CALLEE)
+    assert statuses(h.sent_to(CALLEE)) == [481]
+
+
+def test_a_cancelled_hold_that_took_effect_anyway_is_undone() -> None:
+    """The caller's phone accepted the hold just as the CANCEL left: the 200 is ACKed, and
+    since the agent's phone was told 487 and believes they talk, the bridge resumes the
+    caller rather than leave it ``recvonly`` with the agent hearing nothing."""
+    h = Harness()
+    inv, ok = establish(h)
+    h.sent()
+    call = next(iter(h.core.calls.values()))
+    h.feed(reinvite_from_callee(inv, 2, b"a=sendonly"), CALLEE)
+    mirrored = next(m for m in h.sent_to(CALLER) if isinstance(m, Request))
+    h.feed(answer_from_caller(mirrored, 100), CALLER)
+    h.feed(cancel_from_callee(inv, 2), CALLEE)
+    h.sent()
+    h.feed(answer_from_caller(mirrored, 200, HOLD_ANSWER), CALLER)
+    sent = [m for m in h.sent_to(CALLER) if isinstance(m, Request)]
+    assert [m.method for m in sent] == ["ACK", "INVITE"]
+    assert b"a=sendrecv" in sent[1].body
+    assert sent[1].cseq.seq > mirrored.cseq.seq
+    assert call.caller.media.port not in h.media.held
+    h.feed(answer_from_caller(sent[1], 200, SDP), CALLER)
+    assert not call.caller.held
+    assert not h.core._reinvites
+    assert h.sent_to(CALLEE) == []
+    assert ok.call_id == sent[1].call_id
