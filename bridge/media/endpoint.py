@@ -64,6 +64,7 @@ log = logging.getLogger(__name__)
 
 Address = tuple[str, int]
 DigitCallback = Callable[["MediaEndpoint", DtmfDigit], None]
+TimeoutCallback = Callable[["MediaEndpoint"], None]
 
 COMFORT_NOISE = 13
 """RFC 3389 comfort noise: law-independent, relayed as is."""
@@ -114,6 +115,8 @@ class MediaEndpoint:
         "_locked",
         "_next_report_at",
         "_peer",
+        "_quiet_reported",
+        "_quiet_since",
         "_resume_to",
         "_rtcp_latched",
         "_rtcp_sock",
@@ -123,6 +126,7 @@ class MediaEndpoint:
         "dtmf",
         "host",
         "last_received_at",
+        "last_rtcp_at",
         "out",
         "port",
         "relay",
@@ -161,6 +165,10 @@ class MediaEndpoint:
         """The latest RTCP reception report the phone sent about our stream."""
         self.last_received_at: float | None = None
         """Monotonic time of the latest packet accepted from the phone."""
+        self.last_rtcp_at: float | None = None
+        """Monotonic time of the latest well-formed RTCP packet from the phone."""
+        self._quiet_since: float | None = None
+        self._quiet_reported: float | None = None
         self._last_sender_report: tuple[int, float] | None = None
         self._next_report_at: float | None = None
         self.dtmf = DtmfDetector()
@@ -213,6 +221,7 @@ class MediaEndpoint:
         self._latched = False
         self._latched_ssrc = None
         self._rtcp_latched = False
+        self._quiet_since = None
 
     # -- sockets ------------------------------------------------------------------------
 
@@ -370,6 +379,7 @@ class MediaEndpoint:
             relay.counters.rtcp_malformed += 1
             return
         relay.counters.rtcp_received += 1
+        self.last_rtcp_at = _monotonic()
         if not self._rtcp_latched and (self.remote is None or addr[0] == self.remote[0]):
             self.remote_rtcp = addr
             self._rtcp_latched = True

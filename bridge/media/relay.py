@@ -23,8 +23,8 @@ The sockets are plain non-blocking sockets read by the loop's reader callbacks (
 per call), not datagram transports: a transport's protocol call, context switch and write
 buffer cost several microseconds per packet, and a relay has no use for buffering (a late
 frame is a useless frame), so a send that would block is dropped and counted. A sweep every
-``sweep_interval`` unlocks legs whose source went quiet (see :mod:`bridge.media.endpoint`) and
-sends RTCP reports.
+``sweep_interval`` unlocks legs whose source went quiet (see :mod:`bridge.media.endpoint`),
+sends RTCP reports and reports legs that have been silent for ``timeout_after``.
 
 Ports go back to the pool in :meth:`MediaRelay.release`. Creating, binding and closing two
 sockets are six system calls per leg, so a relay made with ``reuse_after`` *parks* a released
@@ -55,6 +55,7 @@ from bridge.media.endpoint import (
     DigitCallback,
     MediaEndpoint,
     RelayCounters,
+    TimeoutCallback,
 )
 from bridge.media.mixer import FRAME_SAMPLES, FRAME_SECONDS, Mixer, MixMode, mix_batch
 from bridge.media.ports import PortPool, PortPoolExhaustedError
@@ -161,6 +162,8 @@ class MediaRelay:
         rtcp_interval: float = 5.0,
         reuse_after: float | None = None,
         max_parked: int = 2048,
+        timeout_after: float = 0.0,
+        on_timeout: TimeoutCallback | None = None,
     ) -> None:
         self.host = host
         self.reuse_after = reuse_after
@@ -171,6 +174,9 @@ class MediaRelay:
         self.pool = PortPool(port_min, port_max)
         self.on_digit = on_digit
         self.relatch_after = relatch_after
+        self.timeout_after = timeout_after
+        """Seconds without RTP or RTCP before a relayed leg goes to ``on_timeout``; 0: never."""
+        self.on_timeout = on_timeout
         self.counters = RelayCounters()
         self.tick_lateness: deque[float] = deque(maxlen=_LATENESS_SAMPLES)
         """Seconds each recent 20 ms tick ran after its due time (for metrics and benchmarks)."""
@@ -442,7 +448,8 @@ class MediaRelay:
         return interval
 
     def sweep(self, now: float, wall: float) -> None:
-        """Unlock legs whose source went quiet; send the RTCP reports that are due.
+        """Unlock legs whose source went quiet; send the RTCP reports that are due; report
+        legs silent for ``timeout_after`` to ``on_timeout``.
 
         A locked leg hears only its latched source, so once that has been quiet for
         ``relatch_after`` it is unlocked and a phone that moved (NAT rebinding, restart) is
@@ -450,11 +457,14 @@ class MediaRelay:
         (§6.3.1), so a thousand legs cost a few reports per sweep rather than one burst that
         would delay the 20 ms tick.
         """
-        interval, quiet_after = self.rtcp_interval, self.relatch_after
+        interval, quiet_after, timeout = self.rtcp_interval, self.relatch_after, self.timeout_after
+        silent: list[MediaEndpoint] = []
         for endpoint in list(self._endpoints):
             last = endpoint.last_received_at
             if endpoint._locked and (last is None or now - last > quiet_after):
                 endpoint.unlock()
+            if timeout > 0 and self._silent(endpoint, now, timeout):
+                silent.append(endpoint)
             if interval <= 0:
                 continue
             due = endpoint._next_report_at
@@ -464,6 +474,34 @@ class MediaRelay:
                 endpoint._next_report_at = now + interval * random.uniform(0.5, 1.5)
                 if last is not None or endpoint.stats.packets_sent:
                     endpoint.send_rtcp(endpoint.rtcp_report(wall, now))
+        for endpoint in silent:
+            if self.on_timeout is not None and not endpoint.closed:  # a report may end the call
+                try:
+                    self.on_timeout(endpoint)
+                except Exception:
+                    log.exception("media timeout callback failed for media port %d", endpoint.port)
+
+    def _silent(self, endpoint: MediaEndpoint, now: float, timeout: float) -> bool:
+        """Whether a relayed leg has sent neither RTP nor RTCP for ``timeout``, once per spell.
+
+        A phone that lost power or network never sends BYE: its silence is the only sign.
+        The clock starts when the leg is first seen relayed (a peer or a conference) with its
+        current remote, so a call whose phone never sent anything times out too. A held leg
+        is exempt: its phone may stop sending (RFC 3264 §8.4, recvonly or inactive), and so is
+        a leg relayed to no one. RTCP counts because a phone with silence suppression sends
+        no RTP while its user listens, but keeps reporting (RFC 3550 §6.2).
+        """
+        if (endpoint._peer is None and endpoint._conference is None) or endpoint in self._holds:
+            endpoint._quiet_since = None
+            return False
+        if endpoint._quiet_since is None:
+            endpoint._quiet_since = now
+        heard = max(endpoint._quiet_since, endpoint.last_received_at or 0.0)
+        heard = max(heard, endpoint.last_rtcp_at or 0.0)
+        if now - heard < timeout or endpoint._quiet_reported == heard:
+            return False
+        endpoint._quiet_reported = heard
+        return True
 
     # -- the 20 ms tick -------------------------------------------------------------------
 

@@ -707,6 +707,59 @@ async def test_end_packet_retransmissions_do_not_repeat_a_digit(
     assert digits == ["3"]
 
 
+async def test_a_relayed_leg_silent_past_the_media_timeout_is_reported_once(
+    phones: list[Phone],
+) -> None:
+    """Sweeps at explicit times: a connected pair that never sends is reported once, after
+    ``timeout_after`` and not before; RTCP alone keeps a leg alive; a held leg and a leg
+    relayed to no one are never reported; a packet starts a new quiet spell."""
+    base = random.randrange(42000, 58000, 2)
+    reported: list[MediaEndpoint] = []
+    relay = MediaRelay(HOST, base, base + 20, timeout_after=30.0, on_timeout=reported.append)
+    try:
+        silent_a, silent_b, alone, held, rtcp_only, talking = (
+            relay.allocate(codec=g711.PCMU) for _ in range(6)
+        )
+        for endpoint, phone in zip(
+            (silent_a, silent_b, alone, held, rtcp_only, talking),
+            (*phones, phones[2], phones[3]),
+            strict=True,
+        ):
+            endpoint.set_remote(HOST, phone.port)
+        relay.connect(silent_a, silent_b)
+        relay.connect(alone, held)
+        relay.play_hold(held, ToneSource())  # alone is left relayed to no one
+        relay.connect(rtcp_only, talking)
+        t0 = time.monotonic()
+        # No await since the legs got their remotes: the background sweep has not started
+        # their clocks, so this sweep starts them 25 s in the past.
+        relay.sweep(t0 - 25, time.time())
+        phones[2].send(
+            serialize_rtcp([ReceiverReport(ssrc=0x1, reports=())]), (HOST, rtcp_only.rtcp_port)
+        )
+        phones[3].send(rtp(0, 1, 0, 0x2, b"\xff" * 160), talking)
+        # Relayed to rtcp_only's phone: by then the RTCP sent before it has been read.
+        await phones[2].wait_for_packets(1)
+        assert rtcp_only.last_rtcp_at is not None
+        assert rtcp_only.last_received_at is None
+
+        relay.sweep(t0 + 4, time.time())  # the silent pair: 29 s
+        assert reported == []
+        relay.sweep(t0 + 6, time.time())  # 31 s; the others heard from 6 s ago
+        assert sorted(reported, key=id) == sorted([silent_a, silent_b], key=id)
+        relay.sweep(t0 + 20, time.time())
+        assert len(reported) == 2, "once per quiet spell"
+        relay.sweep(t0 + 40, time.time())  # RTCP and RTP stopped 40 s ago
+        assert sorted(reported[2:], key=id) == sorted([rtcp_only, talking], key=id)
+
+        phones[0].send(rtp(0, 1, 0, 0x3, b"\xff" * 160), silent_a)
+        await phones[1].wait_for_packets(1)
+        relay.sweep(t0 + 80, time.time())
+        assert reported[4:] == [silent_a], "a packet started a new spell; the others go on"
+    finally:
+        relay.close()
+
+
 # -- the same on uvloop ------------------------------------------------------------------------
 #
 # The engine runs on uvloop when it is installed; its reader callbacks are a different
