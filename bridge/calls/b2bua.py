@@ -585,6 +585,13 @@ class B2BUA:
     def hangup(self, call_id: str, now: float, reason: str = "hung up by the bridge") -> None:
         teardown.hangup(self, call_id, now, reason=reason)
 
+    def media_timeout(self, media_leg: object, now: float) -> None:
+        """A party sent no RTP or RTCP for the media timeout: its phone lost power or network
+        and will never send BYE, so the bridge ends the call for it (BYE to every leg)."""
+        found = indialog.find_media_leg(self, media_leg)
+        if found is not None:
+            teardown.hangup(self, found[0].call_id, now, reason="media timeout")
+
     def _hangup(self, call_id: str, now: float, *, reason: str) -> None:
         teardown.hangup(self, call_id, now, reason=reason)
 

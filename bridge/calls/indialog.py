@@ -336,11 +336,18 @@ def fail_transfer_request(core: B2BUA, request: TransferRequest, status: int, no
 
 def on_digit(core: B2BUA, media_leg: object, digit: str, now: float) -> None:
     """A DTMF digit from a media leg (RFC 4733) or an INFO: the agent's transfer key."""
+    found = find_media_leg(core, media_leg)
+    if found is not None:
+        key_pressed(core, found[0], found[1], digit, now)
+
+
+def find_media_leg(core: B2BUA, media_leg: object) -> tuple[Call, Leg] | None:
+    """The call and leg a media endpoint belongs to, if it still belongs to one."""
     for call in core.calls.values():
         for leg in call.legs.values():
             if leg.media is media_leg:
-                key_pressed(core, call, leg, digit, now)
-                return
+                return call, leg
+    return None
 
 
 def key_pressed(core: B2BUA, call: Call, leg: Leg, digit: str, now: float) -> None:

@@ -569,3 +569,24 @@ def test_a_call_over_the_limit_is_refused_at_once_but_a_call_to_110_never_is() -
     h.feed(invite(call_id="emergency", user="110", branch="z9hG4bKf3"), CALLER)
     inv = [m for m in h.sent_to(CALLEE) if isinstance(m, Request)]
     assert [m.method for m in inv] == ["INVITE"], "an emergency call rings whatever the load"
+
+
+def test_media_timeout_hangs_up_both_parties_with_that_reason() -> None:
+    """A phone that lost power sends no BYE: the relay's media timeout on its leg ends the call."""
+    h = Harness()
+    establish(h)
+    h.sent()
+    call = next(iter(h.core.calls.values()))
+    callee_media = call.legs[call.callee_leg].media
+    h.core.media_timeout(FakeMediaLeg(port=1), h.now)  # no call's leg: nothing happens
+    assert h.sent() == []
+    h.core.media_timeout(callee_media, h.now)
+    byes = {d: m for d, m in h.sent() if isinstance(m, Request) and m.method == "BYE"}
+    assert set(byes) == {CALLER, CALLEE}
+    for who, bye in byes.items():
+        h.feed(answer(bye, 200, tag=bye.to.tag or ""), who)
+    assert h.core.calls == {}
+    assert h.media.live == set()
+    assert call.ended_reason == "media timeout"
+    hangups = [e for e in h.core.take_events() if e.kind == "hangup"]
+    assert [e.data["reason"] for e in hangups] == ["media timeout"]
