@@ -66,6 +66,16 @@ class MediaConfig(_Strict):
     port_min: int = Field(default=20000, ge=1024, le=65534)
     port_max: int = Field(default=29999, ge=1025, le=65535)
     hold_audio: str | None = None
+    timeout_s: float = 0.0
+    """Hang up a call when a party sends no RTP or RTCP for this long; 0: never."""
+
+    @field_validator("timeout_s")
+    @classmethod
+    def _timeout_off_or_long_enough(cls, value: float) -> float:
+        """Below a second a timeout would cut calls over one late packet or a re-INVITE."""
+        if value != 0 and value < 1:
+            raise ValueError("timeout_s must be 0 (off) or at least 1 second")
+        return value
 
 
 class TokenConfig(_Strict):

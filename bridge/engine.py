@@ -90,6 +90,7 @@ class Engine:
         )
         assert self.media.relay is not None
         self.media.relay.on_digit = self._on_digit
+        self.media.relay.on_timeout = self._on_media_timeout
         log.info("SIP listening on %s:%d (UDP+TCP)", *self.transport.local)
 
     @property
@@ -141,6 +142,10 @@ class Engine:
 
     def _on_digit(self, endpoint: object, digit: DtmfDigit) -> None:
         self.core.on_digit(endpoint, digit.digit, self.now())
+        self.flush()
+
+    def _on_media_timeout(self, endpoint: object) -> None:
+        self.core.media_timeout(endpoint, self.now())
         self.flush()
 
     def flush(self) -> None:

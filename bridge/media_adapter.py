@@ -28,7 +28,11 @@ class RelayMedia:
 
     async def start(self) -> None:
         self.relay = MediaRelay(
-            self.config.host, self.config.port_min, self.config.port_max, reuse_after=REUSE_AFTER
+            self.config.host,
+            self.config.port_min,
+            self.config.port_max,
+            reuse_after=REUSE_AFTER,
+            timeout_after=self.config.timeout_s,
         )
 
     def _relay(self) -> MediaRelay:

@@ -78,6 +78,7 @@ t1_ms = {t1_ms}
 [media]
 port_min = {media_min}
 port_max = {media_max}
+{media_extra}
 [sidecar]
 listen = "127.0.0.1:{http_port}"
 link_secret = "integration-secret-0123456789"
@@ -185,6 +186,7 @@ class BridgeUnderTest:
         digest_algorithms: Sequence[str] = ("SHA-256", "MD5"),
         tokens: Sequence[Mapping[str, str]] = (),
         sip_extra: str = "",
+        media_extra: str = "",
     ) -> None:
         """``pbx_uris``: destinations of the 110 trunk tried before ``pbx_ports``, written as
         the plan takes them (``sip:110@127.0.0.1:5060;transport=tcp``). ``tokens``: more
@@ -210,6 +212,7 @@ class BridgeUnderTest:
             "admin_token": ADMIN_TOKEN,
             "t1_ms": t1_ms,
             "sip_extra": sip_extra,
+            "media_extra": media_extra,
             "grace_s": grace_s,
             "digest_algorithms": ", ".join(f'"{name}"' for name in digest_algorithms),
             "extra_tokens": "".join(

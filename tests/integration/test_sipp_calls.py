@@ -120,6 +120,35 @@ async def test_bye_from_the_callee_ends_the_caller_leg(
         uac.kill()
 
 
+async def test_a_call_without_media_is_hung_up_on_both_sides_at_the_media_timeout(
+    bridge: BridgeFactory, sipp: Callable[..., SippRun], tmp_path: Path, ports: PortAllocator
+) -> None:
+    """SIPp sends no RTP: with ``[media] timeout_s = 1`` the bridge ends the answered call
+    with a BYE to each side, as it would for a phone that lost power."""
+    service, uac, uas = await run_pair(
+        bridge,
+        sipp,
+        tmp_path,
+        ports,
+        caller="uac_recv_bye",
+        callee="uas_basic",
+        caller_kwargs={"timeout": 8},  # SIPp fails if no BYE comes by then
+        callee_kwargs={"timeout": 8},
+        bridge_kwargs={"media_extra": "timeout_s = 1"},
+    )
+    assert service.engine is not None
+    events: list[CallEvent] = []
+    service.engine.event_listeners.append(events.extend)
+    try:
+        (await uac.wait()).assert_ok(successful=1)
+        (await uas.wait()).assert_ok(successful=1)
+        await service.wait_idle()
+        hangups = [e.data["reason"] for e in events if e.kind == "hangup"]
+        assert hangups == ["media timeout"]
+    finally:
+        uac.kill()
+
+
 async def test_hold_and_resume_reinvites_cross_the_bridge(
     bridge: BridgeFactory, sipp: Callable[..., SippRun], tmp_path: Path, ports: PortAllocator
 ) -> None:

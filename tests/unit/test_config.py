@@ -68,3 +68,15 @@ def test_a_realtime_priority_outside_sched_rr_range_is_refused_with_its_line(
     )
     with pytest.raises(ConfigError, match=r"bridge\.toml:4: scheduling\.realtime_priority"):
         load_config(path)
+
+
+def test_a_media_timeout_is_off_by_default_and_never_below_a_second(tmp_path: Path) -> None:
+    path = tmp_path / "bridge.toml"
+    head = '[sidecar]\nlink_secret = "0123456789abcdef0123"\n[media]\n'
+    path.write_text(head, encoding="utf-8")
+    assert load_config(path).media.timeout_s == 0
+    path.write_text(head + "timeout_s = 60\n", encoding="utf-8")
+    assert load_config(path).media.timeout_s == 60
+    path.write_text(head + "timeout_s = 0.5\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"bridge\.toml:4: media\.timeout_s.*at least 1"):
+        load_config(path)
