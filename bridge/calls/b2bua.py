@@ -587,10 +587,19 @@ class B2BUA:
 
     def media_timeout(self, media_leg: object, now: float) -> None:
         """A party sent no RTP or RTCP for the media timeout: its phone lost power or network
-        and will never send BYE, so the bridge ends the call for it (BYE to every leg)."""
+        and will never send BYE. The bridge hangs up on it and goes on as if it had hung up, so
+        a silent transfer target gives the caller back to the agent rather than ending the
+        call, while in a two-party call the other party is hung up too."""
         found = indialog.find_media_leg(self, media_leg)
-        if found is not None:
-            teardown.hangup(self, found[0].call_id, now, reason="media timeout")
+        if found is None:
+            return
+        call, leg = found
+        if leg.dialog is None or not leg.live:
+            return
+        self._record(call.note("media_timeout", now, leg=leg.leg_id, party=str(leg.role)))
+        teardown.send_bye(self, call, leg, now)
+        self.release_media(leg)
+        indialog.after_leg_left(self, call, leg, now, reason="media timeout")
 
     def _hangup(self, call_id: str, now: float, *, reason: str) -> None:
         teardown.hangup(self, call_id, now, reason=reason)

@@ -138,16 +138,19 @@ def on_early_dialog(
     return True
 
 
-def after_leg_left(core: B2BUA, call: Call, leg: Leg, now: float) -> None:
-    """A party hung up. The call goes on while two parties remain, or while a transfer is
-    ringing its target for the caller; otherwise everyone else (a supervisor too) is hung up."""
+def after_leg_left(
+    core: B2BUA, call: Call, leg: Leg, now: float, *, reason: str | None = None
+) -> None:
+    """A party hung up (``reason`` when it was not a BYE of its own). The call goes on while
+    two parties remain, or while a transfer is ringing its target for the caller; otherwise
+    everyone else (a supervisor too) is hung up."""
     if core.supervision.leg_left(call, leg, now):
         return
     if core.transfers.agent_left(call, leg, now) or core.transfers.target_left(call, leg, now):
         return
     if leg.leg_id == call.caller_leg:
         core.transfers.caller_left(call, now)
-        core._hangup(call.call_id, now, reason="BYE from caller")
+        core._hangup(call.call_id, now, reason=reason or "BYE from caller")
         return
     live = core.supervision.parties(call)
     ringing = call.call_id in core.transfers.by_call
@@ -156,7 +159,7 @@ def after_leg_left(core: B2BUA, call: Call, leg: Leg, now: float) -> None:
         if len(live) == 2 and not ringing and not core.supervision.regroup(call):
             core.media.connect(live[0].media, live[1].media)
         return
-    core._hangup(call.call_id, now, reason=f"BYE from {leg.role}")
+    core._hangup(call.call_id, now, reason=reason or f"BYE from {leg.role}")
 
 
 def record_leg_left(core: B2BUA, call: Call, leg: Leg, now: float) -> None:

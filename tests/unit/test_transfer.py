@@ -475,3 +475,26 @@ def test_a_consultation_given_up_leaves_a_held_caller_on_hold() -> None:
     assert h.core.take_transfer_events()[-1].kind == "failed"
     assert call.caller.media.port in h.media.held
     assert resumes_sent_to_the_caller(h, ok) == []
+
+
+def test_a_consulted_target_gone_silent_gives_the_caller_back_to_the_agent() -> None:
+    """[media] timeout_s: the target's phone died during the consultation. The bridge hangs up
+    on it alone, as if it had hung up; the caller is not lost with it."""
+    h = Harness()
+    establish(h)
+    h.sent()
+    call_id = next(iter(h.core.calls))
+    h.core.transfers.start(call_id, [dest(TARGET)], h.now, mode="attended", ticket_id="T1")
+    target_invite = next(m for m in h.sent_to(TARGET) if isinstance(m, Request))
+    h.feed(answer(target_invite, 200, tag="t1", sdp=SDP, contact="sip:t@127.0.0.1:5090"), TARGET)
+    h.sent()
+    call = h.core.calls[call_id]
+    h.core.media_timeout(call.legs["t1"].media, h.now)
+    sent = h.sent()
+    assert [m.method for d, m in sent if d == TARGET and isinstance(m, Request)] == ["BYE"]
+    assert not [m for d, m in sent if d in (CALLER, CALLEE) and isinstance(m, Request)]
+    assert call_id in h.core.calls
+    assert call.caller.media.port not in h.media.held
+    assert h.media.connected[-1] == (call.caller.media.port, call.legs["b1"].media.port)
+    notes = [e.data for e in h.core.take_events() if e.kind == "media_timeout"]
+    assert notes == [{"leg": "t1", "party": "target"}]
