@@ -379,8 +379,12 @@ class MediaEndpoint:
             relay.counters.rtcp_malformed += 1
             return
         relay.counters.rtcp_received += 1
-        self.last_rtcp_at = _monotonic()
-        if not self._rtcp_latched and (self.remote is None or addr[0] == self.remote[0]):
+        from_phone = self.remote is None or addr[0] == self.remote[0]
+        if from_phone:
+            # A sign of life for the media timeout only from the phone's own host: a stray
+            # sender must not keep a dead call open.
+            self.last_rtcp_at = _monotonic()
+        if not self._rtcp_latched and from_phone:
             self.remote_rtcp = addr
             self._rtcp_latched = True
         for packet in packets:

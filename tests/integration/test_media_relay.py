@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from peers.process import wait_until
 
 from bridge.media import g711
 from bridge.media.dtmf import DtmfDetector, DtmfDigit, TelephoneEvent, event_packets
@@ -742,6 +743,16 @@ async def test_a_relayed_leg_silent_past_the_media_timeout_is_reported_once(
         await phones[2].wait_for_packets(1)
         assert rtcp_only.last_rtcp_at is not None
         assert rtcp_only.last_received_at is None
+        # RTCP from another host is no sign of life of silent_a's phone.
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stray:
+            stray.bind(("127.0.0.2", 0))
+            before = relay.counters.rtcp_received
+            report = serialize_rtcp([ReceiverReport(ssrc=0x9, reports=())])
+            stray.sendto(report, (HOST, silent_a.rtcp_port))
+            await wait_until(
+                lambda: relay.counters.rtcp_received > before, within=5, what="stray RTCP read"
+            )
+        assert silent_a.last_rtcp_at is None
 
         relay.sweep(t0 + 4, time.time())  # the silent pair: 29 s
         assert reported == []
