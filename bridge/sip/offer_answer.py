@@ -49,7 +49,7 @@ def make_offer(
     if not any(codec.carries_audio for codec in codecs):
         raise LocalProtocolError("an offer needs at least one voice codec")
     return SessionDescription(
-        origin=_our_origin(address, session_id, session_version),
+        origin=our_origin(address, session_id, session_version),
         connection=Connection.for_address(address),
         media=(_audio_stream(codecs, port=port, direction=direction, ptime=ptime),),
     )
@@ -101,7 +101,7 @@ def answer(
         for i, m in enumerate(offer.media)
     )
     return SessionDescription(
-        origin=_our_origin(local_address, session_id, session_version),
+        origin=our_origin(local_address, session_id, session_version),
         connection=Connection.for_address(local_address),
         media=media,
     )
@@ -234,15 +234,20 @@ def with_direction(
 def follow_version(
     previous: SessionDescription | None, new: SessionDescription
 ) -> SessionDescription:
-    """Give ``new`` the o= identity of what we last sent on this dialog: same session id, and
-    a version one higher only if something other than o= changed (RFC 3264 §8)."""
+    """Give ``new`` the o= line of what we last sent on this dialog, all of it but the version.
+
+    RFC 3264 §8: a later SDP keeps that o= line except for the version, which goes up by one
+    when the session changes; a version that does not go up promises an SDP identical to the
+    one that had it. RFC 4566 §5.2 makes username, session id and address together the
+    session's identity, so none of them may change either. The version therefore goes up
+    only when something other than o= differs: a repeated description (a session refresh, a
+    re-INVITE that changes nothing) keeps it, and a peer that compares versions, as many SBCs
+    do, sees correctly that nothing changed."""
     if previous is None:
         return new
-    same_origin = replace(new.origin, session_id=previous.origin.session_id,
-                          session_version=previous.origin.session_version)  # fmt: skip
-    unchanged = bytes(new.with_(origin=same_origin)) == bytes(previous.with_(origin=same_origin))
+    unchanged = bytes(new.with_(origin=previous.origin)) == bytes(previous)
     version = previous.origin.session_version + (0 if unchanged else 1)
-    return new.with_(origin=replace(same_origin, session_version=version))
+    return new.with_(origin=replace(previous.origin, session_version=version))
 
 
 def _set_direction(attributes: list[Attribute], direction: Direction) -> list[Attribute]:
@@ -260,7 +265,8 @@ def _set_direction(attributes: list[Attribute], direction: Direction) -> list[At
     return out
 
 
-def _our_origin(address: str, session_id: int, session_version: int) -> Origin:
+def our_origin(address: str, session_id: int, session_version: int = 1) -> Origin:
+    """The bridge's o= line for a session it starts (RFC 4566 §5.2: no user ids, hence ``-``)."""
     conn = Connection.for_address(address)
     return Origin(
         session_id=session_id,

@@ -28,6 +28,7 @@ from bridge.sip.sdp import (
     TELEPHONE_EVENT,
     Codec,
     Direction,
+    Origin,
     SessionDescription,
 )
 
@@ -505,6 +506,16 @@ def test_follow_version_bumps_only_on_change() -> None:
     followed = follow_version(first, moved)
     assert (followed.origin.session_id, followed.origin.session_version) == (50, 8)
     assert follow_version(None, moved) is moved
+
+
+def test_follow_version_keeps_the_whole_origin_but_the_version() -> None:
+    """RFC 4566 §5.2: username, session id and address are the session's identity; a later
+    description written from someone else's o= line must not change any of them."""
+    ours = make_offer(address="10.0.0.1", port=40000, session_id=50, session_version=7)
+    theirs = ours.with_(origin=Origin.parse("agent 4242 17 IN IP4 10.9.9.9"))
+    moved = theirs.with_(media=(ours.media[0].with_(port=40010),))
+    assert follow_version(ours, theirs).origin == ours.origin
+    assert follow_version(ours, moved).origin == Origin.parse("- 50 8 IN IP4 10.0.0.1")
 
 
 # --- helpers ---------------------------------------------------------------------------------
