@@ -361,7 +361,9 @@ class B2BUA:
         ]
         body = b""
         if incoming.body and incoming.content_type == "application/sdp":
-            leg.last_sdp = body = sdpmap.anchor_offer(incoming.body, leg.media.host, leg.media.port)
+            leg.last_sdp = body = sdpmap.anchor_offer(
+                incoming.body, leg.media.host, leg.media.port, leg.last_sdp
+            )
         return legs.new_invite(self, incoming, leg, dest, hops=hops, headers=passed, body=body)
 
     def via(self, transport: str) -> str:
@@ -463,8 +465,12 @@ class B2BUA:
         )
         out.headers.add("Contact", self.contact(caller.transport))
         if response.body and response.content_type == "application/sdp":
-            out.body = sdpmap.anchor_answer(
-                response.body, caller.invite.body, caller.media.host, caller.media.port
+            caller.last_sdp = out.body = sdpmap.anchor_answer(
+                response.body,
+                caller.invite.body,
+                caller.media.host,
+                caller.media.port,
+                caller.last_sdp,
             )
             out.headers.add("Content-Type", "application/sdp")
             self._point_media(call.legs[call.callee_leg], response.body)
@@ -483,12 +489,15 @@ class B2BUA:
         out.headers.add("Contact", self.contact(caller.transport))
         out.headers.add("Allow", ALLOW)
         if response.body and caller.invite.body:
-            out.body = sdpmap.anchor_answer(
-                response.body, caller.invite.body, caller.media.host, caller.media.port
+            caller.last_sdp = out.body = sdpmap.anchor_answer(
+                response.body,
+                caller.invite.body,
+                caller.media.host,
+                caller.media.port,
+                caller.last_sdp,
             )
             out.headers.add("Content-Type", "application/sdp")
             self._point_media(caller, caller.invite.body, negotiated=out.body)
-            caller.last_sdp = out.body
         caller.dialog = Dialog.uas(caller.invite, caller.local_tag)
         caller.state = LegState.CONFIRMED
         caller.answered_at = now

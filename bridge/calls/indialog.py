@@ -234,8 +234,7 @@ def resume(core: B2BUA, call: Call, leg: Leg, now: float, attempt: int = 1) -> N
     offer = offer_answer.make_offer(
         address=leg.media.host, port=leg.media.port, session_id=secrets.randbelow(2**31)
     )
-    previous = sdp.SessionDescription.parse(leg.last_sdp) if leg.last_sdp else None
-    leg.last_sdp = bytes(offer_answer.follow_version(previous, offer))
+    leg.last_sdp = sdpmap.toward(offer, leg.last_sdp)
     key, sent = _send_reinvite(core, leg, "INVITE", leg.last_sdp, now)
     core._reinvites[key] = PendingReinvite(
         call_id=call.call_id,
@@ -397,7 +396,7 @@ def mirror_reinvite(
     if request.body:
         core._point_media(leg, request.body)
         other.last_sdp = body = sdpmap.anchor_offer(
-            request.body, other.media.host, other.media.port
+            request.body, other.media.host, other.media.port, other.last_sdp
         )
         # A held party hears the hold tone or music, never dead air.
         _set_held(core, other, sdpmap.is_hold(request.body))
@@ -426,7 +425,6 @@ def answer_here(core: B2BUA, leg: Leg, request: Request, key: str, now: float) -
     if leg.live and leg.media is not None:
         session_id = secrets.randbelow(2**31)
         try:
-            previous = sdp.SessionDescription.parse(leg.last_sdp) if leg.last_sdp else None
             if request.body:
                 body = offer_answer.answer(
                     sdp.SessionDescription.parse(request.body),
@@ -445,7 +443,7 @@ def answer_here(core: B2BUA, leg: Leg, request: Request, key: str, now: float) -
         if body is not None:
             if request.body:
                 core._point_media(leg, request.body)
-            leg.last_sdp = out.body = bytes(offer_answer.follow_version(previous, body))
+            leg.last_sdp = out.body = sdpmap.toward(body, leg.last_sdp)
             out.headers.add("Content-Type", "application/sdp")
     out.headers.add("Contact", core.contact(leg.transport))
     core.txl.send_response(key, out, now)
@@ -579,11 +577,10 @@ def on_reinvite_response(core: B2BUA, response: Response, key: str, now: float) 
     out = make_response(origin_request, status, response.reason)
     if status < 300:
         if response.body:
-            out.body = sdpmap.anchor_answer(
-                response.body, origin_request.body, leg.media.host, leg.media.port
+            leg.last_sdp = out.body = sdpmap.anchor_answer(
+                response.body, origin_request.body, leg.media.host, leg.media.port, leg.last_sdp
             )
             out.headers.add("Content-Type", "application/sdp")
-            leg.last_sdp = out.body
             if origin_request.body:
                 core._point_media(leg, origin_request.body, negotiated=out.body)
         out.headers.add("Contact", core.contact(leg.transport))

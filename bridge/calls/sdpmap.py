@@ -1,7 +1,10 @@
 """SDP rewriting for media anchoring: each party is told to send RTP to the bridge.
 
 RFC 3264 §8: our side of each leg is its own session; we keep the peer's codecs and
-direction and only replace the connection address and the audio port.
+direction and replace the connection address and the audio port. The o= line is the bridge's,
+never the peer's: toward a party the bridge is one session for the whole call, whoever is on
+the other side of it (an agent, then a transfer target), so each SDP follows the one the bridge
+last sent that party (:func:`toward`).
 
 The call core reads each body twice, once to anchor it for the other party and once to point
 our media at its sender, so the last few parses are remembered. The key is the body *object*,
@@ -12,10 +15,11 @@ learn the codec the answer settled on.
 
 from __future__ import annotations
 
+import secrets
 from collections import OrderedDict
 
 from bridge.sip.errors import RemoteProtocolError
-from bridge.sip.offer_answer import primary_codec, rewrite_connection
+from bridge.sip.offer_answer import follow_version, our_origin, primary_codec, rewrite_connection
 from bridge.sip.sdp import Attribute, SessionDescription
 
 _REMEMBERED = 256
@@ -47,27 +51,49 @@ def _serialised(sd: SessionDescription) -> bytes:
     return body
 
 
+def toward(sd: SessionDescription, sent: bytes) -> bytes:
+    """``sd`` as the bridge's next SDP to a party it last sent ``sent`` (empty: nothing yet).
+
+    The first one opens the bridge's own session with that party: its own o= line with a
+    random session id and the address the party sees (RFC 4566 §5.2). Keeping the peer's o=
+    instead would make the session id change whenever the party on the other side changes,
+    and strict SBCs take that for a new session and refuse the re-INVITE. Every later one
+    keeps that o= line, with the version one higher when the description changed
+    (RFC 3264 §8, :func:`~bridge.sip.offer_answer.follow_version`).
+    """
+    previous: SessionDescription | None = None
+    if sent:
+        try:
+            previous = parse(sent)
+        except RemoteProtocolError:
+            previous = None
+    if previous is None:
+        address = sd.origin.address
+        return _serialised(sd.with_(origin=our_origin(address, secrets.randbelow(2**31))))
+    return _serialised(follow_version(previous, sd))
+
+
 _G711 = {"PCMA": ("8", "PCMU", "0"), "PCMU": ("0", "PCMA", "8")}
 """Each G.711 law: its static payload type, and the other law with its static payload type."""
 
 
-def anchor_offer(body: bytes, host: str, port: int) -> bytes:
+def anchor_offer(body: bytes, host: str, port: int, sent: bytes) -> bytes:
     """The peer's offer with our media address and port in it. An audio stream offering one
     G.711 law only also offers the other, last among the voice codecs: the relay transcodes
     between the laws, so an A-law trunk's call can reach a μ-law-only phone, which would
     otherwise have to refuse the offer (RFC 3264 §6: an answer only names formats the offer
-    had)."""
-    sd = rewrite_connection(parse(body), address=host, port=port, session_version_bump=True)
+    had). ``sent`` is what the bridge last sent the party the offer goes to (:func:`toward`)."""
+    sd = rewrite_connection(parse(body), address=host, port=port, session_version_bump=False)
     index = sd.audio_index
     if index is None or sd.media[index].is_rejected:
-        return _serialised(sd)
+        return toward(sd, sent)
     audio = sd.media[index]
     laws = [c for c in audio.codecs if c.name.upper() in _G711]
     if len(laws) != 1:
-        return _serialised(sd)
+        return toward(sd, sent)
     _, other, other_pt = _G711[laws[0].name.upper()]
     if other_pt in audio.formats:
-        return _serialised(sd)
+        return toward(sd, sent)
     formats = list(audio.formats)
     voice = {str(c.payload_type) for c in audio.codecs if c.carries_audio}
     last = max((i for i, f in enumerate(formats) if f in voice), default=len(formats) - 1)
@@ -75,22 +101,23 @@ def anchor_offer(body: bytes, host: str, port: int) -> bytes:
     rtpmap = Attribute(name="rtpmap", value=f"{other_pt} {other}/8000")
     media = list(sd.media)
     media[index] = audio.with_(formats=tuple(formats), attributes=(*audio.attributes, rtpmap))
-    return _serialised(sd.with_(media=tuple(media)))
+    return toward(sd.with_(media=tuple(media)), sent)
 
 
-def anchor_answer(body: bytes, offer: bytes, host: str, port: int) -> bytes:
+def anchor_answer(body: bytes, offer: bytes, host: str, port: int, sent: bytes) -> bytes:
     """The peer's answer with our media address and port in it, relayed to the party whose
     ``offer`` went out through :func:`anchor_offer`. When the answerer chose the G.711 law the
     bridge added, the answer names the offerer's own law instead, so the offerer sends and
-    expects what it offered and the relay transcodes between the two legs."""
-    sd = rewrite_connection(parse(body), address=host, port=port, session_version_bump=True)
+    expects what it offered and the relay transcodes between the two legs. ``sent`` is what
+    the bridge last sent that party (:func:`toward`)."""
+    sd = rewrite_connection(parse(body), address=host, port=port, session_version_bump=False)
     index = sd.audio_index
     try:
         offered = parse(offer).audio
     except RemoteProtocolError:
-        return _serialised(sd)
+        return toward(sd, sent)
     if index is None or offered is None or sd.media[index].is_rejected:
-        return _serialised(sd)
+        return toward(sd, sent)
     audio = sd.media[index]
     names = {c.name.upper() for c in offered.codecs}
     formats, attributes = list(audio.formats), list(audio.attributes)
@@ -109,7 +136,7 @@ def anchor_answer(body: bytes, offer: bytes, host: str, port: int) -> bytes:
         ]
     media = list(sd.media)
     media[index] = audio.with_(formats=tuple(dict.fromkeys(formats)), attributes=tuple(attributes))
-    return _serialised(sd.with_(media=tuple(media)))
+    return toward(sd.with_(media=tuple(media)), sent)
 
 
 Remote = tuple[str, int, int | None]

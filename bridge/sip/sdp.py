@@ -5,8 +5,10 @@ bridge does not interpret (unknown attributes, bandwidth, keys, timing repeats) 
 order, so ``bytes(SessionDescription.parse(data)) == data`` for any well-ordered description with
 CRLF line ends. The bridge anchors media, so the only edits it makes to a peer's description are
 the ones that redirect audio through its relay (:func:`rewrite_connection`) or change direction
-(:func:`with_direction`); everything else travels unchanged to the other leg. Offers and answers
-the bridge writes itself come from :func:`make_offer` and :func:`answer`.
+(:func:`with_direction`), and its o= line, for which the bridge's own session with the receiving
+party stands in (RFC 3264 §8, :func:`follow_version`); everything else travels unchanged to the
+other leg. Offers and answers the bridge writes itself come from :func:`make_offer` and
+:func:`answer`.
 
 Errors are the peer's fault and carry the status to answer with: 400 for a description that is
 not SDP at all, 488 (RFC 3261 §21.4.26) for one we understand but cannot accept.
