@@ -364,6 +364,8 @@ class B2BUA:
             leg.last_sdp = body = sdpmap.anchor_offer(
                 incoming.body, leg.media.host, leg.media.port, leg.last_sdp
             )
+        elif not incoming.body:
+            leg.last_sdp = body = sdpmap.own_offer(leg.media.host, leg.media.port, leg.last_sdp)
         return legs.new_invite(self, incoming, leg, dest, hops=hops, headers=passed, body=body)
 
     def via(self, transport: str) -> str:
@@ -498,6 +500,9 @@ class B2BUA:
             )
             out.headers.add("Content-Type", "application/sdp")
             self._point_media(caller, caller.invite.body, negotiated=out.body)
+        elif response.body:
+            out.body = legs.offer_in_2xx(caller, response.body)
+            out.headers.add("Content-Type", "application/sdp")
         caller.dialog = Dialog.uas(caller.invite, caller.local_tag)
         caller.state = LegState.CONFIRMED
         caller.answered_at = now
@@ -547,11 +552,8 @@ class B2BUA:
 
     def _on_ack(self, request: Request, now: float) -> None:
         found = self._find_leg(request)
-        if found is None:
-            return
-        _call, leg = found
-        if request.body and leg.media is not None:
-            self._point_media(leg, request.body)
+        if found is not None:
+            indialog.on_ack(self, found[0], found[1], request, now)
 
     def _find_leg(self, request: Request) -> tuple[Call, Leg] | None:
         tag = request.to.tag

@@ -120,6 +120,9 @@ class Leg:
     """The SDP the bridge last sent this party: the o= line its next one follows (RFC 3264 §8)."""
     cancel: Cancel = Cancel.NONE
     """Not NONE once the bridge gave up on this leg's INVITE: its responses only end the leg."""
+    awaiting_answer: bool = False
+    """The bridge's 2xx to this party's INVITE carried an offer: its ACK must bring the answer
+    (RFC 3261 §13.2.2.4, §13.3.1)."""
 
     @property
     def live(self) -> bool:

@@ -388,7 +388,14 @@ def mirror_reinvite(
     other = call.other(leg)
     if _refuse_while_pending(core, leg, other, request, key, now):
         return
-    if other is None or other.dialog is None or other.state is not LegState.CONFIRMED:
+    if (
+        other is None
+        or other.dialog is None
+        or other.state is not LegState.CONFIRMED
+        or (request.method == "INVITE" and not request.body)
+    ):
+        # An offerless re-INVITE is answered here too: mirrored, the other party's offer would
+        # come back in a 2xx the bridge must ACK before the answer exists (§13.2.2.4).
         answer_here(core, leg, request, key, now)
         return
     body = b""
@@ -443,10 +450,29 @@ def answer_here(core: B2BUA, leg: Leg, request: Request, key: str, now: float) -
         if body is not None:
             if request.body:
                 core._point_media(leg, request.body)
+            else:
+                leg.awaiting_answer = True
             leg.last_sdp = out.body = sdpmap.toward(body, leg.last_sdp)
             out.headers.add("Content-Type", "application/sdp")
     out.headers.add("Contact", core.contact(leg.transport))
     core.txl.send_response(key, out, now)
+
+
+def on_ack(core: B2BUA, call: Call, leg: Leg, request: Request, now: float) -> None:
+    """The ACK to a 2xx the bridge sent. When that 2xx carried an offer (the party's INVITE
+    had none), the ACK must carry the answer (RFC 3261 §13.2.2.4, RFC 6337 §2), and the
+    party's audio goes where it says. An ACK without a usable one is a protocol failure that
+    leaves the call without audio: it is hung up rather than left silent. An SDP in any other
+    ACK answers nothing and is ignored, as is a repeated ACK."""
+    if not leg.awaiting_answer:
+        return
+    leg.awaiting_answer = False
+    body = request.body if request.content_type == "application/sdp" else b""
+    if body and sdpmap.remote_of(body) is not None:
+        core._point_media(leg, body)
+        return
+    core._record(call.note("no_answer_in_ack", now, leg=leg.leg_id))
+    core.hangup(call.call_id, now, reason="no answer in ACK")
 
 
 def _refuse_while_pending(

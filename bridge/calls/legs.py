@@ -10,6 +10,7 @@ from __future__ import annotations
 import heapq
 from typing import TYPE_CHECKING
 
+from bridge.calls import sdpmap
 from bridge.calls.call import Call, Cancel, Leg, LegRole, LegState
 from bridge.calls.ports import Destination
 from bridge.sip import transaction as tx
@@ -163,6 +164,18 @@ def confirm_outgoing(core: B2BUA, call: Call, leg: Leg, response: Response, now:
     core.index_leg(call, leg)
     if response.body:
         core._point_media(leg, response.body)
+
+
+def offer_in_2xx(caller: Leg, callee_answer: bytes) -> bytes:
+    """The body of the 2xx to a caller whose INVITE had no offer (RFC 3261 §13.2.1, RFC 3264
+    §5): an offer of the bridge's own, preferring the codec the callee settled on; the caller
+    answers in its ACK (§13.2.2.4, RFC 6337 §2), which :func:`~bridge.calls.indialog.on_ack`
+    waits for."""
+    caller.last_sdp = sdpmap.own_offer(
+        caller.media.host, caller.media.port, caller.last_sdp, prefer=callee_answer
+    )
+    caller.awaiting_answer = True
+    return caller.last_sdp
 
 
 def release_stray_leg(core: B2BUA, call: Call, leg: Leg, response: Response, now: float) -> None:

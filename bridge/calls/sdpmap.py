@@ -19,8 +19,14 @@ import secrets
 from collections import OrderedDict
 
 from bridge.sip.errors import RemoteProtocolError
-from bridge.sip.offer_answer import follow_version, our_origin, primary_codec, rewrite_connection
-from bridge.sip.sdp import Attribute, SessionDescription
+from bridge.sip.offer_answer import (
+    follow_version,
+    make_offer,
+    our_origin,
+    primary_codec,
+    rewrite_connection,
+)
+from bridge.sip.sdp import DEFAULT_CODECS, Attribute, SessionDescription
 
 _REMEMBERED = 256
 _parsed: OrderedDict[int, tuple[bytes, SessionDescription]] = OrderedDict()
@@ -71,6 +77,25 @@ def toward(sd: SessionDescription, sent: bytes) -> bytes:
         address = sd.origin.address
         return _serialised(sd.with_(origin=our_origin(address, secrets.randbelow(2**31))))
     return _serialised(follow_version(previous, sd))
+
+
+def own_offer(host: str, port: int, sent: bytes, prefer: bytes = b"") -> bytes:
+    """An offer of the bridge's own media (RFC 3264 §5), through :func:`toward`: for a party
+    that gave no offer of its own, so the other side need not wait on it (RFC 3261 §13.2.1
+    delayed offer). The codec ``prefer`` (an answer from the other party) settled on is put
+    first, so a party that takes it needs no transcoding in the relay."""
+    codecs = list(DEFAULT_CODECS)
+    settled = None
+    if prefer:
+        try:
+            audio = parse(prefer).audio
+        except RemoteProtocolError:
+            audio = None
+        settled = primary_codec(audio) if audio is not None else None
+    if settled is not None:
+        codecs.sort(key=lambda c: not c.same_format(settled))
+    offer = make_offer(address=host, port=port, session_id=0, codecs=codecs)
+    return toward(offer, sent)
 
 
 _G711 = {"PCMA": ("8", "PCMU", "0"), "PCMU": ("0", "PCMA", "8")}

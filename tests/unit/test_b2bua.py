@@ -12,6 +12,7 @@ from bridge.calls.call import CallState
 from bridge.calls.ports import Destination, MediaUnavailable, Origin, RouteResult
 from bridge.sip import transaction as tx
 from bridge.sip.message import Request, Response, parse_message
+from bridge.sip.sdp import SessionDescription
 from bridge.sip.uri import SipUri
 
 BRIDGE = ("127.0.0.1", 5060)
@@ -590,3 +591,111 @@ def test_media_timeout_hangs_up_both_parties_with_that_reason() -> None:
     assert call.ended_reason == "media timeout"
     hangups = [e for e in h.core.take_events() if e.kind == "hangup"]
     assert [e.data["reason"] for e in hangups] == ["media timeout"]
+
+
+# -- delayed offer: an INVITE without SDP (RFC 3261 §13.2.1, RFC 3264 §5) ---------------------
+
+CALLER_ANSWER = (
+    b"v=0\r\no=- 7 7 IN IP4 127.0.0.9\r\ns=-\r\nc=IN IP4 127.0.0.9\r\nt=0 0\r\n"
+    b"m=audio 7000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n"
+    b"a=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n"
+)
+CALLEE_PCMU = SDP.replace(b"RTP/AVP 8 0 101", b"RTP/AVP 0 101").replace(
+    b"a=rtpmap:8 PCMA/8000\r\n", b""
+)
+
+
+def invite_without_sdp(call_id: str = "c1") -> bytes:
+    head = invite(call_id).split(b"Content-Type")[0]
+    return head + b"Content-Length: 0\r\n\r\n"
+
+
+def ack_with(ok: Response, body: bytes) -> bytes:
+    head = request_in_dialog("ACK", ok, 1, "z9hG4bKack1").split(b"Content-Length")[0]
+    if not body:
+        return head + b"Content-Length: 0\r\n\r\n"
+    return (
+        head
+        + f"Content-Type: application/sdp\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+
+
+def delayed_offer_answered(h: Harness) -> tuple[Request, Response]:
+    """A bodiless INVITE through the bridge to an answering callee: its INVITE and the
+    caller's 200 OK."""
+    h.feed(invite_without_sdp(), CALLER)
+    inv = next(m for m in h.sent_to(CALLEE) if isinstance(m, Request))
+    h.feed(answer(inv, 200, sdp=CALLEE_PCMU), CALLEE)
+    ok = next(m for m in h.sent_to(CALLER) if isinstance(m, Response) and m.status == 200)
+    return inv, ok
+
+
+def test_a_delayed_offer_gets_the_bridges_offer_and_its_ack_answer_is_used() -> None:
+    """The callee gets an ordinary offer of the bridge's own; the caller's 200 carries an
+    offer naming the bridge's caller-side port, the callee's codec first, and the answer in
+    the caller's ACK points the caller's media (§13.2.2.4)."""
+    h = Harness()
+    inv, ok = delayed_offer_answered(h)
+    call = next(iter(h.core.calls.values()))
+    caller, callee = call.caller, call.legs[call.callee_leg]
+    assert inv.content_type == "application/sdp"
+    offer = SessionDescription.parse(inv.body)
+    assert offer.audio_endpoint == ("127.0.0.1", callee.media.port)
+    assert callee.media.remote == ("127.0.0.1", 6000, 0)
+
+    assert ok.content_type == "application/sdp"
+    ours = SessionDescription.parse(ok.body)
+    assert ours.audio_endpoint == ("127.0.0.1", caller.media.port)
+    assert ours.audio is not None
+    assert ours.audio.codecs[0].name == "PCMU"
+    assert caller.media.remote is None, "nothing to send to before the answer"
+
+    h.feed(ack_with(ok, CALLER_ANSWER), CALLER)
+    assert caller.media.remote == ("127.0.0.9", 7000, 0)
+    assert call.state is CallState.ANSWERED
+    assert not [m for m in h.sent() if isinstance(m[1], Request) and m[1].method == "BYE"]
+    h.feed(ack_with(ok, CALLER_ANSWER.replace(b"7000", b"7100")), CALLER)
+    assert caller.media.remote == ("127.0.0.9", 7000, 0), "a repeated ACK answers nothing"
+
+
+def test_an_ack_without_the_answer_to_the_bridges_offer_hangs_up() -> None:
+    h = Harness()
+    _inv, ok = delayed_offer_answered(h)
+    h.sent()
+    h.feed(ack_with(ok, b""), CALLER)
+    byes = [d for d, m in h.sent() if isinstance(m, Request) and m.method == "BYE"]
+    assert sorted(byes) == [CALLER, CALLEE]
+    call = next(iter(h.core.calls.values()))
+    assert call.ended_reason == "no answer in ACK"
+
+
+def test_an_sdp_in_an_ack_to_an_answer_is_ignored() -> None:
+    """The caller's INVITE had the offer and the 200 the answer: an SDP in its ACK answers
+    nothing (§13.2.2.4) and does not move the media."""
+    h = Harness()
+    _inv, ok = establish(h)
+    caller = next(iter(h.core.calls.values())).caller
+    before = caller.media.remote
+    h.feed(ack_with(ok, CALLER_ANSWER), CALLER)
+    assert caller.media.remote == before
+
+
+def test_an_offerless_reinvite_mid_call_is_offered_by_the_bridge_and_its_ack_used() -> None:
+    """A bodiless re-INVITE is answered with an offer from the bridge's own media under the
+    o= line it last sent (RFC 3264 §8), not mirrored: the other party's offer would need an
+    ACK the bridge could not yet answer. The answer in the ACK re-points the media."""
+    h = Harness()
+    _inv, ok = establish(h)
+    h.sent()
+    caller = next(iter(h.core.calls.values())).caller
+    h.feed(request_in_dialog("INVITE", ok, 2, "z9hG4bKnosdp"), CALLER)
+    sent = h.sent()
+    assert not [m for d, m in sent if d == CALLEE], "nothing mirrored onto the callee"
+    reply = next(m for d, m in sent if isinstance(m, Response) and m.status == 200)
+    offer = SessionDescription.parse(reply.body)
+    assert offer.audio_endpoint == ("127.0.0.1", caller.media.port)
+    assert offer.origin.session_id == SessionDescription.parse(ok.body).origin.session_id
+    ack = ack_with(reply, CALLER_ANSWER).replace(b"CSeq: 1 ACK", b"CSeq: 2 ACK")
+    h.feed(ack.replace(b"z9hG4bKack1", b"z9hG4bKack2"), CALLER)
+    assert caller.media.remote == ("127.0.0.9", 7000, 0)
