@@ -149,6 +149,32 @@ async def test_a_call_without_media_is_hung_up_on_both_sides_at_the_media_timeou
         uac.kill()
 
 
+async def test_a_delayed_offer_is_answered_in_the_ack_and_the_call_completes(
+    bridge: BridgeFactory, sipp: Callable[..., SippRun], tmp_path: Path, ports: PortAllocator
+) -> None:
+    """The caller's INVITE has no SDP (RFC 3261 §13.2.1): SIPp checks that the 200 carries
+    an offer and answers it in the ACK; the bridge keeps the call up until the caller's BYE."""
+    service, uac, uas = await run_pair(
+        bridge,
+        sipp,
+        tmp_path,
+        ports,
+        caller="uac_delayed_offer",
+        callee="uas_basic",
+        caller_kwargs={"duration_ms": 500},
+    )
+    assert service.engine is not None
+    events: list[CallEvent] = []
+    service.engine.event_listeners.append(events.extend)
+    try:
+        (await uac.wait()).assert_ok(successful=1)
+        (await uas.wait()).assert_ok(successful=1)
+        await service.wait_idle()
+        assert "no_answer_in_ack" not in [e.kind for e in events]
+    finally:
+        uac.kill()
+
+
 async def test_hold_and_resume_reinvites_cross_the_bridge(
     bridge: BridgeFactory, sipp: Callable[..., SippRun], tmp_path: Path, ports: PortAllocator
 ) -> None:

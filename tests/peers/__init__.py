@@ -9,6 +9,7 @@ tests/integration/test_peers_harness.py). -s sets the Request-URI user, -d each 
 
     callers (UAC)        callees (UAS)          what
     uac_basic            uas_basic              call, pause, caller hangs up
+    uac_delayed_offer    uas_basic              INVITE without SDP: offer in 200, answer in ACK
     uac_recv_bye         uas_bye                call, pause, callee hangs up
     uac_cancel           uas_noanswer           ringing, caller cancels: 200 + 487
     uac_busy             uas_busy               486 Busy Here
