@@ -467,16 +467,19 @@ class B2BUA:
         )
         out.headers.add("Contact", self.contact(caller.transport))
         if response.body and response.content_type == "application/sdp":
-            caller.last_sdp = out.body = sdpmap.anchor_answer(
-                response.body,
-                caller.invite.body,
-                caller.media.host,
-                caller.media.port,
-                caller.last_sdp,
-            )
-            out.headers.add("Content-Type", "application/sdp")
+            self._put_answer(caller, response.body, out)
             self._point_media(call.legs[call.callee_leg], response.body)
         self.txl.send_response(caller.server_key, out, now)
+
+    @staticmethod
+    def _put_answer(caller: Leg, answer: bytes, out: Response) -> None:
+        """The far party's answer into ``out`` for the caller: anchored on the caller's media
+        and in the one SDP session the caller sees from the bridge (RFC 3264 §8)."""
+        assert caller.invite is not None
+        caller.last_sdp = out.body = sdpmap.anchor_answer(
+            answer, caller.invite.body, caller.media.host, caller.media.port, caller.last_sdp
+        )
+        out.headers.add("Content-Type", "application/sdp")
 
     def _on_answer(self, call: Call, leg: Leg, response: Response, now: float) -> None:
         legs.confirm_outgoing(self, call, leg, response, now)
@@ -491,14 +494,7 @@ class B2BUA:
         out.headers.add("Contact", self.contact(caller.transport))
         out.headers.add("Allow", ALLOW)
         if response.body and caller.invite.body:
-            caller.last_sdp = out.body = sdpmap.anchor_answer(
-                response.body,
-                caller.invite.body,
-                caller.media.host,
-                caller.media.port,
-                caller.last_sdp,
-            )
-            out.headers.add("Content-Type", "application/sdp")
+            self._put_answer(caller, response.body, out)
             self._point_media(caller, caller.invite.body, negotiated=out.body)
         elif response.body:
             out.body = legs.offer_in_2xx(caller, response.body)
