@@ -19,7 +19,7 @@ from test_b2bua import (
     request_in_dialog,
 )
 from test_cancel import cancel_from_caller
-from test_transfer import TARGET, bye_from_callee, dest
+from test_transfer import TARGET, bye_from_callee, consult_then_refer, dest
 
 from bridge.calls.call import CallState, LegState
 from bridge.sip.message import Request, Response
@@ -116,22 +116,7 @@ def replace_with_the_caller_on_hold(h: Harness) -> tuple[Response, Request]:
     mirrored = next(m for m in h.sent_to(CALLER) if isinstance(m, Request))
     h.feed(answer_from_caller(mirrored, 200, HOLD_ANSWER), CALLER)
     h.sent()
-    h.feed(invite(call_id="consult", branch="z9hG4bKcons"), CALLER)
-    inv_b = next(m for m in h.sent_to(CALLEE) if isinstance(m, Request))
-    h.feed(answer(inv_b, 200, tag="tgt", sdp=SDP), CALLEE)
-    ok_b = next(m for m in h.sent_to(CALLER) if isinstance(m, Response) and m.status == 200)
-    replaces = f"consult%3Bto-tag%3D{ok_b.to.tag}%3Bfrom-tag%3Dcaller1"
-    refer = (
-        "REFER sip:bridge@127.0.0.1:5060 SIP/2.0\r\n"
-        "Via: SIP/2.0/UDP 127.0.0.1:5072;branch=z9hG4bKrefhold\r\n"
-        "Max-Forwards: 70\r\n"
-        f"From: {inv_a.headers.get('To')};tag=callee1\r\n"
-        f"To: {inv_a.headers.get('From')}\r\n"
-        f"Call-ID: {inv_a.call_id}\r\n"
-        f"CSeq: 3 REFER\r\nRefer-To: <sip:110@127.0.0.1?Replaces={replaces}>\r\n"
-        "Content-Length: 0\r\n\r\n"
-    ).encode()
-    h.feed(refer, CALLEE)
+    consult_then_refer(h, inv_a, branch="z9hG4bKcons", cseq=3)
     resume = next(
         m
         for m in h.sent_to(CALLER)

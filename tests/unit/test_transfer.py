@@ -296,29 +296,36 @@ def test_attended_transfer_cancelled_gives_the_caller_back_to_the_agent() -> Non
     assert h.core.take_transfer_events()[-1].kind == "failed"
 
 
+def consult_then_refer(
+    h: Harness, inv_a: Request, *, branch: str, cseq: int, refer_to: str = "127.0.0.1"
+) -> None:
+    """The agent's phone (the callee of call c1) consults the target in a second call through
+    the bridge, then REFERs the caller with Replaces naming that consultation (RFC 3891)."""
+    h.feed(invite(call_id="consult", branch=branch), CALLER)
+    inv_b = next(m for m in h.sent_to(CALLEE) if isinstance(m, Request))
+    h.feed(answer(inv_b, 200, tag="tgt", sdp=SDP), CALLEE)
+    ok_b = next(m for m in h.sent_to(CALLER) if isinstance(m, Response) and m.status == 200)
+    replaces = f"consult%3Bto-tag%3D{ok_b.to.tag}%3Bfrom-tag%3Dcaller1"
+    refer = (
+        "REFER sip:bridge@127.0.0.1:5060 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:5072;branch=z9hG4bKref{cseq}\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: {inv_a.headers.get('To')};tag=callee1\r\n"
+        f"To: {inv_a.headers.get('From')}\r\n"
+        f"Call-ID: {inv_a.call_id}\r\n"
+        f"CSeq: {cseq} REFER\r\nRefer-To: <sip:110@{refer_to}?Replaces={replaces}>\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+    h.feed(refer, CALLEE)
+
+
 def test_refer_with_replaces_joins_the_caller_to_the_consulted_target() -> None:
     """RFC 3891: the agent consulted the target in a second call through the bridge, then
     REFERs the caller with Replaces naming that consultation dialog."""
     h = Harness()
     inv_a, _ok_a = establish(h)
     h.sent()
-    h.feed(invite(call_id="consult", branch="z9hG4bKcons"), CALLER)
-    inv_b = next(m for m in h.sent_to(CALLEE) if isinstance(m, Request))
-    h.feed(answer(inv_b, 200, tag="tgt", sdp=SDP), CALLEE)
-    ok_b = next(m for m in h.sent_to(CALLER) if isinstance(m, Response) and m.status == 200)
-    bridge_tag = ok_b.to.tag
-    replaces = f"consult%3Bto-tag%3D{bridge_tag}%3Bfrom-tag%3Dcaller1"
-    refer = (
-        "REFER sip:bridge@127.0.0.1:5060 SIP/2.0\r\n"
-        "Via: SIP/2.0/UDP 127.0.0.1:5072;branch=z9hG4bKrefrep\r\n"
-        "Max-Forwards: 70\r\n"
-        f"From: {inv_a.headers.get('To')};tag=callee1\r\n"
-        f"To: {inv_a.headers.get('From')}\r\n"
-        f"Call-ID: {inv_a.call_id}\r\n"
-        f"CSeq: 2 REFER\r\nRefer-To: <sip:110@127.0.0.1:5060?Replaces={replaces}>\r\n"
-        "Content-Length: 0\r\n\r\n"
-    ).encode()
-    h.feed(refer, CALLEE)
+    consult_then_refer(h, inv_a, branch="z9hG4bKcons", cseq=2, refer_to="127.0.0.1:5060")
     sent = h.sent()
     assert [m.status for d, m in sent if d == CALLEE and isinstance(m, Response)] == [202]
     notify = [m for d, m in sent if isinstance(m, Request) and m.method == "NOTIFY"]
@@ -363,22 +370,7 @@ def test_after_replaces_a_caller_left_on_hold_is_taken_off_hold() -> None:
         CALLER,
     )
     h.sent()
-    h.feed(invite(call_id="consult", branch="z9hG4bKcons2"), CALLER)
-    inv_b = next(m for m in h.sent_to(CALLEE) if isinstance(m, Request))
-    h.feed(answer(inv_b, 200, tag="tgt", sdp=SDP), CALLEE)
-    ok_b = next(m for m in h.sent_to(CALLER) if isinstance(m, Response) and m.status == 200)
-    replaces = f"consult%3Bto-tag%3D{ok_b.to.tag}%3Bfrom-tag%3Dcaller1"
-    refer = (
-        "REFER sip:bridge@127.0.0.1:5060 SIP/2.0\r\n"
-        "Via: SIP/2.0/UDP 127.0.0.1:5072;branch=z9hG4bKrefhold\r\n"
-        "Max-Forwards: 70\r\n"
-        f"From: {inv_a.headers.get('To')};tag=callee1\r\n"
-        f"To: {inv_a.headers.get('From')}\r\n"
-        f"Call-ID: {inv_a.call_id}\r\n"
-        f"CSeq: 3 REFER\r\nRefer-To: <sip:110@127.0.0.1?Replaces={replaces}>\r\n"
-        "Content-Length: 0\r\n\r\n"
-    ).encode()
-    h.feed(refer, CALLEE)
+    consult_then_refer(h, inv_a, branch="z9hG4bKcons2", cseq=3)
     resume = next(
         m
         for m in h.sent_to(CALLER)
