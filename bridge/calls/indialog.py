@@ -12,10 +12,11 @@ another offer on either is glare (491, §14.1), or 500 with Retry-After from the
 waiting for its first (§14.2); the bridge's own re-INVITE that meets a 491 goes again after
 §14.1's random delay. A party that leaves with one pending has it answered 487 (§15.1.2) and
 its 2xx, if one still comes, ACKed; a CANCEL of one still pending gets it 487 too (§9.2), and
-the mirrored one is cancelled in turn. Before the caller's INVITE is answered, its early dialog
-takes a BYE as a CANCEL and refuses a second offer. A REFER (RFC 3515) is accepted with 202
-and becomes a transfer request; the agent's digits (INFO here, RFC 4733 from the media relay)
-are collected into transfer keys.
+the mirrored one is cancelled in turn. A 481 or 408 to one the bridge sent means that party's
+dialog is gone (§12.2.1.2): its leg leaves as if it had hung up. Before the caller's INVITE
+is answered, its early dialog takes a BYE as a CANCEL and refuses a second offer. A REFER
+(RFC 3515) is accepted with 202 and becomes a transfer request; the agent's digits (INFO
+here, RFC 4733 from the media relay) are collected into transfer keys.
 These methods are part of :class:`~bridge.calls.b2bua.B2BUA`, split out to keep modules small.
 """
 
@@ -39,6 +40,10 @@ from bridge.sip.message import REASONS, Request, Response, make_response
 if TYPE_CHECKING:
     from bridge.calls.b2bua import B2BUA
 
+
+DIALOG_LOST = {481: "dialog lost (481)", 408: "no response (408)"}
+"""Final responses to a request inside a dialog after which §12.2.1.2 has the UAC end it,
+with the reason the call's hang-up records."""
 
 MAX_REINVITE_ATTEMPTS = 3
 """How often the bridge sends a re-INVITE of its own that keeps meeting glare (491)."""
@@ -582,6 +587,8 @@ def on_reinvite_response(core: B2BUA, response: Response, key: str, now: float) 
         return
     to_leg = pending.to_leg
     status = response.status
+    if status in DIALOG_LOST and dialog_lost(core, pending, status, now):
+        return
     if status < 300 and to_leg.dialog is not None:
         to_leg.dialog.receive_response(response)
         if pending.method == "INVITE":
@@ -611,6 +618,49 @@ def on_reinvite_response(core: B2BUA, response: Response, key: str, now: float) 
                 core._point_media(leg, origin_request.body, negotiated=out.body)
         out.headers.add("Contact", core.contact(leg.transport))
     core.txl.send_response(pending.server_key, out, now)
+
+
+def dialog_lost(core: B2BUA, pending: PendingReinvite, status: int, now: float) -> bool:
+    """A 481 or 408 (the transaction's own timeout included) to a re-INVITE or UPDATE the
+    bridge sent: §12.2.1.2 and §14.1 have the UAC terminate the dialog, whose far end rebooted,
+    lost it or is out of reach. Kept, it would be a zombie leg holding ports, and the party on
+    the other side would listen to silence. The leg goes as if its phone had hung up, so a
+    two-party call ends with a BYE to the other party while a transfer or conference goes on.
+
+    After a 481 no BYE is sent: the far end just said that dialog does not exist, and a BYE
+    would draw the same 481. After a 408 one is: the far end may be alive with its session up
+    (a 408 from a proxy, or only responses lost), and a BYE (§15) is the only way it learns
+    the dialog is over; if it is really gone, that BYE ends at Timer F like any other.
+
+    A mirrored request still waiting at its sender is not answered with the relayed 481 or
+    408, which would tell that phone its own dialog with the bridge is gone (§12.2.1.2, on its
+    side) and make it hang up a call that may go on. If the bridge is ending that dialog too,
+    the request gets 487, as §15.1.2 has pending requests answered on a dialog a BYE ends;
+    otherwise the party it was mirrored onto is gone and the bridge answers it from its own
+    media, as :func:`mirror_reinvite` does with no one to mirror onto. False when the leg had
+    already left (a 481 to a re-INVITE that crossed its BYE): nothing more to end."""
+    leg = pending.to_leg
+    call = next((c for c in core.calls.values() if c.legs.get(leg.leg_id) is leg), None)
+    if call is None or not leg.live or leg.dialog is None:
+        return False
+    leg.held = pending.was_held
+    reason = DIALOG_LOST[status]
+    core._record(call.note("dialog_lost", now, leg=leg.leg_id, party=str(leg.role), status=status))
+    if status == 408:
+        core.send_bye(call, leg, now)
+    else:
+        abandon_reinvites(core, leg, now)
+        leg.state = LegState.TERMINATED
+    core.release_media(leg)
+    after_leg_left(core, call, leg, now, reason=reason)
+    origin, server_key = pending.from_leg, pending.server_key
+    if origin is None or server_key is None or pending.request is None:
+        return True
+    if origin.live:
+        answer_here(core, origin, pending.request, server_key, now)
+    else:
+        core.txl.send_response(server_key, make_response(pending.request, 487), now)
+    return True
 
 
 def abandon_reinvites(core: B2BUA, leg: Leg, now: float) -> None:

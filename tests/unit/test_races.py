@@ -592,3 +592,90 @@ def test_a_cancelled_hold_that_took_effect_anyway_is_undone() -> None:
     assert not h.core._reinvites
     assert h.sent_to(CALLEE) == []
     assert ok.call_id == sent[1].call_id
+
+
+# -- a dialog lost at the far end: 481 or 408 to the bridge's request (RFC 3261 §12.2.1.2) -----
+
+
+def hangup_reasons(h: Harness) -> list[str]:
+    return [e.data["reason"] for e in h.core.take_events() if e.kind == "hangup"]
+
+
+def test_a_481_to_a_mirrored_hold_ends_the_call_for_both() -> None:
+    """The caller's phone rebooted and answers the agent's mirrored hold with 481: that dialog
+    is gone (§12.2.1.2), so its leg is too, with no BYE it would only answer 481 again. The
+    agent's re-INVITE gets 487, not the 481 that would say its own dialog is gone, then a BYE
+    (§15.1.2); the ports of both go back to the pool."""
+    h = Harness()
+    inv, _ok = establish(h)
+    h.sent()
+    h.feed(reinvite_from_callee(inv, 2, b"a=sendonly"), CALLEE)
+    mirrored = next(m for m in h.sent_to(CALLER) if isinstance(m, Request))
+    h.feed(answer_from_caller(mirrored, 481), CALLER)
+    sent = h.sent()
+    assert requests([m for d, m in sent if d == CALLER]) == ["ACK"]
+    to_callee = [m for d, m in sent if d == CALLEE]
+    assert statuses(to_callee) == [487]
+    assert requests(to_callee) == ["BYE"]
+    call = next(iter(h.core.calls.values()))
+    assert call.caller.state is LegState.TERMINATED
+    h.feed(answer(next(m for m in to_callee if isinstance(m, Request)), 200, tag=""), CALLEE)
+    assert_nothing_left(h)
+    assert call.ended_reason == "dialog lost (481)"
+    assert hangup_reasons(h) == ["dialog lost (481)"]
+    run_out_the_timers(h)
+    assert len(h.core.txl) == 0
+    assert not h.core._reinvites
+
+
+def test_a_mirrored_hold_that_times_out_ends_the_call_with_a_bye_to_both() -> None:
+    """The agent's phone answers nothing to the caller's mirrored hold: Timer B's 408 ends
+    that dialog (§12.2.1.2), with a BYE all the same, since the phone may still think it is up.
+    The caller's re-INVITE gets 487 and a BYE; its ports and the agent's are freed at once,
+    and the call is gone once the agent's BYE too has run out."""
+    h = Harness()
+    _inv, ok = establish(h)
+    h.sent()
+    h.feed(reinvite_from_caller(ok, 2, b"a=sendonly"), CALLER)
+    mirrored = next(m for m in h.sent_to(CALLEE) if isinstance(m, Request))
+    sent: list[tuple[tuple[str, int], Request | Response]] = []
+    for _ in range(66):
+        h.advance(0.5)
+        sent += h.sent()
+    to_callee = [m for d, m in sent if d == CALLEE and isinstance(m, Request)]
+    assert {m.method for m in to_callee} == {"INVITE", "BYE"}
+    assert all(m.cseq.seq == mirrored.cseq.seq for m in to_callee if m.method == "INVITE")
+    to_caller = [m for d, m in sent if d == CALLER]
+    assert {s for s in statuses(to_caller) if s >= 200} == {487}
+    assert set(requests(to_caller)) == {"BYE"}
+    call = next(iter(h.core.calls.values()))
+    assert call.ended_reason == "no response (408)"
+    h.feed(answer_from_caller(next(m for m in to_caller if isinstance(m, Request)), 200), CALLER)
+    assert h.media.live == set()
+    run_out_the_timers(h)
+    assert_nothing_left(h)
+    assert hangup_reasons(h) == ["no response (408)"]
+    assert len(h.core.txl) == 0
+
+
+def test_a_481_to_the_bridges_own_resume_hangs_up_the_target() -> None:
+    """After the agent's attended transfer the bridge resumes the caller, whose phone lost
+    the dialog meanwhile: the target, left alone with no one, gets a BYE, and the caller's
+    leg goes without one."""
+    h = Harness()
+    ok, resume = replace_with_the_caller_on_hold(h)
+    h.sent()
+    call = next(c for c in h.core.calls.values() if c.caller.invite.call_id == ok.call_id)
+    target = call.legs[call.callee_leg]
+    h.feed(answer_from_caller(resume, 481), CALLER)
+    sent = h.sent()
+    byes = [(d, m) for d, m in sent if isinstance(m, Request) and m.method == "BYE"]
+    assert target.invite.call_id in {m.call_id for _d, m in byes}
+    assert [m.method for _d, m in sent if isinstance(m, Request) and m.call_id == ok.call_id] == [
+        "ACK"
+    ], "no BYE to the caller, whose dialog is gone"
+    assert call.caller.state is LegState.TERMINATED
+    assert call.ended_reason == "dialog lost (481)"
+    for who, bye in byes:
+        h.feed(answer(bye, 200, tag=""), who)
+    assert call.call_id not in h.core.calls
