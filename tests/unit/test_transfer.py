@@ -359,17 +359,7 @@ def test_refer_with_replaces_for_an_unknown_dialog_is_481() -> None:
 
 def test_after_replaces_a_caller_left_on_hold_is_taken_off_hold() -> None:
     h = Harness()
-    inv_a, ok_a = establish(h)
-    h.sent()
-    # The agent's phone holds the caller before consulting (a mirrored sendonly re-INVITE).
-    h.feed(reinvite_from_callee(inv_a, 2, b"a=sendonly"), CALLEE)
-    mirrored = next(m for m in h.sent_to(CALLER) if isinstance(m, Request))
-    held_answer = SDP.replace(b"sendrecv", b"recvonly")
-    h.feed(
-        answer(mirrored, 200, tag="", sdp=held_answer, contact="sip:caller@127.0.0.1:5071"),
-        CALLER,
-    )
-    h.sent()
+    inv_a, ok_a = hold_the_caller(h)  # the agent's phone holds the caller before consulting
     consult_then_refer(h, inv_a, branch="z9hG4bKcons2", cseq=3)
     resume = next(
         m
