@@ -39,7 +39,7 @@ class RelayMedia:
         assert self.relay is not None, "media not started"
         return self.relay
 
-    def allocate(self) -> MediaEndpoint:
+    def allocate(self, near: MediaEndpoint | None = None) -> MediaEndpoint:
         try:
             return self._relay().allocate()
         except PortPoolExhaustedError as exc:

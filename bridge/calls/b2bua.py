@@ -338,7 +338,7 @@ class B2BUA:
         assert caller.invite is not None
         leg_id = f"b{sum(1 for leg in call.legs.values() if not leg.incoming) + 1}"
         try:
-            media = self.media.allocate()
+            media = self.media.allocate(near=caller.media)
         except MediaUnavailable:
             return False
         leg = legs.outgoing_leg(leg_id, LegRole.CALLEE, dest, media)

@@ -70,8 +70,11 @@ MixMode = Literal["full", "listen", "whisper"]
 
 
 class Media(Protocol):
-    def allocate(self) -> MediaLeg:
-        """Raise :class:`MediaUnavailable` when the port pool is exhausted."""
+    def allocate(self, near: MediaLeg | None = None) -> MediaLeg:
+        """Raise :class:`MediaUnavailable` when the port pool is exhausted.
+
+        ``near`` is a leg of the same call: media split over worker processes puts the new
+        leg beside it, so relaying between them never crosses a process."""
 
     def point(self, leg: MediaLeg, host: str, port: int, payload_type: int | None) -> None:
         """Send this leg's audio to ``host:port`` as ``payload_type`` (from its SDP)."""

@@ -188,7 +188,7 @@ class SuperviseDesk:
         while supervision.destinations:
             dest = supervision.destinations.pop(0)
             try:
-                media = core.media.allocate()
+                media = core.media.allocate(near=caller.media)
             except MediaUnavailable:
                 return False
             leg_id = f"s{sum(1 for known in call.legs if known.startswith('s')) + 1}"

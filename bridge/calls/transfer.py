@@ -191,7 +191,7 @@ class TransferDesk:
         while transfer.destinations:
             dest = transfer.destinations.pop(0)
             try:
-                media = core.media.allocate()
+                media = core.media.allocate(near=call.caller.media)
             except Exception:
                 return False
             leg_id = f"t{len(transfer.tried) + 1}"

@@ -44,11 +44,13 @@ class FakeMedia:
     private: list[int] = field(default_factory=list)
     held: set[int] = field(default_factory=set)
     modes: dict[int, tuple[str, int | None]] = field(default_factory=dict)
+    near: dict[int, int | None] = field(default_factory=dict)
 
-    def allocate(self) -> FakeMediaLeg:
+    def allocate(self, near: FakeMediaLeg | None = None) -> FakeMediaLeg:
         if len(self.live) >= self.capacity:
             raise MediaUnavailable("pool empty")
         leg = FakeMediaLeg(self.next_port)
+        self.near[leg.port] = None if near is None else near.port
         self.next_port += 2
         self.live.add(leg.port)
         return leg
@@ -248,6 +250,8 @@ def test_call_is_bridged_with_anchored_media() -> None:
     assert b"c=IN IP4 127.0.0.1" in inv.body
     assert b"m=audio 20002 " in inv.body
     assert inv.headers.get("Max-Forwards") == "69"
+    # Media split over worker processes keeps a call's legs together by this hint.
+    assert h.media.near == {20000: None, 20002: 20000}
 
     h.feed(answer(inv, 180), CALLEE)
     assert [m.status for m in h.sent_to(CALLER) if isinstance(m, Response)] == [180]

@@ -101,6 +101,7 @@ def test_supervisor_is_rung_with_the_ticket_while_the_call_goes_on() -> None:
     assert not h.sent(), "nothing reaches caller or agent while the supervisor rings"
     assert h.media.conferences == []
     assert the_call(h).legs["s1"].role == "supervisor"
+    assert h.media.near[the_call(h).legs["s1"].media.port] == the_call(h).caller.media.port
     (kind, data), *_ = supervise_events(h)
     assert kind == "supervise_requested"
     assert (data["actor"], data["mode"], data["supervisor"]) == ("sue", "listen", "seat-9001")

@@ -73,6 +73,7 @@ def test_blind_transfer_carries_the_ticket_and_releases_the_agent() -> None:
     assert not [m for d, m in sent if d == CALLER], "the caller's leg is untouched"
     call = next(iter(h.core.calls.values()))
     assert (call.caller.media.port, call.legs["t1"].media.port) in h.media.connected
+    assert h.media.near[call.legs["t1"].media.port] == call.caller.media.port
     kinds = [e.kind for e in h.core.take_transfer_events()]
     assert kinds == ["trying", "ringing", "transferred"]
 
