@@ -194,9 +194,7 @@ class B2BUA:
             unreachable = make_response(event.request, 503, "Unreachable")
             self._on_response(unreachable, event.client_key, now)
         elif isinstance(event, tx.AckTimeout):
-            found = self._by_server.get(event.server_key)
-            if found is not None:
-                teardown.hangup(self, found[0], now, reason="no ACK for 200 OK")
+            teardown.ack_timeout(self, event.server_key, now)
 
     def _on_request(
         self, request: Request, source: Address, transport: str, key: str | None, now: float
@@ -548,7 +546,7 @@ class B2BUA:
 
     def _on_ack(self, request: Request, now: float) -> None:
         found = self._find_leg(request)
-        if found is not None:
+        if found is not None and not teardown.send_deferred_bye(self, *found, now):
             indialog.on_ack(self, found[0], found[1], request, now)
 
     def _find_leg(self, request: Request) -> tuple[Call, Leg] | None:

@@ -123,6 +123,9 @@ class Leg:
     awaiting_answer: bool = False
     """The bridge's 2xx to this party's INVITE carried an offer: its ACK must bring the answer
     (RFC 3261 §13.2.2.4, §13.3.1)."""
+    bye_deferred: bool = False
+    """The bridge hung up on this party before its ACK for the bridge's 2xx came: the BYE
+    waits for that ACK, or for the 2xx to be given up on (RFC 3261 §15, §13.3.1.4)."""
 
     @property
     def live(self) -> bool:

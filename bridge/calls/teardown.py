@@ -8,7 +8,9 @@ once, or for a leg that has sent no provisional response yet when it does
 (:func:`~bridge.calls.legs.cancel_leg`); the caller never waits on that. A destination that
 rings past its timeout is cancelled by the bridge the same way and the next one is tried, or the
 caller hears 480. A hang-up, whoever asks for it, sends BYE on every confirmed leg (§15.1.1), a
-final response to a caller still waiting, and CANCEL to legs still ringing; the call is finished
+party whose ACK for the bridge's 2xx has not come yet getting its BYE once it does or the 2xx is
+given up on (§15), a final response to a caller still waiting, and CANCEL to legs still
+ringing; the call is finished
 only once every leg is gone (a cancelled one too, whose INVITE ends in a final response or
 Timer B), so its media ports and its entries in the core's indices are given back exactly once.
 These functions are part of :class:`~bridge.calls.b2bua.B2BUA`, split out to keep modules small.
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from bridge.calls import indialog, legs
 from bridge.calls.call import Call, CallInput, CallState, Leg, LegRole, LegState
+from bridge.sip import transaction as tx
 from bridge.sip.message import Request, make_response
 
 if TYPE_CHECKING:
@@ -117,13 +120,49 @@ def hangup(core: B2BUA, call_id: str, now: float, *, reason: str) -> None:
 
 
 def send_bye(core: B2BUA, call: Call, leg: Leg, now: float) -> None:
+    """§15: a UAS sends no BYE on a dialog before the ACK for its 2xx came or its 2xx was
+    given up on: a BYE overtaking that ACK may find a phone that has not yet taken the
+    dialog as confirmed, which answers 481 or keeps the call up. Until then the leg is
+    ending all the same (no audio, no further requests) and the BYE waits in
+    :func:`send_deferred_bye`; the 2xx goes on being retransmitted by its transaction."""
+    assert leg.dialog is not None
+    indialog.abandon_reinvites(core, leg, now)
+    leg.state = LegState.TERMINATING
+    if leg.incoming and core.txl.state_of(leg.server_key or "") is tx.State.ACCEPTED:
+        leg.bye_deferred = True
+        return
+    _bye(core, call, leg, now)
+
+
+def _bye(core: B2BUA, call: Call, leg: Leg, now: float) -> None:
     assert leg.dialog is not None
     bye = leg.dialog.create_request("BYE")
     bye.headers.prepend("Via", core.via(leg.transport))
-    indialog.abandon_reinvites(core, leg, now)
-    leg.state = LegState.TERMINATING
     key = core.txl.send_request(bye, core._next_hop(leg.dialog, leg), leg.transport, now)
     core._by_client[key] = (call.call_id, leg.leg_id)
+
+
+def send_deferred_bye(core: B2BUA, call: Call, leg: Leg, now: float) -> bool:
+    """The ACK for the bridge's 2xx came, or the 2xx was retransmitted for 64*T1 without one
+    (§13.3.1.4: the dialog is then confirmed, but the session is to end with a BYE): a BYE
+    that waited for either goes now, unless the party hung up meanwhile. True if one waited."""
+    if not leg.bye_deferred:
+        return False
+    leg.bye_deferred = False
+    if leg.state is LegState.TERMINATING:
+        _bye(core, call, leg, now)
+    return True
+
+
+def ack_timeout(core: B2BUA, server_key: str, now: float) -> None:
+    """No ACK for a 2xx the bridge sent within 64*T1: §13.3.1.4 has the session ended with a
+    BYE. A call already ending only sends the BYE that was waiting for that ACK."""
+    found = core._by_server.get(server_key)
+    call = core.calls.get(found[0]) if found is not None else None
+    if found is None or call is None:
+        return
+    if not send_deferred_bye(core, call, call.legs[found[1]], now):
+        hangup(core, call.call_id, now, reason="no ACK for 200 OK")
 
 
 def leg_gone(core: B2BUA, call: Call, leg: Leg, now: float) -> None:

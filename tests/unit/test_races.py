@@ -679,3 +679,54 @@ def test_a_481_to_the_bridges_own_resume_hangs_up_the_target() -> None:
     for who, bye in byes:
         h.feed(answer(bye, 200, tag=""), who)
     assert call.call_id not in h.core.calls
+
+
+def callee_hangs_up_before_the_callers_ack(h: Harness) -> Response:
+    """The callee answers and hangs up at once, before the caller's ACK for the bridge's 200
+    OK has come: the caller's 200 OK."""
+    h.feed(invite(), CALLER)
+    out = next(m for m in h.sent_to(CALLEE) if isinstance(m, Request))
+    h.feed(answer(out, 200, sdp=SDP), CALLEE)
+    ok = next(m for m in h.sent_to(CALLER) if isinstance(m, Response) and m.status == 200)
+    h.feed(bye_from_callee(out), CALLEE)
+    assert statuses(h.sent_to(CALLEE)) == [200]
+    return ok
+
+
+def test_a_bye_to_the_caller_waits_for_its_ack_of_the_200() -> None:
+    """§15: a UAS must not send BYE on a confirmed dialog before the ACK for its 2xx came (or
+    its transaction gave up): the ACK could still be on its way, and a phone that gets a BYE
+    first may answer 481 and keep ringing or, worse, keep the call up. The BYE goes once the
+    ACK is in."""
+    h = Harness()
+    ok = callee_hangs_up_before_the_callers_ack(h)
+    h.advance(1.0)
+    assert requests(h.sent_to(CALLER)) == []
+    h.feed(request_in_dialog("ACK", ok, 1, "z9hG4bKack1"), CALLER)
+    (bye,) = [m for m in h.sent_to(CALLER) if isinstance(m, Request)]
+    assert bye.method == "BYE"
+    assert bye.call_id == ok.call_id
+    h.feed(answer_from_caller(bye, 200), CALLER)
+    run_out_the_timers(h)
+    assert_nothing_left(h)
+    assert len(h.core.txl) == 0
+
+
+def test_a_bye_waiting_for_an_ack_that_never_comes_goes_when_the_200_gives_up() -> None:
+    """§13.3.1.4: after 64*T1 of 200 OK retransmissions without an ACK the dialog is
+    confirmed but the session is to end with a BYE; the one waiting goes then, once, and the
+    call gives back all it held even though the caller never answers it."""
+    h = Harness()
+    callee_hangs_up_before_the_callers_ack(h)
+    answered_at = h.now
+    byes: dict[str, float] = {}
+    while h.now < answered_at + 33.0:
+        h.advance(0.5)
+        for m in h.sent_to(CALLER):
+            if isinstance(m, Request) and m.method == "BYE":
+                byes.setdefault(m.top_via.branch or "", h.now)
+    assert len(byes) == 1, "one BYE (its retransmissions are its transaction's)"
+    assert min(byes.values()) >= answered_at + 32.0
+    run_out_the_timers(h)
+    assert_nothing_left(h)
+    assert len(h.core.txl) == 0

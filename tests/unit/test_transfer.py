@@ -12,6 +12,7 @@ from test_b2bua import (
     establish,
     invite,
     reinvite_from_callee,
+    request_in_dialog,
 )
 
 from bridge.calls.ports import Destination
@@ -301,11 +302,13 @@ def consult_then_refer(
     h: Harness, inv_a: Request, *, branch: str, cseq: int, refer_to: str = "127.0.0.1"
 ) -> None:
     """The agent's phone (the callee of call c1) consults the target in a second call through
-    the bridge, then REFERs the caller with Replaces naming that consultation (RFC 3891)."""
+    the bridge, ACKs its 200 OK, then REFERs the caller with Replaces naming that consultation
+    (RFC 3891)."""
     h.feed(invite(call_id="consult", branch=branch), CALLER)
     inv_b = next(m for m in h.sent_to(CALLEE) if isinstance(m, Request))
     h.feed(answer(inv_b, 200, tag="tgt", sdp=SDP), CALLEE)
     ok_b = next(m for m in h.sent_to(CALLER) if isinstance(m, Response) and m.status == 200)
+    h.feed(request_in_dialog("ACK", ok_b, 1, f"{branch}ack"), CALLER)
     replaces = f"consult%3Bto-tag%3D{ok_b.to.tag}%3Bfrom-tag%3Dcaller1"
     refer = (
         "REFER sip:bridge@127.0.0.1:5060 SIP/2.0\r\n"
