@@ -444,17 +444,17 @@ class B2BUA:
         leg.state = LegState.TERMINATED
         teardown.release_media(self, leg)
         self.counters.by_status[status] = self.counters.by_status.get(status, 0) + 1
-        if call.state is CallState.RINGING and status in _FAILOVER_STATUSES | {487, 404}:
-            if status != 487 and self._try_next(call, now):
-                self._record(call.apply(CallInput.FAILOVER, now, status=status, leg=leg.leg_id))
-                return
-            self._record(call.apply(CallInput.ATTEMPT_FAILED, now, status=status))
-            self._fail_caller(call, _caller_status(status), None, now)
-        elif call.state is CallState.RINGING:
-            self._record(call.apply(CallInput.ATTEMPT_FAILED, now, status=status))
-            self._fail_caller(call, _caller_status(status), None, now)
+        if call.state is CallState.RINGING:
+            self._destination_failed(call, leg, status, now)
         else:
             teardown.leg_gone(self, call, leg, now)
+
+    def _destination_failed(self, call: Call, leg: Leg, status: int, now: float) -> None:
+        if status in _FAILOVER_STATUSES | {404} and self._try_next(call, now):
+            self._record(call.apply(CallInput.FAILOVER, now, status=status, leg=leg.leg_id))
+            return
+        self._record(call.apply(CallInput.ATTEMPT_FAILED, now, status=status))
+        self._fail_caller(call, _caller_status(status), None, now)
 
     def _relay_provisional(self, call: Call, response: Response, now: float) -> None:
         caller = call.caller
@@ -484,6 +484,12 @@ class B2BUA:
         if call.state is not CallState.RINGING or call.caller.state is not LegState.INCOMING:
             # The caller cancelled while this leg was being answered (§9.1 race): end it.
             teardown.send_bye(self, call, leg, now)
+            return
+        if not legs.answers_offer(leg, response):
+            self._record(call.note("no_answer_in_2xx", now, leg=leg.leg_id))
+            teardown.send_bye(self, call, leg, now)
+            teardown.release_media(self, leg)
+            self._destination_failed(call, leg, 502, now)
             return
         caller = call.caller
         assert caller.invite is not None

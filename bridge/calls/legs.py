@@ -166,6 +166,25 @@ def confirm_outgoing(core: B2BUA, call: Call, leg: Leg, response: Response, now:
         core._point_media(leg, response.body)
 
 
+def answers_offer(leg: Leg, response: Response) -> bool:
+    """Whether a 2xx to the INVITE on an outgoing leg answers that INVITE's offer, which the
+    bridge's INVITE always carries (the caller's anchored, or one of its own for a caller
+    that sent none). RFC 3261 §13.2.1 and RFC 3264 §4/§5: the answer to an offer in an
+    INVITE comes in the 2xx (or a reliable provisional, which the bridge does not ask for).
+
+    A 2xx without one leaves that leg with no session and the caller, if it were answered,
+    in a call without audio: on an emergency line that is worse than a failure, since the
+    caller waits in silence instead of being sent on. The bridge treats such a destination
+    as failed: the 2xx is ACKed as every 2xx must be (§13.2.2.4), the dialog it made ended
+    with a BYE (§15), and the next destination rings, or the caller gets the failure a
+    broken gateway would give (502, heard as 503). Repairing the session with a re-INVITE
+    would delay the caller on a device that already broke the offer/answer model."""
+    assert leg.invite is not None
+    if not leg.invite.body:
+        return True
+    return bool(response.body) and response.content_type == "application/sdp"
+
+
 def offer_in_2xx(caller: Leg, callee_answer: bytes) -> bytes:
     """The body of the 2xx to a caller whose INVITE had no offer (RFC 3261 §13.2.1, RFC 3264
     §5): an offer of the bridge's own, preferring the codec the callee settled on; the caller

@@ -8,7 +8,7 @@ import pytest
 
 from bridge.calls.admission import Admission
 from bridge.calls.b2bua import B2BUA
-from bridge.calls.call import CallState
+from bridge.calls.call import CallState, LegState
 from bridge.calls.ports import Destination, MediaUnavailable, Origin, RouteResult
 from bridge.sip import transaction as tx
 from bridge.sip.message import Request, Response, parse_message
@@ -703,3 +703,47 @@ def test_an_offerless_reinvite_mid_call_is_offered_by_the_bridge_and_its_ack_use
     ack = ack_with(reply, CALLER_ANSWER).replace(b"CSeq: 1 ACK", b"CSeq: 2 ACK")
     h.feed(ack.replace(b"z9hG4bKack1", b"z9hG4bKack2"), CALLER)
     assert caller.media.remote == ("127.0.0.9", 7000, 0)
+
+
+def answerless_200(h: Harness, caller_invite: bytes, callee: tuple[str, int]) -> Request:
+    """The caller's INVITE, and a 200 OK from ``callee`` that does not answer the bridge's
+    offer; the INVITE the bridge sent there."""
+    h.feed(caller_invite, CALLER)
+    inv = next(m for m in h.sent_to(callee) if isinstance(m, Request))
+    assert inv.content_type == "application/sdp", "the bridge's INVITE always has an offer"
+    h.feed(answer(inv, 200), callee)
+    return inv
+
+
+@pytest.mark.parametrize("caller_invite", [invite(), invite_without_sdp()])
+def test_a_200_without_the_answer_to_the_bridges_offer_fails_over(caller_invite: bytes) -> None:
+    """RFC 3264 §4 / RFC 3261 §13.2.1: the answer to an offer in an INVITE is in the 2xx.
+    Without it that destination cannot carry audio: its 200 is ACKed and hung up like any
+    failed destination, and the next one rings; the caller is answered by that one only."""
+    h = Harness(CALLEE, BACKUP)
+    answerless_200(h, caller_invite, CALLEE)
+    sent = h.sent()
+    assert [m.method for d, m in sent if d == CALLEE and isinstance(m, Request)] == ["ACK", "BYE"]
+    assert [d for d, m in sent if isinstance(m, Request) and m.method == "INVITE"] == [BACKUP]
+    assert not [m for d, m in sent if d == CALLER and isinstance(m, Response)]
+    second = next(m for d, m in sent if d == BACKUP and isinstance(m, Request))
+    h.feed(answer(second, 200, tag="backup1", sdp=SDP), BACKUP)
+    ok = next(m for m in h.sent_to(CALLER) if isinstance(m, Response) and m.status == 200)
+    assert ok.content_type == "application/sdp"
+    call = next(iter(h.core.calls.values()))
+    assert call.state is CallState.ANSWERED
+    assert call.legs["b1"].state is LegState.TERMINATING
+
+
+def test_a_200_without_the_answer_from_the_last_destination_fails_the_caller() -> None:
+    """With no destination left the caller gets a final failure, never a 200 OK that would
+    leave it in a call without audio; the callee's dialog is ACKed and hung up."""
+    h = Harness()
+    answerless_200(h, invite_without_sdp(), CALLEE)
+    sent = h.sent()
+    bye = next(m for d, m in sent if d == CALLEE and isinstance(m, Request) and m.method == "BYE")
+    final = [m.status for d, m in sent if d == CALLER and isinstance(m, Response)]
+    assert final == [503]
+    h.feed(answer(bye, 200, tag=""), CALLEE)
+    assert h.core.calls == {}
+    assert h.media.live == set()
