@@ -64,6 +64,9 @@ class PendingReinvite:
     server_key: str | None = None
     was_held: bool = False
     """``to_leg.held`` before: a rejected re-INVITE changes nothing (§14.1)."""
+    was_sdp: bytes = b""
+    """``to_leg.last_sdp`` before, for the same reason: the next offer follows the last one
+    the party accepted, its o= version one up from that one's (RFC 3264 §8)."""
     attempt: int = 1
     sent: Request | None = None
     """What went to ``to_leg``, for a CANCEL of it."""
@@ -239,6 +242,7 @@ def resume(core: B2BUA, call: Call, leg: Leg, now: float, attempt: int = 1) -> N
     offer = offer_answer.make_offer(
         address=leg.media.host, port=leg.media.port, session_id=secrets.randbelow(2**31)
     )
+    was_sdp = leg.last_sdp
     leg.last_sdp = sdpmap.toward(offer, leg.last_sdp)
     key, sent = _send_reinvite(core, leg, "INVITE", leg.last_sdp, now)
     core._reinvites[key] = PendingReinvite(
@@ -246,6 +250,7 @@ def resume(core: B2BUA, call: Call, leg: Leg, now: float, attempt: int = 1) -> N
         to_leg=leg,
         method="INVITE",
         was_held=leg.held,
+        was_sdp=was_sdp,
         attempt=attempt,
         sent=sent,
     )
@@ -404,7 +409,7 @@ def mirror_reinvite(
         answer_here(core, leg, request, key, now)
         return
     body = b""
-    was_held = other.held
+    was_held, was_sdp = other.held, other.last_sdp
     if request.body:
         core._point_media(leg, request.body)
         other.last_sdp = body = sdpmap.anchor_offer(
@@ -421,6 +426,7 @@ def mirror_reinvite(
         request=request,
         server_key=key,
         was_held=was_held,
+        was_sdp=was_sdp,
         sent=sent,
     )
 
@@ -574,8 +580,9 @@ def _set_held(core: B2BUA, leg: Leg, held: bool) -> None:
 def on_reinvite_response(core: B2BUA, response: Response, key: str, now: float) -> None:
     """The final response to a re-INVITE or UPDATE the bridge sent. A 2xx is ACKed whatever
     became of the call, or the far end retransmits it for 64*T1 and then hangs up
-    (§13.3.1.4); any other final leaves the session as it was (§14.1), hold tone included. The
-    answer goes back to the party whose request was mirrored, unless it was answered already."""
+    (§13.3.1.4); any other final leaves the session as it was (§14.1), hold tone and the SDP
+    the next offer follows included. The answer goes back to the party whose request was
+    mirrored, unless it was answered already."""
     if response.status < 200:
         held = core._reinvites.get(key)
         if held is not None and held.cancel is Cancel.HELD:
@@ -587,6 +594,8 @@ def on_reinvite_response(core: B2BUA, response: Response, key: str, now: float) 
         return
     to_leg = pending.to_leg
     status = response.status
+    if status >= 300:
+        to_leg.last_sdp = pending.was_sdp
     if status in DIALOG_LOST and dialog_lost(core, pending, status, now):
         return
     if status < 300 and to_leg.dialog is not None:

@@ -19,7 +19,7 @@ from test_b2bua import (
     request_in_dialog,
 )
 from test_cancel import cancel_from_caller
-from test_transfer import TARGET, bye_from_callee, consult_then_refer, dest
+from test_transfer import TARGET, bye_from_callee, consult_then_refer, dest, hold_the_caller
 
 from bridge.calls.call import CallState, LegState
 from bridge.sip.message import Request, Response
@@ -730,3 +730,55 @@ def test_a_bye_waiting_for_an_ack_that_never_comes_goes_when_the_200_gives_up() 
     run_out_the_timers(h)
     assert_nothing_left(h)
     assert len(h.core.txl) == 0
+
+
+# -- a re-offer the phone refused changes nothing, its o= version included (RFC 3264 §8) -------
+
+
+def origin_version(body: bytes) -> int:
+    return SessionDescription.parse(body).origin.session_version
+
+
+@pytest.mark.parametrize("status", [488, 491])
+def test_a_refused_reoffer_leaves_the_next_sdp_version_one_above_the_accepted(
+    status: int,
+) -> None:
+    """The caller's phone refuses the agent's hold: §14.1, the session is as it was, so the
+    next offer the bridge sends it follows the last one that phone accepted, one version up
+    (RFC 3264 §8), rather than skipping the number of the refused one."""
+    h = Harness()
+    inv, ok = establish(h)
+    h.sent()
+    accepted = origin_version(ok.body)
+    h.feed(reinvite_from_callee(inv, 2, b"a=sendonly"), CALLEE)
+    refused = next(m for m in h.sent_to(CALLER) if isinstance(m, Request))
+    assert origin_version(refused.body) == accepted + 1
+    h.feed(answer_from_caller(refused, status), CALLER)
+    assert statuses(h.sent_to(CALLEE)) == [status]
+    h.feed(reinvite_from_callee(inv, 3, b"a=inactive"), CALLEE)
+    again = next(m for m in h.sent_to(CALLER) if isinstance(m, Request))
+    assert b"a=inactive" in again.body
+    assert origin_version(again.body) == accepted + 1
+
+
+def test_a_refused_resume_of_the_bridges_own_leaves_the_sdp_version_as_it_was() -> None:
+    """The same for the bridge's own re-INVITE: the caller's phone refuses the resume after a
+    blind transfer, and the target's next offer, mirrored onto the caller, follows the SDP
+    the caller last accepted (its hold), one version up."""
+    h = Harness()
+    _inv, ok = hold_the_caller(h)
+    call = next(iter(h.core.calls.values()))
+    accepted = origin_version(call.caller.last_sdp)
+    h.core.transfers.start(call.call_id, [dest(TARGET)], h.now, mode="blind", ticket_id="T1")
+    target_invite = next(m for m in h.sent_to(TARGET) if isinstance(m, Request))
+    h.feed(answer(target_invite, 200, tag="t1", sdp=SDP, contact="sip:t@127.0.0.1:5090"), TARGET)
+    resume = next(m for m in h.sent_to(CALLER) if isinstance(m, Request) and m.call_id == "c1")
+    assert origin_version(resume.body) == accepted + 1
+    h.feed(answer_from_caller(resume, 488), CALLER)
+    h.sent()
+    offer = reinvite_from_callee(target_invite, 7, b"a=inactive").replace(b"callee1", b"t1")
+    h.feed(offer, TARGET)
+    mirrored = next(m for m in h.sent_to(CALLER) if isinstance(m, Request))
+    assert b"a=inactive" in mirrored.body
+    assert origin_version(mirrored.body) == accepted + 1
+    assert ok.call_id == mirrored.call_id
