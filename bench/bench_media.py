@@ -42,9 +42,9 @@ from typing import Any
 
 import numpy as np
 
-from bridge.engine import apply_realtime_priority, settle_heap
 from bridge.media import g711
 from bridge.media.relay import MediaEndpoint, MediaRelay
+from bridge.process import apply_realtime_priority, settle_heap
 
 HOST = "127.0.0.1"
 PORT_MIN = 20000

@@ -61,6 +61,9 @@ class SipConfig(_Strict):
         return self.public_host or self.address[0]
 
 
+MIN_PAIRS_PER_WORKER = 16
+
+
 class MediaConfig(_Strict):
     host: str = "127.0.0.1"
     port_min: int = Field(default=20000, ge=1024, le=65534)
@@ -68,6 +71,8 @@ class MediaConfig(_Strict):
     hold_audio: str | None = None
     timeout_s: float = 0.0
     """Hang up a call when a party sends no RTP or RTCP for this long; 0: never."""
+    workers: int = Field(default=0, ge=0, le=64)
+    """Relay processes sharing the port range; 0: media in the bridge process itself."""
 
     @field_validator("timeout_s")
     @classmethod
@@ -182,4 +187,12 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(format_validation_errors(str(path), text, exc)) from exc
     if config.media.port_min >= config.media.port_max:
         raise ConfigError([f"{path}: media.port_min must be below media.port_max"])
+    pairs = (config.media.port_max - config.media.port_min) // 2
+    if config.media.workers and pairs < MIN_PAIRS_PER_WORKER * config.media.workers:
+        raise ConfigError(
+            [
+                f"{path}: media.port_min-port_max holds {pairs} RTP port pairs, too few for "
+                f"{config.media.workers} media workers (at least {MIN_PAIRS_PER_WORKER} each)"
+            ]
+        )
     return config.model_copy(update={"base_dir": path.resolve().parent})

@@ -55,8 +55,9 @@ from bridge.calls.call import CallEvent
 from bridge.config import Config, ConfigError, load_config
 from bridge.dialplan.loader import load_text
 from bridge.dialplan.router import Router
-from bridge.engine import Engine, _runner
+from bridge.engine import Engine
 from bridge.logging_setup import setup_logging
+from bridge.process import event_loop_runner
 from bridge.service import Service
 from bridge.simpeers import SimPhone, SipEndpoint, layout
 from bridge.simpeers.report import Script, describe_call_event, hostport
@@ -85,7 +86,7 @@ def run_demo(
     with tempfile.TemporaryDirectory(prefix="bridge-demo-") as folder:
         demo = Demo(base, Path(folder), once=once, free_ports=free_ports, out=sys.stdout)
         try:
-            status: int = _runner()(demo.run())
+            status: int = event_loop_runner()(demo.run())
         except KeyboardInterrupt:
             return 130
     return status

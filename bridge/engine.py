@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import math
-import os
 import signal
 import sys
 from collections.abc import Callable
@@ -27,6 +25,8 @@ from bridge.config import Config, ConfigError, load_config
 from bridge.logging_setup import setup_logging
 from bridge.media.dtmf import DtmfDigit
 from bridge.media_adapter import RelayMedia
+from bridge.media_workers import WorkerMedia
+from bridge.process import apply_realtime_priority, event_loop_runner, settle_heap
 from bridge.routing import PlanRouting
 from bridge.seats import SeatAuthority
 from bridge.sip.transaction import TransactionLayer
@@ -36,10 +36,6 @@ log = logging.getLogger("bridge.engine")
 
 TIMER_SLACK = 0.01
 """Seconds by which a core timer may fire late so that nearby timers share one wake-up."""
-GC_THRESHOLDS = (20_000, 20, 20)
-"""Young-generation collections every 20,000 net allocations instead of 700: each call makes
-thousands of short-lived objects (messages, headers, events) that reference counting frees, and
-frequent young collections were several percent of a call's CPU."""
 
 
 class Engine:
@@ -56,7 +52,19 @@ class Engine:
         self.seats = SeatAuthority(config.registrar)
         self.routing.seat_lookup = self.seats.destinations
         self.seats.platform_of = self.routing.seat_platform
-        self.media = RelayMedia(config.media)
+        self.media: RelayMedia | WorkerMedia
+        if config.media.workers:
+            self.media = WorkerMedia(
+                config.media,
+                on_digit=self._on_digit,
+                on_timeout=self._on_media_timeout,
+                realtime_priority=config.scheduling.realtime_priority,
+                log_level=config.log.level,
+            )
+        else:
+            self.media = RelayMedia(
+                config.media, on_digit=self._on_digit, on_timeout=self._on_media_timeout
+            )
         self.b2bua: B2BUA | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -88,9 +96,6 @@ class Engine:
                 max_calls=self.config.sip.max_calls, max_call_rate=self.config.sip.max_call_rate
             ),
         )
-        assert self.media.relay is not None
-        self.media.relay.on_digit = self._on_digit
-        self.media.relay.on_timeout = self._on_media_timeout
         log.info("SIP listening on %s:%d (UDP+TCP)", *self.transport.local)
 
     @property
@@ -239,38 +244,6 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None) -> None:
         loop.remove_signal_handler(sig)
 
 
-def settle_heap() -> None:
-    """End of start-up: what it built (config, dial plan, modules, ~100,000 objects) lives as
-    long as the process, so keep it out of every later collection, and collect the young
-    generation less often. A full collection of that heap stalls the loop for 20-30 ms:
-    every relayed stream would hear it as a gap."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
-
-
-def apply_realtime_priority(priority: int) -> None:
-    """Put this process (and the threads it starts later) in SCHED_RR at ``priority``.
-
-    A relay at 70 % of a core keeps up only while it has that core: a few milliseconds of
-    some other process running instead come out as jitter on every stream at once. The
-    kernel still keeps 5 % of each second for other work (sched_rt_runtime_us), so a bug
-    cannot lock the machine. Refused without CAP_SYS_NICE: said once, then normal scheduling.
-    """
-    if priority <= 0:
-        return
-    try:
-        os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(priority))
-    except (OSError, AttributeError) as exc:
-        log.warning(
-            "real-time priority %d refused (%s): running with normal scheduling",
-            priority,
-            getattr(exc, "strerror", None) or exc,
-        )
-        return
-    log.info("running at SCHED_RR real-time priority %d", priority)
-
-
 def run_service(config_path: str) -> int:
     try:
         config = load_config(config_path)
@@ -280,16 +253,7 @@ def run_service(config_path: str) -> int:
         return 1
     setup_logging(config.log.level)
     apply_realtime_priority(config.scheduling.realtime_priority)
-    runner = _runner()
+    runner = event_loop_runner()
     with contextlib.suppress(KeyboardInterrupt):
         runner(serve(config))
     return 0
-
-
-def _runner() -> Any:
-    """uvloop when installed (about 4x cheaper sockets), the default loop otherwise."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run
-    return uvloop.run

@@ -12,6 +12,7 @@ from __future__ import annotations
 from bridge.calls.ports import MediaUnavailable, MixMode
 from bridge.config import MediaConfig
 from bridge.media import mixer
+from bridge.media.endpoint import DigitCallback, TimeoutCallback
 from bridge.media.relay import MediaEndpoint, MediaRelay, PortPoolExhaustedError
 from bridge.media.tone import AudioSource, Samples, ToneSource, load_wav
 
@@ -21,8 +22,16 @@ call may get it (so those packets cannot be latched as the new call's audio)."""
 
 
 class RelayMedia:
-    def __init__(self, config: MediaConfig) -> None:
+    def __init__(
+        self,
+        config: MediaConfig,
+        *,
+        on_digit: DigitCallback | None = None,
+        on_timeout: TimeoutCallback | None = None,
+    ) -> None:
         self.config = config
+        self.on_digit = on_digit
+        self.on_timeout = on_timeout
         self.relay: MediaRelay | None = None
         self._hold_samples: Samples | None = None
 
@@ -33,6 +42,8 @@ class RelayMedia:
             self.config.port_max,
             reuse_after=REUSE_AFTER,
             timeout_after=self.config.timeout_s,
+            on_digit=self.on_digit,
+            on_timeout=self.on_timeout,
         )
 
     def _relay(self) -> MediaRelay:

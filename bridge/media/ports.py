@@ -21,7 +21,8 @@ class PortPool:
         first = port_min + (port_min % 2)
         if not 0 < first < port_max <= 65535:
             raise ValueError(f"RTP port range {port_min}-{port_max} holds no even/odd pair")
-        self._free: deque[int] = deque(range(first, port_max, 2))
+        self._range = range(first, port_max, 2)
+        self._free: deque[int] = deque(self._range)
         self._in_use: set[int] = set()
         self._parked: set[int] = set()
 
@@ -36,6 +37,10 @@ class PortPool:
     @property
     def parked(self) -> int:
         return len(self._parked)
+
+    def owns(self, port: int) -> bool:
+        """Whether ``port`` is an RTP port of this pool's range, whatever its state."""
+        return port in self._range
 
     def take(self) -> int:
         if not self._free:

@@ -275,6 +275,38 @@ class MediaRelay:
         _close(loop, *socks)
         self.pool.give_back(endpoint.port)
 
+    def export(self, endpoint: MediaEndpoint) -> tuple[socket.socket, socket.socket] | None:
+        """Take an endpoint's sockets out of this relay, still bound, for another relay to
+        :meth:`adopt` (media split over worker processes). Its port stays taken in this
+        relay's pool until :meth:`reclaim`: the sockets live on elsewhere."""
+        socks = self._retire(endpoint)
+        if socks is not None:
+            loop = asyncio.get_running_loop()
+            for sock in socks:
+                loop.remove_reader(sock.fileno())
+        return socks
+
+    def adopt(
+        self,
+        port: int,
+        rtp: socket.socket,
+        rtcp: socket.socket,
+        *,
+        codec: int,
+        telephone_event_pt: int | None,
+    ) -> MediaEndpoint:
+        """A new endpoint on a bound socket pair another relay exported."""
+        if self._closed:
+            raise RuntimeError("media relay is closed")
+        rtp.setblocking(False)
+        rtcp.setblocking(False)
+        loop = asyncio.get_running_loop()
+        return self._adopt(port, rtp, rtcp, codec, telephone_event_pt, loop)
+
+    def reclaim(self, port: int) -> None:
+        """A port this relay exported has been closed wherever it went: it is free again."""
+        self.pool.give_back(port)
+
     def _retire(self, endpoint: MediaEndpoint) -> tuple[socket.socket, socket.socket] | None:
         """Take the sockets away from an endpoint that is done; None if it was already."""
         if endpoint.closed:

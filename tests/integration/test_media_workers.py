@@ -1,0 +1,239 @@
+"""Media in worker processes (``[media] workers``): real worker processes, real UDP phones.
+
+The test drives :class:`WorkerMedia` as the call core does (allocate, point, connect, ...) and
+checks what the phones on 127.0.0.1 hear, and what comes back to the core (digits, lost media).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from integration.rtp_phones import HOST, Phone, rtp
+from peers.ports import PortAllocator
+from peers.process import wait_until
+
+from bridge.config import MediaConfig
+from bridge.media import g711
+from bridge.media.dispatch import WorkerLeg
+from bridge.media.dtmf import event_packets
+from bridge.media.rtp import RtpPacket
+from bridge.media_workers import WorkerMedia
+
+PAIRS_PER_WORKER = 80
+WAIT = 10.0
+
+
+class Core:
+    """What the call core hears from its media."""
+
+    def __init__(self) -> None:
+        self.digits: list[tuple[WorkerLeg, str]] = []
+        self.lost: list[WorkerLeg] = []
+        self.changed = asyncio.Event()
+
+    def on_digit(self, leg: WorkerLeg, digit: Any) -> None:
+        self.digits.append((leg, digit.digit))
+        self.changed.set()
+
+    def on_timeout(self, leg: WorkerLeg) -> None:
+        self.lost.append(leg)
+        self.changed.set()
+
+
+@pytest.fixture
+async def core() -> Core:
+    return Core()
+
+
+@pytest.fixture
+def make_media(ports: PortAllocator, core: Core) -> Callable[..., Any]:
+    async def start(workers: int = 2, **config: Any) -> WorkerMedia:
+        count = 2 * PAIRS_PER_WORKER * workers
+        first = ports.block(count, align=2)
+        media = WorkerMedia(
+            MediaConfig(
+                host=HOST, port_min=first, port_max=first + count, workers=workers, **config
+            ),
+            on_digit=core.on_digit,
+            on_timeout=core.on_timeout,
+        )
+        await media.start()
+        return media
+
+    return start
+
+
+@pytest.fixture
+async def media(make_media: Callable[..., Any]) -> AsyncIterator[WorkerMedia]:
+    running: WorkerMedia = await make_media()
+    yield running
+    await running.close()
+
+
+@pytest.fixture
+async def phones() -> AsyncIterator[list[Phone]]:
+    opened = [await Phone.open() for _ in range(4)]
+    yield opened
+    for phone in opened:
+        phone.close()
+
+
+def pair(
+    media: WorkerMedia, a: Phone, b: Phone, *, near: bool = True
+) -> tuple[WorkerLeg, WorkerLeg]:
+    first = media.allocate()
+    second = media.allocate(near=first if near else None)
+    media.point(first, HOST, a.port, g711.PCMA)
+    media.point(second, HOST, b.port, g711.PCMU)
+    return first, second
+
+
+async def talk(phone: Phone, to: WorkerLeg, count: int, *, ssrc: int, seq: int = 100) -> None:
+    """Paced as a phone would send (a packet per 20 ms)."""
+    for index in range(count):
+        phone.send(rtp(g711.PCMA, seq + index, 160 * (seq + index), ssrc, bytes(160)), to)
+        await asyncio.sleep(0.02)
+
+
+def audio(phone: Phone) -> list[RtpPacket]:
+    return [p for _, p in phone.received if p.payload_type in (g711.PCMA, g711.PCMU)]
+
+
+async def test_a_call_is_relayed_by_a_worker_process_both_ways(
+    media: WorkerMedia, phones: list[Phone]
+) -> None:
+    caller, callee = phones[0], phones[1]
+    a, b = pair(media, caller, callee)
+    assert a.worker == b.worker, "the near hint keeps a call's legs in one worker"
+    media.connect(a, b)
+    await asyncio.gather(talk(caller, a, 10, ssrc=1), talk(callee, b, 10, ssrc=2))
+    await callee.wait_until(lambda: len(audio(callee)) >= 8, WAIT)
+    await caller.wait_until(lambda: len(audio(caller)) >= 8, WAIT)
+    assert {p.payload_type for p in audio(callee)} == {g711.PCMU}, "transcoded for the callee"
+    assert {p.payload_type for p in audio(caller)} == {g711.PCMA}
+    assert os.getpid() not in media.pids
+    assert len(media.pids) == 2
+
+
+async def test_legs_in_two_workers_are_joined_by_moving_one_with_its_stream(
+    media: WorkerMedia, phones: list[Phone]
+) -> None:
+    caller, _agent, target, other = phones
+    a = media.allocate()
+    t = media.allocate()
+    assert a.worker != t.worker, "the second call went to the less loaded worker"
+    o = media.allocate(near=t)
+    for leg, phone in ((a, caller), (t, target), (o, other)):
+        media.point(leg, HOST, phone.port, g711.PCMA)
+    media.connect(t, o)
+    await talk(other, o, 5, ssrc=7)
+    await target.wait_until(lambda: len(audio(target)) >= 4, WAIT)
+    before = audio(target)
+
+    media.connect(a, t)  # an attended transfer joins legs of two calls
+    await wait_until(lambda: t.worker == a.worker, within=WAIT, what="the leg moved")
+    await talk(caller, a, 10, ssrc=9)
+    await target.wait_until(lambda: len(audio(target)) >= len(before) + 8, WAIT)
+    after = audio(target)[len(before) :]
+    assert {p.ssrc for p in after} == {before[0].ssrc}, "one stream toward the moved phone"
+    assert after[0].sequence == (before[-1].sequence + 1) % 65536, "no gap in its sequence"
+    assert after[0].marker, "the marker bit flags the new talker"
+    await talk(target, t, 5, ssrc=11)
+    await caller.wait_until(lambda: len(audio(caller)) >= 4, WAIT)
+
+
+async def test_digits_detected_in_a_worker_reach_the_core_and_stay_private(
+    media: WorkerMedia, phones: list[Phone], core: Core
+) -> None:
+    agent, caller = phones[0], phones[1]
+    a, c = pair(media, agent, caller)
+    media.private_keys(a)
+    media.connect(a, c)
+    for index, event in enumerate(event_packets("5")):
+        agent.send(rtp(101, 500 + index, 8000, 3, event.to_bytes(), marker=index == 0), a)
+    await talk(agent, a, 3, ssrc=3, seq=600)
+    await caller.wait_until(lambda: len(audio(caller)) >= 2, WAIT)
+    await wait_until(lambda: bool(core.digits), within=WAIT, what="digit reported")
+    assert core.digits == [(a, "5")]
+    assert not [p for _, p in caller.received if p.payload_type == 101], "no digit leaked"
+
+
+async def test_rtp_statistics_of_worker_legs_reach_the_calls_api(
+    media: WorkerMedia, phones: list[Phone]
+) -> None:
+    a, b = pair(media, phones[0], phones[1])
+    media.connect(a, b)
+    await talk(phones[0], a, 10, ssrc=5)
+    await phones[1].wait_until(lambda: len(audio(phones[1])) >= 9, WAIT)
+    await wait_until(
+        lambda: (
+            a.stats.snapshot().packets_received == 10
+            and b.stats.snapshot().packets_sent == len(phones[1].received)
+        ),
+        within=WAIT,
+        what="statistics reported by the worker",
+    )
+
+
+async def test_held_leg_in_a_worker_hears_the_hold_tone(
+    media: WorkerMedia, phones: list[Phone]
+) -> None:
+    a, b = pair(media, phones[0], phones[1])
+    media.connect(a, b)
+    media.hold(a)
+    await phones[0].wait_until(lambda: len(audio(phones[0])) >= 10, WAIT)
+    assert any(any(byte not in (0xD5, 0x55) for byte in p.payload) for p in audio(phones[0]))
+
+
+async def test_a_dead_worker_ends_its_legs_media_and_is_replaced(
+    media: WorkerMedia, phones: list[Phone], core: Core
+) -> None:
+    a, b = pair(media, phones[0], phones[1])
+    media.connect(a, b)
+    victim = media.processes[a.worker]
+    assert victim is not None
+    os.kill(victim.pid, signal.SIGKILL)  # a process this test started
+    await wait_until(lambda: {a, b} <= set(core.lost), within=WAIT, what="media lost reported")
+    await wait_until(
+        lambda: len(media.pids) == 2 and victim.pid not in media.pids,
+        within=WAIT,
+        what="worker replaced",
+    )
+    await wait_until(lambda: all(media.dispatch.alive), within=WAIT, what="worker ready")
+    c, d = pair(media, phones[2], phones[3])
+    media.connect(c, d)
+    await talk(phones[2], c, 5, ssrc=8)
+    await phones[3].wait_until(lambda: len(audio(phones[3])) >= 4, WAIT)
+
+
+async def test_a_silent_phone_in_a_worker_is_reported_as_a_media_timeout(
+    make_media: Callable[..., Any], phones: list[Phone], core: Core
+) -> None:
+    media: WorkerMedia = await make_media(workers=1, timeout_s=1)
+    try:
+        a, b = pair(media, phones[0], phones[1])
+        media.connect(a, b)
+        await wait_until(lambda: {a, b} <= set(core.lost), within=WAIT, what="media timeout")
+    finally:
+        await media.close()
+
+
+async def test_released_ports_are_used_again_and_close_stops_every_worker(
+    make_media: Callable[..., Any],
+) -> None:
+    media: WorkerMedia = await make_media(workers=2)
+    pids = media.pids
+    for _ in range(3 * PAIRS_PER_WORKER):
+        leg = media.allocate()
+        media.release(leg)
+        if not any(media.dispatch.ready):
+            await wait_until(lambda: any(media.dispatch.ready), within=WAIT, what="ports back")
+    await media.close()
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
