@@ -143,6 +143,8 @@ class MediaDispatch:
         self._backlog: list[list[Item]] = [[] for _ in range(count)]
         self._moves: dict[int, _Move] = {}
         self._conference_ids = 0
+        self.moves = 0
+        """Legs moved between workers so far (joins of two calls' legs)."""
         self.unused_fds: list[int] = []
         """Descriptors received but not passed on: the I/O side closes them."""
 
@@ -223,6 +225,7 @@ class MediaDispatch:
         source = leg.worker
         self._send(source, ("export", leg.port))
         self._moves[leg.port] = _Move(source, destination)
+        self.moves += 1
         self.load[source] -= 1
         self.load[destination] += 1
         leg.worker = destination

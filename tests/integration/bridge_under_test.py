@@ -187,6 +187,7 @@ class BridgeUnderTest:
         tokens: Sequence[Mapping[str, str]] = (),
         sip_extra: str = "",
         media_extra: str = "",
+        media_ports: int = MEDIA_PORTS,
     ) -> None:
         """``pbx_uris``: destinations of the 110 trunk tried before ``pbx_ports``, written as
         the plan takes them (``sip:110@127.0.0.1:5060;transport=tcp``). ``tokens``: more
@@ -208,6 +209,7 @@ class BridgeUnderTest:
             encoding="utf-8",
         )
         self.config_path = workdir / "bridge.toml"
+        self.media_ports = media_ports
         self._config_values = {
             "admin_token": ADMIN_TOKEN,
             "t1_ms": t1_ms,
@@ -241,14 +243,14 @@ class BridgeUnderTest:
         """Fresh SIP, HTTP and media ports for the bridge, written into its config."""
         self.sip_port = self.ports.port()
         self.http_port = self.ports.port()
-        media_min = self.ports.block(MEDIA_PORTS, align=2)
-        self._leases = [(self.sip_port, 1), (self.http_port, 1), (media_min, MEDIA_PORTS)]
+        media_min = self.ports.block(self.media_ports, align=2)
+        self._leases = [(self.sip_port, 1), (self.http_port, 1), (media_min, self.media_ports)]
         self.config_path.write_text(
             CONFIG.format(
                 sip_port=self.sip_port,
                 http_port=self.http_port,
                 media_min=media_min,
-                media_max=media_min + MEDIA_PORTS - 1,
+                media_max=media_min + self.media_ports - 1,
                 **self._config_values,
             ),
             encoding="utf-8",

@@ -15,6 +15,8 @@ from integration.bridge_under_test import BridgeUnderTest, sipp_caller
 from peers.ports import PortAllocator
 from peers.sipp import SippRun
 
+from bridge.media_workers import WorkerMedia
+
 pytestmark = pytest.mark.peers("sipp")
 
 CONSULT_PLAN = """
@@ -35,11 +37,17 @@ platform = "12313"
 """
 
 
+@pytest.mark.parametrize(
+    "media_extra",
+    ["", "workers = 2"],
+    ids=["media-in-process", "media-workers"],  # the second joins legs of two workers
+)
 async def test_refer_with_replaces_joins_the_caller_and_the_consulted_target(
     bridge: Callable[..., Awaitable[BridgeUnderTest]],
     sipp: Callable[..., SippRun],
     tmp_path: Path,
     ports: PortAllocator,
+    media_extra: str,
 ) -> None:
     keys = {"consult_id": "consult-1.bridge-test", "consult_tag": "agenttag42"}
     agent = sipp("uas_refer_replaces", name="agent", duration_ms=2500, keys=keys, timeout=20)
@@ -59,6 +67,8 @@ async def test_refer_with_replaces_joins_the_caller_and_the_consulted_target(
         carrier_port=caller.port,
         pbx_ports=[agent.port],
         extra_plan=CONSULT_PLAN.format(consult_port=consult.port, target_port=target.port),
+        media_extra=media_extra,
+        media_ports=256,
     )
     calls = service.watch_calls()
     await agent.started()
@@ -77,6 +87,10 @@ async def test_refer_with_replaces_joins_the_caller_and_the_consulted_target(
         assert service.service.store is not None
         trail = await service.service.store.audit(call_a, limit=50)
         assert any(e.data.get("replaced_by") for e in trail)
+        media = service.engine.media if service.engine is not None else None
+        if isinstance(media, WorkerMedia):
+            assert media.dispatch.moves == 1, "the target's leg moved to the caller's worker"
+            assert not media.dispatch.legs
     finally:
         caller.kill()
         consult.kill()

@@ -10,12 +10,18 @@ import asyncio
 import os
 import signal
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from integration.bridge_under_test import ADMIN_HEADERS, sipp_caller
+from integration.media_peers import BridgeFactory, call_through_bridge
 from integration.rtp_phones import HOST, Phone, rtp
+from integration.test_media_calls import write_pcma_pcap
 from peers.ports import PortAllocator
 from peers.process import wait_until
+from peers.sipp import SippRun
 
 from bridge.config import MediaConfig
 from bridge.media import g711
@@ -237,3 +243,62 @@ async def test_released_ports_are_used_again_and_close_stops_every_worker(
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+@pytest.mark.peers("sipp")
+async def test_a_bridge_with_media_workers_carries_a_calls_audio_and_shows_its_figures(
+    bridge: BridgeFactory, sipp: Callable[..., SippRun], tmp_path: Path, ports: PortAllocator
+) -> None:
+    callee = sipp("uas_pcma_echo", name="echo", timeout=15, extra_args=["-rtp_echo"])
+    caller = sipp_caller(
+        tmp_path, ports, "uac_pcma_stream", name="streamer", duration_ms=4000, timeout=15
+    )
+    streamed = write_pcma_pcap(caller.workdir / "pcma_tone.pcap", seconds=3.0, frequency=1000)
+    service, calls = await call_through_bridge(
+        bridge, caller, callee, media_extra="workers = 2", media_ports=256
+    )
+    try:
+        call_id = await calls.answered()
+        assert service.engine is not None
+        media = service.engine.media
+        assert isinstance(media, WorkerMedia)
+        call = service.engine.core.calls[call_id]
+        legs = [call.legs[call.caller_leg].media, call.legs[call.callee_leg].media]
+        assert all(isinstance(leg, WorkerLeg) for leg in legs)
+        assert len({leg.worker for leg in legs}) == 1, "a call's legs share a worker"
+        enough = streamed // 2
+
+        async def shown() -> dict[str, Any]:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(
+                    f"{service.http_url}/api/v1/calls/{call_id}", headers=ADMIN_HEADERS
+                ) as resp,
+            ):
+                body: dict[str, Any] = (await resp.json())["call"]
+            return {leg["id"]: leg.get("media", {}) for leg in body["legs"]}
+
+        figures: dict[str, Any] = {}
+        deadline = asyncio.get_running_loop().time() + 8
+        while asyncio.get_running_loop().time() < deadline:
+            figures = await shown()
+            caller_leg, callee_leg = figures[call.caller_leg], figures[call.callee_leg]
+            if (
+                min(
+                    caller_leg.get("packets_received", 0),
+                    caller_leg.get("packets_sent", 0),
+                    callee_leg.get("packets_received", 0),
+                    callee_leg.get("packets_sent", 0),
+                )
+                >= enough
+            ):
+                break
+            await asyncio.sleep(0.2)  # the workers report figures once a second
+        else:
+            raise AssertionError(f"audio not relayed both ways by the workers: {figures}")
+        (await caller.wait()).assert_ok(successful=1)
+        (await callee.wait()).assert_ok(successful=1)
+        await service.wait_idle()
+        assert not media.dispatch.legs, "every leg released"
+    finally:
+        caller.kill()
