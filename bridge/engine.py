@@ -149,8 +149,8 @@ class Engine:
         self.core.on_digit(endpoint, digit.digit, self.now())
         self.flush()
 
-    def _on_media_timeout(self, endpoint: object) -> None:
-        self.core.media_timeout(endpoint, self.now())
+    def _on_media_timeout(self, endpoint: object, reason: str = "media timeout") -> None:
+        self.core.media_timeout(endpoint, self.now(), reason)
         self.flush()
 
     def flush(self) -> None:

@@ -52,7 +52,7 @@ class WorkerMedia:
         config: MediaConfig,
         *,
         on_digit: Callable[[WorkerLeg, Any], None],
-        on_timeout: Callable[[WorkerLeg], None],
+        on_timeout: Callable[[WorkerLeg, str], None],
         realtime_priority: int = 0,
         log_level: str = "info",
     ) -> None:
@@ -186,7 +186,7 @@ class WorkerMedia:
                     self.on_digit(event.leg, event.digit)
                 else:
                     log.warning("media of port %d lost: %s", event.leg.port, event.reason)
-                    self.on_timeout(event.leg)
+                    self.on_timeout(event.leg, event.reason)
             except Exception:
                 log.exception("media event handler failed for port %d", event.leg.port)
 

@@ -596,21 +596,23 @@ class B2BUA:
     def hangup(self, call_id: str, now: float, reason: str = "hung up by the bridge") -> None:
         teardown.hangup(self, call_id, now, reason=reason)
 
-    def media_timeout(self, media_leg: object, now: float) -> None:
+    def media_timeout(self, media_leg: object, now: float, reason: str = "media timeout") -> None:
         """A party sent no RTP or RTCP for the media timeout: its phone lost power or network
         and will never send BYE. The bridge hangs up on it and goes on as if it had hung up, so
         a silent transfer target gives the caller back to the agent rather than ending the
-        call, while in a two-party call the other party is hung up too."""
+        call, while in a two-party call the other party is hung up too. The same holds when the
+        leg's media is gone for another ``reason`` (its media worker process died)."""
         found = indialog.find_media_leg(self, media_leg)
         if found is None:
             return
         call, leg = found
         if leg.dialog is None or not leg.live:
             return
-        self._record(call.note("media_timeout", now, leg=leg.leg_id, party=str(leg.role)))
+        data = {"leg": leg.leg_id, "party": str(leg.role), "reason": reason}
+        self._record(call.note("media_timeout", now, **data))
         teardown.send_bye(self, call, leg, now)
         self.release_media(leg)
-        indialog.after_leg_left(self, call, leg, now, reason="media timeout")
+        indialog.after_leg_left(self, call, leg, now, reason=reason)
 
     def _hangup(self, call_id: str, now: float, *, reason: str) -> None:
         teardown.hangup(self, call_id, now, reason=reason)

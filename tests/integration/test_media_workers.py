@@ -40,14 +40,16 @@ class Core:
     def __init__(self) -> None:
         self.digits: list[tuple[WorkerLeg, str]] = []
         self.lost: list[WorkerLeg] = []
+        self.reasons: list[str] = []
         self.changed = asyncio.Event()
 
     def on_digit(self, leg: WorkerLeg, digit: Any) -> None:
         self.digits.append((leg, digit.digit))
         self.changed.set()
 
-    def on_timeout(self, leg: WorkerLeg) -> None:
+    def on_timeout(self, leg: WorkerLeg, reason: str) -> None:
         self.lost.append(leg)
+        self.reasons.append(reason)
         self.changed.set()
 
 
@@ -205,6 +207,7 @@ async def test_a_dead_worker_ends_its_legs_media_and_is_replaced(
     assert victim is not None
     os.kill(victim.pid, signal.SIGKILL)  # a process this test started
     await wait_until(lambda: {a, b} <= set(core.lost), within=WAIT, what="media lost reported")
+    assert set(core.reasons) == {"media worker died"}
     await wait_until(
         lambda: len(media.pids) == 2 and victim.pid not in media.pids,
         within=WAIT,
@@ -225,6 +228,7 @@ async def test_a_silent_phone_in_a_worker_is_reported_as_a_media_timeout(
         a, b = pair(media, phones[0], phones[1])
         media.connect(a, b)
         await wait_until(lambda: {a, b} <= set(core.lost), within=WAIT, what="media timeout")
+        assert set(core.reasons) == {"media timeout"}
     finally:
         await media.close()
 

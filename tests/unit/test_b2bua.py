@@ -597,6 +597,19 @@ def test_media_timeout_hangs_up_both_parties_with_that_reason() -> None:
     assert [e.data["reason"] for e in hangups] == ["media timeout"]
 
 
+def test_media_lost_with_its_worker_ends_the_call_with_that_reason() -> None:
+    h = Harness()
+    establish(h)
+    h.sent()
+    call = next(iter(h.core.calls.values()))
+    h.core.media_timeout(call.caller.media, h.now, "media worker died")
+    byes = {d: m for d, m in h.sent() if isinstance(m, Request) and m.method == "BYE"}
+    assert set(byes) == {CALLER, CALLEE}
+    assert call.ended_reason == "media worker died"
+    notes = [e for e in h.core.take_events() if e.kind == "media_timeout"]
+    assert [e.data["reason"] for e in notes] == ["media worker died"]
+
+
 # -- delayed offer: an INVITE without SDP (RFC 3261 §13.2.1, RFC 3264 §5) ---------------------
 
 CALLER_ANSWER = (

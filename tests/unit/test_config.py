@@ -80,3 +80,18 @@ def test_a_media_timeout_is_off_by_default_and_never_below_a_second(tmp_path: Pa
     path.write_text(head + "timeout_s = 0.5\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"bridge\.toml:4: media\.timeout_s.*at least 1"):
         load_config(path)
+
+
+def test_media_workers_are_off_by_default_and_need_their_share_of_ports(tmp_path: Path) -> None:
+    path = tmp_path / "bridge.toml"
+    head = '[sidecar]\nlink_secret = "0123456789abcdef0123"\n[media]\n'
+    path.write_text(head, encoding="utf-8")
+    assert load_config(path).media.workers == 0
+    path.write_text(head + "port_min = 20000\nport_max = 20128\nworkers = 4\n", encoding="utf-8")
+    assert load_config(path).media.workers == 4
+    path.write_text(head + "port_min = 20000\nport_max = 20100\nworkers = 4\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"50 RTP port pairs, too few for 4 media workers"):
+        load_config(path)
+    path.write_text(head + "workers = -1\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"bridge\.toml:4: media\.workers"):
+        load_config(path)
