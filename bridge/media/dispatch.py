@@ -316,16 +316,16 @@ class MediaDispatch:
                     self.load[leg.worker] -= 1
                     events.append(MediaLost(leg=leg, reason="media worker died"))
             elif move.destination == worker:
-                # Still in its source: it is closed (and its port reclaimed) once exported.
+                # Still in its source: it is closed (and its port reclaimed) once exported,
+                # even if the leg was released meanwhile.
+                del self._moves[port]
                 arriving.add(port)
         self._blocked[worker] = 0
         for port, leg in list(self.legs.items()):
             if leg.worker != worker:
                 continue
             del self.legs[port]
-            if port in arriving:
-                del self._moves[port]
-            elif self.owner_of(port) != worker:
+            if port not in arriving and self.owner_of(port) != worker:
                 self._send(self.owner_of(port), ("reclaim", port))
             events.append(MediaLost(leg=leg, reason="media worker died"))
         self.load[worker] = 0
