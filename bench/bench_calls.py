@@ -137,6 +137,23 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
+def tree_cpu_split(pids: Sequence[int]) -> tuple[float, float]:
+    user = kernel = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            one_user, one_kernel = cpu_split(pid)
+            user, kernel = user + one_user, kernel + one_kernel
+    return user, kernel
+
+
+def tree_rss_kib(pids: Sequence[int]) -> int:
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            total += rss_kib(pid)
+    return total
+
+
 def tree_cpu(pids: Sequence[int]) -> float:
     total = 0.0
     for pid in pids:
@@ -287,10 +304,14 @@ class Bridge:
     max_call_rate = 0.0
     """The bridge's ``[sip] max_call_rate`` (``--max-call-rate``); when set, the UAC dials the
     non-urgent 12315 (see ``HOTLINE_PLAN``), since calls to 110 are never refused."""
+    media_workers = 0
+    """The bridge's ``[media] workers`` (``--media-workers``): its CPU and memory figures are
+    then those of the bridge process and its worker processes together."""
 
     def __init__(self, workdir: Path, *, uac_port: int, uas_port: int) -> None:
         self.workdir = workdir
         self.sip_port = free_port()
+        self.http_port = free_port(socket.SOCK_STREAM)
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "plan.toml").write_text(
             bench_plan(
@@ -302,11 +323,12 @@ class Bridge:
         (workdir / "bridge.toml").write_text(
             bench_config(
                 sip_port=self.sip_port,
-                http_port=free_port(socket.SOCK_STREAM),
+                http_port=self.http_port,
                 media_min=33000,
                 media_max=65000,
                 extra=f"[scheduling]\nrealtime_priority = {self.realtime_priority}\n",
                 sip_extra=f"max_call_rate = {self.max_call_rate}",
+                media_extra=f"workers = {self.media_workers}",
             )
         )
         self.process: subprocess.Popen[bytes] | None = None
@@ -321,6 +343,9 @@ class Bridge:
             preexec_fn=lambda: raise_fd_limit(65536),
         )
         wait_bound(self.sip_port)
+        # The sidecar listens last, once the media workers (if any) are up: their CPU and
+        # memory are then counted from the start of a run.
+        wait_bound(self.http_port)
         return self.process.pid
 
     def stop(self) -> None:
@@ -441,14 +466,15 @@ def rate_bridge(workdir: Path, rate: int, duration: float) -> RateResult:
             callee.start()
             wait_bound(callee.port)
             caller.command.insert(1, f"{HOST}:{bridge.sip_port}")
-            user_before, sys_before = cpu_split(pid)
+            tree = children_of(pid)  # with media workers, they count too
+            user_before, sys_before = tree_cpu_split(tree)
             caller.start()
             caller.wait(duration + 40)
             callee.wait(10)
-            user_after, sys_after = cpu_split(pid)
+            user_after, sys_after = tree_cpu_split(tree)
             used = user_after - user_before + sys_after - sys_before
             kernel = (sys_after - sys_before) / used if used else None
-            rss = rss_kib(pid)
+            rss = tree_rss_kib(tree)
     finally:
         alive = bridge.process is not None and bridge.process.poll() is None
         bridge.stop()
@@ -495,7 +521,8 @@ def hold_calls(workdir: Path, target: int, rate: int) -> HoldResult:
     bridge = Bridge(workdir / "bridge-hold", uac_port=caller.port, uas_port=callee.port)
     pid = bridge.start()
     time.sleep(1)
-    idle = rss_kib(pid)
+    tree = children_of(pid)  # the bridge and its media workers, if any
+    idle = tree_rss_kib(tree)
     held = reached = failed = 0
     try:
         with running(callee, caller):
@@ -513,7 +540,7 @@ def hold_calls(workdir: Path, target: int, rate: int) -> HoldResult:
                 time.sleep(1)
                 paused = paused_calls(counts)
                 if paused > reached:
-                    reached, held = paused, rss_kib(pid)
+                    reached, held = paused, tree_rss_kib(tree)
                     settled_at = None
                 elif settled_at is None:
                     settled_at = time.monotonic()
@@ -603,7 +630,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="run the bridge with [sip] max_call_rate = R; its UAC then dials 12315 (not "
         "urgent) so that calls over R/s are refused with 503",
     )
+    parser.add_argument(
+        "--media-workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run the bridge with [media] workers = N (relay processes); CPU and RSS are then "
+        "the bridge's and its workers' together, and the open-file cap of the hold run is "
+        "per process",
+    )
     args = parser.parse_args(argv)
+    Bridge.media_workers = args.media_workers
     Bridge.realtime_priority = args.realtime_priority
     Bridge.max_call_rate = args.max_call_rate
     if shutil.which("sipp") is None:
@@ -619,7 +656,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(
                 f"Rate: {args.rate} calls/s offered for {args.duration:.0f} s, SIPp built-in "
                 "uac -> uas on loopback (2 cores shared with the load generators), bridge "
-                f"real-time priority {args.realtime_priority or 'none'}"
+                f"real-time priority {args.realtime_priority or 'none'}, media workers "
+                f"{args.media_workers or 'none'}"
             )
             results: list[RateResult] = []
             if not args.skip_direct:
@@ -648,8 +686,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             # limit cannot be raised, which caps the concurrent calls this machine can hold.
             raise_fd_limit(65536)
             limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-            if args.hold * 4 + 256 > limit:
-                capped = (limit - 256) // 4
+            processes = max(1, args.media_workers)  # each holds its share of the sockets
+            stock = 128 if args.media_workers else 0  # pairs each worker binds ahead
+            if args.hold * 4 // processes + 256 + stock > limit:
+                capped = processes * (limit - 256 - stock) // 4
                 print(f"  open-file limit {limit} (hard): {args.hold} calls capped to {capped}")
                 args.hold = capped
             print(
@@ -658,9 +698,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             held = hold_calls(workdir, args.hold, args.hold_rate)
             added = held.rss_held_kib - held.rss_idle_kib
             per_call = added / held.reached if held.reached else 0
+            who = "bridge + media workers" if args.media_workers else "bridge"
             print(
                 f"  established and held: {held.reached} of {held.target}, failed "
-                f"{held.failed}; bridge RSS idle {held.rss_idle_kib / 1024:.0f} MiB, held "
+                f"{held.failed}; {who} RSS idle {held.rss_idle_kib / 1024:.0f} MiB, held "
                 f"{held.rss_held_kib / 1024:.0f} MiB ({per_call:.1f} KiB per call)"
             )
             if held.errors.strip():

@@ -11,6 +11,7 @@ listen = "127.0.0.1:{sip_port}"
 [media]
 port_min = {media_min}
 port_max = {media_max}
+{media_extra}
 [sidecar]
 listen = "127.0.0.1:{http_port}"
 link_secret = "bench-secret-0123456789-abcdef"
@@ -80,9 +81,11 @@ def bench_config(
     http_port: int,
     extra: str = "",
     sip_extra: str = "",
+    media_extra: str = "",
 ) -> str:
     """``extra`` is appended as is: TOML tables (e.g. ``[[sidecar.tokens]]``) may follow others;
-    ``sip_extra`` goes into ``[sip]`` (``max_call_rate = 450``)."""
+    ``sip_extra`` goes into ``[sip]`` (``max_call_rate = 450``), ``media_extra`` into
+    ``[media]`` (``workers = 2``)."""
     return (
         CONFIG.format(
             sip_port=sip_port,
@@ -90,6 +93,7 @@ def bench_config(
             media_max=media_max,
             http_port=http_port,
             sip_extra=sip_extra,
+            media_extra=media_extra,
         )
         + extra
     )
