@@ -141,7 +141,9 @@ class MediaDispatch:
         self._messages: list[Outgoing] = []
         self._blocked = [0] * count
         self._backlog: list[list[Item]] = [[] for _ in range(count)]
-        self._moves: dict[int, _Move] = {}
+        self._moves: dict[int, list[_Move]] = {}
+        """Moves under way, per port, oldest first: a leg joined again before its first move
+        finished moves on from its first destination, whose backlog holds that export."""
         self._conference_ids = 0
         self.moves = 0
         """Legs moved between workers so far (joins of two calls' legs)."""
@@ -224,7 +226,7 @@ class MediaDispatch:
     def _move(self, leg: WorkerLeg, destination: int) -> None:
         source = leg.worker
         self._send(source, ("export", leg.port))
-        self._moves[leg.port] = _Move(source, destination)
+        self._moves.setdefault(leg.port, []).append(_Move(source, destination))
         self.moves += 1
         self.load[source] -= 1
         self.load[destination] += 1
@@ -232,12 +234,15 @@ class MediaDispatch:
         self._blocked[destination] += 1
 
     def _exported(self, port: int, state: Any, fds: list[int]) -> list[MediaEvent]:
-        move = self._moves.pop(port, None)
-        if move is None:
+        chain = self._moves.get(port)
+        if not chain:
             # Its destination died meanwhile: the sockets close here, the port goes home.
             self.unused_fds.extend(fds)
             self._send(self.owner_of(port), ("reclaim", port))
             return []
+        move = chain.pop(0)
+        if not chain:
+            del self._moves[port]
         destination = move.destination
         leg = self.legs.get(port)
         if len(fds) != 2 or state is None:
@@ -246,7 +251,7 @@ class MediaDispatch:
             if leg is None:
                 return []
             del self.legs[port]
-            self.load[destination] -= 1
+            self.load[leg.worker] -= 1
             return [MediaLost(leg=leg, reason="media worker lost the leg")]
         self._flush_outbox(destination)
         adopt = Outgoing(worker=destination, items=[("adopt", port, state)], fds=tuple(fds))
@@ -306,20 +311,26 @@ class MediaDispatch:
         self._messages = [m for m in self._messages if m.worker != worker]
         events: list[MediaEvent] = []
         arriving: set[int] = set()
-        for port, move in list(self._moves.items()):
-            if move.source == worker:
-                # Its sockets died with the worker: the destination will never adopt it.
+        for port, chain in list(self._moves.items()):
+            kept: list[_Move] = []
+            for move in chain:
+                if move.source == worker:
+                    # Its sockets died with the worker: the destination will never adopt it.
+                    self._unblock(move.destination)
+                    leg = self.legs.pop(port, None)
+                    if leg is not None:
+                        self.load[leg.worker] -= 1
+                        events.append(MediaLost(leg=leg, reason="media worker died"))
+                elif move.destination == worker:
+                    # Still in its source: it is closed (and its port reclaimed) once
+                    # exported, even if the leg was released meanwhile.
+                    arriving.add(port)
+                else:
+                    kept.append(move)
+            if kept:
+                self._moves[port] = kept
+            else:
                 del self._moves[port]
-                self._unblock(move.destination)
-                leg = self.legs.pop(port, None)
-                if leg is not None:
-                    self.load[leg.worker] -= 1
-                    events.append(MediaLost(leg=leg, reason="media worker died"))
-            elif move.destination == worker:
-                # Still in its source: it is closed (and its port reclaimed) once exported,
-                # even if the leg was released meanwhile.
-                del self._moves[port]
-                arriving.add(port)
         self._blocked[worker] = 0
         for port, leg in list(self.legs.items()):
             if leg.worker != worker:

@@ -296,6 +296,39 @@ def test_a_conference_across_workers_moves_its_members_into_the_first_one_s() ->
     assert media.load == [3, 0, 0]
 
 
+def test_a_leg_joined_again_mid_move_moves_on_from_its_first_destination() -> None:
+    """connect(a@0, b@1), then conference([c@2, b]) before worker 1 answered: b goes 1 → 0
+    → 2, and neither worker 0 nor 2 is left waiting for good."""
+    media = dispatch(workers=3)
+    a, b, c = media.allocate(), media.allocate(), media.allocate()
+    assert (a.worker, b.worker, c.worker) == (0, 1, 2)
+    media.take_outgoing()
+    media.connect(a, b)
+    media.conference([c, b])
+    messages = media.take_outgoing()
+    assert to(messages, 1) == [("export", b.port)]
+    assert to(messages, 0) == []
+    assert to(messages, 2) == []
+
+    exported(media, 1, b.port, [41, 42])
+    messages = media.take_outgoing()
+    assert next((m.items[0][0], m.fds) for m in messages if m.worker == 0) == ("adopt", (41, 42))
+    assert ops(to(messages, 0)) == ["adopt", "connect", "export"]
+    assert to(messages, 2) == []
+
+    exported(media, 0, b.port, [43, 44])
+    messages = media.take_outgoing()
+    assert ops(to(messages, 2)) == ["adopt", "conference"]
+    assert next(m.fds for m in messages if m.worker == 2) == (43, 44)
+    media.hold(a)
+    media.hold(c)
+    messages = media.take_outgoing()
+    assert to(messages, 0) == [("hold", a.port)], "worker 0 is not blocked any more"
+    assert to(messages, 2) == [("hold", c.port)]
+    assert b.worker == 2
+    assert media.load == [1, 0, 2]
+
+
 def test_a_leg_released_while_moving_is_released_after_its_adoption() -> None:
     media = dispatch()
     a, b = moving_pair(media)
