@@ -172,12 +172,15 @@ class WorkerMedia:
 
     def _on_message(self, index: int, items: list[Any], fds: list[int]) -> None:
         events = self.dispatch.receive(index, items, fds)
-        _close_fds(self.dispatch.unused_fds)
-        self.dispatch.unused_fds.clear()
+        self._close_unused()
         if self.dispatch.alive[index]:
             self._started[index].set()
         self._deliver(events)
         self.flush()
+
+    def _close_unused(self) -> None:
+        _close_fds(self.dispatch.unused_fds)
+        self.dispatch.unused_fds.clear()
 
     def _deliver(self, events: list[MediaEvent]) -> None:
         for event in events:
@@ -199,6 +202,7 @@ class WorkerMedia:
         if process is not None:
             self._reap(index, process)
         self._deliver(self.dispatch.worker_lost(index))
+        self._close_unused()
         self.flush()
         restarts = self._restarts[index]
         now = time.monotonic()

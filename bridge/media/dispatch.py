@@ -308,6 +308,9 @@ class MediaDispatch:
         self.ready[worker].clear()
         self._outbox[worker].clear()
         self._backlog[worker].clear()
+        for message in self._messages:
+            if message.worker == worker:
+                self.unused_fds.extend(message.fds)  # an adoption it will never make
         self._messages = [m for m in self._messages if m.worker != worker]
         events: list[MediaEvent] = []
         arriving: set[int] = set()

@@ -402,6 +402,17 @@ def test_a_dead_worker_s_legs_are_lost_and_its_stock_gone() -> None:
     assert 1 not in {m.worker for m in media.take_outgoing()}
 
 
+def test_an_adoption_not_yet_sent_to_a_worker_that_died_closes_its_descriptors() -> None:
+    media = dispatch()
+    a, b = moving_pair(media)
+    media.connect(a, b)
+    media.take_outgoing()
+    exported(media, 1, b.port, [41, 42])  # the adoption is queued for worker 0 ...
+    media.worker_lost(0)  # ... which dies before it goes out
+    assert [m for m in media.take_outgoing() if m.fds] == []
+    assert media.unused_fds == [41, 42]
+
+
 def test_a_dead_worker_s_adopted_port_goes_home() -> None:
     media = dispatch()
     a, b = moving_pair(media)
