@@ -1,7 +1,7 @@
 """Media relay load on loopback: relayed calls and three-party mixes, against a bare relay.
 
 ``python bench/bench_media.py [--calls 500] [--mixes 150] [--seconds 4] [--loop uvloop]
-[--sample 5]``
+[--sample 5] [--realtime-priority N] [--workers N]``
 
 The relay runs in a child process, as in production; this process plays the phones with plain
 non-blocking sockets (one per leg, as a real call has) driven by epoll, so the phones cost as
@@ -22,6 +22,23 @@ Three runs, all bounded (about 5 s each): a bare asyncio relay that forwards dat
 fixed socket pairs (the ratio baseline), the bridge relay with the same calls, and the bridge
 relay mixing three-party conferences on its 20 ms tick. Figures are printed; BENCHMARKS.md
 records them.
+
+``--workers N`` runs the bridge relay and the mix as the product does with ``[media] workers =
+N``: the child process plays the bridge process, creating a :class:`WorkerMedia` over the port
+range (N worker processes, each a MediaRelay over its share, on uvloop when installed whatever
+``--loop`` says) and driving it through the call core's Media calls: ``allocate`` (a call's
+second leg, or a conference's other members, with ``near=`` its first leg, so a call stays in
+one worker), ``point`` at the phones and ``connect``/``conference``. Before it reports ready it
+waits, bounded, until every worker has handled its set-up commands (see
+:func:`_serve_workers`). CPU is then the sum over the child and the workers of
+``/proc/<pid>/stat`` utime+stime over the sending window, printed with the number of processes
+it is spread over and the share of the busiest one: a process that has its core to itself keeps
+up, so the busiest share, not the sum, decides the jitter. The workers' tick lateness and
+counters are out of reach, so the mix is judged at the phones instead: "mix arrival jitter" is
+each sampled phone's inter-arrival gap of mixed packets minus 20 ms, p99 (and max) over all gaps
+in the sending window; the mixed packets received are compared with one per 20 ms of the window.
+``--realtime-priority`` is passed on to the workers. The bare run is the same with or without
+workers (the per-packet baseline).
 """
 
 from __future__ import annotations
@@ -36,14 +53,19 @@ import socket
 import struct
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
 import numpy as np
 
+from bridge.config import MediaConfig
 from bridge.media import g711
+from bridge.media.dispatch import WorkerLeg
 from bridge.media.relay import MediaEndpoint, MediaRelay
+from bridge.media.worker import STOCK
+from bridge.media_workers import WorkerMedia
 from bridge.process import apply_realtime_priority, settle_heap
 
 HOST = "127.0.0.1"
@@ -156,11 +178,137 @@ async def _serve(conn: Connection, mode: str, count: int) -> None:
         transport.close()
 
 
-def _child(conn: Connection, mode: str, count: int, loop_kind: str, priority: int) -> None:
+SETUP_TIMEOUT = 15.0
+"""Seconds the media workers may take to refill their port stock or handle the set-up."""
+
+
+async def _until(condition: Callable[[], bool], what: str) -> None:
+    """Let the loop run (it carries the workers' control traffic) until ``condition`` holds."""
+    deadline = time.monotonic() + SETUP_TIMEOUT
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"media workers: timed out waiting until {what}")
+        await asyncio.sleep(0.002)
+
+
+def _cpu_ticks(pids: list[int]) -> dict[int, int]:
+    """utime + stime of each process (all its threads), in clock ticks."""
+    ticks: dict[int, int] = {}
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()  # fields from 3 (state) on
+        ticks[pid] = int(fields[11]) + int(fields[12])  # fields 14 and 15
+    return ticks
+
+
+async def _serve_workers(
+    conn: Connection, mode: str, count: int, workers: int, priority: int
+) -> None:
+    """As :func:`_serve` for "relay" and "mix", with the media in ``workers`` worker processes.
+
+    This process plays the bridge process: it drives :class:`WorkerMedia` through the call
+    core's synchronous Media calls, and the commands reach the workers as the loop runs.
+    """
+    group = 3 if mode == "mix" else 2
+    # As in _serve, plus room for each worker's stock of pairs bound ahead of demand.
+    port_max = PORT_MIN + 4 * count + 400 + 4 * STOCK * workers
+    config = MediaConfig(host=HOST, port_min=PORT_MIN, port_max=port_max, workers=workers)
+    lost: list[WorkerLeg] = []
+    media = WorkerMedia(
+        config,
+        on_digit=lambda leg, digit: None,
+        # A worker died (no media timeout is configured).
+        on_timeout=lambda leg, reason: lost.append(leg),
+        realtime_priority=priority,
+        log_level="warning",  # their info lines would land among the figures
+    )
+    await media.start()
+    ready = media.dispatch.ready
+    try:
+        legs: list[WorkerLeg] = []
+        for _ in range(0, count, group):
+            # A worker gives out the pairs it bound ahead (STOCK) and binds more once it has
+            # handled the takes: wait for every worker to have a whole call's worth, so that
+            # near= keeps each call in one worker, as it does in production.
+            await _until(lambda: min(map(len, ready)) >= group, "their port stock is refilled")
+            lead = media.allocate()
+            members = [lead, *(media.allocate(near=lead) for _ in range(group - 1))]
+            if any(leg.worker != lead.worker for leg in members):
+                raise RuntimeError("near= did not keep a call's legs in one worker")
+            legs.extend(members)
+        conn.send([leg.port for leg in legs])
+        phone_ports: list[int] = conn.recv()
+        for index, (leg, port) in enumerate(zip(legs, phone_ports, strict=True)):
+            media.point(leg, HOST, port, _leg_codec(mode, index))
+        for index in range(0, count, group):
+            if mode == "relay":
+                media.connect(legs[index], legs[index + 1])
+            else:
+                media.conference(legs[index : index + group])
+        # The workers do not acknowledge commands, but they refill their stock after each
+        # control message and report the new ports: a worker's stock back at STOCK means it
+        # has handled every take sent to it, and with it every command sent before. So one
+        # more take per worker (a spare leg that stays unused), after the set-up commands,
+        # then wait for every stock to be full again.
+        await _until(lambda: all(ready), "every worker has a port to give")
+        for worker in range(workers):
+            member = next((leg for leg in legs if leg.worker == worker), None)
+            if member is not None and media.allocate(near=member).worker != worker:
+                raise RuntimeError("the spare leg went to another worker")
+        await _until(lambda: all(len(r) >= STOCK for r in ready), "the set-up is handled")
+        settle_heap()  # as the service does once started
+        conn.send("ready")
+
+        loop = asyncio.get_running_loop()
+        done = asyncio.Event()
+        marks: dict[str, Any] = {}
+
+        def on_command() -> None:
+            command = conn.recv()
+            if command == "start":
+                marks["pids"] = [os.getpid(), *media.pids]
+                marks["wall"] = time.monotonic()
+                marks["ticks"] = _cpu_ticks(marks["pids"])
+            elif command == "stop":
+                wall = time.monotonic() - marks["wall"]
+                try:
+                    after = _cpu_ticks(marks["pids"])
+                except FileNotFoundError:
+                    raise RuntimeError("a media worker died during the run") from None
+                marks["wall"] = wall
+                marks["ticks"] = {pid: after[pid] - marks["ticks"][pid] for pid in after}
+                done.set()
+
+        loop.add_reader(conn.fileno(), on_command)
+        await done.wait()
+        loop.remove_reader(conn.fileno())
+        clock = os.sysconf("SC_CLK_TCK")
+        per_process = [marks["ticks"][pid] / clock for pid in marks["pids"]]
+        conn.send(
+            {
+                "cpu": sum(per_process),
+                "wall": marks["wall"],
+                "ticks": None,  # the mixers' ticks are counted in the workers
+                "processes": len(per_process),
+                "busiest_cpu": max(per_process),
+                "lost": len(lost),
+                "counters": {},
+            }
+        )
+    finally:
+        await media.close()
+
+
+def _child(
+    conn: Connection, mode: str, count: int, loop_kind: str, priority: int, workers: int
+) -> None:
     apply_realtime_priority(priority)  # the bridge's [scheduling] option, bare relay included
     loop = _new_loop(loop_kind)
     try:
-        loop.run_until_complete(_serve(conn, mode, count))
+        if workers and mode != "bare":
+            loop.run_until_complete(_serve_workers(conn, mode, count, workers, priority))
+        else:
+            loop.run_until_complete(_serve(conn, mode, count))
     finally:
         loop.close()
 
@@ -179,6 +327,8 @@ class RunResult:
     delays_ms: np.ndarray
     streams: np.ndarray
     relay: dict[str, Any]
+    arrivals: np.ndarray | None = None
+    """(phone, arrival time) of every packet heard in the sending window, when asked for."""
 
     @property
     def loss(self) -> float:
@@ -195,6 +345,23 @@ class RunResult:
     def relay_cpu_share(self) -> float:
         return float(self.relay["cpu"]) / float(self.relay["wall"])
 
+    @property
+    def busiest_cpu_share(self) -> float:
+        return float(self.relay["busiest_cpu"]) / float(self.relay["wall"])
+
+    def arrival_jitter_ms(self, q: float) -> float:
+        """Percentile ``q`` of each stream's gaps between arrivals, minus the 20 ms tick."""
+        if self.arrivals is None or len(self.arrivals) < 2:
+            return float("nan")
+        phones, times = self.arrivals[:, 0], self.arrivals[:, 1]
+        order = np.lexsort((times, phones))
+        phones, times = phones[order], times[order]
+        same_stream = phones[1:] == phones[:-1]
+        gaps = np.diff(times)[same_stream]
+        if not len(gaps):
+            return float("nan")
+        return float(np.percentile(gaps * 1000 - PACKET_SECONDS * 1000, q))
+
 
 def _packet(stream: int, index: int, payload_type: int) -> bytes:
     header = _HEADER.pack(
@@ -204,13 +371,19 @@ def _packet(stream: int, index: int, payload_type: int) -> bytes:
 
 
 def run(
-    mode: str, legs: int, seconds: float, loop_kind: str, sample: int, priority: int = 0
+    mode: str,
+    legs: int,
+    seconds: float,
+    loop_kind: str,
+    sample: int,
+    priority: int = 0,
+    workers: int = 0,
 ) -> RunResult:
     """One bounded run: ``legs`` phones, each sending for ``seconds`` at 50 packets/s."""
     ctx = mp.get_context("fork")
     parent, child_conn = ctx.Pipe()
     child = ctx.Process(
-        target=_child, args=(child_conn, mode, legs, loop_kind, priority), daemon=True
+        target=_child, args=(child_conn, mode, legs, loop_kind, priority, workers), daemon=True
     )
     child.start()
     phones: list[socket.socket] = []
@@ -229,7 +402,8 @@ def run(
             raise RuntimeError("relay did not get ready")
         parent.recv()
         settle_heap()  # the phones are the instrument: no collection pause of theirs in the figures
-        return _drive(mode, legs, seconds, phones, relay_ports, parent, sample)
+        arrivals = mode == "mix" and workers > 0
+        return _drive(mode, legs, seconds, phones, relay_ports, parent, sample, arrivals)
     finally:
         for s in phones:
             s.close()
@@ -246,6 +420,7 @@ def _drive(
     relay_ports: list[int],
     conn: Connection,
     sample: int,
+    arrivals: bool = False,
 ) -> RunResult:
     # Only every ``sample``-th call (or conference) is listened to: the phones of a real call
     # are other machines, and reading every packet here would starve the relay of CPU.
@@ -261,6 +436,7 @@ def _drive(
     sent_by = [0] * legs
     delays: list[float] = []
     streams: list[int] = []
+    heard: list[tuple[int, float]] = []  # (phone, arrival time), when ``arrivals``
     received = 0
     index = 0
     conn.send("start")
@@ -271,7 +447,8 @@ def _drive(
     def receive(timeout: float) -> None:
         nonlocal received
         for fd, _ in poller.poll(timeout):
-            sock = phones[by_fd[fd]]
+            who = by_fd[fd]
+            sock = phones[who]
             while True:
                 try:
                     data = sock.recv(2048)
@@ -283,6 +460,8 @@ def _drive(
                     _, _, stream, _, sent_at = _EXTENSION.unpack_from(data, 12)
                     delays.append(now - sent_at)
                     streams.append(stream)
+                if arrivals and now < end:
+                    heard.append((who, now))
 
     while True:
         now = time.monotonic()
@@ -306,7 +485,10 @@ def _drive(
         raise RuntimeError("relay did not report")
     report: dict[str, Any] = conn.recv()
     poller.close()
-    if mode == "mix":
+    if mode == "mix" and report["ticks"] is None:
+        # The ticks are counted in the workers: one mixed packet per 20 ms of the window.
+        expected = round(report["wall"] / PACKET_SECONDS) * len(listened)
+    elif mode == "mix":
         expected = int(report["ticks"]) * len(listened)
     else:
         expected = sum(sent_by[i ^ 1] for i in listened)  # i hears its call's other leg
@@ -320,6 +502,7 @@ def _drive(
         delays_ms=np.array(delays) * 1000,
         streams=np.array(streams, dtype=np.int64),
         relay=report,
+        arrivals=np.array(heard, dtype=np.float64).reshape(-1, 2) if arrivals else None,
     )
 
 
@@ -340,9 +523,19 @@ def main(argv: list[str] | None = None) -> int:
         help="run the relays (bare and bridge) at SCHED_RR priority N, as the bridge's "
         "[scheduling] realtime_priority does; the phones keep normal scheduling",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run the bridge relay and the mix in N media worker processes, as [media] "
+        "workers = N does (CPU summed over them); the bare relay stays one process",
+    )
     args = parser.parse_args(argv)
     if not 0 < args.seconds <= 5:
         parser.error("--seconds must be in (0, 5]: the whole benchmark stays under 20 s")
+    if not 0 <= args.workers <= 64:
+        parser.error("--workers must be in [1, 64] ([media] workers), or 0 for none")
     with contextlib.suppress(ValueError, OSError):
         import resource
 
@@ -354,10 +547,17 @@ def main(argv: list[str] | None = None) -> int:
         f"media relay bench: {args.calls} calls ({legs} streams, {50 * legs} packets/s), "
         f"{args.mixes} three-party mixes, {args.seconds:g} s each, loop={args.loop}, "
         f"{os.cpu_count()} CPUs, relay real-time priority {args.realtime_priority or 'none'}"
+        + (f", bridge media in {_workers(args.workers)}" if args.workers else "")
     )
+    cpus = os.cpu_count() or 1
+    if args.workers and args.workers >= cpus:
+        print(
+            f"  ({_workers(args.workers)} and the phones on {cpus} CPUs: they compete for the "
+            "cores, so the relay and mix figures measure that contention too)"
+        )
     common = (args.seconds, args.loop, args.sample, args.realtime_priority)
     bare = run("bare", legs, *common)
-    relay = run("relay", legs, *common)
+    relay = run("relay", legs, *common, workers=args.workers)
     for result in (bare, relay):
         target = int(50 * result.legs * result.seconds)
         if result.sent < 0.98 * target:
@@ -368,16 +568,39 @@ def main(argv: list[str] | None = None) -> int:
         us_per_packet = result.relay["cpu"] / max(1, result.sent) * 1e6
         print(
             f"  {result.mode:5}  sent {result.sent:7d}  loss {100 * result.loss:6.3f} %  "
-            f"delay p50 {np.percentile(result.delays_ms, 50):6.2f} ms  "
+            f"delay p50 {_percentile(result.delays_ms, 50):6.2f} ms  "
             f"added jitter p99 {result.added_jitter_ms(99):6.2f} ms  "
             f"CPU {100 * result.relay_cpu_share:5.1f} % of a core  "
-            f"{us_per_packet:5.1f} µs/packet  "
+            + _spread(result)
+            + f"{us_per_packet:5.1f} µs/packet  "
             f"{1000 * result.relay_cpu_share / args.calls:6.3f} ms CPU per call-second"
         )
     ratio = relay.relay_cpu_share / bare.relay_cpu_share if bare.relay_cpu_share else float("nan")
-    print(f"  relay/bare CPU ratio {ratio:.2f}; relay counters {_nonzero(relay.relay['counters'])}")
+    if args.workers:
+        print(
+            f"  relay/bare CPU ratio {ratio:.2f} (relay CPU summed over "
+            f"{relay.relay['processes']} processes); relay counters n/a (in workers)" + _lost(relay)
+        )
+    else:
+        print(
+            f"  relay/bare CPU ratio {ratio:.2f}; "
+            f"relay counters {_nonzero(relay.relay['counters'])}"
+        )
 
-    if args.mixes:
+    if args.mixes and args.workers:
+        mix = run("mix", 3 * args.mixes, *common, workers=args.workers)
+        print(
+            f"  mix    {args.mixes} conferences in {_workers(args.workers)}: "
+            "tick lateness n/a (in workers), "
+            f"mix arrival jitter p99 {mix.arrival_jitter_ms(99):.2f} ms "
+            f"max {mix.arrival_jitter_ms(100):.2f} ms, "
+            f"mixed packets received {mix.received}/~{mix.expected} (sampled legs; expected: "
+            f"one per 20 ms), CPU {100 * mix.relay_cpu_share:5.1f} % of a core "
+            + _spread(mix).rstrip()
+            + f", {1000 * mix.relay_cpu_share / args.mixes:6.3f} ms CPU per mix-second"
+            + _lost(mix)
+        )
+    elif args.mixes:
         mix = run("mix", 3 * args.mixes, *common)
         ticks = mix.relay["ticks"]
         print(
@@ -394,6 +617,30 @@ def main(argv: list[str] | None = None) -> int:
 
 def _nonzero(counters: dict[str, int]) -> dict[str, int]:
     return {k: v for k, v in counters.items() if v}
+
+
+def _percentile(values: np.ndarray, q: float) -> float:
+    """NaN when nothing was heard (the loss figure then says why), rather than a traceback."""
+    return float(np.percentile(values, q)) if len(values) else float("nan")
+
+
+def _spread(result: RunResult) -> str:
+    """With workers: how many processes the CPU is spread over, and the busiest one's share."""
+    if "processes" not in result.relay:
+        return ""
+    return (
+        f"over {result.relay['processes']} processes, "
+        f"busiest {100 * result.busiest_cpu_share:5.1f} %  "
+    )
+
+
+def _workers(count: int) -> str:
+    return f"{count} worker process" + ("es" if count > 1 else "")
+
+
+def _lost(result: RunResult) -> str:
+    lost = int(result.relay.get("lost", 0))
+    return f" ({lost} legs lost with a worker: these figures mean little)" if lost else ""
 
 
 if __name__ == "__main__":
