@@ -486,10 +486,8 @@ class B2BUA:
             teardown.send_bye(self, call, leg, now)
             return
         if not legs.answers_offer(leg, response):
-            self._record(call.note("no_answer_in_2xx", now, leg=leg.leg_id))
-            teardown.send_bye(self, call, leg, now)
-            teardown.release_media(self, leg)
-            self._destination_failed(call, leg, 502, now)
+            legs.end_answerless(self, call, leg, now)
+            self._destination_failed(call, leg, legs.ANSWERLESS_2XX[0], now)
             return
         caller = call.caller
         assert caller.invite is not None

@@ -185,6 +185,21 @@ def answers_offer(leg: Leg, response: Response) -> bool:
     return bool(response.body) and response.content_type == "application/sdp"
 
 
+ANSWERLESS_2XX = 502, "answered without an SDP answer to the offer"
+"""The failure a destination whose 2xx does not answer the bridge's offer counts as (see
+:func:`answers_offer`): a broken gateway's status, and the reason events and NOTIFYs give."""
+
+
+def end_answerless(core: B2BUA, call: Call, leg: Leg, now: float) -> None:
+    """Hang up a leg whose 2xx, already ACKed by :func:`confirm_outgoing`, did not answer the
+    bridge's offer (:func:`answers_offer`): BYE on the dialog it made (§15) and its ports back,
+    noted in the call's history with the leg, since the failover or failure that follows
+    carries only a status. Whoever rang it then goes on as for a failure response."""
+    core._record(call.note("no_answer_in_2xx", now, leg=leg.leg_id))
+    core.send_bye(call, leg, now)
+    core.release_media(leg)
+
+
 def offer_in_2xx(caller: Leg, callee_answer: bytes) -> bytes:
     """The body of the 2xx to a caller whose INVITE had no offer (RFC 3261 §13.2.1, RFC 3264
     §5): an offer of the bridge's own, preferring the codec the callee settled on; the caller

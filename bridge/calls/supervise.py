@@ -225,8 +225,14 @@ class SuperviseDesk:
                 supervision.apply(SupervisionInput.PROGRESS)
             return
         legs.clear_ring_deadline(self.core, call, leg)
-        if status < 300:
+        if status < 300 and legs.answers_offer(leg, response):
             self._joined(call, supervision, leg, response, now)
+            return
+        if status < 300:
+            # A supervisor who could hear no one fails like a busy one (legs.answers_offer).
+            legs.confirm_outgoing(self.core, call, leg, response, now)
+            legs.end_answerless(self.core, call, leg, now)
+            self._next_or_fail(call, supervision, now, *legs.ANSWERLESS_2XX)
             return
         leg.state = LegState.TERMINATED
         self.core.release_media(leg)

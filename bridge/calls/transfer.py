@@ -246,15 +246,22 @@ class TransferDesk:
                 self._notify(call, transfer, now, status, response.reason)
             return
         legs.clear_ring_deadline(self.core, call, leg)
-        if status < 300:
+        reason = response.reason or REASONS.get(status, "")
+        if status < 300 and legs.answers_offer(leg, response):
             self._answered(call, transfer, leg, response, now)
             return
-        leg.state = LegState.TERMINATED
-        self.core.release_media(leg)
+        if status < 300:
+            # A target that cannot hear the caller fails like a busy one (legs.answers_offer).
+            legs.confirm_outgoing(self.core, call, leg, response, now)
+            legs.end_answerless(self.core, call, leg, now)
+            status, reason = legs.ANSWERLESS_2XX
+        else:
+            leg.state = LegState.TERMINATED
+            self.core.release_media(leg)
         transfer.last_status = status
         transfer.apply(TransferInput.NEXT_DESTINATION)
         if not self._ring_next(call, transfer, now):
-            self._fail(call, transfer, now, status, response.reason or REASONS.get(status, ""))
+            self._fail(call, transfer, now, status, reason)
 
     def ring_timeout(self, call: Call, leg: Leg, now: float) -> None:
         """No answer within the plan's ring timeout: CANCEL and go on as for a 408."""

@@ -410,3 +410,34 @@ def test_supervisor_answering_during_a_consultation_joins_when_it_ends() -> None
     )
     assert h.media.conferences[-1] == [caller, target, supervisor]
     assert h.media.modes[supervisor] == ("listen", None)
+
+
+def test_a_supervisor_answering_without_sdp_is_hung_up_and_the_call_goes_on() -> None:
+    """RFC 3264 §4 / RFC 3261 §13.2.1: a supervisor's 200 without the answer to the bridge's
+    offer could hear no one. It is ACKed and hung up, the supervision fails as for a busy
+    supervisor, with its reason, and the parties are left exactly as they were."""
+    h = Harness()
+    establish(h)
+    connected = list(h.media.connected)
+    inv = supervise(h)
+    h.feed(answer(inv, 200, tag="sup1", contact="sip:sup@127.0.0.1:5095"), SUPERVISOR)
+    sent = h.sent()
+    methods = [m.method for d, m in sent if d == SUPERVISOR and isinstance(m, Request)]
+    assert methods == ["ACK", "BYE"]
+    assert not [m for d, m in sent if d in (CALLER, CALLEE)]
+    assert h.media.connected == connected
+    assert h.media.conferences == []
+    call = the_call(h)
+    assert call.caller.live
+    assert call.legs["b1"].live
+    assert call.legs["s1"].media.port == 0, "its ports went back to the pool"
+    kind, data = supervise_events(h)[-1]
+    assert (kind, data["status"]) == ("supervise_failed", 502)
+    assert "SDP" in str(data["reason"])
+    assert call.call_id not in h.core.supervision.by_call
+    bye = [m for d, m in sent if d == SUPERVISOR and isinstance(m, Request)][-1]
+    h.feed(answer(bye, 200, tag=""), SUPERVISOR)
+    assert call.legs["s1"].state is LegState.TERMINATED
+    assert call.caller.live
+    supervise(h)  # asking again is fine, on a new leg
+    assert "s2" in call.legs

@@ -15,6 +15,7 @@ from test_b2bua import (
     request_in_dialog,
 )
 
+from bridge.calls.call import LegState
 from bridge.calls.ports import Destination
 from bridge.sip.errors import LocalProtocolError
 from bridge.sip.message import Request, Response
@@ -484,3 +485,52 @@ def test_a_consulted_target_gone_silent_gives_the_caller_back_to_the_agent() -> 
     assert h.media.connected[-1] == (call.caller.media.port, call.legs["b1"].media.port)
     notes = [e.data for e in h.core.take_events() if e.kind == "media_timeout"]
     assert notes == [{"leg": "t1", "party": "target"}]
+
+
+def test_a_target_answering_without_sdp_is_hung_up_and_the_next_one_rings() -> None:
+    """RFC 3264 §4 / RFC 3261 §13.2.1: the answer to the offer in the bridge's INVITE is in
+    the 2xx. A target whose 200 has none could not hear the caller: it is ACKed and hung up
+    like a target that failed, the next destination rings, and the caller stays with the
+    agent meanwhile."""
+    h = Harness()
+    establish(h)
+    h.sent()
+    transfer(h, dest(TARGET), dest(BACKUP))
+    first = next(m for m in h.sent_to(TARGET) if isinstance(m, Request))
+    h.feed(answer(first, 200, tag="t1", contact="sip:t@127.0.0.1:5090"), TARGET)
+    sent = h.sent()
+    assert [m.method for d, m in sent if d == TARGET and isinstance(m, Request)] == ["ACK", "BYE"]
+    assert [m.method for d, m in sent if d == BACKUP and isinstance(m, Request)] == ["INVITE"]
+    assert not [m for d, m in sent if d in (CALLER, CALLEE)], "caller and agent untouched"
+    call = next(iter(h.core.calls.values()))
+    assert call.legs["t1"].media.port == 0, "its ports went back to the pool"
+    assert (call.caller.media.port, call.legs["t1"].media.port) not in h.media.connected
+    assert [e.kind for e in h.core.take_transfer_events()] == ["trying", "trying"]
+    assert ("no_answer_in_2xx", {"leg": "t1"}) in [(e.kind, e.data) for e in call.history]
+
+
+def test_the_last_target_answering_without_sdp_fails_the_transfer_not_the_call() -> None:
+    """With no destination left the transfer fails as after a busy target: the agent, and
+    a phone that sent REFER, is told why, and still has the caller."""
+    h = Harness()
+    establish(h)
+    h.sent()
+    transfer(h, dest(TARGET), refer_leg="b1")
+    target_invite = next(m for m in h.sent_to(TARGET) if isinstance(m, Request))
+    h.feed(answer(target_invite, 200, tag="t1", contact="sip:t@127.0.0.1:5090"), TARGET)
+    sent = h.sent()
+    bye = next(m for d, m in sent if d == TARGET and isinstance(m, Request) and m.method == "BYE")
+    notify = next(m for d, m in sent if d == CALLEE and isinstance(m, Request))
+    assert notify.method == "NOTIFY"
+    assert notify.body.startswith(b"SIP/2.0 502")
+    assert not [m for d, m in sent if d == CALLER]
+    event = h.core.take_transfer_events()[-1]
+    assert (event.kind, event.status) == ("failed", 502)
+    assert "SDP" in event.reason
+    call = next(iter(h.core.calls.values()))
+    assert call.caller.live
+    assert call.legs["b1"].live, "the agent still has the caller"
+    assert h.core.transfers.by_call == {}
+    h.feed(answer(bye, 200, tag=""), TARGET)
+    assert call.legs["t1"].state is LegState.TERMINATED
+    assert call.caller.live
