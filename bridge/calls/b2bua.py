@@ -457,6 +457,11 @@ class B2BUA:
         self._fail_caller(call, _caller_status(status), None, now)
 
     def _relay_provisional(self, call: Call, response: Response, now: float) -> None:
+        """The callee's 18x to the caller. Its SDP answers the bridge's offer on the callee's
+        leg (early media) and goes on as the answer to the caller's offer; a caller that made
+        none gets the bridge's offer in the 2xx (RFC 3261 §13.2.1, RFC 3264 §4), so its 18x
+        goes without a body: an answer to nothing, and no offer either, since the bridge does
+        not do reliable provisionals (RFC 3262), the only ones that may carry one."""
         caller = call.caller
         assert caller.invite is not None
         assert caller.server_key is not None
@@ -465,7 +470,8 @@ class B2BUA:
         )
         out.headers.add("Contact", self.contact(caller.transport))
         if response.body and response.content_type == "application/sdp":
-            self._put_answer(caller, response.body, out)
+            if caller.invite.body:
+                self._put_answer(caller, response.body, out)
             self._point_media(call.legs[call.callee_leg], response.body)
         self.txl.send_response(caller.server_key, out, now)
 

@@ -760,3 +760,28 @@ def test_a_200_without_the_answer_from_the_last_destination_fails_the_caller() -
     h.feed(answer(bye, 200, tag=""), CALLEE)
     assert h.core.calls == {}
     assert h.media.live == set()
+
+
+def test_early_media_sdp_is_not_relayed_to_a_caller_that_made_no_offer() -> None:
+    """RFC 3261 §13.2.1 / RFC 3264 §4: a caller whose INVITE had no offer gets the bridge's
+    offer in the 2xx; the callee's SDP in a 183 answers the bridge's offer on the callee's
+    leg, and relayed to the caller it would be an answer to nothing (the bridge does not do
+    reliable provisionals, where an offer could go instead). The caller's 183 has no body,
+    the caller's session is still unopened, and its 200 carries the first offer."""
+    h = Harness()
+    h.feed(invite_without_sdp(), CALLER)
+    inv = next(m for m in h.sent_to(CALLEE) if isinstance(m, Request))
+    h.feed(answer(inv, 183, sdp=CALLEE_PCMU), CALLEE)
+    (early,) = [m for m in h.sent_to(CALLER) if isinstance(m, Response)]
+    assert early.status == 183
+    assert early.body == b""
+    assert early.content_type == ""
+    call = next(iter(h.core.calls.values()))
+    assert call.caller.last_sdp == b""
+    assert call.legs[call.callee_leg].media.remote == ("127.0.0.1", 6000, 0)
+    h.feed(answer(inv, 200, sdp=CALLEE_PCMU), CALLEE)
+    ok = next(m for m in h.sent_to(CALLER) if isinstance(m, Response) and m.status == 200)
+    offer = SessionDescription.parse(ok.body)
+    assert offer.audio_endpoint == ("127.0.0.1", call.caller.media.port)
+    assert call.caller.last_sdp == ok.body
+    assert call.caller.awaiting_answer
