@@ -22,7 +22,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bridge.calls import indialog, legs, sdpmap, teardown
+from bridge.calls import indialog, legs, reinvite, sdpmap, teardown
 from bridge.calls.admission import Admission, Refusal
 from bridge.calls.call import (
     Call,
@@ -34,10 +34,10 @@ from bridge.calls.call import (
     LegRole,
     LegState,
 )
-from bridge.calls.indialog import PendingReinvite
 from bridge.calls.keys import KeyBuffer
 from bridge.calls.legs import ALLOW
 from bridge.calls.ports import Destination, Media, MediaUnavailable, Origin, Routing
+from bridge.calls.reinvite import PendingReinvite
 from bridge.calls.supervise import SuperviseDesk
 from bridge.calls.transfer import TransferDesk, TransferEvent, TransferRequest
 from bridge.sip import transaction as tx
@@ -153,7 +153,7 @@ class B2BUA:
             if self._ring_deadlines.get((call_id, leg_id)) == deadline:
                 del self._ring_deadlines[(call_id, leg_id)]
                 teardown.ring_timeout(self, call_id, leg_id, now)
-        indialog.retry_reinvites(self, now)
+        reinvite.retry_reinvites(self, now)
 
     def transport_error(self, destination: Address, transport: str, now: float) -> None:
         """The transport could not reach ``destination`` (a refused TCP connect): the
@@ -211,7 +211,7 @@ class B2BUA:
             return
         assert key is not None
         if request.to.tag is not None and request.method == "CANCEL":
-            indialog.on_cancel(self, request, key, now)
+            reinvite.on_cancel(self, request, key, now)
             return
         if request.to.tag is not None:
             indialog.on_in_dialog(self, request, key, now)
@@ -385,7 +385,7 @@ class B2BUA:
             return
         found = self._by_client.get(key)
         if found is None:
-            indialog.on_reinvite_response(self, response, key, now)
+            reinvite.on_reinvite_response(self, response, key, now)
             return
         call = self.calls.get(found[0])
         if call is None:
@@ -585,7 +585,7 @@ class B2BUA:
         indialog.send_notify(self, call, leg, status, reason, final, now)
 
     def resume(self, call: Call, leg: Leg, now: float) -> None:
-        indialog.resume(self, call, leg, now)
+        reinvite.resume(self, call, leg, now)
 
     def take_transfer_events(self) -> list[TransferEvent]:
         events, self.transfers.events = self.transfers.events, []
@@ -616,6 +616,9 @@ class B2BUA:
         self._record(call.note("media_timeout", now, **data))
         teardown.send_bye(self, call, leg, now)
         self.release_media(leg)
+        indialog.after_leg_left(self, call, leg, now, reason=reason)
+
+    def leg_left(self, call: Call, leg: Leg, now: float, *, reason: str | None = None) -> None:
         indialog.after_leg_left(self, call, leg, now, reason=reason)
 
     def _hangup(self, call_id: str, now: float, *, reason: str) -> None:

@@ -1,77 +1,32 @@
-"""Requests inside established dialogs: hang-ups, hold and resume, REFER, DTMF keys.
+"""Requests inside established dialogs: hang-ups, REFER, DTMF keys, and the ACK's answer.
 
 Theory of operation
 -------------------
 A request inside a dialog is matched to its leg by (Call-ID, our tag) before it gets here. A BYE
 ends that leg; the call ends only when fewer than two parties remain and no transfer is ringing
-for the caller. A re-INVITE or UPDATE (hold, resume, codec change, RFC 3264 §8) is mirrored on
-the other leg with the SDP re-anchored, and its answer mirrored back; with no confirmed party to
-mirror it onto (a supervisor, a caller alone while a transfer rings) the bridge answers it from
-its own media. While one is pending, both dialogs it involves have an INVITE in progress:
-another offer on either is glare (491, §14.1), or 500 with Retry-After from the party still
-waiting for its first (§14.2); the bridge's own re-INVITE that meets a 491 goes again after
-§14.1's random delay. A party that leaves with one pending has it answered 487 (§15.1.2) and
-its 2xx, if one still comes, ACKed; a CANCEL of one still pending gets it 487 too (§9.2), and
-the mirrored one is cancelled in turn. A 481 or 408 to one the bridge sent means that party's
-dialog is gone (§12.2.1.2): its leg leaves as if it had hung up. Before the caller's INVITE
-is answered, its early dialog takes a BYE as a CANCEL and refuses a second offer. A REFER
-(RFC 3515) is accepted with 202 and becomes a transfer request; the agent's digits (INFO
-here, RFC 4733 from the media relay) are collected into transfer keys.
+for the caller. A re-INVITE or UPDATE goes to :mod:`bridge.calls.reinvite`, which mirrors it on
+the other leg. Before the caller's INVITE is answered, its early dialog takes a BYE as a CANCEL
+and refuses a second offer. An ACK for a 2xx of the bridge's that carried an offer must carry
+the answer (RFC 3261 §13.2.2.4). A REFER (RFC 3515) is accepted with 202 and becomes a
+transfer request; the agent's digits (INFO here, RFC 4733 from the media relay) are collected
+into transfer keys.
 These methods are part of :class:`~bridge.calls.b2bua.B2BUA`, split out to keep modules small.
 """
 
 from __future__ import annotations
 
-import heapq
-import secrets
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from bridge.calls import legs, sdpmap
-from bridge.calls.call import Call, CallInput, Cancel, Leg, LegRole, LegState
+from bridge.calls import legs, reinvite, sdpmap
+from bridge.calls.call import Call, CallInput, Leg, LegRole, LegState
 from bridge.calls.keys import KeyBuffer
 from bridge.calls.transfer import TransferRequest, parse_refer_to
 from bridge.media.dtmf import parse_info_dtmf
-from bridge.sip import offer_answer, sdp
-from bridge.sip import transaction as tx
 from bridge.sip.errors import RemoteProtocolError
-from bridge.sip.message import REASONS, Request, Response, make_response
+from bridge.sip.message import REASONS, Request, make_response
 
 if TYPE_CHECKING:
     from bridge.calls.b2bua import B2BUA
-
-
-DIALOG_LOST = {481: "dialog lost (481)", 408: "no response (408)"}
-"""Final responses to a request inside a dialog after which §12.2.1.2 has the UAC end it,
-with the reason the call's hang-up records."""
-
-MAX_REINVITE_ATTEMPTS = 3
-"""How often the bridge sends a re-INVITE of its own that keeps meeting glare (491)."""
-
-
-@dataclass(slots=True, kw_only=True)
-class PendingReinvite:
-    """A re-INVITE or UPDATE the bridge sent on ``to_leg``, until its final response. Either
-    mirrored from ``from_leg``'s, whose server transaction ``server_key`` waits for the answer
-    (None once it was answered otherwise, when a party left), or the bridge's own (a resume),
-    with no ``from_leg``. Either way an INVITE is in progress on both dialogs (glare, §14.1)."""
-
-    call_id: str
-    to_leg: Leg
-    method: str
-    from_leg: Leg | None = None
-    request: Request | None = None
-    server_key: str | None = None
-    was_held: bool = False
-    """``to_leg.held`` before: a rejected re-INVITE changes nothing (§14.1)."""
-    was_sdp: bytes = b""
-    """``to_leg.last_sdp`` before, for the same reason: the next offer follows the last one
-    the party accepted, its o= version one up from that one's (RFC 3264 §8)."""
-    attempt: int = 1
-    sent: Request | None = None
-    """What went to ``to_leg``, for a CANCEL of it."""
-    cancel: Cancel = Cancel.NONE
-    """Not NONE once ``from_leg`` cancelled its request: this one is cancelled too (§9.1)."""
 
 
 def on_in_dialog(core: B2BUA, request: Request, key: str, now: float) -> None:
@@ -96,14 +51,14 @@ def on_in_dialog(core: B2BUA, request: Request, key: str, now: float) -> None:
     method = request.method
     if method == "BYE":
         core.txl.send_response(key, make_response(request, 200), now)
-        abandon_reinvites(core, leg, now)
+        reinvite.abandon_reinvites(core, leg, now)
         leg.state = LegState.TERMINATED
         core.release_media(leg)
         after_leg_left(core, call, leg, now)
     elif method == "REFER":
         on_refer(core, call, leg, request, key, now)
     elif method in ("INVITE", "UPDATE"):
-        mirror_reinvite(core, call, leg, request, key, now)
+        reinvite.mirror_reinvite(core, call, leg, request, key, now)
     elif method == "INFO" and request.body:
         try:
             info = parse_info_dtmf(
@@ -140,7 +95,7 @@ def on_early_dialog(
         core.txl.send_response(key, make_response(request, 200), now)
         core.caller_cancelled(call, now, reason="caller hung up before answer")
     elif request.method in ("INVITE", "UPDATE"):
-        refuse_second_offer(core, request, key, now)
+        reinvite.refuse_second_offer(core, request, key, now)
     else:
         return False
     return True
@@ -226,70 +181,9 @@ def on_refer_replaces(
     core.send_bye(other_call, agent_side, now)
     core.supervision.regroup(call)
     if call.caller.held:
-        resume(core, call, call.caller, now)
+        reinvite.resume(core, call, call.caller, now)
     core._record(call.apply(CallInput.PROGRESS, now, replaced_by=target.leg_id, peer=target.peer))
     send_notify(core, call, leg, 200, "OK", True, now)
-
-
-def resume(core: B2BUA, call: Call, leg: Leg, now: float, attempt: int = 1) -> None:
-    """Take a party off hold with a re-INVITE of the bridge's own (RFC 3264 §8.4): after a
-    phone's attended transfer nobody else will, since the phone that held it has left. While
-    an INVITE is in progress on that dialog, or on the one mirrored onto it, it waits as after
-    a 491, instead of sending one the phone would have to refuse (§14.1)."""
-    if _busy(core, leg):
-        _retry_later(core, call, leg, now, attempt)
-        return
-    offer = offer_answer.make_offer(
-        address=leg.media.host, port=leg.media.port, session_id=secrets.randbelow(2**31)
-    )
-    was_sdp = leg.last_sdp
-    leg.last_sdp = sdpmap.toward(offer, leg.last_sdp)
-    key, sent = _send_reinvite(core, leg, "INVITE", leg.last_sdp, now)
-    core._reinvites[key] = PendingReinvite(
-        call_id=call.call_id,
-        to_leg=leg,
-        method="INVITE",
-        was_held=leg.held,
-        was_sdp=was_sdp,
-        attempt=attempt,
-        sent=sent,
-    )
-    leg.held = False
-
-
-def _own_reinvite_done(core: B2BUA, pending: PendingReinvite, status: int, now: float) -> None:
-    if status < 300:
-        return
-    leg = pending.to_leg
-    leg.held = pending.was_held
-    call = core.calls.get(pending.call_id)
-    if status == 491 and call is not None and pending.attempt < MAX_REINVITE_ATTEMPTS:
-        _retry_later(core, call, leg, now, pending.attempt + 1)
-
-
-def _retry_later(core: B2BUA, call: Call, leg: Leg, now: float, attempt: int) -> None:
-    """§14.1: the re-INVITE goes again after a random delay in units of 10 ms, 2.1 to 4 s on a
-    dialog whose Call-ID the bridge chose (its outgoing legs), 0 to 2 s on one the phone
-    chose, so that the two ends of a glare do not collide again."""
-    hundredths = secrets.randbelow(201) if leg.incoming else 210 + secrets.randbelow(191)
-    entry = (now + hundredths / 100, next(core._retry_ids), call.call_id, leg, attempt)
-    heapq.heappush(core._reinvite_retries, entry)
-
-
-def retry_reinvites(core: B2BUA, now: float) -> None:
-    """Resumes whose delay is over, for parties still on the call and still held."""
-    heap = core._reinvite_retries
-    while heap and heap[0][0] <= now:
-        _, _, call_id, leg, attempt = heapq.heappop(heap)
-        call = core.calls.get(call_id)
-        if call is None or call.legs.get(leg.leg_id) is not leg:
-            continue
-        if leg.held and leg.state is LegState.CONFIRMED and leg.dialog is not None:
-            resume(core, call, leg, now, attempt)
-
-
-def _busy(core: B2BUA, leg: Leg) -> bool:
-    return any(p.to_leg is leg or p.from_leg is leg for p in core._reinvites.values())
 
 
 def _find_replaced(core: B2BUA, replaces: str) -> tuple[Call, Leg] | None:
@@ -388,87 +282,6 @@ def key_pressed(core: B2BUA, call: Call, leg: Leg, digit: str, now: float) -> No
     )
 
 
-def mirror_reinvite(
-    core: B2BUA, call: Call, leg: Leg, request: Request, key: str, now: float
-) -> None:
-    """Hold, resume and codec changes are relayed so both parties agree (RFC 3264 §8)."""
-    if leg.role is LegRole.SUPERVISOR:
-        answer_here(core, leg, request, key, now)
-        return
-    other = call.other(leg)
-    if _refuse_while_pending(core, leg, other, request, key, now):
-        return
-    if (
-        other is None
-        or other.dialog is None
-        or other.state is not LegState.CONFIRMED
-        or (request.method == "INVITE" and not request.body)
-    ):
-        # An offerless re-INVITE is answered here too: mirrored, the other party's offer would
-        # come back in a 2xx the bridge must ACK before the answer exists (§13.2.2.4).
-        answer_here(core, leg, request, key, now)
-        return
-    body = b""
-    was_held, was_sdp = other.held, other.last_sdp
-    if request.body:
-        core._point_media(leg, request.body)
-        other.last_sdp = body = sdpmap.anchor_offer(
-            request.body, other.media.host, other.media.port, other.last_sdp
-        )
-        # A held party hears the hold tone or music, never dead air.
-        _set_held(core, other, sdpmap.is_hold(request.body))
-    client_key, sent = _send_reinvite(core, other, request.method, body, now)
-    core._reinvites[client_key] = PendingReinvite(
-        call_id=call.call_id,
-        to_leg=other,
-        method=request.method,
-        from_leg=leg,
-        request=request,
-        server_key=key,
-        was_held=was_held,
-        was_sdp=was_sdp,
-        sent=sent,
-    )
-
-
-def answer_here(core: B2BUA, leg: Leg, request: Request, key: str, now: float) -> None:
-    """Answer a re-INVITE or UPDATE from the bridge's own media, with no other party to ask:
-    a supervisor's phone, whose media ends in the mixer, or a party alone while a transfer
-    rings. §13.3.1: the 2xx to an offer carries the answer (RFC 3264 §6: ``sendonly`` is
-    answered ``recvonly``), and §14.2: the 2xx to an INVITE without one carries an offer,
-    answered in the ACK. Either goes under the o= line of what the bridge last sent this leg
-    (RFC 3264 §8)."""
-    out = make_response(request, 200)
-    body: sdp.SessionDescription | None = None
-    if leg.live and leg.media is not None:
-        session_id = secrets.randbelow(2**31)
-        try:
-            if request.body:
-                body = offer_answer.answer(
-                    sdp.SessionDescription.parse(request.body),
-                    supported=sdp.DEFAULT_CODECS,
-                    local_address=leg.media.host,
-                    local_port=leg.media.port,
-                    session_id=session_id,
-                )
-            elif request.method == "INVITE":
-                body = offer_answer.make_offer(
-                    address=leg.media.host, port=leg.media.port, session_id=session_id
-                )
-        except RemoteProtocolError as exc:
-            core._respond(request, key, exc.status, now)
-            return
-        if body is not None:
-            if request.body:
-                core._point_media(leg, request.body)
-            else:
-                leg.awaiting_answer = True
-            leg.last_sdp = out.body = sdpmap.toward(body, leg.last_sdp)
-            out.headers.add("Content-Type", "application/sdp")
-    out.headers.add("Contact", core.contact(leg.transport))
-    core.txl.send_response(key, out, now)
-
-
 def on_ack(core: B2BUA, call: Call, leg: Leg, request: Request, now: float) -> None:
     """The ACK to a 2xx the bridge sent. When that 2xx carried an offer (the party's INVITE
     had none), the ACK must carry the answer (RFC 3261 §13.2.2.4, RFC 6337 §2), and the
@@ -484,203 +297,3 @@ def on_ack(core: B2BUA, call: Call, leg: Leg, request: Request, now: float) -> N
         return
     core._record(call.note("no_answer_in_ack", now, leg=leg.leg_id))
     core.hangup(call.call_id, now, reason="no answer in ACK")
-
-
-def _refuse_while_pending(
-    core: B2BUA, leg: Leg, other: Leg | None, request: Request, key: str, now: float
-) -> bool:
-    """§14.2 (and RFC 3311 §5.2 for UPDATE): a second offer from a party whose first is still
-    unanswered gets 500 with a Retry-After of 0 to 10 s; an offer while the bridge has one of
-    its own pending on that dialog, or on the dialog it would be mirrored onto, is glare and
-    gets 491, after which the phone retries at its random delay (§14.1). True when refused."""
-    for pending in core._reinvites.values():
-        if pending.from_leg is leg and pending.server_key is not None:
-            refuse_second_offer(core, request, key, now)
-            return True
-    if _busy(core, leg) or (other is not None and _busy(core, other)):
-        core._respond(request, key, 491, now)
-        return True
-    return False
-
-
-def refuse_second_offer(core: B2BUA, request: Request, key: str, now: float) -> None:
-    out = make_response(request, 500, "Server Internal Error")
-    out.headers.add("Retry-After", str(secrets.randbelow(11)))
-    core.txl.send_response(key, out, now)
-
-
-def _send_reinvite(
-    core: B2BUA, leg: Leg, method: str, body: bytes, now: float
-) -> tuple[str, Request]:
-    assert leg.dialog is not None
-    out = leg.dialog.create_request(
-        method, body=body, content_type="application/sdp" if body else None
-    )
-    out.headers.prepend("Via", core.via(leg.transport))
-    out.headers.add("Contact", core.contact(leg.transport))
-    key = core.txl.send_request(out, core._next_hop(leg.dialog, leg), leg.transport, now)
-    return key, out
-
-
-def on_cancel(core: B2BUA, request: Request, key: str, now: float) -> None:
-    """A CANCEL inside a dialog, for a re-INVITE (§9.2). Whatever became of it, a CANCEL
-    matching its transaction gets 200; if the re-INVITE still waits for the other party, it
-    gets 487 now, and the re-INVITE mirrored onto the other party is cancelled in turn, whose
-    final response then only settles that dialog (a 487 restores what was held before)."""
-    invite_key = core.txl.find_invite_server(request)
-    if invite_key is None:
-        core._respond(request, key, 481, now)
-        return
-    core.txl.send_response(key, make_response(request, 200), now)
-    for client_key, pending in core._reinvites.items():
-        if pending.server_key == invite_key and pending.request is not None:
-            core.txl.send_response(invite_key, make_response(pending.request, 487), now)
-            pending.server_key = pending.request = None
-            _cancel_mirrored(core, client_key, pending, now)
-            return
-
-
-def _cancel_mirrored(core: B2BUA, client_key: str, pending: PendingReinvite, now: float) -> None:
-    """§9.1: not before the re-INVITE drew a provisional response, which may never come
-    (Timer B then ends it); a phone that answers at once needs no CANCEL at all."""
-    if core.txl.state_of(client_key) is tx.State.CALLING:
-        pending.cancel = Cancel.HELD
-    else:
-        _send_cancel(core, pending, now)
-
-
-def _undo_cancelled_hold(core: B2BUA, pending: PendingReinvite, now: float) -> None:
-    """A hold whose CANCEL crossed the 2xx took effect at ``to_leg`` though its sender was told
-    487: that party would stay ``recvonly`` while the other believes they talk, so the bridge
-    resumes it (RFC 3264 §8.4)."""
-    call = core.calls.get(pending.call_id)
-    leg = pending.to_leg
-    if call is not None and leg.live and leg.held and not pending.was_held:
-        core.media.unhold(leg.media)
-        resume(core, call, leg, now)
-
-
-def _send_cancel(core: B2BUA, pending: PendingReinvite, now: float) -> None:
-    leg, sent = pending.to_leg, pending.sent
-    assert sent is not None, "a mirrored re-INVITE keeps what it sent"
-    pending.cancel = Cancel.SENT
-    if leg.dialog is not None and leg.live:
-        hop = core._next_hop(leg.dialog, leg)
-        core.txl.send_request(tx.build_cancel(sent), hop, leg.transport, now)
-
-
-def _set_held(core: B2BUA, leg: Leg, held: bool) -> None:
-    leg.held = held
-    if held:
-        core.media.hold(leg.media)
-    else:
-        core.media.unhold(leg.media)
-
-
-def on_reinvite_response(core: B2BUA, response: Response, key: str, now: float) -> None:
-    """The final response to a re-INVITE or UPDATE the bridge sent. A 2xx is ACKed whatever
-    became of the call, or the far end retransmits it for 64*T1 and then hangs up
-    (§13.3.1.4); any other final leaves the session as it was (§14.1), hold tone and the SDP
-    the next offer follows included. The answer goes back to the party whose request was
-    mirrored, unless it was answered already."""
-    if response.status < 200:
-        held = core._reinvites.get(key)
-        if held is not None and held.cancel is Cancel.HELD:
-            _send_cancel(core, held, now)
-        return
-    pending = core._reinvites.pop(key, None)
-    if pending is None:
-        core.counters.dropped_responses += 1
-        return
-    to_leg = pending.to_leg
-    status = response.status
-    if status >= 300:
-        to_leg.last_sdp = pending.was_sdp
-    if status in DIALOG_LOST and dialog_lost(core, pending, status, now):
-        return
-    if status < 300 and to_leg.dialog is not None:
-        to_leg.dialog.receive_response(response)
-        if pending.method == "INVITE":
-            ack = to_leg.dialog.create_ack(response.cseq.seq)
-            ack.headers.prepend("Via", core.via(to_leg.transport))
-            core.txl.send_ack(key, ack, core._next_hop(to_leg.dialog, to_leg), to_leg.transport)
-        if response.body and to_leg.live:
-            core._point_media(to_leg, response.body)
-    if pending.from_leg is None:
-        _own_reinvite_done(core, pending, status, now)
-        return
-    if status >= 300 and to_leg.live and to_leg.held != pending.was_held:
-        _set_held(core, to_leg, pending.was_held)
-    if pending.cancel is not Cancel.NONE and status < 300:
-        _undo_cancelled_hold(core, pending, now)
-    if pending.server_key is None or pending.request is None:
-        return
-    leg, origin_request = pending.from_leg, pending.request
-    out = make_response(origin_request, status, response.reason)
-    if status < 300:
-        if response.body:
-            leg.last_sdp = out.body = sdpmap.anchor_answer(
-                response.body, origin_request.body, leg.media.host, leg.media.port, leg.last_sdp
-            )
-            out.headers.add("Content-Type", "application/sdp")
-            if origin_request.body:
-                core._point_media(leg, origin_request.body, negotiated=out.body)
-        out.headers.add("Contact", core.contact(leg.transport))
-    core.txl.send_response(pending.server_key, out, now)
-
-
-def dialog_lost(core: B2BUA, pending: PendingReinvite, status: int, now: float) -> bool:
-    """A 481 or 408 (the transaction's own timeout included) to a re-INVITE or UPDATE the
-    bridge sent: §12.2.1.2 and §14.1 have the UAC terminate the dialog, whose far end rebooted,
-    lost it or is out of reach. Kept, it would be a zombie leg holding ports, and the party on
-    the other side would listen to silence. The leg goes as if its phone had hung up, so a
-    two-party call ends with a BYE to the other party while a transfer or conference goes on.
-
-    After a 481 no BYE is sent: the far end just said that dialog does not exist, and a BYE
-    would draw the same 481. After a 408 one is: the far end may be alive with its session up
-    (a 408 from a proxy, or only responses lost), and a BYE (§15) is the only way it learns
-    the dialog is over; if it is really gone, that BYE ends at Timer F like any other.
-
-    A mirrored request still waiting at its sender is not answered with the relayed 481 or
-    408, which would tell that phone its own dialog with the bridge is gone (§12.2.1.2, on its
-    side) and make it hang up a call that may go on. If the bridge is ending that dialog too,
-    the request gets 487, as §15.1.2 has pending requests answered on a dialog a BYE ends;
-    otherwise the party it was mirrored onto is gone and the bridge answers it from its own
-    media, as :func:`mirror_reinvite` does with no one to mirror onto. False when the leg had
-    already left (a 481 to a re-INVITE that crossed its BYE): nothing more to end."""
-    leg = pending.to_leg
-    call = next((c for c in core.calls.values() if c.legs.get(leg.leg_id) is leg), None)
-    if call is None or not leg.live or leg.dialog is None:
-        return False
-    leg.held = pending.was_held
-    reason = DIALOG_LOST[status]
-    core._record(call.note("dialog_lost", now, leg=leg.leg_id, party=str(leg.role), status=status))
-    if status == 408:
-        core.send_bye(call, leg, now)
-    else:
-        abandon_reinvites(core, leg, now)
-        leg.state = LegState.TERMINATED
-    core.release_media(leg)
-    after_leg_left(core, call, leg, now, reason=reason)
-    origin, server_key = pending.from_leg, pending.server_key
-    if origin is None or server_key is None or pending.request is None:
-        return True
-    if origin.live:
-        answer_here(core, origin, pending.request, server_key, now)
-    else:
-        core.txl.send_response(server_key, make_response(pending.request, 487), now)
-    return True
-
-
-def abandon_reinvites(core: B2BUA, leg: Leg, now: float) -> None:
-    """``leg`` hung up or is being hung up. §15.1.2: its own pending re-INVITE or UPDATE is
-    answered, 487 as recommended; one mirrored onto it will get no answer that still matters,
-    so the party that sent it hears 487 now rather than at Timer B. What the bridge sent stays
-    pending until its final response, which a 2xx still needs an ACK for."""
-    for pending in core._reinvites.values():
-        if pending.server_key is None or pending.request is None:
-            continue
-        if pending.from_leg is leg or pending.to_leg is leg:
-            out = make_response(pending.request, 487)
-            core.txl.send_response(pending.server_key, out, now)
-            pending.server_key = pending.request = None

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bridge.calls import indialog, legs
+from bridge.calls import legs, reinvite
 from bridge.calls.call import Call, CallInput, CallState, Leg, LegRole, LegState
 from bridge.sip import transaction as tx
 from bridge.sip.message import Request, make_response
@@ -126,7 +126,7 @@ def send_bye(core: B2BUA, call: Call, leg: Leg, now: float) -> None:
     ending all the same (no audio, no further requests) and the BYE waits in
     :func:`send_deferred_bye`; the 2xx goes on being retransmitted by its transaction."""
     assert leg.dialog is not None
-    indialog.abandon_reinvites(core, leg, now)
+    reinvite.abandon_reinvites(core, leg, now)
     leg.state = LegState.TERMINATING
     if leg.incoming and core.txl.state_of(leg.server_key or "") is tx.State.ACCEPTED:
         leg.bye_deferred = True
