@@ -484,7 +484,7 @@ def test_a_consulted_target_gone_silent_gives_the_caller_back_to_the_agent() -> 
     assert call.caller.media.port not in h.media.held
     assert h.media.connected[-1] == (call.caller.media.port, call.legs["b1"].media.port)
     notes = [e.data for e in h.core.take_events() if e.kind == "media_timeout"]
-    assert notes == [{"leg": "t1", "party": "target"}]
+    assert notes == [{"leg": "t1", "party": "target", "reason": "media timeout"}]
 
 
 def test_a_target_answering_without_sdp_is_hung_up_and_the_next_one_rings() -> None:
