@@ -154,6 +154,19 @@ def tree_rss_kib(pids: Sequence[int]) -> int:
     return total
 
 
+def tree_pss_kib(pids: Sequence[int]) -> int:
+    """Proportional set size summed: pages shared between the bridge and its media workers
+    (the interpreter, numpy) count once in all, where summed RSS counts them in each."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError):
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+                    break
+    return total
+
+
 def tree_cpu(pids: Sequence[int]) -> float:
     total = 0.0
     for pid in pids:
@@ -324,7 +337,7 @@ class Bridge:
             bench_config(
                 sip_port=self.sip_port,
                 http_port=self.http_port,
-                media_min=33000,
+                media_min=20000,  # 22,500 port pairs: 10,000 held calls need 20,000
                 media_max=65000,
                 extra=f"[scheduling]\nrealtime_priority = {self.realtime_priority}\n",
                 sip_extra=f"max_call_rate = {self.max_call_rate}",
@@ -506,6 +519,7 @@ class HoldResult:
     reached: int
     rss_idle_kib: int
     rss_held_kib: int
+    pss_held_kib: int
     failed: int
     errors: str
 
@@ -523,7 +537,7 @@ def hold_calls(workdir: Path, target: int, rate: int) -> HoldResult:
     time.sleep(1)
     tree = children_of(pid)  # the bridge and its media workers, if any
     idle = tree_rss_kib(tree)
-    held = reached = failed = 0
+    held = held_pss = reached = failed = 0
     try:
         with running(callee, caller):
             callee.start()
@@ -541,6 +555,7 @@ def hold_calls(workdir: Path, target: int, rate: int) -> HoldResult:
                 paused = paused_calls(counts)
                 if paused > reached:
                     reached, held = paused, tree_rss_kib(tree)
+                    held_pss = tree_pss_kib(tree)
                     settled_at = None
                 elif settled_at is None:
                     settled_at = time.monotonic()
@@ -561,6 +576,7 @@ def hold_calls(workdir: Path, target: int, rate: int) -> HoldResult:
         reached=reached,
         rss_idle_kib=idle,
         rss_held_kib=held,
+        pss_held_kib=held_pss,
         failed=failed,
         errors=caller.errors(),
     )
@@ -702,7 +718,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(
                 f"  established and held: {held.reached} of {held.target}, failed "
                 f"{held.failed}; {who} RSS idle {held.rss_idle_kib / 1024:.0f} MiB, held "
-                f"{held.rss_held_kib / 1024:.0f} MiB ({per_call:.1f} KiB per call)"
+                f"{held.rss_held_kib / 1024:.0f} MiB ({per_call:.1f} KiB per call), PSS held "
+                f"{held.pss_held_kib / 1024:.0f} MiB"
             )
             if held.errors.strip():
                 print("    " + held.errors.strip().replace("\n", "\n    "))
