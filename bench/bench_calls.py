@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import random
 import resource
 import shutil
 import signal
@@ -79,19 +80,16 @@ request_route {{
 """
 
 
-def free_port(kind: int = socket.SOCK_DGRAM, *, even: bool = False) -> int:
-    """A loopback port free for UDP and TCP now (SIPp also binds media port + 2)."""
-    for _ in range(200):
-        with socket.socket(socket.AF_INET, kind) as probe:
-            probe.bind((HOST, 0))
-            port = int(probe.getsockname()[1])
+def free_port(*, even: bool = False) -> int:
+    """A loopback port free for UDP and TCP now (SIPp also binds media port + 2), below the
+    bridge's media range (20000 up), so that the bridge's ports cannot take it first."""
+    for _ in range(500):
+        port = random.randrange(10000, 19990)
         if even and port % 2:
-            continue
-        if port > 60000:
             continue
         if all(_bindable(port + offset) for offset in (0, 2, 3)):
             return port
-    raise RuntimeError("no free loopback port")
+    raise RuntimeError("no free loopback port in 10000-19999")
 
 
 def _bindable(port: int) -> bool:
@@ -239,7 +237,7 @@ class Sipp:
             "sipp",
             *args,
             "-i", HOST, "-p", str(self.port),
-            "-ci", HOST, "-cp", str(free_port(socket.SOCK_STREAM)),
+            "-ci", HOST, "-cp", str(free_port()),
             "-mp", str(free_port(even=True)),
             "-nostdin", "-trace_stat", "-stf", str(self.stat_file), "-fd", "1",
             "-trace_err", "-error_file", str(self.error_file),
@@ -324,7 +322,7 @@ class Bridge:
     def __init__(self, workdir: Path, *, uac_port: int, uas_port: int) -> None:
         self.workdir = workdir
         self.sip_port = free_port()
-        self.http_port = free_port(socket.SOCK_STREAM)
+        self.http_port = free_port()
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "plan.toml").write_text(
             bench_plan(

@@ -522,7 +522,7 @@ class BridgeProcess:
         """Start on fresh ports; again when another process took one between pick and bind."""
         for _ in range(attempts):
             self.sip_port = free_port()
-            self.http_port = free_port(socket.SOCK_STREAM)
+            self.http_port = free_port()
             (self.workdir / "bridge.toml").write_text(
                 bench_config(
                     sip_port=self.sip_port,
