@@ -28,7 +28,7 @@ This module keeps the bookkeeping only: no sockets, no processes, no clock.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from bridge.media.stats import StreamStatsSnapshot
@@ -38,6 +38,14 @@ Item = tuple[Any, ...]
 
 MAX_BATCH = 256
 """Items per control message: keeps every message far below a socket buffer."""
+
+
+STATS_FIELDS = tuple(f.name for f in fields(StreamStatsSnapshot))
+"""The order of a leg's figures in a "stats" report: a tuple is cheap to build in the worker."""
+
+
+def figures_of(snapshot: StreamStatsSnapshot) -> tuple[Any, ...]:
+    return tuple(getattr(snapshot, name) for name in STATS_FIELDS)
 
 
 class NoMediaPortError(RuntimeError):
@@ -279,7 +287,8 @@ class MediaDispatch:
                 for port, figures in item[1]:
                     leg = self.legs.get(port)
                     if leg is not None and leg.worker == worker:
-                        leg.stats.latest = StreamStatsSnapshot(**figures)
+                        named = dict(zip(STATS_FIELDS, figures, strict=True))
+                        leg.stats.latest = StreamStatsSnapshot(**named)
             elif op == "digit":
                 leg = self.legs.get(item[1])
                 if leg is not None and leg.worker == worker:

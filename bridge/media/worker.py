@@ -34,12 +34,11 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
-from dataclasses import asdict
 from typing import Any
 
 from bridge.logging_setup import setup_logging
 from bridge.media.channel import ControlChannel
-from bridge.media.dispatch import MAX_BATCH, Item
+from bridge.media.dispatch import MAX_BATCH, Item, figures_of
 from bridge.media.dtmf import DtmfDigit
 from bridge.media.endpoint import MediaEndpoint
 from bridge.media.mixer import MixMode
@@ -53,7 +52,11 @@ log = logging.getLogger("bridge.media.worker")
 STOCK = 64
 """Port pairs kept bound ahead of demand: a burst of this many new legs needs no wait."""
 REPORT_INTERVAL = 1.0
-"""Seconds between RTP statistics reports (and stock refills after an exhausted range)."""
+"""Seconds between two RTP statistics reports about a leg."""
+REPORT_SLICES = 10
+"""Each interval is cut into this many slices, each reporting the legs of its share of the
+ports: a thousand legs' figures at once would hold the relay's loop for milliseconds, and every
+stream would hear that as jitter."""
 _STATE = (
     "codec",
     "telephone_event_pt",
@@ -254,15 +257,18 @@ class Worker:
     def _on_timeout(self, endpoint: MediaEndpoint) -> None:
         self._report(("timeout", endpoint.port))
 
-    def report_stats(self) -> None:
-        """RFC 3550 figures of every leg whose counts moved since the last report."""
-        changed: list[tuple[int, dict[str, Any]]] = []
+    def report_stats(self, slice_: int) -> None:
+        """RFC 3550 figures of the legs in ``slice_`` whose counts moved since their last
+        report."""
+        changed: list[tuple[int, tuple[Any, ...]]] = []
         for port, endpoint in self.legs.items():
+            if port // 2 % REPORT_SLICES != slice_:
+                continue
             stats = endpoint.stats
             counts = (stats.packets_received, stats.packets_sent)
             if self._reported.get(port) != counts:
                 self._reported[port] = counts
-                changed.append((port, asdict(stats.snapshot())))
+                changed.append((port, figures_of(stats.snapshot())))
         for start in range(0, len(changed), MAX_BATCH):
             self._report(("stats", changed[start : start + MAX_BATCH]))
 
@@ -272,12 +278,14 @@ class Worker:
             self._report(("ready", []))  # alive, though every port of its share is taken
         self.flush()
         settle_heap()
+        ticks = 0
         while not self.done.is_set():
             try:
-                await asyncio.wait_for(self.done.wait(), REPORT_INTERVAL)
+                await asyncio.wait_for(self.done.wait(), REPORT_INTERVAL / REPORT_SLICES)
             except TimeoutError:
-                self.report_stats()
-                self.refill()
+                self.report_stats(ticks % REPORT_SLICES)
+                self.refill()  # after a range that was exhausted
+                ticks += 1
         self.relay.close()
 
 

@@ -6,7 +6,6 @@ from ``take_outgoing``.
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from itertools import pairwise
 from typing import Any
 
@@ -21,6 +20,7 @@ from bridge.media.dispatch import (
     NoMediaPortError,
     Outgoing,
     WorkerLeg,
+    figures_of,
     split_ports,
 )
 from bridge.media.stats import StreamStatsSnapshot
@@ -56,8 +56,8 @@ def exported(media: MediaDispatch, worker: int, port: int, fds: list[int]) -> li
     return list(media.receive(worker, [("exported", port, state)], fds))
 
 
-def figures(received: int) -> dict[str, Any]:
-    return asdict(
+def figures(received: int) -> tuple[Any, ...]:
+    return figures_of(
         StreamStatsSnapshot(
             packets_received=received,
             bytes_received=172 * received,
