@@ -76,6 +76,17 @@ class WorkerMedia:
         return [p.pid for p in self.processes if p is not None and p.poll() is None]
 
     async def start(self) -> None:
+        cores = os.cpu_count() or 1
+        if self.realtime_priority and len(self.ranges) >= cores:
+            # Measured: two SCHED_RR workers on two cores left everything else (signalling
+            # included) only the kernel's 5 % real-time reserve whenever media was busy.
+            log.warning(
+                "%d media workers at real-time priority on %d CPUs can take every core from "
+                "the signalling: use at most %d workers with realtime_priority",
+                len(self.ranges),
+                cores,
+                max(1, cores - 1),
+            )
         for index in range(len(self.ranges)):
             self._spawn(index)
         for index, started in enumerate(self._started):
