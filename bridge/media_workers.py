@@ -22,8 +22,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
+import bridge
 from bridge.calls.ports import MediaUnavailable, MixMode
 from bridge.config import MediaConfig
 from bridge.media.channel import ControlChannel, channel_pair
@@ -115,6 +117,7 @@ class WorkerMedia:
                 [*command, str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
+                env=_worker_environment(),
             )
         self._started[index].clear()
         self._channels[index] = ControlChannel(
@@ -258,6 +261,15 @@ class WorkerMedia:
                 await asyncio.to_thread(process.wait)
         if self._reaping:
             await asyncio.wait(self._reaping, timeout=STOP_TIMEOUT)
+
+
+def _worker_environment() -> dict[str, str]:
+    """The bridge's environment, with this very ``bridge`` package first on the path: a worker
+    must run the same code as the bridge that commands it, wherever it was started from."""
+    env = dict(os.environ)
+    root = str(Path(bridge.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return env
 
 
 def _close_fds(fds: tuple[int, ...] | list[int]) -> None:
