@@ -15,6 +15,7 @@ from bridge.media import mixer
 from bridge.media.endpoint import DigitCallback, TimeoutCallback
 from bridge.media.relay import MediaEndpoint, MediaRelay, PortPoolExhaustedError
 from bridge.media.tone import AudioSource, Samples, ToneSource, load_wav
+from bridge.media_figures import MediaFigures
 
 REUSE_AFTER = 1.0
 """Seconds a released pair stays parked, dropping a hung-up phone's late packets, before a new
@@ -49,6 +50,13 @@ class RelayMedia:
     def _relay(self) -> MediaRelay:
         assert self.relay is not None, "media not started"
         return self.relay
+
+    def media_figures(self) -> MediaFigures:
+        """For ``/metrics``: legs in use (parked pairs are not) and the relay's counters."""
+        relay = self.relay
+        if relay is None:
+            return MediaFigures(legs=0, counters={})
+        return MediaFigures(legs=relay.pool.in_use, counters=relay.counters.as_dict())
 
     def allocate(self, near: MediaEndpoint | None = None) -> MediaEndpoint:
         try:

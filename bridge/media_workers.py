@@ -38,6 +38,7 @@ from bridge.media.dispatch import (
     split_ports,
 )
 from bridge.media_adapter import REUSE_AFTER
+from bridge.media_figures import MediaFigures
 
 log = logging.getLogger("bridge.media.workers")
 
@@ -68,6 +69,8 @@ class WorkerMedia:
         self.processes: list[subprocess.Popen[bytes] | None] = [None] * len(self.ranges)
         self._channels: list[ControlChannel | None] = [None] * len(self.ranges)
         self._restarts: list[deque[float]] = [deque() for _ in self.ranges]
+        self.worker_restarts = 0
+        """Workers started again after dying, since the bridge started."""
         self._started: list[asyncio.Event] = [asyncio.Event() for _ in self.ranges]
         self._flush_soon = False
         self._closing = False
@@ -124,6 +127,20 @@ class WorkerMedia:
             ours, partial(self._on_message, index), partial(self._on_lost, index)
         )
         log.info("media worker %d started (ports %d-%d)", index, low, high - 1)
+
+    def media_figures(self) -> MediaFigures:
+        """For ``/metrics``: the relay counters are the workers' latest reports (once a
+        second), summed with those of workers that died."""
+        dispatch = self.dispatch
+        return MediaFigures(
+            legs=len(dispatch.legs),
+            counters=dispatch.counters(),
+            workers_alive=sum(dispatch.alive),
+            legs_per_worker=tuple(dispatch.load),
+            ports_ready=sum(len(ready) for ready in dispatch.ready),
+            worker_restarts=self.worker_restarts,
+            moves=dispatch.moves,
+        )
 
     # -- the call core's Media ----------------------------------------------------------
 
@@ -226,6 +243,7 @@ class WorkerMedia:
             log.critical("media worker %d keeps failing: left down", index)
             return
         restarts.append(now)
+        self.worker_restarts += 1
         self._spawn(index)
 
     def _reap(self, index: int, process: subprocess.Popen[bytes]) -> None:

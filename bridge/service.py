@@ -1,7 +1,8 @@
 """The HTTP side of one bridge process: ticket store, sidecar app, live events, reloads.
 
 :class:`Service` implements the sidecar's :class:`~bridge.sidecar.control.CallControl` on top of
-the engine, and turns the core's call events into live events and metrics.
+the engine, turns the core's call events into live events and metrics, and exports the media's
+figures (:mod:`bridge.media_figures`) on /metrics.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from aiohttp import web
 from bridge.calls.call import Call, CallEvent
 from bridge.config import Config
 from bridge.engine import Engine
+from bridge.media_figures import MediaFigures, export_media_metrics
 from bridge.sidecar.app import create_app
 from bridge.sidecar.auth import AuthConfig, Permission
 from bridge.sidecar.context import require
@@ -63,8 +65,12 @@ class Service:
         self._reloads = self.metrics.counter(
             "bridge_dialplan_reloads_total", "Dial-plan reloads", ("result",)
         )
+        export_media_metrics(self.metrics, self._media_figures, workers=bool(config.media.workers))
         engine.event_listeners.append(self._on_call_events)
         self.listen: tuple[str, int] = config.sidecar.address
+
+    def _media_figures(self) -> MediaFigures:
+        return self.engine.media.media_figures()
 
     async def start(self) -> None:
         url = self.config.storage.url

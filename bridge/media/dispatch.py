@@ -21,6 +21,11 @@ waits in a backlog, so no command can overtake the leg it names:
 A worker that dies takes its legs with it: each is reported as a media timeout, the same event
 a silent phone causes, so the core hangs up that party and gives the caller back if it can.
 
+Each worker reports its relay's counters (``RelayCounters``: packets dropped by reason, digits,
+ticks) once a second; :meth:`MediaDispatch.counters` sums them. A worker that dies takes its
+counts since its last report with it, but what it had reported is kept, so the totals (exported
+as Prometheus counters) never go backwards when a worker is replaced.
+
 Commands and reports are plain tuples (``(op, *args)``), pickled in batches by the channel.
 This module keeps the bookkeeping only: no sockets, no processes, no clock.
 """
@@ -157,6 +162,10 @@ class MediaDispatch:
         """Legs moved between workers so far (joins of two calls' legs)."""
         self.unused_fds: list[int] = []
         """Descriptors received but not passed on: the I/O side closes them."""
+        self.worker_counters: list[dict[str, int]] = [{} for _ in range(count)]
+        """The relay counters each worker last reported, since it (last) started."""
+        self._counters_of_the_dead: dict[str, int] = {}
+        """The last counts of workers that have died, summed."""
 
     # -- the call core's Media operations -------------------------------------------------
 
@@ -302,8 +311,31 @@ class MediaDispatch:
                 fds = []
             elif op == "freed":
                 self._send(self.owner_of(item[1]), ("reclaim", item[1]))
+            elif op == "counters":
+                self._counters(worker, item[1])
         self.unused_fds.extend(fds)
         return events
+
+    def _counters(self, worker: int, report: dict[str, int]) -> None:
+        latest = self.worker_counters[worker]
+        if any(report.get(name, 0) < count for name, count in latest.items()):
+            self._retire_counters(worker)  # counting from 0 again: a run we did not see end
+        self.worker_counters[worker] = dict(report)
+
+    def _retire_counters(self, worker: int) -> None:
+        dead = self._counters_of_the_dead
+        for name, count in self.worker_counters[worker].items():
+            dead[name] = dead.get(name, 0) + count
+        self.worker_counters[worker] = {}
+
+    def counters(self) -> dict[str, int]:
+        """The relay counters summed over every worker, those that died included: each only
+        ever goes up."""
+        totals = dict(self._counters_of_the_dead)
+        for latest in self.worker_counters:
+            for name, count in latest.items():
+                totals[name] = totals.get(name, 0) + count
+        return totals
 
     def owner_of(self, port: int) -> int:
         for worker, (low, high) in enumerate(self.ranges):
@@ -314,6 +346,7 @@ class MediaDispatch:
     def worker_lost(self, worker: int) -> list[MediaEvent]:
         """The worker died: its legs have no media any more, its stock is gone."""
         self.alive[worker] = False
+        self._retire_counters(worker)
         self.ready[worker].clear()
         self._outbox[worker].clear()
         self._backlog[worker].clear()

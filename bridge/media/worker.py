@@ -17,6 +17,7 @@ commands below. What the relay notices goes back as reports.
     adopt port state (+ 2 fds)   a leg exported by another worker
     reclaim port                 an exported port was closed elsewhere
     (relay events)                                                        digit, timeout, stats
+    (once a second)                                                       counters
 
 A command naming a port the worker does not hold is ignored: after a worker died and was
 replaced, the bridge may still speak of legs that are gone. The worker ignores SIGINT and
@@ -88,6 +89,7 @@ class Worker:
         self.stock: dict[int, MediaEndpoint] = {}
         self.legs: dict[int, MediaEndpoint] = {}
         self._reported: dict[int, tuple[int, int]] = {}
+        self._reported_counters: dict[str, int] = {}
         self._outbox: list[Item] = []
         self._flush_soon = False
         self.done = asyncio.Event()
@@ -272,6 +274,14 @@ class Worker:
         for start in range(0, len(changed), MAX_BATCH):
             self._report(("stats", changed[start : start + MAX_BATCH]))
 
+    def report_counters(self) -> None:
+        """The relay's counters (``RelayCounters``, since this worker started), if they moved:
+        the bridge sums every worker's into its metrics."""
+        counters = self.relay.counters.as_dict()
+        if counters != self._reported_counters:
+            self._reported_counters = counters
+            self._report(("counters", counters))
+
     async def run(self) -> None:
         self.refill()
         if not self.stock:
@@ -284,6 +294,8 @@ class Worker:
                 await asyncio.wait_for(self.done.wait(), REPORT_INTERVAL / REPORT_SLICES)
             except TimeoutError:
                 self.report_stats(ticks % REPORT_SLICES)
+                if ticks % REPORT_SLICES == 0:
+                    self.report_counters()
                 self.refill()  # after a range that was exhausted
                 ticks += 1
         self.relay.close()

@@ -100,71 +100,90 @@ class _Metric:
         return head + "".join(f"{line}\n" for line in self.samples())
 
 
-class Counter(_Metric):
-    """A value that only goes up (requests served, messages dropped)."""
-
-    kind = "counter"
-
-    def __init__(self, name: str, help_text: str, label_names: Sequence[str] = ()) -> None:
-        super().__init__(name, help_text, label_names)
-        self._values: dict[LabelValues, float] = {}
-        if not self.label_names:
-            self._values[()] = 0.0
-
-    def inc(self, amount: float = 1.0, **labels: str) -> None:
-        if amount < 0:
-            raise ValueError("a counter cannot go down")
-        key = self._key(labels)
-        self._values[key] = self._values.get(key, 0.0) + amount
-
-    def value(self, **labels: str) -> float:
-        return self._values.get(self._key(labels), 0.0)
-
-    def samples(self) -> Iterator[str]:
-        for key in sorted(self._values):
-            labels = _format_labels(self.label_names, key)
-            yield f"{self.name}{labels} {_format_value(self._values[key])}"
+SeriesFunction = Callable[[], Mapping[LabelValues, float]]
+"""Every series of a labelled metric, read at scrape time: label values (in the order of the
+metric's label names) to value."""
 
 
-class Gauge(_Metric):
-    """A value that goes up and down; or, with ``set_function``, one read at scrape time."""
-
-    kind = "gauge"
+class _Sampled(_Metric):
+    """A counter or a gauge: one value per label set, updated in place or read at scrape time
+    (``set_function`` for an unlabelled metric, ``set_series_function`` for a labelled one)."""
 
     def __init__(self, name: str, help_text: str, label_names: Sequence[str] = ()) -> None:
         super().__init__(name, help_text, label_names)
         self._values: dict[LabelValues, float] = {}
         self._function: Callable[[], float] | None = None
+        self._series_function: SeriesFunction | None = None
         if not self.label_names:
             self._values[()] = 0.0
 
-    def set(self, value: float, **labels: str) -> None:
-        self._values[self._key(labels)] = float(value)
+    def set_function(self, function: Callable[[], float]) -> None:
+        if self.label_names:
+            raise ValueError(f"only an unlabelled {self.kind} can be read from a function")
+        self._function = function
+
+    def set_series_function(self, function: SeriesFunction) -> None:
+        if not self.label_names:
+            raise ValueError(f"{self.name} has no labels: use set_function")
+        self._series_function = function
+
+    def _updated_in_place(self) -> dict[LabelValues, float]:
+        if self._function is not None or self._series_function is not None:
+            raise ValueError(f"{self.name} is read from a function at scrape time")
+        return self._values
+
+    def _current(self) -> Mapping[LabelValues, float]:
+        if self._function is not None:
+            return {(): float(self._function())}
+        if self._series_function is not None:
+            series = self._series_function()
+            for key in series:
+                if len(key) != len(self.label_names):
+                    raise ValueError(f"{self.name} takes labels {list(self.label_names)}: {key}")
+            return series
+        return self._values
+
+    def value(self, **labels: str) -> float:
+        return float(self._current().get(self._key(labels), 0.0))
+
+    def samples(self) -> Iterator[str]:
+        current = self._current()
+        for key in sorted(current):
+            labels = _format_labels(self.label_names, key)
+            yield f"{self.name}{labels} {_format_value(float(current[key]))}"
+
+
+class Counter(_Sampled):
+    """A value that only goes up (requests served, messages dropped).
+
+    One read from a function (counts kept elsewhere, such as in the media workers) must be
+    kept monotonic by whoever keeps it: a scrape seeing it go down reads a counter reset."""
+
+    kind = "counter"
 
     def inc(self, amount: float = 1.0, **labels: str) -> None:
+        if amount < 0:
+            raise ValueError("a counter cannot go down")
+        values = self._updated_in_place()
         key = self._key(labels)
-        self._values[key] = self._values.get(key, 0.0) + amount
+        values[key] = values.get(key, 0.0) + amount
+
+
+class Gauge(_Sampled):
+    """A value that goes up and down; or, with ``set_function``, one read at scrape time."""
+
+    kind = "gauge"
+
+    def set(self, value: float, **labels: str) -> None:
+        self._updated_in_place()[self._key(labels)] = float(value)
+
+    def inc(self, amount: float = 1.0, **labels: str) -> None:
+        values = self._updated_in_place()
+        key = self._key(labels)
+        values[key] = values.get(key, 0.0) + amount
 
     def dec(self, amount: float = 1.0, **labels: str) -> None:
         self.inc(-amount, **labels)
-
-    def set_function(self, function: Callable[[], float]) -> None:
-        if self.label_names:
-            raise ValueError("only an unlabelled gauge can be read from a function")
-        self._function = function
-
-    def value(self, **labels: str) -> float:
-        if self._function is not None:
-            return float(self._function())
-        return self._values.get(self._key(labels), 0.0)
-
-    def samples(self) -> Iterator[str]:
-        if self._function is not None:
-            yield f"{self.name} {_format_value(float(self._function()))}"
-            return
-        for key in sorted(self._values):
-            labels = _format_labels(self.label_names, key)
-            yield f"{self.name}{labels} {_format_value(self._values[key])}"
 
 
 class Histogram(_Metric):

@@ -145,6 +145,7 @@ async def test_legs_in_two_workers_are_joined_by_moving_one_with_its_stream(
 
     media.connect(a, t)  # an attended transfer joins legs of two calls
     await wait_until(lambda: t.worker == a.worker, within=WAIT, what="the leg moved")
+    assert media.media_figures().moves == 1
     await talk(caller, a, 10, ssrc=9)
     await target.wait_until(lambda: len(audio(target)) >= len(before) + 8, WAIT)
     after = audio(target)[len(before) :]
@@ -214,10 +215,34 @@ async def test_a_dead_worker_ends_its_legs_media_and_is_replaced(
         what="worker replaced",
     )
     await wait_until(lambda: all(media.dispatch.alive), within=WAIT, what="worker ready")
+    assert media.media_figures().worker_restarts == 1
     c, d = pair(media, phones[2], phones[3])
     media.connect(c, d)
     await talk(phones[2], c, 5, ssrc=8)
     await phones[3].wait_until(lambda: len(audio(phones[3])) >= 4, WAIT)
+
+
+async def test_a_malformed_packet_to_a_worker_leg_is_counted_in_the_bridge(
+    media: WorkerMedia, phones: list[Phone]
+) -> None:
+    a, b = pair(media, phones[0], phones[1])
+    media.connect(a, b)
+    before = media.media_figures()
+    assert before.legs == 2
+    assert before.legs_per_worker[a.worker] == 2
+    assert before.workers_alive == 2
+    assert before.ports_ready > 0
+    assert before.counters.get("malformed", 0) == 0
+    phones[0].send(b"\x00" * 20, a)  # RTP version 0: no RTP packet at all
+    phones[0].send(b"\x80\x08", a)  # shorter than an RTP header
+    await wait_until(
+        lambda: media.media_figures().counters.get("malformed", 0) == 2,
+        within=WAIT,
+        what="the worker's counters reported",
+    )
+    await talk(phones[0], a, 3, ssrc=4)
+    await phones[1].wait_until(lambda: len(audio(phones[1])) >= 2, WAIT)
+    assert media.media_figures().counters["malformed"] == 2, "good packets are not counted"
 
 
 async def test_a_silent_phone_in_a_worker_is_reported_as_a_media_timeout(
@@ -247,6 +272,58 @@ async def test_released_ports_are_used_again_and_close_stops_every_worker(
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+async def scrape(url: str) -> dict[str, float]:
+    """The bridge_media_ samples of ``GET /metrics`` (no token: Prometheus scrapes it as is)."""
+    async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as resp:
+        assert resp.status == 200
+        text = await resp.text()
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("bridge_media_"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    return samples
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+async def test_metrics_of_a_running_bridge_show_its_media(
+    bridge: BridgeFactory, ports: PortAllocator, phones: list[Phone], workers: int
+) -> None:
+    service = await bridge(
+        carrier_port=ports.port(),
+        pbx_ports=[ports.port()],
+        media_extra=f"workers = {workers}",
+        media_ports=256,
+    )
+    assert service.engine is not None
+    media = service.engine.media
+    leg = media.allocate()
+    samples = await scrape(service.http_url)
+    assert samples["bridge_media_legs"] == 1
+    assert samples['bridge_media_packets_dropped_total{reason="malformed"}'] == 0
+    assert samples["bridge_media_dtmf_digits_total"] == 0
+    if workers:
+        assert samples["bridge_media_workers_alive"] == 2
+        assert isinstance(leg, WorkerLeg)
+        assert samples[f'bridge_media_worker_legs{{worker="{leg.worker}"}}'] == 1
+        assert samples[f'bridge_media_worker_legs{{worker="{1 - leg.worker}"}}'] == 0
+        assert samples["bridge_media_ports_ready"] > 0
+        assert samples["bridge_media_worker_restarts_total"] == 0
+        assert samples["bridge_media_leg_moves_total"] == 0
+    else:
+        assert not [name for name in samples if "worker" in name]
+    phones[0].send(b"\x00" * 20, leg)
+    await wait_until(
+        lambda: media.media_figures().counters.get("malformed", 0) == 1,
+        within=WAIT,
+        what="the malformed packet counted",
+    )
+    media.release(leg)
+    samples = await scrape(service.http_url)
+    assert samples['bridge_media_packets_dropped_total{reason="malformed"}'] == 1
+    assert samples["bridge_media_legs"] == 0
 
 
 @pytest.mark.peers("sipp")
@@ -300,6 +377,9 @@ async def test_a_bridge_with_media_workers_carries_a_calls_audio_and_shows_its_f
             await asyncio.sleep(0.2)  # the workers report figures once a second
         else:
             raise AssertionError(f"audio not relayed both ways by the workers: {figures}")
+        samples = await scrape(service.http_url)
+        assert samples["bridge_media_legs"] == 2, "the call's two legs on /metrics"
+        assert samples["bridge_media_workers_alive"] == 2
         (await caller.wait()).assert_ok(successful=1)
         (await callee.wait()).assert_ok(successful=1)
         await service.wait_idle()

@@ -548,3 +548,40 @@ def test_long_batches_are_split_in_order() -> None:
     assert [len(m.items) for m in messages] == [MAX_BATCH, MAX_BATCH, 10]
     assert [item[3] for item in to(messages, a.worker)] == list(range(2 * MAX_BATCH + 10))
     assert media.take_outgoing() == []
+
+
+# -- relay counters -----------------------------------------------------------------------
+
+
+def test_relay_counters_of_every_worker_are_summed() -> None:
+    media = dispatch()
+    media.receive(0, [("counters", {"malformed": 2, "digits": 1})], [])
+    media.receive(1, [("counters", {"malformed": 3, "send_failed": 4})], [])
+    assert media.counters() == {"malformed": 5, "digits": 1, "send_failed": 4}
+    media.receive(0, [("counters", {"malformed": 7, "digits": 1})], [])
+    assert media.counters() == {"malformed": 10, "digits": 1, "send_failed": 4}, "latest, not added"
+
+
+def test_relay_counters_never_go_backwards_when_a_worker_dies_and_is_replaced() -> None:
+    media = dispatch()
+    media.receive(0, [("counters", {"malformed": 5, "digits": 2})], [])
+    media.receive(1, [("counters", {"malformed": 1})], [])
+    media.worker_lost(0)
+    assert media.counters() == {"malformed": 6, "digits": 2}, "the dead worker's counts stay"
+    media.receive(0, [("ready", [10000]), ("counters", {"malformed": 0, "digits": 0})], [])
+    assert media.counters() == {"malformed": 6, "digits": 2}
+    media.receive(0, [("counters", {"malformed": 3, "digits": 0})], [])
+    assert media.counters() == {"malformed": 9, "digits": 2}
+    media.worker_lost(0)
+    media.worker_lost(0)  # a second loss report adds nothing
+    assert media.counters() == {"malformed": 9, "digits": 2}
+    # Its next run's first report may count more than the last run did by then.
+    media.receive(0, [("ready", [10000]), ("counters", {"malformed": 7, "digits": 3})], [])
+    assert media.counters() == {"malformed": 16, "digits": 5}
+
+
+def test_a_worker_counting_from_zero_again_keeps_its_former_counts() -> None:
+    media = dispatch()
+    media.receive(1, [("counters", {"malformed": 8, "digits": 3})], [])
+    media.receive(1, [("counters", {"malformed": 1, "digits": 3})], [])
+    assert media.counters() == {"malformed": 9, "digits": 6}

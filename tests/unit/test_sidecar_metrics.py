@@ -104,3 +104,46 @@ def test_label_misuse_fails_at_the_call_site() -> None:
         registry.histogram("z", "Z", ("le",))
     with pytest.raises(ValueError, match="invalid label"):
         registry.counter("w_total", "W", ("__internal",))
+
+
+def test_counter_read_from_a_function_at_scrape_time() -> None:
+    registry = MetricsRegistry()
+    dropped = [3]
+    counter = registry.counter("drops_total", "Drops")
+    counter.set_function(lambda: dropped[0])
+    assert (
+        registry.render() == "# HELP drops_total Drops\n# TYPE drops_total counter\ndrops_total 3\n"
+    )
+    dropped[0] = 5
+    assert "drops_total 5\n" in registry.render()
+    assert counter.value() == 5
+    with pytest.raises(ValueError, match="read from a function"):
+        counter.inc()
+
+
+def test_labelled_series_read_from_a_function_at_scrape_time() -> None:
+    registry = MetricsRegistry()
+    reasons = {"malformed": 2.0}
+    counter = registry.counter("drops_total", "Drops", ("reason",))
+    counter.set_series_function(lambda: {(reason,): n for reason, n in reasons.items()})
+    per_worker = registry.gauge("legs", "Legs", ("worker",))
+    per_worker.set_series_function(lambda: {("1",): 4.0, ("0",): 3.0})
+    assert 'drops_total{reason="malformed"} 2\n' in registry.render()
+    reasons["send_failed"] = 1.0
+    text = registry.render()
+    assert 'drops_total{reason="malformed"} 2\ndrops_total{reason="send_failed"} 1\n' in text
+    assert 'legs{worker="0"} 3\nlegs{worker="1"} 4\n' in text
+    assert counter.value(reason="send_failed") == 1
+    with pytest.raises(ValueError, match="read from a function"):
+        per_worker.set(1, worker="0")
+
+
+def test_functions_must_fit_the_labels() -> None:
+    registry = MetricsRegistry()
+    with pytest.raises(ValueError, match="unlabelled"):
+        registry.counter("a_total", "A", ("reason",)).set_function(lambda: 1)
+    with pytest.raises(ValueError, match="no labels"):
+        registry.gauge("b", "B").set_series_function(lambda: {})
+    registry.gauge("c", "C", ("x", "y")).set_series_function(lambda: {("only x",): 1.0})
+    with pytest.raises(ValueError, match="takes labels"):
+        registry.render()
