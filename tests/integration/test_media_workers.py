@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from bridge.media.dtmf import event_packets
 from bridge.media.rtp import RtpPacket
 from bridge.media_workers import WorkerMedia
 
-PAIRS_PER_WORKER = 80
+PAIRS_PER_WORKER = 40
 WAIT = 10.0
 
 
@@ -59,7 +59,12 @@ async def core() -> Core:
 
 
 @pytest.fixture
-def make_media(ports: PortAllocator, core: Core) -> Callable[..., Any]:
+async def make_media(
+    ports: PortAllocator, core: Core
+) -> AsyncIterator[Callable[..., Awaitable[WorkerMedia]]]:
+    """Starts WorkerMedia on a port block of its own; stops it and gives the block back."""
+    started: list[tuple[WorkerMedia, int, int]] = []
+
     async def start(workers: int = 2, **config: Any) -> WorkerMedia:
         count = 2 * PAIRS_PER_WORKER * workers
         first = ports.block(count, align=2)
@@ -70,17 +75,19 @@ def make_media(ports: PortAllocator, core: Core) -> Callable[..., Any]:
             on_digit=core.on_digit,
             on_timeout=core.on_timeout,
         )
+        started.append((media, first, count))
         await media.start()
         return media
 
-    return start
+    yield start
+    for media, first, count in started:
+        await media.close()  # its workers have exited: their ports are free again
+        ports.release(first, count)
 
 
 @pytest.fixture
-async def media(make_media: Callable[..., Any]) -> AsyncIterator[WorkerMedia]:
-    running: WorkerMedia = await make_media()
-    yield running
-    await running.close()
+async def media(make_media: Callable[..., Awaitable[WorkerMedia]]) -> WorkerMedia:
+    return await make_media()
 
 
 @pytest.fixture
