@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,33 +144,34 @@ def tree_cpu_split(pids: Sequence[int]) -> tuple[float, float]:
     return user, kernel
 
 
-def tree_rss_kib(pids: Sequence[int]) -> int:
-    total = 0
+def pss_kib(pid: int) -> int:
+    """Proportional set size: pages shared between processes (the interpreter, numpy, shared
+    by the bridge and its media workers) count once in all, where RSS counts them in each."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    return 0
+
+
+def tree_sum(pids: Sequence[int], read: Callable[[int], float]) -> float:
+    """``read`` summed over processes; one that is gone counts nothing."""
+    total = 0.0
     for pid in pids:
-        with contextlib.suppress(OSError):
-            total += rss_kib(pid)
+        with contextlib.suppress(OSError, ValueError):
+            total += read(pid)
     return total
+
+
+def tree_rss_kib(pids: Sequence[int]) -> int:
+    return int(tree_sum(pids, rss_kib))
 
 
 def tree_pss_kib(pids: Sequence[int]) -> int:
-    """Proportional set size summed: pages shared between the bridge and its media workers
-    (the interpreter, numpy) count once in all, where summed RSS counts them in each."""
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(OSError, ValueError):
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1])
-                    break
-    return total
+    return int(tree_sum(pids, pss_kib))
 
 
 def tree_cpu(pids: Sequence[int]) -> float:
-    total = 0.0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            total += cpu_seconds(pid)
-    return total
+    return tree_sum(pids, cpu_seconds)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from integration.bridge_under_test import BridgeUnderTest
+from integration.rtp_phones import Phone
 from peers.ports import PortAllocator
 
 
@@ -24,3 +25,12 @@ async def bridge(
     yield start
     for instance in started:
         await instance.close()
+
+
+@pytest.fixture
+async def phones() -> AsyncIterator[list[Phone]]:
+    """Four RTP phones on 127.0.0.1 (see :mod:`integration.rtp_phones`)."""
+    opened = [await Phone.open() for _ in range(4)]
+    yield opened
+    for phone in opened:
+        phone.close()

@@ -53,14 +53,6 @@ async def relay() -> AsyncIterator[MediaRelay]:
     media.close()
 
 
-@pytest.fixture
-async def phones() -> AsyncIterator[list[Phone]]:
-    opened = [await Phone.open() for _ in range(4)]
-    yield opened
-    for phone in opened:
-        phone.close()
-
-
 async def legs(relay: MediaRelay, phones: list[Phone], *codecs: int) -> list[MediaEndpoint]:
     endpoints = []
     for phone, codec in zip(phones, codecs, strict=False):

@@ -90,14 +90,6 @@ async def media(make_media: Callable[..., Awaitable[WorkerMedia]]) -> WorkerMedi
     return await make_media()
 
 
-@pytest.fixture
-async def phones() -> AsyncIterator[list[Phone]]:
-    opened = [await Phone.open() for _ in range(4)]
-    yield opened
-    for phone in opened:
-        phone.close()
-
-
 def pair(
     media: WorkerMedia, a: Phone, b: Phone, *, near: bool = True
 ) -> tuple[WorkerLeg, WorkerLeg]:
