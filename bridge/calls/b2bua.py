@@ -22,7 +22,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bridge.calls import indialog, legs, reinvite, sdpmap, teardown
+from bridge.calls import indialog, legs, reinvite, sdpmap, teardown, unreachable
 from bridge.calls.admission import Admission, Refusal
 from bridge.calls.call import (
     Call,
@@ -158,7 +158,8 @@ class B2BUA:
     def transport_error(self, destination: Address, transport: str, now: float) -> None:
         """The transport could not reach ``destination`` (a refused TCP connect): the
         transactions sending there end now and each client one reads as a 503 (RFC 3261
-        §8.1.3.1, §18.4), so an INVITE fails over at once instead of after Timer B."""
+        §8.1.3.1, §18.4), so an INVITE fails over at once instead of after Timer B; a server
+        one means its party is gone (§17.2.4, :mod:`bridge.calls.unreachable`)."""
         for event in self.txl.transport_error(destination, transport, now):
             self._dispatch(event, now)
 
@@ -191,10 +192,12 @@ class B2BUA:
             timeout = make_response(event.request, 408, "Request Timeout")
             self._on_response(timeout, event.client_key, now)
         elif isinstance(event, tx.ClientTransportError):
-            unreachable = make_response(event.request, 503, "Unreachable")
-            self._on_response(unreachable, event.client_key, now)
+            failed = make_response(event.request, 503, "Unreachable")
+            self._on_response(failed, event.client_key, now)
         elif isinstance(event, tx.AckTimeout):
             teardown.ack_timeout(self, event.server_key, now)
+        elif isinstance(event, tx.ServerTransportError):
+            unreachable.on_server_transport_error(self, event, now)
 
     def _on_request(
         self, request: Request, source: Address, transport: str, key: str | None, now: float
