@@ -24,7 +24,8 @@ per call), not datagram transports: a transport's protocol call, context switch 
 buffer cost several microseconds per packet, and a relay has no use for buffering (a late
 frame is a useless frame), so a send that would block is dropped and counted. A sweep every
 ``sweep_interval`` unlocks legs whose source went quiet (see :mod:`bridge.media.endpoint`),
-sends RTCP reports and reports legs that have been silent for ``timeout_after``.
+sends RTCP reports and reports legs that have been silent for ``timeout_after`` (see
+:func:`media_silence`: a held leg only once its phone has shown that it sends RTCP).
 
 Ports go back to the pool in :meth:`MediaRelay.release`. Creating, binding and closing two
 sockets are six system calls per leg, so a relay made with ``reuse_after`` *parks* a released
@@ -45,6 +46,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping
+from typing import NamedTuple
 
 import numpy as np
 
@@ -67,6 +69,8 @@ __all__ = [
     "MediaRelay",
     "PortPoolExhaustedError",
     "RelayCounters",
+    "Silence",
+    "media_silence",
 ]
 
 log = logging.getLogger(__name__)
@@ -90,6 +94,58 @@ class _ParkedPair:
         self.port = port
         self.rtp, self.rtcp = rtp, rtcp
         self.parked_at = parked_at
+
+
+class Silence(NamedTuple):
+    """One sweep's verdict on a leg's media timeout, and the leg's quiet-spell clock after it."""
+
+    due: bool
+    """Report the leg to ``on_timeout`` now."""
+    since: float | None
+    """When the clock of the current spell started; None: the leg is not watched."""
+    reported: float | None
+    """The start of the last spell reported, so a spell is reported once."""
+
+
+def media_silence(
+    *,
+    relayed: bool,
+    held: bool,
+    last_rtp: float | None,
+    last_rtcp: float | None,
+    since: float | None,
+    reported: float | None,
+    now: float,
+    timeout: float,
+) -> Silence:
+    """Whether a leg has sent neither RTP nor RTCP for ``timeout``, once per quiet spell.
+
+    A phone that lost power or network never sends BYE: its silence is the only sign. RTCP
+    counts because a phone with silence suppression sends no RTP while its user listens, but
+    keeps reporting (RFC 3550 §6.2). Which legs are watched:
+
+    - a relayed leg (a peer or a conference seat), from the first sweep that sees it relayed,
+      so a call whose phone never sent anything times out too;
+    - a held leg whose phone has sent RTCP during the call (``last_rtcp`` set), from the first
+      sweep that sees it held. Its phone may stop RTP on hold (RFC 3264 §8.4, recvonly or
+      inactive) but RTCP goes on (RFC 3550 §6, RFC 3264 §5.1), so a phone that reports and
+      falls silent while held is gone. A held leg whose phone never sent RTCP is exempt:
+      many trunks and gateways send none, and its silence cannot be told from policy;
+    - no other leg (relayed to no one).
+
+    A pure function of the leg's state and ``now``; the caller keeps ``since`` and
+    ``reported`` and restarts the clock (``since=None``) when a hold starts or ends and when
+    the leg gets a new remote (:meth:`MediaEndpoint.set_remote`).
+    """
+    watched = last_rtcp is not None if held else relayed
+    if not watched:
+        return Silence(False, None, reported)
+    if since is None:
+        since = now
+    heard = max(since, last_rtp or 0.0, last_rtcp or 0.0)
+    if now - heard < timeout or reported == heard:
+        return Silence(False, since, reported)
+    return Silence(True, since, heard)
 
 
 ResumeTo = MediaEndpoint | tuple["Conference", MixMode, MediaEndpoint | None] | None
@@ -175,7 +231,8 @@ class MediaRelay:
         self.on_digit = on_digit
         self.relatch_after = relatch_after
         self.timeout_after = timeout_after
-        """Seconds without RTP or RTCP before a relayed leg goes to ``on_timeout``; 0: never."""
+        """Seconds without RTP or RTCP before a relayed leg, or a held leg whose phone sends
+        RTCP, goes to ``on_timeout`` (see :func:`media_silence`); 0: never."""
         self.on_timeout = on_timeout
         self.counters = RelayCounters()
         self.tick_lateness: deque[float] = deque(maxlen=_LATENESS_SAMPLES)
@@ -400,6 +457,8 @@ class MediaRelay:
         self._check_own(endpoint)
         if any(e._hold is source for e in self._holds if e is not endpoint):
             raise ValueError("this audio source already plays to another endpoint")
+        if endpoint._hold is None:
+            endpoint._quiet_since = None  # the media timeout's clock restarts with the hold
         resume_to = endpoint._resume_to if endpoint._hold is not None else self._feed_of(endpoint)
         self._detach(endpoint)
         endpoint._hold = source if not isinstance(source, np.ndarray) else LoopSource(source)
@@ -446,6 +505,7 @@ class MediaRelay:
     def _end_hold(self, endpoint: MediaEndpoint) -> None:
         endpoint._hold = None
         endpoint._resume_to = None
+        endpoint._quiet_since = None  # ... and with its end
         self._holds.discard(endpoint)
 
     async def send_dtmf(
@@ -481,7 +541,7 @@ class MediaRelay:
 
     def sweep(self, now: float, wall: float) -> None:
         """Unlock legs whose source went quiet; send the RTCP reports that are due; report
-        legs silent for ``timeout_after`` to ``on_timeout``.
+        legs silent for ``timeout_after`` to ``on_timeout`` (see :func:`media_silence`).
 
         A locked leg hears only its latched source, so once that has been quiet for
         ``relatch_after`` it is unlocked and a phone that moved (NAT rebinding, restart) is
@@ -514,26 +574,24 @@ class MediaRelay:
                     log.exception("media timeout callback failed for media port %d", endpoint.port)
 
     def _silent(self, endpoint: MediaEndpoint, now: float, timeout: float) -> bool:
-        """Whether a relayed leg has sent neither RTP nor RTCP for ``timeout``, once per spell.
+        """Whether the leg has sent neither RTP nor RTCP for ``timeout``, once per spell.
 
-        A phone that lost power or network never sends BYE: its silence is the only sign.
-        The clock starts when the leg is first seen relayed (a peer or a conference) with its
-        current remote, so a call whose phone never sent anything times out too. A held leg
-        is exempt: its phone may stop sending (RFC 3264 §8.4, recvonly or inactive), and so is
-        a leg relayed to no one. RTCP counts because a phone with silence suppression sends
-        no RTP while its user listens, but keeps reporting (RFC 3550 §6.2).
+        Watched: a relayed leg (a peer or a conference), and a held leg once its phone has
+        sent RTCP during the call; a held leg whose phone never sent RTCP is exempt, and so is
+        a leg relayed to no one. :func:`media_silence` decides; this keeps its clock.
         """
-        if (endpoint._peer is None and endpoint._conference is None) or endpoint in self._holds:
-            endpoint._quiet_since = None
-            return False
-        if endpoint._quiet_since is None:
-            endpoint._quiet_since = now
-        heard = max(endpoint._quiet_since, endpoint.last_received_at or 0.0)
-        heard = max(heard, endpoint.last_rtcp_at or 0.0)
-        if now - heard < timeout or endpoint._quiet_reported == heard:
-            return False
-        endpoint._quiet_reported = heard
-        return True
+        verdict = media_silence(
+            relayed=endpoint._peer is not None or endpoint._conference is not None,
+            held=endpoint in self._holds,
+            last_rtp=endpoint.last_received_at,
+            last_rtcp=endpoint.last_rtcp_at,
+            since=endpoint._quiet_since,
+            reported=endpoint._quiet_reported,
+            now=now,
+            timeout=timeout,
+        )
+        endpoint._quiet_since, endpoint._quiet_reported = verdict.since, verdict.reported
+        return verdict.due
 
     # -- the 20 ms tick -------------------------------------------------------------------
 

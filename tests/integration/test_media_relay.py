@@ -604,8 +604,9 @@ async def test_a_relayed_leg_silent_past_the_media_timeout_is_reported_once(
     phones: list[Phone],
 ) -> None:
     """Sweeps at explicit times: a connected pair that never sends is reported once, after
-    ``timeout_after`` and not before; RTCP alone keeps a leg alive; a held leg and a leg
-    relayed to no one are never reported; a packet starts a new quiet spell."""
+    ``timeout_after`` and not before; RTCP alone keeps a leg alive; a held leg whose phone
+    never sent RTCP and a leg relayed to no one are never reported; a packet starts a new
+    quiet spell."""
     base = random.randrange(42000, 58000, 2)
     reported: list[MediaEndpoint] = []
     relay = MediaRelay(HOST, base, base + 20, timeout_after=30.0, on_timeout=reported.append)
@@ -659,6 +660,105 @@ async def test_a_relayed_leg_silent_past_the_media_timeout_is_reported_once(
         await phones[1].wait_for_packets(1)
         relay.sweep(t0 + 80, time.time())
         assert reported[4:] == [silent_a], "a packet started a new spell; the others go on"
+    finally:
+        relay.close()
+
+
+# -- held legs and the media timeout ---------------------------------------------------------
+#
+# Real time and the relay's own sweep, with the shortest timeout the config allows (1 s).
+
+HOLD_TIMEOUT = 1.0
+
+
+def receiver_report(ssrc: int) -> bytes:
+    return serialize_rtcp([ReceiverReport(ssrc=ssrc, reports=())])
+
+
+async def held_after_rtcp(relay: MediaRelay, phones: list[Phone], *, rtcp: bool) -> MediaEndpoint:
+    """A leg relayed to phones[1] whose phone (phones[0]) talked, sent RTCP if ``rtcp``, and
+    was then put on hold; phones[1]'s leg is left relayed to no one."""
+    held, peer = await legs(relay, phones, g711.PCMU, g711.PCMU)
+    relay.connect(held, peer)
+    phones[0].send(rtp(0, 1, 0, 0x4E1D, b"\xff" * 160), held)
+    await phones[1].wait_for_packets(1)
+    if rtcp:
+        phones[0].send(receiver_report(0x4E1D), (HOST, held.rtcp_port))
+        await wait_until(lambda: held.last_rtcp_at is not None, within=TIMEOUT, what="RTCP read")
+    relay.play_hold(held, ToneSource())
+    return held
+
+
+async def silent_control_pair(
+    relay: MediaRelay, phones: list[Phone]
+) -> tuple[MediaEndpoint, MediaEndpoint]:
+    """A connected pair on phones[2:4] that never sends: the timeout is live if it is reported."""
+    a, b = await legs(relay, phones[2:], g711.PCMU, g711.PCMU)
+    relay.connect(a, b)
+    return a, b
+
+
+async def test_a_held_leg_whose_phone_reported_by_rtcp_times_out_on_rtcp_silence(
+    phones: list[Phone],
+) -> None:
+    """RTCP goes on during a hold (RFC 3550 §6, RFC 3264 §5.1): a phone that has sent RTCP
+    and then sends nothing while held has lost power or network, and is reported once."""
+    base = random.randrange(42000, 58000, 2)
+    reported: list[MediaEndpoint] = []
+    relay = MediaRelay(
+        HOST, base, base + 20, timeout_after=HOLD_TIMEOUT, on_timeout=reported.append
+    )
+    try:
+        held = await held_after_rtcp(relay, phones, rtcp=True)
+        held_at = time.monotonic()
+        await wait_until(lambda: bool(reported), within=TIMEOUT, what="held leg reported")
+        assert time.monotonic() - held_at >= HOLD_TIMEOUT
+        assert reported == [held]
+        await asyncio.sleep(2 * relay.sweep_interval + 0.1)
+        assert reported == [held], "once per quiet spell"
+    finally:
+        relay.close()
+
+
+async def test_a_held_leg_whose_phone_never_sent_rtcp_is_not_reported(
+    phones: list[Phone],
+) -> None:
+    """A trunk or gateway that sends no RTCP stops RTP when held (RFC 3264 §8.4): its silence
+    cannot be told from policy, so it stays exempt while a silent relayed pair is reported."""
+    base = random.randrange(42000, 58000, 2)
+    reported: list[MediaEndpoint] = []
+    relay = MediaRelay(
+        HOST, base, base + 20, timeout_after=HOLD_TIMEOUT, on_timeout=reported.append
+    )
+    try:
+        held = await held_after_rtcp(relay, phones, rtcp=False)
+        control = await silent_control_pair(relay, phones)
+        await asyncio.sleep(2.5 * HOLD_TIMEOUT)
+        assert held.last_rtcp_at is None
+        assert sorted(reported, key=id) == sorted(control, key=id)
+    finally:
+        relay.close()
+
+
+async def test_a_held_leg_that_keeps_sending_rtcp_without_rtp_is_not_reported(
+    phones: list[Phone],
+) -> None:
+    """A held phone that sends no RTP (recvonly, inactive) but keeps reporting is alive."""
+    base = random.randrange(42000, 58000, 2)
+    reported: list[MediaEndpoint] = []
+    relay = MediaRelay(
+        HOST, base, base + 20, timeout_after=HOLD_TIMEOUT, on_timeout=reported.append
+    )
+    try:
+        held = await held_after_rtcp(relay, phones, rtcp=True)
+        control = await silent_control_pair(relay, phones)
+        rtp_before = held.last_received_at
+        deadline = time.monotonic() + 2.5 * HOLD_TIMEOUT
+        while time.monotonic() < deadline:
+            phones[0].send(receiver_report(0x4E1D), (HOST, held.rtcp_port))
+            await asyncio.sleep(0.2)
+        assert held.last_received_at == rtp_before, "no RTP during the hold"
+        assert sorted(reported, key=id) == sorted(control, key=id)
     finally:
         relay.close()
 
