@@ -156,7 +156,7 @@ class Engine:
     def flush(self) -> None:
         core = self.core
         for out in core.take_outgoing():
-            self.transport.send(out.data, out.destination, out.transport)
+            self.transport.send(out.data, out.destination, out.transport, out.fallback)
         events = core.take_events()
         if events:
             self._publish(events)

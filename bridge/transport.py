@@ -147,9 +147,13 @@ class SipTransport:
             lambda: _TcpConnection(self), host=host, port=self.local[1], reuse_address=True
         )
 
-    def send(self, data: bytes, destination: Address, transport: str) -> None:
+    def send(
+        self, data: bytes, destination: Address, transport: str, fallback: Address | None = None
+    ) -> None:
+        """``fallback``: for a TCP response, where to connect if the connection keyed by
+        ``destination`` (the request's source) has closed (RFC 3261 §18.2.2)."""
         if transport == "TCP":
-            self._send_tcp(data, destination)
+            self._send_tcp(data, destination, fallback)
             return
         if self._udp is None:
             return
@@ -159,33 +163,42 @@ class SipTransport:
         except OSError:
             self.stats.send_errors += 1
 
-    def _send_tcp(self, data: bytes, destination: Address) -> None:
-        conn = self.tcp.get(destination)
+    def _open(self, address: Address | None) -> _TcpConnection | None:
+        conn = self.tcp.get(address) if address is not None else None
         if conn is not None and conn.transport is not None and not conn.transport.is_closing():
+            return conn
+        return None
+
+    def _send_tcp(self, data: bytes, destination: Address, fallback: Address | None) -> None:
+        conn = self._open(destination) or self._open(fallback)
+        if conn is not None and conn.transport is not None:
             self.stats.tcp_out += 1
             conn.transport.write(data)
             return
         # The loop keeps only a weak reference to a task: without ours a connect could be
         # collected half-way and its frame silently lost.
-        task = asyncio.get_running_loop().create_task(self._connect_and_send(data, destination))
+        send = self._connect_and_send(data, fallback or destination, destination)
+        task = asyncio.get_running_loop().create_task(send)
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
 
-    async def _connect_and_send(self, data: bytes, destination: Address) -> None:
-        """Connect, then send; frames for a destination already being connected to wait for
-        that connection. A failed connect is reported once, by the task that tried it: the
-        transaction layer fails everything sending to that destination in one go, so the
-        frames that waited on it need no report of their own."""
+    async def _connect_and_send(self, data: bytes, target: Address, destination: Address) -> None:
+        """Connect to ``target``, then send; frames for a target already being connected to
+        wait for that connection. A failed connect is reported once for ``target``, by the
+        task that tried it: the transaction layer fails everything sending there in one go,
+        so the frames that waited on it need no report of their own. A frame that stood for
+        another ``destination`` (a response whose connection had closed) is reported for that
+        one too, which is what its transaction is known by."""
         loop = asyncio.get_running_loop()
-        pending = self._connecting.get(destination)
+        pending = self._connecting.get(target)
         connecting = pending is None
         try:
             if pending is None:
                 pending = loop.create_future()
-                self._connecting[destination] = pending
+                self._connecting[target] = pending
                 try:
                     _, proto = await loop.create_connection(
-                        lambda: _TcpConnection(self), host=destination[0], port=destination[1]
+                        lambda: _TcpConnection(self), host=target[0], port=target[1]
                     )
                     pending.set_result(proto)
                 except OSError as exc:
@@ -193,12 +206,15 @@ class SipTransport:
                     pending.exception()  # mark retrieved: other waiters re-raise it themselves
                     raise
                 finally:
-                    self._connecting.pop(destination, None)
+                    self._connecting.pop(target, None)
             conn = await pending
         except OSError:
             self.stats.send_errors += 1
-            if connecting and self.on_error is not None:
-                self.on_error(destination, "TCP")
+            if self.on_error is not None:
+                if connecting:
+                    self.on_error(target, "TCP")
+                if destination != target:
+                    self.on_error(destination, "TCP")
             return
         if conn.transport is not None:
             self.stats.tcp_out += 1

@@ -557,6 +557,21 @@ def test_unreachable_tcp_destination_fails_over_at_once() -> None:
     assert h.media.live == set()
 
 
+def test_a_tcp_callers_responses_carry_its_connection_and_its_sent_by_port() -> None:
+    """RFC 3261 §18.2.2: the caller's INVITE came over TCP from an ephemeral port; its
+    responses go back over that connection, or to the Via's sent-by port once it closed."""
+    h = Harness()
+    carrier = Origin(kind="trunk", name="carrier", platform="12345")
+    h.core.routing.identify = lambda _request, _source: carrier  # type: ignore[method-assign]
+    ephemeral = (CALLER[0], 49152)
+    h.core.receive(invite().replace(b"SIP/2.0/UDP", b"SIP/2.0/TCP"), ephemeral, "TCP", h.now)
+    inv = next(m for d, m in h.sent() if d == CALLEE and isinstance(m, Request))
+    h.feed(answer(inv, 180), CALLEE)
+    to_caller = [out for out in h.core.take_outgoing() if out.destination == ephemeral]
+    assert [(out.transport, out.fallback) for out in to_caller] == [("TCP", CALLER)]
+    assert parse_message(to_caller[0].data).status == 180  # type: ignore[union-attr]
+
+
 def test_a_call_over_the_limit_is_refused_at_once_but_a_call_to_110_never_is() -> None:
     h = Harness(admission=Admission(max_calls=1))
     h.feed(invite(call_id="first", user="12345", branch="z9hG4bKf1"), CALLER)

@@ -621,6 +621,50 @@ def test_tcp_responses_go_back_over_the_connection() -> None:
     assert (out.destination, out.transport) == (("127.0.0.1", 50000), "TCP")
 
 
+@pytest.mark.parametrize(
+    ("transport", "via_host", "via_params", "fallback"),
+    [
+        # received stamped (the sent-by host differs), rport ignored: the sent-by port
+        ("TCP", "10.9.9.9:5099", ";rport", ("127.0.0.1", 5099)),
+        # no received: the sent-by host is the source; no port: the transport's default
+        ("TCP", "127.0.0.1", "", ("127.0.0.1", 5060)),
+        ("TLS", "phone.example", "", ("127.0.0.1", 5061)),
+        ("UDP", "10.9.9.9:5099", ";rport", None),
+    ],
+)
+def test_a_reliable_response_falls_back_to_received_and_the_sent_by_port(
+    transport: str, via_host: str, via_params: str, fallback: Address | None
+) -> None:
+    """§18.2.2: over a reliable transport a response goes over the connection its request
+    came on (keyed by the source, the phone's ephemeral port); if that one has closed, a new
+    one goes to ``received`` with the sent-by port. Every response of the transaction, a
+    retransmitted 2xx too, carries both; what it sends of its own (no requests) carries none."""
+    layer = TransactionLayer()
+    invite = request(transport=transport, via_host=via_host, via_params=via_params)
+    key = new_server_tx(layer, invite, ("127.0.0.1", 50000))
+    layer.send_response(key, make_response(invite, 180, to_tag="r"), now=0.0)
+    layer.send_response(key, make_response(invite, 200, to_tag="r"), now=0.0)
+    outs = layer.take_outgoing()
+    outs += [out for _, _, more in run_timers(layer, 0.6) for out in more]
+    assert len(outs) == 3
+    assert {(out.destination, out.fallback) for out in outs} == {(("127.0.0.1", 50000), fallback)}
+    client = request("OPTIONS", branch="z9hG4bKout1", transport=transport)
+    layer.send_request(client, TRUNK, transport, now=1.0)
+    assert [out.fallback for out in layer.take_outgoing()] == [None]
+
+
+def test_a_failed_fallback_connect_is_reported_by_the_connection_key() -> None:
+    """The transport reports a failed fallback connect for the address the response was keyed
+    by, the request's source: that is the one the layer knows the transaction by."""
+    layer = TransactionLayer()
+    invite = request(transport="TCP", via_host="127.0.0.1:5099")
+    key = new_server_tx(layer, invite, ("127.0.0.1", 50000))
+    layer.send_response(key, make_response(invite, 180, to_tag="r"), now=0.0)
+    assert layer.transport_error(("127.0.0.1", 5099), "TCP", now=0.1) == []
+    events = layer.transport_error(("127.0.0.1", 50000), "TCP", now=0.1)
+    assert events == [ServerTransportError(server_key=key, request=invite)]
+
+
 # --------------------------------------------------------------------------- CANCEL, server side
 
 

@@ -27,6 +27,7 @@ from bridge.sip.transaction.wire import (
     client_key,
     new_branch,
     response_address,
+    response_fallback,
     server_key,
     stamp_via,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "client_key",
     "new_branch",
     "response_address",
+    "response_fallback",
     "server_key",
     "stamp_via",
 ]

@@ -12,9 +12,17 @@ Address: TypeAlias = tuple[str, int]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Outgoing:
+    """Bytes for the transport. A response over a reliable transport goes over the connection
+    its request came on, which the transport knows by the request's source: ``destination``.
+    If that one is closed, RFC 3261 §18.2.2 has a new one opened to ``fallback``, the Via's
+    ``received`` address and sent-by port: the source port was the peer's ephemeral one, and
+    nothing listens there. A failure is reported for ``destination``, which is how the
+    transaction layer knows the transaction."""
+
     data: bytes
     destination: Address
     transport: str
+    fallback: Address | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -54,6 +54,7 @@ from bridge.sip.transaction.wire import (
     client_key,
     is_reliable,
     response_address,
+    response_fallback,
     server_key,
     stamp_via,
 )
@@ -75,6 +76,7 @@ class _Transaction:
         "acks",
         "cancelled",
         "destination",
+        "fallback",
         "interval",
         "is_client",
         "key",
@@ -98,12 +100,14 @@ class _Transaction:
         destination: Address,
         transport: str,
         is_client: bool,
+        fallback: Address | None = None,
     ) -> None:
         self.key = key
         self.table = table
         self.state = state
         self.request: Request | None = request
         self.destination = destination
+        self.fallback = fallback
         self.transport = transport
         self.reliable = is_reliable(transport)
         self.is_client = is_client
@@ -207,6 +211,7 @@ class TransactionLayer:
             destination=response_address(via, source, transport),
             transport=transport,
             is_client=False,
+            fallback=response_fallback(via, transport),
         )
         self._add(tx)
         self._events.append(
@@ -467,7 +472,12 @@ class TransactionLayer:
             )
 
     def _send(self, message: Message, tx: _Transaction) -> Outgoing:
-        out = Outgoing(data=bytes(message), destination=tx.destination, transport=tx.transport)
+        out = Outgoing(
+            data=bytes(message),
+            destination=tx.destination,
+            transport=tx.transport,
+            fallback=tx.fallback,
+        )
         self._outgoing.append(out)
         return out
 

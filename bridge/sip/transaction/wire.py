@@ -67,7 +67,8 @@ def stamp_via(request: Request, source: Address, via: Via | None = None) -> Via:
 
 
 def response_address(via: Via, source: Address, transport: str) -> Address:
-    """§18.2.2 (with RFC 3581): where responses to a request go."""
+    """§18.2.2 (with RFC 3581): where responses to a request go; over a reliable transport
+    the connection it came on, known by its source (see :func:`response_fallback`)."""
     if is_reliable(transport):
         return source
     rport = via.param("rport")
@@ -75,6 +76,18 @@ def response_address(via: Via, source: Address, transport: str) -> Address:
     if rport and rport.isdigit():
         return host, int(rport)
     return host, via.port or 5060
+
+
+def response_fallback(via: Via, transport: str) -> Address | None:
+    """§18.2.2: for a reliable transport whose connection has closed, the address to open a
+    new one to: the ``received`` address (the source's, stamped by :func:`stamp_via`), else the
+    sent-by host, with the sent-by port or the transport's default (§19.1.2: 5061 for TLS).
+    Never ``rport``: over a connection that is the peer's ephemeral port (RFC 3581 §4). None
+    for an unreliable transport, whose responses have no connection to fall back from."""
+    if not is_reliable(transport):
+        return None
+    host = via.param("received") or _bare_host(via.host)
+    return host, via.port or (5061 if transport.upper() == "TLS" else 5060)
 
 
 def build_non2xx_ack(request: Request, response: Response) -> Request:
