@@ -354,10 +354,14 @@ class Bridge:
             cwd=self.workdir,
             preexec_fn=lambda: raise_fd_limit(65536),
         )
-        wait_bound(self.sip_port)
-        # The sidecar listens last, once the media workers (if any) are up: their CPU and
-        # memory are then counted from the start of a run.
-        wait_bound(self.http_port)
+        try:
+            wait_bound(self.sip_port)
+            # The sidecar listens last, once the media workers (if any) are up: their CPU
+            # and memory are then counted from the start of a run.
+            wait_bound(self.http_port)
+        except BaseException:
+            self.stop()  # a bridge that never got ready is not left running
+            raise
         return self.process.pid
 
     def stop(self) -> None:
