@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from integration.bridge_under_test import BridgeUnderTest
 from peers.ports import PortAllocator
+from peers.process import wait_until
 
 
 async def read_until(stream: asyncio.StreamReader, needle: str, within: float) -> list[str]:
@@ -98,3 +99,52 @@ def test_bad_config_exits_1_with_file_and_line(
     config.write_text('[sidecar]\nlink_secret = "0123456789abcdef0123"\n[sip]\nlisen = "x"\n')
     assert main(["run", "--config", str(config)]) == 1
     assert f"{config}:4: sip.lisen: unknown key" in capsys.readouterr().err
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                text = (entry / "stat").read_text()
+                if int(text[text.rindex(")") + 2 :].split()[1]) == pid:
+                    found.append(int(entry.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a reparented child may wait a while to be reaped)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return text[text.rindex(")") + 2] not in "ZX"
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["stopped", "killed"])
+async def test_media_workers_end_with_the_bridge_however_it_ends(
+    tmp_path: Path, ports: PortAllocator, how: signal.Signals
+) -> None:
+    """No worker is left behind holding media ports, after a graceful stop or a crash."""
+    layout = BridgeUnderTest(
+        tmp_path,
+        ports,
+        carrier_port=ports.port(),
+        pbx_ports=[ports.port()],
+        media_extra="workers = 2",
+        media_ports=256,
+    )
+    async with bridge_process(layout) as proc:
+        assert proc.stderr is not None
+        await read_until(proc.stderr, "ready:", 20)
+        workers = _children(proc.pid)
+        assert len(workers) == 2
+        assert all(_running(pid) for pid in workers)
+        proc.send_signal(how)
+        status = await asyncio.wait_for(proc.wait(), 15)
+        assert status == (0 if how is signal.SIGTERM else -signal.SIGKILL)
+        await wait_until(
+            lambda: not any(_running(pid) for pid in workers),
+            within=10,
+            what="media workers exited",
+        )
