@@ -358,24 +358,18 @@ async def test_a_bridge_with_media_workers_carries_a_calls_audio_and_shows_its_f
                 body: dict[str, Any] = (await resp.json())["call"]
             return {leg["id"]: leg.get("media", {}) for leg in body["legs"]}
 
-        figures: dict[str, Any] = {}
-        deadline = asyncio.get_running_loop().time() + 8
-        while asyncio.get_running_loop().time() < deadline:
-            figures = await shown()
-            caller_leg, callee_leg = figures[call.caller_leg], figures[call.callee_leg]
-            if (
-                min(
-                    caller_leg.get("packets_received", 0),
-                    caller_leg.get("packets_sent", 0),
-                    callee_leg.get("packets_received", 0),
-                    callee_leg.get("packets_sent", 0),
-                )
+        def relayed_both_ways() -> bool:
+            figures = [leg.stats.snapshot() for leg in legs]  # as the workers reported them
+            return (
+                min(*(f.packets_received for f in figures), *(f.packets_sent for f in figures))
                 >= enough
-            ):
-                break
-            await asyncio.sleep(0.2)  # the workers report figures once a second
-        else:
-            raise AssertionError(f"audio not relayed both ways by the workers: {figures}")
+            )
+
+        await wait_until(relayed_both_ways, within=8, what="audio relayed both ways by workers")
+        figures = await shown()
+        for leg_id in (call.caller_leg, call.callee_leg):
+            assert figures[leg_id]["packets_received"] >= enough, "figures on the calls API"
+            assert figures[leg_id]["packets_sent"] >= enough
         samples = await scrape(service.http_url)
         assert samples["bridge_media_legs"] == 2, "the call's two legs on /metrics"
         assert samples["bridge_media_workers_alive"] == 2

@@ -7,6 +7,8 @@ import asyncio
 import socket
 from collections.abc import Callable
 
+from peers.process import wait_until
+
 from bridge.transport import Address, SipTransport
 
 REQUEST = (
@@ -17,11 +19,7 @@ WITHIN = 3.0
 
 
 async def until(condition: Callable[[], bool], within: float = WITHIN) -> None:
-    for _ in range(int(within / 0.01)):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("not within the time allowed")
+    await wait_until(condition, within=within, what="the phone's side saw it")
 
 
 class Phone:
