@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import numpy as np
 import pytest
 from integration.bridge_under_test import ADMIN_HEADERS, sipp_caller
 from integration.media_peers import BridgeFactory, call_through_bridge
-from integration.rtp_phones import HOST, Phone, rtp
+from integration.rtp_phones import HOST, Phone, rtp, stream
 from integration.test_media_calls import write_pcma_pcap
 from peers.ports import PortAllocator
 from peers.process import wait_until
@@ -101,10 +102,9 @@ def pair(
 
 
 async def talk(phone: Phone, to: WorkerLeg, count: int, *, ssrc: int, seq: int = 100) -> None:
-    """Paced as a phone would send (a packet per 20 ms)."""
-    for index in range(count):
-        phone.send(rtp(g711.PCMA, seq + index, 160 * (seq + index), ssrc, bytes(160)), to)
-        await asyncio.sleep(0.02)
+    """``count`` A-law packets of silence, paced as a phone sends them."""
+    silence = np.zeros(160 * count, dtype=np.int16)
+    await stream(phone, to, silence, payload_type=g711.PCMA, ssrc=ssrc, seq=seq, ts=160 * seq)
 
 
 def audio(phone: Phone) -> list[RtpPacket]:
