@@ -42,16 +42,13 @@ class Core:
         self.digits: list[tuple[WorkerLeg, str]] = []
         self.lost: list[WorkerLeg] = []
         self.reasons: list[str] = []
-        self.changed = asyncio.Event()
 
     def on_digit(self, leg: WorkerLeg, digit: Any) -> None:
         self.digits.append((leg, digit.digit))
-        self.changed.set()
 
     def on_timeout(self, leg: WorkerLeg, reason: str) -> None:
         self.lost.append(leg)
         self.reasons.append(reason)
-        self.changed.set()
 
 
 @pytest.fixture
