@@ -489,12 +489,13 @@ class B2BUA:
         out.headers.add("Content-Type", "application/sdp")
 
     def _on_answer(self, call: Call, leg: Leg, response: Response, now: float) -> None:
+        answered_offer = legs.answers_offer(leg, response)
         legs.confirm_outgoing(self, call, leg, response, now)
         if call.state is not CallState.RINGING or call.caller.state is not LegState.INCOMING:
             # The caller cancelled while this leg was being answered (§9.1 race): end it.
             teardown.send_bye(self, call, leg, now)
             return
-        if not legs.answers_offer(leg, response):
+        if not answered_offer:
             legs.end_answerless(self, call, leg, now)
             self._destination_failed(call, leg, legs.ANSWERLESS_2XX[0], now)
             return

@@ -152,7 +152,8 @@ def outgoing_leg(leg_id: str, role: LegRole, dest: Destination, media: object) -
 
 
 def confirm_outgoing(core: B2BUA, call: Call, leg: Leg, response: Response, now: float) -> None:
-    """ACK a 2xx on an outgoing leg and make its dialog ours (§13.2.2.4)."""
+    """ACK a 2xx on an outgoing leg and make its dialog ours (§13.2.2.4). The dialog now
+    holds what later requests need; the INVITE is cut down to :func:`settled_invite`."""
     assert leg.invite is not None
     dialog = Dialog.uac(leg.invite, response)
     leg.dialog = dialog
@@ -162,8 +163,30 @@ def confirm_outgoing(core: B2BUA, call: Call, leg: Leg, response: Response, now:
     ack.headers.prepend("Via", core.via(leg.transport))
     core.txl.send_ack(leg.client_key, ack, core._next_hop(dialog, leg), leg.transport)
     core.index_leg(call, leg)
+    leg.invite = settled_invite(leg.invite)
     if response.body:
         core._point_media(leg, response.body)
+
+
+_SETTLED_HEADERS = frozenset({"From", "Call-ID", "X-Ticket-Id"})
+"""What a leg's INVITE keeps once answered (:func:`settled_invite`)."""
+
+
+def settled_invite(invite: Request) -> Request:
+    """A leg's INVITE once its dialog is confirmed, kept for as long as the call lasts. Only
+    what is read from it after the answer stays: Call-ID (the leg's index, a Replaces
+    match), From (its tag, and the caller's user and display name a transfer target or a
+    supervisor is shown) and the X-Ticket-Id the call came with. It is no longer a request to
+    answer or to CANCEL, which a confirmed leg never needs: the transaction layer holds its
+    own INVITE for retransmissions, requests in the dialog are built from the
+    :class:`~bridge.sip.dialog.Dialog`, and the SDP the bridge sent is ``Leg.last_sdp``."""
+    kept = [item for item in invite.headers if item[0] in _SETTLED_HEADERS]
+    return Request(
+        method=invite.method,
+        uri=invite.uri,
+        headers=Headers.from_canonical(kept),
+        version=invite.version,
+    )
 
 
 def answers_offer(leg: Leg, response: Response) -> bool:
@@ -178,7 +201,8 @@ def answers_offer(leg: Leg, response: Response) -> bool:
     as failed: the 2xx is ACKed as every 2xx must be (§13.2.2.4), the dialog it made ended
     with a BYE (§15), and the next destination rings, or the caller gets the failure a
     broken gateway would give (502, heard as 503). Repairing the session with a re-INVITE
-    would delay the caller on a device that already broke the offer/answer model."""
+    would delay the caller on a device that already broke the offer/answer model. Asked
+    before :func:`confirm_outgoing`, which drops the INVITE's body."""
     assert leg.invite is not None
     if not leg.invite.body:
         return True
