@@ -107,6 +107,8 @@ class Leg:
     peer: str
     """Who is at the far end (a trunk or seat name): safe to log, unlike numbers."""
     invite: Request | None = None
+    """The INVITE that opened the leg (received, or sent by the bridge); once the leg is
+    answered only what the call still reads of it (:func:`~bridge.calls.legs.settled_invite`)."""
     server_key: str | None = None
     client_key: str | None = None
     dialog: Dialog | None = None
