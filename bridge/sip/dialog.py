@@ -22,7 +22,7 @@ because the Via belongs to the hop and the transaction, not to the dialog.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum, auto
 
 from bridge.sip.errors import LocalProtocolError, RemoteProtocolError
@@ -74,6 +74,8 @@ def dialog_id_of(message: Message, *, as_uas: bool) -> DialogId:
 
 
 def _untagged(address: NameAddr) -> NameAddr:
+    if not has_param(address.params, "tag"):
+        return address  # immutable: the parsed address itself, not a copy of it
     return NameAddr(
         uri=address.uri,
         display_name=address.display_name,
@@ -81,8 +83,10 @@ def _untagged(address: NameAddr) -> NameAddr:
     )
 
 
-def _record_routes(message: Message) -> list[NameAddr]:
-    return [NameAddr.parse(value) for value in message.headers.get_all("Record-Route")]
+def _record_routes(message: Message) -> tuple[NameAddr, ...]:
+    """The Record-Route entries as received; a tuple, so the usual empty route set of a
+    dialog held for a whole call costs nothing (the empty tuple is shared)."""
+    return tuple(NameAddr.parse(value) for value in message.headers.get_all("Record-Route"))
 
 
 def _contact_uri(message: Message) -> SipUri | None:
@@ -98,7 +102,7 @@ class Dialog:
     local_uri: NameAddr
     remote_uri: NameAddr
     remote_target: SipUri
-    route_set: list[NameAddr] = field(default_factory=list)
+    route_set: tuple[NameAddr, ...] = ()
     local_cseq: int = 0
     remote_cseq: int | None = None
     secure: bool = False
@@ -126,7 +130,7 @@ class Dialog:
             # A 2xx must carry Contact (§12.1.2); if a peer forgets, the Request-URI is the
             # only place left that reached it.
             remote_target=_contact_uri(response) or request.uri,
-            route_set=list(reversed(_record_routes(response))),
+            route_set=_record_routes(response)[::-1],
             local_cseq=cseq,
             remote_cseq=None,
             secure=request.uri.scheme == "sips",
@@ -293,7 +297,7 @@ class Dialog:
             return
         if self.state is DialogState.EARLY:
             # §13.2.2.4: the route set is recomputed from the 2xx that confirms the dialog.
-            self.route_set = list(reversed(_record_routes(response)))
+            self.route_set = _record_routes(response)[::-1]
         self._advance(DialogInput.ANSWERED)
 
     def _refresh_target(self, message: Message) -> None:
