@@ -512,7 +512,7 @@ class B2BUA:
             out.body = legs.offer_in_2xx(caller, response.body)
             out.headers.add("Content-Type", "application/sdp")
         caller.dialog = Dialog.uas(caller.invite, caller.local_tag)
-        caller.invite = legs.settled_invite(caller.invite)
+        caller.invite = legs.settled_invite(caller.invite, incoming=True)
         caller.state = LegState.CONFIRMED
         caller.answered_at = now
         self.txl.send_response(caller.server_key, out, now)

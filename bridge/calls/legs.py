@@ -163,24 +163,28 @@ def confirm_outgoing(core: B2BUA, call: Call, leg: Leg, response: Response, now:
     ack.headers.prepend("Via", core.via(leg.transport))
     core.txl.send_ack(leg.client_key, ack, core._next_hop(dialog, leg), leg.transport)
     core.index_leg(call, leg)
-    leg.invite = settled_invite(leg.invite)
+    leg.invite = settled_invite(leg.invite, incoming=False)
     if response.body:
         core._point_media(leg, response.body)
 
 
 _SETTLED_HEADERS = frozenset({"From", "Call-ID", "X-Ticket-Id"})
-"""What a leg's INVITE keeps once answered (:func:`settled_invite`)."""
+"""What the INVITE of an answered caller keeps (:func:`settled_invite`)."""
+_SETTLED_OWN_HEADERS = frozenset({"Call-ID"})
+"""What the bridge's own INVITE keeps once its leg answered (:func:`settled_invite`)."""
 
 
-def settled_invite(invite: Request) -> Request:
+def settled_invite(invite: Request, *, incoming: bool) -> Request:
     """A leg's INVITE once its dialog is confirmed, kept for as long as the call lasts. Only
-    what is read from it after the answer stays: Call-ID (the leg's index, a Replaces
-    match), From (its tag, and the caller's user and display name a transfer target or a
-    supervisor is shown) and the X-Ticket-Id the call came with. It is no longer a request to
-    answer or to CANCEL, which a confirmed leg never needs: the transaction layer holds its
-    own INVITE for retransmissions, requests in the dialog are built from the
-    :class:`~bridge.sip.dialog.Dialog`, and the SDP the bridge sent is ``Leg.last_sdp``."""
-    kept = [item for item in invite.headers if item[0] in _SETTLED_HEADERS]
+    what is read from it after the answer stays: the Call-ID (the leg's index, a Replaces
+    match) and, of a received INVITE, the From (its tag, and the caller's user and display
+    name a transfer target or a supervisor is shown) and the X-Ticket-Id the call came with.
+    It is no longer a request to answer or to CANCEL, which a confirmed leg never needs: the
+    transaction layer holds its own INVITE for retransmissions, requests in the dialog are
+    built from the :class:`~bridge.sip.dialog.Dialog`, and the SDP the bridge sent is
+    ``Leg.last_sdp``."""
+    keep = _SETTLED_HEADERS if incoming else _SETTLED_OWN_HEADERS
+    kept = [item for item in invite.headers if item[0] in keep]
     return Request(
         method=invite.method,
         uri=invite.uri,
