@@ -302,8 +302,6 @@ class B2BUA:
             self._record(call.apply(CallInput.NO_ROUTE, now, reason="no route"))
             self._fail_caller(call, 404, "No Route", now)
             return
-        call.decision = route.decision
-        call.destinations = [d.uri for d in route.destinations]
         self._pending_destinations[call_id] = list(route.destinations)
         try:
             caller.media = self.media.allocate()

@@ -23,7 +23,6 @@ from typing import Any
 from bridge.sip.dialog import Dialog
 from bridge.sip.errors import LocalProtocolError
 from bridge.sip.message import Request
-from bridge.sip.uri import SipUri
 
 Address = tuple[str, int]
 
@@ -113,7 +112,6 @@ class Leg:
     client_key: str | None = None
     dialog: Dialog | None = None
     local_tag: str = ""
-    target: SipUri | None = None
     media: Any = None
     answered_at: float | None = None
     held: bool = False
@@ -154,8 +152,6 @@ class Call:
     legs: dict[str, Leg] = field(default_factory=dict)
     caller_leg: str = ""
     callee_leg: str = ""
-    destinations: list[SipUri] = field(default_factory=list)
-    decision: Any = None
     ticket_id: str | None = None
     ended_reason: str = ""
     history: list[CallEvent] = field(default_factory=list)

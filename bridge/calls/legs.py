@@ -146,7 +146,6 @@ def outgoing_leg(leg_id: str, role: LegRole, dest: Destination, media: object) -
         transport=dest.transport,
         peer=dest.peer,
         local_tag=random_hex(5),
-        target=dest.uri,
         media=media,
     )
 
