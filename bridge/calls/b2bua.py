@@ -642,9 +642,10 @@ class B2BUA:
     # -- helpers -----------------------------------------------------------------------------
 
     def index_leg(self, call: Call, leg: Leg) -> None:
-        self._by_dialog[(self._sip_call_id(leg), leg.local_tag)] = (call.call_id, leg.leg_id)
+        where = call.call_id, leg.leg_id  # one tuple for both indices: it lives as long as the leg
+        self._by_dialog[(self._sip_call_id(leg), leg.local_tag)] = where
         if leg.server_key:
-            self._by_server[leg.server_key] = (call.call_id, leg.leg_id)
+            self._by_server[leg.server_key] = where
 
     @staticmethod
     def _sip_call_id(leg: Leg) -> str:
