@@ -81,6 +81,18 @@ def test_a_small_fragmented_range_still_yields_its_last_block_and_takes_back_rel
     assert allocator.block(8, align=8) == low + 16
 
 
+def test_many_single_ports_leave_room_for_large_blocks() -> None:
+    """A full suite hands out thousands of single ports and never takes them back; a media
+    worker bridge still needs 256 ports in a row."""
+    low = 24000 + 512 * random.randrange(8)
+    allocator = PortAllocator(low, low + 1024, seed=3)
+    for _ in range(400):
+        allocator.port()
+    first = allocator.block(256, align=2)
+    allocator.release(first, 256)
+    assert allocator.block(256, align=2) >= low
+
+
 def test_is_bound_sees_a_udp_socket_without_touching_it(ports: PortAllocator) -> None:
     port = ports.port()
     assert not is_bound(port)

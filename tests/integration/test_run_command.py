@@ -34,7 +34,8 @@ async def read_until(stream: asyncio.StreamReader, needle: str, within: float) -
 
 @contextlib.asynccontextmanager
 async def bridge_process(layout: BridgeUnderTest) -> AsyncIterator[asyncio.subprocess.Process]:
-    """``bridge run`` on the layout's config, as an admin starts it; killed if still running."""
+    """``bridge run`` on the layout's config, as an admin starts it; killed if still running,
+    and the layout's ports given back."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -50,6 +51,7 @@ async def bridge_process(layout: BridgeUnderTest) -> AsyncIterator[asyncio.subpr
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+        await layout.close()  # its ports go back to the allocator
 
 
 async def test_sighup_reloads_and_sigterm_stops_gracefully(

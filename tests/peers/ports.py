@@ -19,6 +19,9 @@ from collections.abc import Iterator
 HOST = "127.0.0.1"
 _LOW = 20000
 _HIGH = 32000  # Linux ephemeral ports start at 32768.
+SMALL_BLOCK = 8
+"""Blocks up to this many ports (SIP ports, a phone's RTP pair) are kept apart from larger
+ones (see :meth:`PortAllocator._candidates`)."""
 
 
 def _is_free(port: int) -> bool:
@@ -65,10 +68,22 @@ class PortAllocator:
             self._issued.difference_update(range(first, first + count))
 
     def _candidates(self, count: int, align: int) -> Iterator[int]:
-        """Every aligned start once, from a random point onwards and round: random so that
+        """Every aligned start, from a random point onwards and round: random so that
         concurrent runs on one machine rarely collide, exhaustive so that a fragmented range
-        still yields a block while one exists."""
-        starts = range(self._low + (-self._low % align), self._high - count + 1, align)
+        still yields a block while one exists. Single ports and small blocks (never given
+        back, mostly) come from the upper half first, large blocks (a bridge's media range,
+        given back at its teardown) from the lower half: scattered over the whole range, a
+        suite's thousands of single ports left no room for a block of 256."""
+        middle = self._low + (self._high - self._low) // 2
+        small = count <= SMALL_BLOCK
+        preferred = (middle, self._high) if small else (self._low, middle)
+        yield from self._starts(*preferred, count, align)
+        yield from self._starts(self._low, self._high, count, align)
+
+    def _starts(self, low: int, high: int, count: int, align: int) -> Iterator[int]:
+        starts = range(low + (-low % align), high - count + 1, align)
+        if not starts:
+            return
         offset = self._random.randrange(len(starts))
         for index in range(len(starts)):
             yield starts[(offset + index) % len(starts)]
