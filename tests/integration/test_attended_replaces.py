@@ -68,7 +68,7 @@ async def test_refer_with_replaces_joins_the_caller_and_the_consulted_target(
         pbx_ports=[agent.port],
         extra_plan=CONSULT_PLAN.format(consult_port=consult.port, target_port=target.port),
         media_extra=media_extra,
-        media_ports=256,
+        media_ports=128,
     )
     calls = service.watch_calls()
     await agent.started()

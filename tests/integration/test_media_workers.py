@@ -291,7 +291,7 @@ async def test_metrics_of_a_running_bridge_show_its_media(
         carrier_port=ports.port(),
         pbx_ports=[ports.port()],
         media_extra=f"workers = {workers}",
-        media_ports=256,
+        media_ports=128,
     )
     assert service.engine is not None
     media = service.engine.media
@@ -332,7 +332,7 @@ async def test_a_bridge_with_media_workers_carries_a_calls_audio_and_shows_its_f
     )
     streamed = write_pcma_pcap(caller.workdir / "pcma_tone.pcap", seconds=3.0, frequency=1000)
     service, calls = await call_through_bridge(
-        bridge, caller, callee, media_extra="workers = 2", media_ports=256
+        bridge, caller, callee, media_extra="workers = 2", media_ports=128
     )
     try:
         call_id = await calls.answered()

@@ -134,7 +134,7 @@ async def test_media_workers_end_with_the_bridge_however_it_ends(
         carrier_port=ports.port(),
         pbx_ports=[ports.port()],
         media_extra="workers = 2",
-        media_ports=256,
+        media_ports=128,
     )
     async with bridge_process(layout) as proc:
         assert proc.stderr is not None
