@@ -7,12 +7,13 @@ it receives; the relay under test sits between them exactly as in a call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import shutil
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -689,6 +690,20 @@ async def held_after_rtcp(relay: MediaRelay, phones: list[Phone], *, rtcp: bool)
     return held
 
 
+@contextlib.contextmanager
+def relay_timing_out() -> Iterator[tuple[MediaRelay, list[MediaEndpoint]]]:
+    """A relay with a HOLD_TIMEOUT media timeout and the legs it reported."""
+    base = random.randrange(42000, 58000, 2)
+    reported: list[MediaEndpoint] = []
+    relay = MediaRelay(
+        HOST, base, base + 20, timeout_after=HOLD_TIMEOUT, on_timeout=reported.append
+    )
+    try:
+        yield relay, reported
+    finally:
+        relay.close()
+
+
 async def silent_control_pair(
     relay: MediaRelay, phones: list[Phone]
 ) -> tuple[MediaEndpoint, MediaEndpoint]:
@@ -703,12 +718,7 @@ async def test_a_held_leg_whose_phone_reported_by_rtcp_times_out_on_rtcp_silence
 ) -> None:
     """RTCP goes on during a hold (RFC 3550 §6, RFC 3264 §5.1): a phone that has sent RTCP
     and then sends nothing while held has lost power or network, and is reported once."""
-    base = random.randrange(42000, 58000, 2)
-    reported: list[MediaEndpoint] = []
-    relay = MediaRelay(
-        HOST, base, base + 20, timeout_after=HOLD_TIMEOUT, on_timeout=reported.append
-    )
-    try:
+    with relay_timing_out() as (relay, reported):
         held = await held_after_rtcp(relay, phones, rtcp=True)
         held_at = time.monotonic()
         await wait_until(lambda: bool(reported), within=TIMEOUT, what="held leg reported")
@@ -716,8 +726,6 @@ async def test_a_held_leg_whose_phone_reported_by_rtcp_times_out_on_rtcp_silence
         assert reported == [held]
         await asyncio.sleep(2 * relay.sweep_interval + 0.1)
         assert reported == [held], "once per quiet spell"
-    finally:
-        relay.close()
 
 
 async def test_a_held_leg_whose_phone_never_sent_rtcp_is_not_reported(
@@ -725,31 +733,19 @@ async def test_a_held_leg_whose_phone_never_sent_rtcp_is_not_reported(
 ) -> None:
     """A trunk or gateway that sends no RTCP stops RTP when held (RFC 3264 §8.4): its silence
     cannot be told from policy, so it stays exempt while a silent relayed pair is reported."""
-    base = random.randrange(42000, 58000, 2)
-    reported: list[MediaEndpoint] = []
-    relay = MediaRelay(
-        HOST, base, base + 20, timeout_after=HOLD_TIMEOUT, on_timeout=reported.append
-    )
-    try:
+    with relay_timing_out() as (relay, reported):
         held = await held_after_rtcp(relay, phones, rtcp=False)
         control = await silent_control_pair(relay, phones)
         await asyncio.sleep(2.5 * HOLD_TIMEOUT)
         assert held.last_rtcp_at is None
         assert sorted(reported, key=id) == sorted(control, key=id)
-    finally:
-        relay.close()
 
 
 async def test_a_held_leg_that_keeps_sending_rtcp_without_rtp_is_not_reported(
     phones: list[Phone],
 ) -> None:
     """A held phone that sends no RTP (recvonly, inactive) but keeps reporting is alive."""
-    base = random.randrange(42000, 58000, 2)
-    reported: list[MediaEndpoint] = []
-    relay = MediaRelay(
-        HOST, base, base + 20, timeout_after=HOLD_TIMEOUT, on_timeout=reported.append
-    )
-    try:
+    with relay_timing_out() as (relay, reported):
         held = await held_after_rtcp(relay, phones, rtcp=True)
         control = await silent_control_pair(relay, phones)
         rtp_before = held.last_received_at
@@ -759,8 +755,6 @@ async def test_a_held_leg_that_keeps_sending_rtcp_without_rtp_is_not_reported(
             await asyncio.sleep(0.2)
         assert held.last_received_at == rtp_before, "no RTP during the hold"
         assert sorted(reported, key=id) == sorted(control, key=id)
-    finally:
-        relay.close()
 
 
 # -- the same on uvloop ------------------------------------------------------------------------
