@@ -270,10 +270,9 @@ def test_call_is_bridged_with_anchored_media() -> None:
     assert call.state is CallState.ANSWERED
 
 
-def test_bye_from_callee_ends_both_legs_and_frees_ports() -> None:
-    h = Harness()
-    inv, _ok = establish(h)
-    bye = (
+def bye_from_callee(inv: Request) -> bytes:
+    """The callee's BYE in the dialog of the bridge's INVITE ``inv`` (callee tag callee1)."""
+    return (
         "BYE sip:bridge@127.0.0.1:5060 SIP/2.0\r\n"
         "Via: SIP/2.0/UDP 127.0.0.1:5072;branch=z9hG4bKbye1\r\n"
         "Max-Forwards: 70\r\n"
@@ -282,7 +281,12 @@ def test_bye_from_callee_ends_both_legs_and_frees_ports() -> None:
         f"Call-ID: {inv.call_id}\r\n"
         "CSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n"
     ).encode()
-    h.feed(bye, CALLEE)
+
+
+def test_bye_from_callee_ends_both_legs_and_frees_ports() -> None:
+    h = Harness()
+    inv, _ok = establish(h)
+    h.feed(bye_from_callee(inv), CALLEE)
     sent = h.sent()
     assert any(isinstance(m, Response) and m.status == 200 for d, m in sent if d == CALLEE)
     bye_out = next(m for d, m in sent if d == CALLER and isinstance(m, Request))

@@ -9,6 +9,7 @@ from test_b2bua import (
     SDP,
     Harness,
     answer,
+    bye_from_callee,
     establish,
     invite,
     reinvite_from_callee,
@@ -21,18 +22,6 @@ from bridge.sip.message import Request, Response
 
 def history(h: Harness) -> list[tuple[str, dict[str, object]]]:
     return [(e.kind, e.data) for e in h.core.take_events()]
-
-
-def bye_from_callee(inv: Request) -> bytes:
-    return (
-        "BYE sip:bridge@127.0.0.1:5060 SIP/2.0\r\n"
-        "Via: SIP/2.0/UDP 127.0.0.1:5072;branch=z9hG4bKbye1\r\n"
-        "Max-Forwards: 70\r\n"
-        f"From: {inv.headers.get('To')};tag=callee1\r\n"
-        f"To: {inv.headers.get('From')}\r\n"
-        f"Call-ID: {inv.call_id}\r\n"
-        "CSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n"
-    ).encode()
 
 
 def test_a_caller_gone_while_ringing_has_the_callee_cancelled_and_the_reason_recorded() -> None:
