@@ -4,8 +4,9 @@ request came on while it is open, else to the Via's ``received`` address and sen
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from peers.process import wait_until
 
@@ -51,6 +52,25 @@ async def request_then_hang_up(
     return frames[0], reader, writer
 
 
+@contextlib.asynccontextmanager
+async def bridge_side() -> AsyncIterator[
+    tuple[SipTransport, list[Address], list[tuple[Address, str]]]
+]:
+    """The bridge's transport on 127.0.0.1, with the sources of the frames it received and
+    the destinations it reported unreachable."""
+    frames: list[Address] = []
+    errors: list[tuple[Address, str]] = []
+    transport = SipTransport(
+        lambda _data, source, _t: frames.append(source),
+        on_error=lambda where, t: errors.append((where, t)),
+    )
+    await transport.start("127.0.0.1", 0)
+    try:
+        yield transport, frames, errors
+    finally:
+        await transport.close()
+
+
 def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -58,44 +78,29 @@ def closed_port() -> int:
 
 
 async def test_a_response_uses_the_open_connection_then_the_sent_by_port_once_it_closed() -> None:
-    frames: list[Address] = []
-    errors: list[tuple[Address, str]] = []
-    transport = SipTransport(
-        lambda _data, source, _t: frames.append(source),
-        on_error=lambda where, t: errors.append((where, t)),
-    )
-    await transport.start("127.0.0.1", 0)
     phone = Phone()
     try:
-        sent_by = await phone.listen()
-        source, reader, writer = await request_then_hang_up(transport, frames)
-        transport.send(b"SIP/2.0 100 Trying\r\n\r\n", source, "TCP", fallback=sent_by)
-        assert (
-            await asyncio.wait_for(reader.readexactly(22), WITHIN) == b"SIP/2.0 100 Trying\r\n\r\n"
-        )
-        assert phone.connections == 0
+        async with bridge_side() as (transport, frames, errors):
+            sent_by = await phone.listen()
+            source, reader, writer = await request_then_hang_up(transport, frames)
+            transport.send(b"SIP/2.0 100 Trying\r\n\r\n", source, "TCP", fallback=sent_by)
+            trying = await asyncio.wait_for(reader.readexactly(22), WITHIN)
+            assert trying == b"SIP/2.0 100 Trying\r\n\r\n"
+            assert phone.connections == 0
 
-        writer.close()
-        await until(lambda: source not in transport.tcp)
-        transport.send(b"SIP/2.0 200 OK\r\n\r\n", source, "TCP", fallback=sent_by)
-        assert await asyncio.wait_for(phone.accepted.get(), WITHIN) == b"SIP/2.0 200 OK\r\n\r\n"
-        assert phone.connections == 1
-        assert errors == []
+            writer.close()
+            await until(lambda: source not in transport.tcp)
+            transport.send(b"SIP/2.0 200 OK\r\n\r\n", source, "TCP", fallback=sent_by)
+            assert await asyncio.wait_for(phone.accepted.get(), WITHIN) == b"SIP/2.0 200 OK\r\n\r\n"
+            assert phone.connections == 1
+            assert errors == []
     finally:
-        await transport.close()
         if phone.server is not None:
             phone.server.close()
 
 
 async def test_a_refused_fallback_is_reported_for_the_connection_its_transaction_knows() -> None:
-    frames: list[Address] = []
-    errors: list[tuple[Address, str]] = []
-    transport = SipTransport(
-        lambda _data, source, _t: frames.append(source),
-        on_error=lambda where, t: errors.append((where, t)),
-    )
-    await transport.start("127.0.0.1", 0)
-    try:
+    async with bridge_side() as (transport, frames, errors):
         source, _reader, writer = await request_then_hang_up(transport, frames)
         writer.close()
         await until(lambda: source not in transport.tcp)
@@ -103,5 +108,3 @@ async def test_a_refused_fallback_is_reported_for_the_connection_its_transaction
         transport.send(b"SIP/2.0 200 OK\r\n\r\n", source, "TCP", fallback=dead)
         await until(lambda: len(errors) == 2)
         assert sorted(errors) == sorted([(dead, "TCP"), (source, "TCP")])
-    finally:
-        await transport.close()
