@@ -617,9 +617,7 @@ class B2BUA:
             return
         data = {"leg": leg.leg_id, "party": str(leg.role), "reason": reason}
         self._record(call.note("media_timeout", now, **data))
-        teardown.send_bye(self, call, leg, now)
-        self.release_media(leg)
-        indialog.after_leg_left(self, call, leg, now, reason=reason)
+        teardown.hang_up_on(self, call, leg, now, reason=reason)
 
     def leg_left(self, call: Call, leg: Leg, now: float, *, reason: str | None = None) -> None:
         indialog.after_leg_left(self, call, leg, now, reason=reason)

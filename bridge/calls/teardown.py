@@ -119,6 +119,15 @@ def hangup(core: B2BUA, call_id: str, now: float, *, reason: str) -> None:
     maybe_finished(core, call, now)
 
 
+def hang_up_on(core: B2BUA, call: Call, leg: Leg, now: float, *, reason: str) -> None:
+    """A party that is gone without a BYE of its own (silent media, a response it can no
+    longer be sent): a BYE in case it can still hear (§15), its ports back, and the call goes
+    on as if it had hung up, so a transfer target's loss gives the caller back to the agent."""
+    send_bye(core, call, leg, now)
+    core.release_media(leg)
+    core.leg_left(call, leg, now, reason=reason)
+
+
 def send_bye(core: B2BUA, call: Call, leg: Leg, now: float) -> None:
     """§15: a UAS sends no BYE on a dialog before the ACK for its 2xx came or its 2xx was
     given up on: a BYE overtaking that ACK may find a phone that has not yet taken the

@@ -87,6 +87,4 @@ def _invite_lost(core: B2BUA, call: Call, leg: Leg, now: float) -> None:
 def _leg_unreachable(core: B2BUA, call: Call, leg: Leg, method: str, now: float) -> None:
     data = {"leg": leg.leg_id, "party": str(leg.role), "method": method}
     core._record(call.note("unreachable", now, **data))
-    teardown.send_bye(core, call, leg, now)
-    core.release_media(leg)
-    core.leg_left(call, leg, now, reason=reason_for(leg))
+    teardown.hang_up_on(core, call, leg, now, reason=reason_for(leg))
