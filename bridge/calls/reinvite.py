@@ -7,11 +7,12 @@ with the SDP re-anchored, and its answer mirrored back; with no confirmed party 
 onto (a supervisor, a caller alone while a transfer rings) the bridge answers it from its own
 media. While one is pending, both dialogs it involves have an INVITE in progress: another offer
 on either is glare (491, §14.1), or 500 with Retry-After from the party still waiting for its
-first (§14.2); the bridge's own re-INVITE (a resume) that meets a 491 goes again after §14.1's
-random delay. A party that leaves with one pending has it answered 487 (§15.1.2) and its 2xx,
-if one still comes, ACKed; a CANCEL of one still pending gets it 487 too (§9.2), and the
-mirrored one is cancelled in turn. A 481 or 408 to one the bridge sent means that party's
-dialog is gone (§12.2.1.2): its leg leaves as if it had hung up.
+first (§14.2); the bridge's own re-INVITE (a resume, or a hold put back) that meets a 491 goes
+again after §14.1's random delay. A party that leaves with one pending has it answered 487
+(§15.1.2) and its 2xx, if one still comes, ACKed; a CANCEL of one still pending gets it 487 too
+(§9.2), and the mirrored one is cancelled in turn, its hold or resume undone by the bridge if a
+2xx crossed that CANCEL. A 481 or 408 to one the bridge sent means that party's dialog is gone
+(§12.2.1.2): its leg leaves as if it had hung up.
 These methods are part of :class:`~bridge.calls.b2bua.B2BUA`, split out to keep modules small.
 """
 
@@ -65,6 +66,8 @@ class PendingReinvite:
     """What went to ``to_leg``, for a CANCEL of it."""
     cancel: Cancel = Cancel.NONE
     """Not NONE once ``from_leg`` cancelled its request: this one is cancelled too (§9.1)."""
+    hold: bool = False
+    """The bridge's own re-INVITE puts ``to_leg`` on hold again instead of resuming it."""
 
 
 def mirror_reinvite(
@@ -227,7 +230,7 @@ def on_reinvite_response(core: B2BUA, response: Response, key: str, now: float) 
     if status >= 300 and to_leg.live and to_leg.held != pending.was_held:
         _set_held(core, to_leg, pending.was_held)
     if pending.cancel is not Cancel.NONE and status < 300:
-        _undo_cancelled_hold(core, pending, now)
+        _undo_cancelled(core, pending, now)
     if pending.server_key is None or pending.request is None:
         return
     leg, origin_request = pending.from_leg, pending.request
@@ -328,15 +331,22 @@ def _cancel_mirrored(core: B2BUA, client_key: str, pending: PendingReinvite, now
         _send_cancel(core, pending, now)
 
 
-def _undo_cancelled_hold(core: B2BUA, pending: PendingReinvite, now: float) -> None:
-    """A hold whose CANCEL crossed the 2xx took effect at ``to_leg`` though its sender was told
-    487: that party would stay ``recvonly`` while the other believes they talk, so the bridge
-    resumes it (RFC 3264 §8.4)."""
+def _undo_cancelled(core: B2BUA, pending: PendingReinvite, now: float) -> None:
+    """A hold or resume whose CANCEL crossed the 2xx took effect at ``to_leg`` though its
+    sender was told 487, and so believes the session unchanged (§14.1). The bridge puts that
+    party back as the sender believes it is with a re-INVITE of its own (RFC 3264 §8.4): a
+    held party would stay ``recvonly`` while the other believes they talk, so it is resumed;
+    a resumed one would hear an agent who believes it cannot, so it is held again, hold tone
+    included."""
     call = core.calls.get(pending.call_id)
     leg = pending.to_leg
-    if call is not None and leg.live and leg.held and not pending.was_held:
+    if call is None or not leg.live or leg.held == pending.was_held:
+        return
+    if pending.was_held:
+        core.media.hold(leg.media)
+    else:
         core.media.unhold(leg.media)
-        resume(core, call, leg, now)
+    _reoffer(core, call, leg, now, hold=pending.was_held)
 
 
 def _send_cancel(core: B2BUA, pending: PendingReinvite, now: float) -> None:
@@ -350,14 +360,25 @@ def _send_cancel(core: B2BUA, pending: PendingReinvite, now: float) -> None:
 
 def resume(core: B2BUA, call: Call, leg: Leg, now: float, attempt: int = 1) -> None:
     """Take a party off hold with a re-INVITE of the bridge's own (RFC 3264 §8.4): after a
-    phone's attended transfer nobody else will, since the phone that held it has left. While
-    an INVITE is in progress on that dialog, or on the one mirrored onto it, it waits as after
-    a 491, instead of sending one the phone would have to refuse (§14.1)."""
+    phone's attended transfer nobody else will, since the phone that held it has left."""
+    _reoffer(core, call, leg, now, attempt=attempt, hold=False)
+
+
+def _reoffer(
+    core: B2BUA, call: Call, leg: Leg, now: float, *, attempt: int = 1, hold: bool
+) -> None:
+    """A re-INVITE of the bridge's own that resumes ``leg`` or, with ``hold``, holds it:
+    ``sendonly``, since the bridge plays it the hold tone (RFC 3264 §8.4). While an INVITE is
+    in progress on that dialog, or on the one mirrored onto it, it waits as after a 491,
+    instead of sending one the phone would have to refuse (§14.1)."""
     if _busy(core, leg):
-        _retry_later(core, call, leg, now, attempt)
+        _retry_later(core, call, leg, now, attempt, hold)
         return
     offer = offer_answer.make_offer(
-        address=leg.media.host, port=leg.media.port, session_id=secrets.randbelow(2**31)
+        address=leg.media.host,
+        port=leg.media.port,
+        session_id=secrets.randbelow(2**31),
+        direction=sdp.Direction.SENDONLY if hold else sdp.Direction.SENDRECV,
     )
     was_sdp = leg.last_sdp
     leg.last_sdp = sdpmap.toward(offer, leg.last_sdp)
@@ -370,39 +391,49 @@ def resume(core: B2BUA, call: Call, leg: Leg, now: float, attempt: int = 1) -> N
         was_sdp=was_sdp,
         attempt=attempt,
         sent=sent,
+        hold=hold,
     )
-    leg.held = False
+    leg.held = hold
 
 
 def _own_reinvite_done(core: B2BUA, pending: PendingReinvite, status: int, now: float) -> None:
+    """§14.1: a refused re-INVITE leaves the session as it was; a refused hold takes the hold
+    tone off again, since that party still sends and expects to be heard."""
     if status < 300:
         return
     leg = pending.to_leg
+    if pending.hold and leg.live:
+        _set_held(core, leg, pending.was_held)
     leg.held = pending.was_held
     call = core.calls.get(pending.call_id)
     if status == 491 and call is not None and pending.attempt < MAX_REINVITE_ATTEMPTS:
-        _retry_later(core, call, leg, now, pending.attempt + 1)
+        _retry_later(core, call, leg, now, pending.attempt + 1, pending.hold)
 
 
-def _retry_later(core: B2BUA, call: Call, leg: Leg, now: float, attempt: int) -> None:
+def _retry_later(
+    core: B2BUA, call: Call, leg: Leg, now: float, attempt: int, hold: bool = False
+) -> None:
     """§14.1: the re-INVITE goes again after a random delay in units of 10 ms, 2.1 to 4 s on a
     dialog whose Call-ID the bridge chose (its outgoing legs), 0 to 2 s on one the phone
     chose, so that the two ends of a glare do not collide again."""
     hundredths = secrets.randbelow(201) if leg.incoming else 210 + secrets.randbelow(191)
-    entry = (now + hundredths / 100, next(core._retry_ids), call.call_id, leg, attempt)
+    entry = (now + hundredths / 100, next(core._retry_ids), call.call_id, leg, attempt, hold)
     heapq.heappush(core._reinvite_retries, entry)
 
 
 def retry_reinvites(core: B2BUA, now: float) -> None:
-    """Resumes whose delay is over, for parties still on the call and still held."""
+    """Resumes and holds whose delay is over, for parties still on the call and not yet
+    resumed or held by anyone else."""
     heap = core._reinvite_retries
     while heap and heap[0][0] <= now:
-        _, _, call_id, leg, attempt = heapq.heappop(heap)
+        _, _, call_id, leg, attempt, hold = heapq.heappop(heap)
         call = core.calls.get(call_id)
         if call is None or call.legs.get(leg.leg_id) is not leg:
             continue
-        if leg.held and leg.state is LegState.CONFIRMED and leg.dialog is not None:
-            resume(core, call, leg, now, attempt)
+        if leg.held != hold and leg.state is LegState.CONFIRMED and leg.dialog is not None:
+            if hold:
+                core.media.hold(leg.media)
+            _reoffer(core, call, leg, now, attempt=attempt, hold=hold)
 
 
 def _busy(core: B2BUA, leg: Leg) -> bool:

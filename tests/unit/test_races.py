@@ -594,6 +594,76 @@ def test_a_cancelled_hold_that_took_effect_anyway_is_undone() -> None:
     assert ok.call_id == sent[1].call_id
 
 
+def resume_cancelled_as_the_caller_accepts(h: Harness) -> tuple[Request, Request]:
+    """The agent's phone holds the caller, then sends a resume and CANCELs it; the caller's
+    phone accepts the mirrored resume as the CANCEL leaves. The mirrored resume, and what the
+    bridge sent the caller after that 200 OK."""
+    inv, _ok = establish(h)
+    h.sent()
+    h.feed(reinvite_from_callee(inv, 2, b"a=sendonly"), CALLEE)
+    hold = next(m for m in h.sent_to(CALLER) if isinstance(m, Request))
+    h.feed(answer_from_caller(hold, 200, HOLD_ANSWER), CALLER)
+    h.sent()
+    h.feed(reinvite_from_callee(inv, 3, b"a=sendrecv"), CALLEE)
+    mirrored = next(m for m in h.sent_to(CALLER) if isinstance(m, Request))
+    h.feed(answer_from_caller(mirrored, 100), CALLER)
+    h.feed(cancel_from_callee(inv, 3), CALLEE)
+    assert [(m.status, m.cseq.method) for m in h.sent_to(CALLEE) if isinstance(m, Response)] == [
+        (200, "CANCEL"),
+        (487, "INVITE"),
+    ]
+    h.sent()
+    h.feed(answer_from_caller(mirrored, 200, SDP), CALLER)
+    sent = [m for m in h.sent_to(CALLER) if isinstance(m, Request)]
+    assert [m.method for m in sent] == ["ACK", "INVITE"]
+    return mirrored, sent[1]
+
+
+def test_a_cancelled_resume_that_took_effect_anyway_is_undone() -> None:
+    """The mirror image of the cancelled hold: the agent's phone was told 487, so by §14.1 its
+    session is unchanged and it believes the caller on hold, while the caller's phone accepted
+    the resume. The bridge holds the caller again (RFC 3264 §8.4), hold tone included, rather
+    than leave a caller who can hear an agent who thinks they cannot be heard."""
+    h = Harness()
+    mirrored, rehold = resume_cancelled_as_the_caller_accepts(h)
+    call = next(iter(h.core.calls.values()))
+    assert b"a=sendonly" in rehold.body
+    assert rehold.cseq.seq > mirrored.cseq.seq
+    assert rehold.call_id == mirrored.call_id
+    assert origin_version(rehold.body) == origin_version(mirrored.body) + 1
+    assert call.caller.media.port in h.media.held
+    h.feed(answer_from_caller(rehold, 200, HOLD_ANSWER), CALLER)
+    assert requests(h.sent_to(CALLER)) == ["ACK"]
+    assert call.caller.held
+    assert call.caller.media.port in h.media.held
+    assert not h.core._reinvites
+    assert h.sent_to(CALLEE) == []
+
+
+def test_a_rehold_that_meets_glare_goes_again_after_the_14_1_delay() -> None:
+    """The caller's phone refuses the bridge's hold with 491 (§14.1): until the retry it is
+    not held, hold tone off; the hold goes again within 0 to 2 s and takes effect."""
+    h = Harness()
+    _mirrored, rehold = resume_cancelled_as_the_caller_accepts(h)
+    call = next(iter(h.core.calls.values()))
+    h.feed(answer_from_caller(rehold, 491), CALLER)
+    assert requests(h.sent_to(CALLER)) == ["ACK"]
+    assert not call.caller.held
+    assert call.caller.media.port not in h.media.held
+    retried: list[Request] = []
+    for _ in range(21):
+        h.advance(0.1)
+        retried += [m for m in h.sent_to(CALLER) if isinstance(m, Request) and m.method == "INVITE"]
+    assert len({m.top_via.branch for m in retried}) == 1, "one re-INVITE (and its Timer A)"
+    assert b"a=sendonly" in retried[0].body
+    assert retried[0].cseq.seq > rehold.cseq.seq
+    assert call.caller.held
+    assert call.caller.media.port in h.media.held
+    h.feed(answer_from_caller(retried[0], 200, HOLD_ANSWER), CALLER)
+    assert call.caller.held
+    assert not h.core._reinvites
+
+
 # -- a dialog lost at the far end: 481 or 408 to the bridge's request (RFC 3261 §12.2.1.2) -----
 
 
