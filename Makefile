@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench peers venv clean
+.PHONY: demo test lint bench peers venv native clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,18 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# The call core compiled with mypyc into build/native (see bridge/native.py), rebuilt when a
+# compiled module changes. Without a C compiler the same modules run as Python: a failed build
+# costs speed, not function, and says so.
+NATIVE := build/native/manifest.json
+$(NATIVE): $(STAMP) bridge/native.py $(shell find bridge/sip bridge/calls -name '*.py')
+	@mkdir -p build
+	@echo "compiling the call core with mypyc (about 2 minutes; log in build/native.log)"
+	@BRIDGE_PURE=1 $(BIN)/python -m bridge.native > build/native.log 2>&1 || \
+	  echo "native build failed (build/native.log): the call core runs as Python"
+
+native: $(NATIVE)
+
 # Real SIP peers for the integration tests (Debian packages). Installed when missing and we
 # are root; without root the peer tests are skipped with the reason (a failure under CI=true).
 peers:
@@ -22,11 +34,14 @@ peers:
 	  apt-get update -qq && apt-get install -y -qq --no-install-recommends sip-tester baresip-core; \
 	else echo "sipp/baresip missing and not root: peer tests will be skipped"; fi
 
-demo: $(STAMP)
+demo: $(STAMP) $(NATIVE)
 	$(BIN)/bridge demo
 
-test: $(STAMP) peers
+# The whole suite on the compiled core, then the pure-logic tests again as Python: the core
+# must behave the same without a C compiler.
+test: $(STAMP) peers $(NATIVE)
 	$(BIN)/python -m pytest -q
+	BRIDGE_PURE=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
 
 lint: $(STAMP)
 	$(BIN)/ruff check bridge tests bench
@@ -34,7 +49,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 # The call benchmark compares against Kamailio (Debian package) as a stateful proxy.
-bench: $(STAMP) peers
+bench: $(STAMP) peers $(NATIVE)
 	@command -v kamailio >/dev/null || { [ "$$(id -u)" = 0 ] && \
 	  apt-get install -y -qq --no-install-recommends kamailio; } || \
 	  echo "kamailio missing and not root: the Kamailio comparison is skipped"

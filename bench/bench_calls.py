@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.plan import HOTLINE_PLAN, bench_config, bench_plan
+from bridge import native
 
 ROOT = Path(__file__).resolve().parent.parent
 BRIDGE = ROOT / ".venv" / "bin" / "bridge"
@@ -676,7 +677,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"Rate: {args.rate} calls/s offered for {args.duration:.0f} s, SIPp built-in "
                 "uac -> uas on loopback (2 cores shared with the load generators), bridge "
                 f"real-time priority {args.realtime_priority or 'none'}, media workers "
-                f"{args.media_workers or 'none'}"
+                f"{args.media_workers or 'none'}, call core {native.status()}"
             )
             results: list[RateResult] = []
             if not args.skip_direct:

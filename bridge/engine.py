@@ -18,6 +18,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from bridge import native
 from bridge.calls.admission import Admission
 from bridge.calls.b2bua import B2BUA
 from bridge.calls.call import CallEvent
@@ -232,7 +233,10 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, service.reload_dialplan_from_signal)
-    log.info("ready: SIGHUP reloads the dial plan, SIGTERM/SIGINT stop gracefully")
+    log.info(
+        "ready: SIGHUP reloads the dial plan, SIGTERM/SIGINT stop gracefully (call core %s)",
+        "compiled" if native.active() else "as Python",
+    )
     if ready is not None:
         ready.set()
     await stop.wait()

@@ -87,7 +87,6 @@ class PlanRouting:
             origin=origin.platform,
             destinations=tuple(destinations),
             reason=decision.reason,
-            decision=decision,
             urgent=urgent is not None and decision.platform == urgent.to,
         )
 

@@ -32,7 +32,6 @@ class RouteResult:
     origin: str
     destinations: tuple[Destination, ...]
     reason: str
-    decision: object = None
     urgent: bool = False
     """Bound for the plan's urgent platform (110): never refused by the admission limits."""
 

@@ -169,9 +169,8 @@ class Headers:
     @classmethod
     def from_canonical(cls, items: list[tuple[str, str]]) -> Headers:
         """Adopt ``items`` whose names are already canonical (the parser's fast path)."""
-        new = cls.__new__(cls)
+        new = cls()
         new._items = items
-        new._first = None
         return new
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
