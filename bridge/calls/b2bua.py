@@ -446,13 +446,16 @@ class B2BUA:
         teardown.release_media(self, leg)
         self.counters.by_status[status] = self.counters.by_status.get(status, 0) + 1
         if call.state is CallState.RINGING:
-            self._destination_failed(call, leg, status, now)
+            self._destination_failed(call, leg, status, legs.reason_of(response), now)
         else:
             teardown.leg_gone(self, call, leg, now)
 
-    def _destination_failed(self, call: Call, leg: Leg, status: int, now: float) -> None:
+    def _destination_failed(
+        self, call: Call, leg: Leg, status: int, reason: str, now: float
+    ) -> None:
         if status in _FAILOVER_STATUSES | {404} and self._try_next(call, now):
-            self._record(call.apply(CallInput.FAILOVER, now, status=status, leg=leg.leg_id))
+            data = {"status": status, "leg": leg.leg_id, "reason": reason}
+            self._record(call.apply(CallInput.FAILOVER, now, **data))
             return
         self._record(call.apply(CallInput.ATTEMPT_FAILED, now, status=status))
         self._fail_caller(call, _caller_status(status), None, now)
@@ -495,7 +498,7 @@ class B2BUA:
             return
         if not answered_offer:
             legs.end_answerless(self, call, leg, now)
-            self._destination_failed(call, leg, legs.ANSWERLESS_2XX[0], now)
+            self._destination_failed(call, leg, *legs.ANSWERLESS_2XX, now)
             return
         caller = call.caller
         assert caller.invite is not None

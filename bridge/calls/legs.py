@@ -17,7 +17,7 @@ from bridge.sip import transaction as tx
 from bridge.sip.dialog import Dialog
 from bridge.sip.headers import Headers
 from bridge.sip.ids import random_hex
-from bridge.sip.message import Request, Response
+from bridge.sip.message import REASONS, Request, Response
 from bridge.sip.uri import NameAddr, SipUri
 
 if TYPE_CHECKING:
@@ -216,12 +216,24 @@ ANSWERLESS_2XX = 502, "answered without an SDP answer to the offer"
 """The failure a destination whose 2xx does not answer the bridge's offer counts as (see
 :func:`answers_offer`): a broken gateway's status, and the reason events and NOTIFYs give."""
 
+NO_ANSWER = "No Answer"
+"""Why a destination that rang past the plan's ring timeout was given up on: the reason the
+caller, the agent and the records are given, whatever status each reports it with."""
+
+
+def reason_of(response: Response) -> str:
+    """Why a destination failed, as its final response says: the Reason-Phrase it sent, which
+    may be empty (RFC 3261 §7.2, §25.1), else the standard phrase of the status (§21), so
+    every failover and failure record reads the same for the same cause."""
+    return response.reason or REASONS.get(response.status, "")
+
 
 def end_answerless(core: B2BUA, call: Call, leg: Leg, now: float) -> None:
     """Hang up a leg whose 2xx, already ACKed by :func:`confirm_outgoing`, did not answer the
     bridge's offer (:func:`answers_offer`): BYE on the dialog it made (§15) and its ports back,
-    noted in the call's history with the leg, since the failover or failure that follows
-    carries only a status. Whoever rang it then goes on as for a failure response."""
+    noted in the call's history with the leg, since a caller's failure that follows carries
+    only a status. Whoever rang it then goes on as for a failure response, with
+    :data:`ANSWERLESS_2XX` as its status and reason."""
     core._record(call.note("no_answer_in_2xx", now, leg=leg.leg_id))
     core.send_bye(call, leg, now)
     core.release_media(leg)

@@ -14,10 +14,11 @@ the parties go back to a plain relay; when the call ends, the supervisor is hung
 A transfer may happen while supervised: the supervisor stays on and, once the transfer is done,
 hears whoever then talks with the caller. One supervisor per call at a time.
 
-Every step is a call event (``supervise_requested``, ``supervisor_joined``,
-``supervise_mode_changed``, ``supervisor_left``, ``supervise_failed``) with its actor, in the
-call's history, the audit log and the live events. The supervision's own state changes only
-through :data:`TRANSITIONS`.
+Every step is a call event (``supervise_requested``, ``supervise_failover`` when a destination
+fails and the next one rings, ``supervisor_joined``, ``supervise_mode_changed``,
+``supervisor_left``, ``supervise_failed``) with its actor, in the call's history, the audit log
+and the live events; a failover and a failure say why, with the status and reason. The
+supervision's own state changes only through :data:`TRANSITIONS`.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from bridge.calls.ports import Destination, MediaUnavailable, MixMode
 from bridge.calls.transfer import TransferDesk, TransferState
 from bridge.sip import offer_answer
 from bridge.sip.errors import LocalProtocolError
-from bridge.sip.message import REASONS, Response
+from bridge.sip.message import Response
 
 if TYPE_CHECKING:
     from bridge.calls.b2bua import B2BUA
@@ -232,25 +233,44 @@ class SuperviseDesk:
             # A supervisor who could hear no one fails like a busy one (legs.answers_offer).
             legs.confirm_outgoing(self.core, call, leg, response, now)
             legs.end_answerless(self.core, call, leg, now)
-            self._next_or_fail(call, supervision, now, *legs.ANSWERLESS_2XX)
-            return
-        leg.state = LegState.TERMINATED
-        self.core.release_media(leg)
-        self._next_or_fail(call, supervision, now, status, response.reason)
+            status, reason = legs.ANSWERLESS_2XX
+        else:
+            leg.state = LegState.TERMINATED
+            self.core.release_media(leg)
+            reason = legs.reason_of(response)
+        if not self._move_on(call, supervision, leg, now, status, reason):
+            self._fail(call, supervision, now, status, reason)
 
     def ring_timeout(self, call: Call, leg: Leg, now: float) -> None:
-        """No answer within the ring timeout: CANCEL, and go on as for a 408."""
+        """No answer within the ring timeout: CANCEL, and go on as for a 408; when no
+        destination is left the supervision fails with the 480 a caller would hear."""
         legs.cancel_leg(self.core, call, leg, now)
         supervision = self.by_call.get(call.call_id)
-        if supervision is not None and supervision.leg_id == leg.leg_id:
-            self._next_or_fail(call, supervision, now, 480, "No Answer")
+        if supervision is None or supervision.leg_id != leg.leg_id:
+            return
+        if not self._move_on(call, supervision, leg, now, 408, legs.NO_ANSWER):
+            self._fail(call, supervision, now, 480, legs.NO_ANSWER)
 
-    def _next_or_fail(
-        self, call: Call, supervision: Supervision, now: float, status: int, reason: str
-    ) -> None:
+    def _move_on(
+        self,
+        call: Call,
+        supervision: Supervision,
+        failed: Leg,
+        now: float,
+        status: int,
+        reason: str,
+    ) -> bool:
+        """Ring the next destination after ``failed``; False when none could be rung. A move
+        is a ``supervise_failover`` event with why, as the core notes its own failover, so
+        supervisors and the audit log see why a phone was passed over, not only the end."""
         supervision.apply(SupervisionInput.NEXT_DESTINATION)
         if not self._ring_next(call, supervision, now):
-            self._fail(call, supervision, now, status, reason or REASONS.get(status, ""))
+            return False
+        self._event(
+            call, supervision, now, "supervise_failover", actor="bridge", leg=failed.leg_id,
+            status=status, reason=reason,
+        )  # fmt: skip
+        return True
 
     def _joined(
         self, call: Call, supervision: Supervision, leg: Leg, response: Response, now: float
@@ -353,7 +373,7 @@ class SuperviseDesk:
         self, call: Call, supervision: Supervision, now: float, kind: str, **data: Any
     ) -> None:
         if supervision.leg_id:  # none yet when the supervision is only requested
-            data["leg"] = supervision.leg_id
+            data.setdefault("leg", supervision.leg_id)
         self.core._record(
             call.note(kind, now, supervisor=supervision.supervisor, mode=supervision.mode, **data)
         )

@@ -92,10 +92,11 @@ def ring_timeout(core: B2BUA, call_id: str, leg_id: str, now: float) -> None:
     legs.cancel_leg(core, call, leg, now)
     if call.state is CallState.RINGING:
         if core._try_next(call, now):
-            core._record(call.apply(CallInput.FAILOVER, now, status=408, leg=leg_id))
+            data = {"status": 408, "leg": leg_id, "reason": legs.NO_ANSWER}
+            core._record(call.apply(CallInput.FAILOVER, now, **data))
         else:
             core._record(call.apply(CallInput.ATTEMPT_FAILED, now, status=408))
-            core._fail_caller(call, 480, "No Answer", now)
+            core._fail_caller(call, 480, legs.NO_ANSWER, now)
 
 
 def hangup(core: B2BUA, call_id: str, now: float, *, reason: str) -> None:

@@ -13,9 +13,11 @@ the caller hears the hold tone, and completes when the agent hangs up (or is can
 cancel key, which gives the caller back to the agent). A caller the agent's phone had put on
 hold is taken off it by a re-INVITE of the bridge's own when the transfer completes, since
 the phone that held it no longer will. When the target fails (busy, rejected,
-no answer before the ring timeout, unreachable), the next destination of the plan is tried;
-when none is left the agent still has the caller and is told why (NOTIFY ``message/sipfrag``
-for a REFER). Every step is an event for the ticket's log.
+no answer before the ring timeout, unreachable), the next destination of the plan is tried,
+and why the last one failed is noted in the call's history (``transfer_failover``, for the
+audit log and the live events) and given on the ``trying`` event that follows; when none is
+left the agent still has the caller and is told why (NOTIFY ``message/sipfrag`` for a REFER).
+Every step is an event for the ticket's log.
 
 The transfer's own state changes only through :data:`TRANSITIONS`.
 """
@@ -186,7 +188,17 @@ class TransferDesk:
                 return leg
         return None
 
-    def _ring_next(self, call: Call, transfer: Transfer, now: float) -> bool:
+    def _ring_next(
+        self,
+        call: Call,
+        transfer: Transfer,
+        now: float,
+        *,
+        status: int | None = None,
+        reason: str = "",
+    ) -> bool:
+        """Ring the next destination left, if any; ``status`` and ``reason`` say why the one
+        before it was given up on, for the ``trying`` event."""
         core = self.core
         while transfer.destinations:
             dest = transfer.destinations.pop(0)
@@ -206,7 +218,15 @@ class TransferDesk:
             legs.register_client(core, leg.client_key, call, leg)
             core.index_leg(call, leg)
             legs.ring_deadline(core, call, leg, now + dest.ring_timeout)
-            self._event(call, transfer, now, "trying", destination=transfer.tried[-1])
+            self._event(
+                call,
+                transfer,
+                now,
+                "trying",
+                destination=transfer.tried[-1],
+                status=status,
+                reason=reason,
+            )
             return True
         return False
 
@@ -246,7 +266,7 @@ class TransferDesk:
                 self._notify(call, transfer, now, status, response.reason)
             return
         legs.clear_ring_deadline(self.core, call, leg)
-        reason = response.reason or REASONS.get(status, "")
+        reason = legs.reason_of(response)
         if status < 300 and legs.answers_offer(leg, response):
             self._answered(call, transfer, leg, response, now)
             return
@@ -258,9 +278,7 @@ class TransferDesk:
         else:
             leg.state = LegState.TERMINATED
             self.core.release_media(leg)
-        transfer.last_status = status
-        transfer.apply(TransferInput.NEXT_DESTINATION)
-        if not self._ring_next(call, transfer, now):
+        if not self._move_on(call, transfer, leg, now, status, reason):
             self._fail(call, transfer, now, status, reason)
 
     def ring_timeout(self, call: Call, leg: Leg, now: float) -> None:
@@ -269,10 +287,23 @@ class TransferDesk:
         legs.cancel_leg(self.core, call, leg, now)
         if transfer is None or transfer.target_leg != leg.leg_id:
             return
-        transfer.last_status = 408
+        if not self._move_on(call, transfer, leg, now, 408, legs.NO_ANSWER):
+            self._fail(call, transfer, now, 480, legs.NO_ANSWER)
+
+    def _move_on(
+        self, call: Call, transfer: Transfer, failed: Leg, now: float, status: int, reason: str
+    ) -> bool:
+        """Ring the next target after ``failed``; False when none could be rung. A move is
+        noted in the call's history with why, as the core notes its own failover: the ticket
+        log keeps only a transfer's ringing and its end, and supervisors and the audit log
+        need to see why a target was passed over while the caller waited."""
+        transfer.last_status = status
         transfer.apply(TransferInput.NEXT_DESTINATION)
-        if not self._ring_next(call, transfer, now):
-            self._fail(call, transfer, now, 480, "No Answer")
+        if not self._ring_next(call, transfer, now, status=status, reason=reason):
+            return False
+        data = {"leg": failed.leg_id, "status": status, "reason": reason}
+        self.core._record(call.note("transfer_failover", now, **data))
+        return True
 
     def _answered(
         self, call: Call, transfer: Transfer, leg: Leg, response: Response, now: float

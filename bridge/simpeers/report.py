@@ -24,7 +24,9 @@ EVENT_LABELS = {
     "supervisor_joined": "班长已加入",
     "supervise_mode_changed": "班长切换模式",
     "supervisor_left": "班长已离开",
+    "supervise_failover": "班长话机未接通，改呼下一个目的地",
     "supervise_failed": "监听未成功",
+    "transfer_failover": "转接目标未接通，改呼下一个目的地",
 }
 
 

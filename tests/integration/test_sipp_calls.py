@@ -266,7 +266,7 @@ async def test_refused_tcp_destination_fails_over_at_once(
         await calls.answered(within=8.0)
         assert calls.by_destination == {f"127.0.0.1:{uas.port}": 1}
         failovers = [e.data for e in events if e.kind == "failover"]
-        assert failovers == [{"status": 503, "leg": "b1"}]
+        assert failovers == [{"status": 503, "leg": "b1", "reason": "Unreachable"}]
         (await uac.wait()).assert_ok(successful=1)
         (await uas.wait()).assert_ok(successful=1)
     finally:

@@ -9,6 +9,7 @@ import pytest
 from bridge.calls.admission import Admission
 from bridge.calls.b2bua import B2BUA
 from bridge.calls.call import CallState, LegState
+from bridge.calls.legs import ANSWERLESS_2XX
 from bridge.calls.ports import Destination, MediaUnavailable, Origin, RouteResult
 from bridge.sip import transaction as tx
 from bridge.sip.message import Request, Response, parse_message
@@ -193,8 +194,9 @@ def answer(
     tag: str = "callee1",
     sdp: bytes = b"",
     contact: str = "sip:pbx@127.0.0.1:5072",
+    reason: str = "X",
 ) -> bytes:
-    lines = [f"SIP/2.0 {status} X"]
+    lines = [f"SIP/2.0 {status} {reason}"]
     for via in request.headers.get_all("Via"):
         lines.append(f"Via: {via}")
     lines += [
@@ -356,6 +358,34 @@ def test_ring_timeout_cancels_and_fails_over() -> None:
     sent = h.sent()
     assert any(isinstance(m, Request) and m.method == "CANCEL" for d, m in sent if d == CALLEE)
     assert any(isinstance(m, Request) and m.method == "INVITE" for d, m in sent if d == BACKUP)
+
+
+@pytest.mark.parametrize(("phrase", "reason"), [("Line Busy", "Line Busy"), ("", "Busy Here")])
+def test_failover_records_why_the_destination_failed(phrase: str, reason: str) -> None:
+    """The failover in the call's history (the audit log's ``call.failover``) says why: the
+    destination's own Reason-Phrase, or the standard one for its status when it sent none
+    (RFC 3261 §7.2, §21)."""
+    h = Harness(CALLEE, BACKUP)
+    h.feed(invite(), CALLER)
+    first = next(m for m in h.sent_to(CALLEE) if isinstance(m, Request))
+    h.feed(answer(first, 486, reason=phrase), CALLEE)
+    assert [m.method for m in h.sent_to(BACKUP) if isinstance(m, Request)] == ["INVITE"]
+    call = next(iter(h.core.calls.values()))
+    failovers = [e.data for e in call.history if e.kind == "failover"]
+    assert failovers == [{"status": 486, "leg": "b1", "reason": reason}]
+
+
+def test_failover_after_the_ring_timeout_records_no_answer() -> None:
+    h = Harness(CALLEE, BACKUP, ring=5.0)
+    h.feed(invite(), CALLER)
+    first = next(m for m in h.sent_to(CALLEE) if isinstance(m, Request))
+    h.feed(answer(first, 180), CALLEE)
+    h.sent()
+    h.advance(5.1)
+    assert [m.method for m in h.sent_to(BACKUP) if isinstance(m, Request)] == ["INVITE"]
+    call = next(iter(h.core.calls.values()))
+    failovers = [e.data for e in call.history if e.kind == "failover"]
+    assert failovers == [{"status": 408, "leg": "b1", "reason": "No Answer"}]
 
 
 def test_no_route_is_404_and_no_media_is_503() -> None:
@@ -765,6 +795,8 @@ def test_a_200_without_the_answer_to_the_bridges_offer_fails_over(caller_invite:
     call = next(iter(h.core.calls.values()))
     assert call.state is CallState.ANSWERED
     assert call.legs["b1"].state is LegState.TERMINATING
+    (failover,) = [e.data for e in call.history if e.kind == "failover"]
+    assert failover == {"status": 502, "leg": "b1", "reason": ANSWERLESS_2XX[1]}
 
 
 def test_a_200_without_the_answer_from_the_last_destination_fails_the_caller() -> None:

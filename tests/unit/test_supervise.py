@@ -24,9 +24,11 @@ from bridge.sip.sdp import SessionDescription
 from bridge.sip.uri import SipUri
 
 SUPERVISOR = ("127.0.0.1", 5095)
+DESK_PHONE = ("127.0.0.1", 5096)
 TICKET = (("X-Ticket-Id", "T7"), ("Call-Info", "<http://bridge.test/t/T7>;purpose=ticket"))
 SUPERVISE_KINDS = {
     "supervise_requested",
+    "supervise_failover",
     "supervisor_joined",
     "supervise_mode_changed",
     "supervisor_left",
@@ -34,10 +36,10 @@ SUPERVISE_KINDS = {
 }
 
 
-def supervisor_dest(ring: float = 20.0) -> Destination:
+def supervisor_dest(ring: float = 20.0, address: tuple[str, int] = SUPERVISOR) -> Destination:
     return Destination(
-        uri=SipUri(user="9001", host=SUPERVISOR[0], port=SUPERVISOR[1]),
-        address=SUPERVISOR,
+        uri=SipUri(user="9001", host=address[0], port=address[1]),
+        address=address,
         transport="UDP",
         peer="seat-9001",
         ring_timeout=ring,
@@ -286,6 +288,33 @@ def test_unanswered_supervisor_is_cancelled_after_the_ring_timeout() -> None:
     h.feed(answer(inv, 487, tag="sup1"), SUPERVISOR)
     assert the_call(h).legs["s1"].state is LegState.TERMINATED
     assert not [m for d, m in h.sent() if d in (CALLER, CALLEE)]
+
+
+@pytest.mark.parametrize("timeout", [False, True], ids=["busy", "ring_timeout"])
+def test_a_supervisor_phone_passed_over_is_noted_with_why_and_the_next_one_rings(
+    timeout: bool,
+) -> None:
+    """Moving on to the supervisor's next destination is a ``supervise_failover`` event
+    (history, audit log, live events) naming the leg given up on and why."""
+    h = Harness()
+    establish(h)
+    h.sent()
+    destinations = [supervisor_dest(ring=5.0), supervisor_dest(address=DESK_PHONE)]
+    call = the_call(h)
+    h.core.supervision.start(call.call_id, "seat-9001", "listen", destinations, h.now, actor="a")
+    first = next(m for m in h.sent_to(SUPERVISOR) if isinstance(m, Request))
+    if timeout:
+        h.feed(answer(first, 180, tag="sup1"), SUPERVISOR)
+        h.advance(5.5)
+    else:
+        h.feed(answer(first, 486, tag="sup1", reason="Busy Here"), SUPERVISOR)
+    assert [m.method for m in h.sent_to(DESK_PHONE) if isinstance(m, Request)] == ["INVITE"]
+    assert h.core.supervision.by_call[call.call_id].leg_id == "s2"
+    kind, data = supervise_events(h)[-1]
+    status, reason = (408, "No Answer") if timeout else (486, "Busy Here")
+    assert kind == "supervise_failover"
+    assert (data["leg"], data["status"], data["reason"]) == ("s1", status, reason)
+    assert data["actor"] == "bridge"
 
 
 def test_call_ending_while_the_supervisor_rings_cancels_it() -> None:

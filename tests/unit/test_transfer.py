@@ -16,6 +16,7 @@ from test_b2bua import (
 )
 
 from bridge.calls.call import LegState
+from bridge.calls.legs import ANSWERLESS_2XX
 from bridge.calls.ports import Destination
 from bridge.sip.errors import LocalProtocolError
 from bridge.sip.message import Request, Response
@@ -97,6 +98,33 @@ def test_failed_transfer_keeps_the_caller_with_the_agent_after_failover() -> Non
     call = next(iter(h.core.calls.values()))
     assert call.caller.live
     assert call.legs["b1"].live, "the agent still has the caller"
+
+
+def failovers(h: Harness) -> list[dict[str, object]]:
+    call = next(iter(h.core.calls.values()))
+    return [e.data for e in call.history if e.kind == "transfer_failover"]
+
+
+@pytest.mark.parametrize("timeout", [False, True], ids=["busy", "ring_timeout"])
+def test_a_target_passed_over_is_noted_with_why_and_the_next_one_rings(timeout: bool) -> None:
+    """The call's history (the audit log's ``call.transfer_failover``, the live events) says
+    why the first target was given up on, and the ``trying`` event for the next one carries
+    the same status and reason."""
+    h = Harness()
+    establish(h)
+    h.sent()
+    transfer(h, dest(TARGET, ring=5.0), dest(BACKUP))
+    first = next(m for m in h.sent_to(TARGET) if isinstance(m, Request))
+    if timeout:
+        h.feed(answer(first, 180, tag="t1"), TARGET)
+        h.advance(5.5)
+    else:
+        h.feed(answer(first, 486, tag="t1", reason="Busy Here"), TARGET)
+    assert [m.method for m in h.sent_to(BACKUP) if isinstance(m, Request)] == ["INVITE"]
+    status, reason = (408, "No Answer") if timeout else (486, "Busy Here")
+    assert failovers(h) == [{"leg": "t1", "status": status, "reason": reason}]
+    trying = [e for e in h.core.take_transfer_events() if e.kind == "trying"]
+    assert [(e.status, e.reason) for e in trying] == [(None, ""), (status, reason)]
 
 
 def test_no_answer_within_ring_timeout_fails_the_transfer_not_the_call() -> None:
@@ -507,6 +535,7 @@ def test_a_target_answering_without_sdp_is_hung_up_and_the_next_one_rings() -> N
     assert (call.caller.media.port, call.legs["t1"].media.port) not in h.media.connected
     assert [e.kind for e in h.core.take_transfer_events()] == ["trying", "trying"]
     assert ("no_answer_in_2xx", {"leg": "t1"}) in [(e.kind, e.data) for e in call.history]
+    assert failovers(h) == [{"leg": "t1", "status": 502, "reason": ANSWERLESS_2XX[1]}]
 
 
 def test_the_last_target_answering_without_sdp_fails_the_transfer_not_the_call() -> None:
