@@ -14,11 +14,11 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# The call core compiled with mypyc into build/native (see bridge/native.py), rebuilt when a
+# The call core and the relay's packet path compiled with mypyc into build/native (see bridge/native.py), rebuilt when a
 # compiled module changes. Without a C compiler the same modules run as Python: a failed build
 # costs speed, not function, and says so.
 NATIVE := build/native/manifest.json
-$(NATIVE): $(STAMP) bridge/native.py $(shell find bridge/sip bridge/calls -name '*.py')
+$(NATIVE): $(STAMP) bridge/native.py $(shell find bridge/sip bridge/calls bridge/media -name '*.py')
 	@mkdir -p build
 	@echo "compiling the call core with mypyc (about 2 minutes; log in build/native.log)"
 	@BRIDGE_PURE=1 $(BIN)/python -m bridge.native > build/native.log 2>&1 || \

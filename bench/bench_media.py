@@ -60,6 +60,7 @@ from typing import Any
 
 import numpy as np
 
+from bridge import native
 from bridge.config import MediaConfig
 from bridge.media import g711
 from bridge.media.dispatch import WorkerLeg
@@ -546,7 +547,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"media relay bench: {args.calls} calls ({legs} streams, {50 * legs} packets/s), "
         f"{args.mixes} three-party mixes, {args.seconds:g} s each, loop={args.loop}, "
-        f"{os.cpu_count()} CPUs, relay real-time priority {args.realtime_priority or 'none'}"
+        f"{os.cpu_count()} CPUs, relay real-time priority {args.realtime_priority or 'none'}, "
+        f"packet path {native.status()}"
         + (f", bridge media in {_workers(args.workers)}" if args.workers else "")
     )
     cpus = os.cpu_count() or 1

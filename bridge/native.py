@@ -1,9 +1,10 @@
 """The optional native build: the sans-IO core compiled with mypyc, used only while it matches
 the source.
 
-The signalling core (``bridge/sip``, ``bridge/calls``) is plain, fully typed Python, so mypyc
-can compile it to C extension modules unchanged; they run the same code at about 1.5 times the
-speed, which is what lets one signalling process carry 500 calls/s (BENCHMARKS.md). As with
+The signalling core (``bridge/sip``, ``bridge/calls``) and the relay's packet path are plain,
+fully typed Python, so mypyc can compile them to C extension modules unchanged; the core runs
+the same code at about 1.5 times the speed, which is what lets one signalling process carry
+500 calls/s, and the relay costs about what a bare relay does (BENCHMARKS.md). As with
 aiohttp's C parser, the compiled modules are an accelerator, never a requirement: without a C
 compiler, with ``BRIDGE_PURE=1``, or when any compiled source has changed since the build, the
 same modules run as Python.
@@ -37,8 +38,12 @@ MANIFEST = BUILD_DIR / "manifest.json"
 GROUP = "bridge._native"
 """The one shared library every compiled module's shim loads (``bridge._native__mypyc``)."""
 
-COMPILED_PACKAGES = ("sip", "sip/transaction", "calls")
-"""Package directories (under ``bridge/``) whose modules are compiled: the per-message path."""
+COMPILED = (
+    *("sip/*.py", "sip/transaction/*.py", "calls/*.py"),
+    *("media/rtp.py", "media/stats.py", "media/continuity.py", "media/dtmf.py"),
+    *("media/endpoint.py", "media/relay.py"),
+)
+"""What is compiled (globs under ``bridge/``): the path of every SIP message and RTP packet."""
 NOT_COMPILED = frozenset({"sip/errors.py"})
 """mypyc exception classes keep class attributes per class, not per instance: the errors'
 ``status`` and ``reason`` defaults, overridden by subclasses, must stay Python."""
@@ -47,8 +52,8 @@ NOT_COMPILED = frozenset({"sip/errors.py"})
 def sources() -> list[Path]:
     """The modules the native build compiles, in a stable order."""
     found: list[Path] = []
-    for package in COMPILED_PACKAGES:
-        for path in sorted((PACKAGE_DIR / package).glob("*.py")):
+    for pattern in COMPILED:
+        for path in sorted(PACKAGE_DIR.glob(pattern)):
             relative = path.relative_to(PACKAGE_DIR).as_posix()
             if path.name != "__init__.py" and relative not in NOT_COMPILED:
                 found.append(path)

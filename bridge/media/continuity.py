@@ -21,12 +21,31 @@ another switch.
 from __future__ import annotations
 
 from collections.abc import Hashable
+from typing import Any
+
+from bridge.media.portable import rebuilt
 
 MAX_DROPOUT = 3000
 MAX_MISORDER = 100
 _SEQ_MOD = 1 << 16
 _TS_MOD = 1 << 32
 _SEQ_HALF = 1 << 15
+
+
+_CONTINUITY_STATE = (
+    "_clock_rate",
+    "_current",
+    "_explicit_switch",
+    "_frame",
+    "_last_in_sequence",
+    "_last_out_sequence",
+    "_last_out_timestamp",
+    "_last_sent_at",
+    "_sequence_offset",
+    "_timestamp_offset",
+    "switches",
+)
+"""What a :class:`StreamContinuity` carries besides its SSRC (its ``__slots__``)."""
 
 
 class StreamContinuity:
@@ -69,6 +88,13 @@ class StreamContinuity:
         self._last_in_sequence = 0
         self._sequence_offset = 0
         self._timestamp_offset = 0
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Moves with its leg to another media worker (:mod:`bridge.media.portable`): the phone
+        keeps seeing one SSRC with continuous sequence numbers."""
+        arguments = {"ssrc": self.ssrc, "sequence": 0, "timestamp": 0}
+        state = {name: getattr(self, name) for name in _CONTINUITY_STATE}
+        return (rebuilt, (StreamContinuity, arguments, state))
 
     def switch(self) -> None:
         """The feed toward the phone changed: the next packet starts a new source."""

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import struct
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
+from bridge.media.portable import rebuilt
 from bridge.sip.errors import RemoteProtocolError
 
 EVENT_DIGITS = "0123456789*#ABCD"
@@ -127,6 +129,11 @@ class DtmfDigit:
     """RTP timestamp at which the tone began: the identity shared by every copy of it."""
     detected_at: float
     """``now`` of the packet that first showed the digit."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Reported by a media worker to the bridge (:mod:`bridge.media.portable`)."""
+        arguments = {field.name: getattr(self, field.name) for field in fields(self)}
+        return (rebuilt, (DtmfDigit, arguments, {}))
 
 
 class DtmfDetector:

@@ -13,7 +13,9 @@ old source is kept in the totals, so a call's figures cover every source it hear
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from bridge.media.portable import rebuilt
 from bridge.media.rtp import ReportBlock
 
 MAX_DROPOUT = 3000
@@ -36,6 +38,27 @@ class StreamStatsSnapshot:
     @property
     def loss_fraction(self) -> float:
         return self.packets_lost / self.packets_expected if self.packets_expected else 0.0
+
+
+_STREAM_STATE = (
+    "_bad_sequence",
+    "_base_sequence",
+    "_cycles",
+    "_done_expected",
+    "_done_received",
+    "_expected_prior",
+    "_max_sequence",
+    "_received",
+    "_received_prior",
+    "_ssrc",
+    "_transit",
+    "bytes_received",
+    "bytes_sent",
+    "jitter",
+    "packets_received",
+    "packets_sent",
+)
+"""What a :class:`StreamStats` carries besides its clock rate (its ``__slots__``)."""
 
 
 class StreamStats:
@@ -80,6 +103,11 @@ class StreamStats:
         self._done_received = 0
         self._expected_prior = 0
         self._received_prior = 0
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Moves with its leg to another media worker (:mod:`bridge.media.portable`)."""
+        state = {name: getattr(self, name) for name in _STREAM_STATE}
+        return (rebuilt, (StreamStats, {"clock_rate": self.clock_rate}, state))
 
     def on_packet(
         self,
