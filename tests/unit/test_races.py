@@ -173,6 +173,7 @@ def test_a_resume_that_keeps_meeting_glare_is_given_up() -> None:
     assert len(sent) == 3
     call = next(c for c in h.core.calls.values() if c.caller.invite.call_id == "c1")
     assert call.caller.held, "still held as far as the caller's phone knows"
+    assert call.caller.media.port in h.media.held, "and hears the hold tone again"
 
 
 # -- BYE crossing a re-INVITE (RFC 3261 §15.1.2) ---------------------------------------------
@@ -592,6 +593,31 @@ def test_a_cancelled_hold_that_took_effect_anyway_is_undone() -> None:
     assert not h.core._reinvites
     assert h.sent_to(CALLEE) == []
     assert ok.call_id == sent[1].call_id
+
+
+@pytest.mark.parametrize("status", [488, 500])
+def test_a_refused_resume_of_the_bridges_own_puts_the_hold_tone_back(status: int) -> None:
+    """The bridge's resume undoing a cancelled hold is refused: §14.1, the caller's phone is
+    still on hold, so the bridge counts it held again and, as for any held party, plays it the
+    hold tone rather than leave it in dead air."""
+    h = Harness()
+    inv, _ok = establish(h)
+    h.sent()
+    call = next(iter(h.core.calls.values()))
+    h.feed(reinvite_from_callee(inv, 2, b"a=sendonly"), CALLEE)
+    mirrored = next(m for m in h.sent_to(CALLER) if isinstance(m, Request))
+    h.feed(answer_from_caller(mirrored, 100), CALLER)
+    h.feed(cancel_from_callee(inv, 2), CALLEE)
+    h.sent()
+    h.feed(answer_from_caller(mirrored, 200, HOLD_ANSWER), CALLER)
+    resume = [m for m in h.sent_to(CALLER) if isinstance(m, Request)][-1]
+    assert b"a=sendrecv" in resume.body
+    assert call.caller.media.port not in h.media.held
+    h.feed(answer_from_caller(resume, status), CALLER)
+    assert requests(h.sent_to(CALLER)) == ["ACK"]
+    assert call.caller.held
+    assert call.caller.media.port in h.media.held
+    assert not h.core._reinvites
 
 
 def resume_cancelled_as_the_caller_accepts(h: Harness) -> tuple[Request, Request]:
