@@ -457,7 +457,7 @@ class B2BUA:
             data = {"status": status, "leg": leg.leg_id, "reason": reason}
             self._record(call.apply(CallInput.FAILOVER, now, **data))
             return
-        self._record(call.apply(CallInput.ATTEMPT_FAILED, now, status=status))
+        self._record(call.apply(CallInput.ATTEMPT_FAILED, now, status=status, reason=reason))
         self._fail_caller(call, _caller_status(status), None, now)
 
     def _relay_provisional(self, call: Call, response: Response, now: float) -> None:

@@ -95,7 +95,8 @@ def ring_timeout(core: B2BUA, call_id: str, leg_id: str, now: float) -> None:
             data = {"status": 408, "leg": leg_id, "reason": legs.NO_ANSWER}
             core._record(call.apply(CallInput.FAILOVER, now, **data))
         else:
-            core._record(call.apply(CallInput.ATTEMPT_FAILED, now, status=408))
+            data = {"status": 408, "reason": legs.NO_ANSWER}
+            core._record(call.apply(CallInput.ATTEMPT_FAILED, now, **data))
             core._fail_caller(call, 480, legs.NO_ANSWER, now)
 
 

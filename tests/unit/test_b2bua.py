@@ -388,6 +388,29 @@ def test_failover_after_the_ring_timeout_records_no_answer() -> None:
     assert failovers == [{"status": 408, "leg": "b1", "reason": "No Answer"}]
 
 
+@pytest.mark.parametrize(("phrase", "reason"), [("Line Busy", "Line Busy"), ("", "Busy Here")])
+def test_the_last_destination_failing_records_why(phrase: str, reason: str) -> None:
+    """With no destination left, the call's ``attempt_failed`` says why as a failover does:
+    the destination's own Reason-Phrase, or the standard one for its status (RFC 3261 §7.2,
+    §21)."""
+    h = Harness()
+    h.feed(invite(), CALLER)
+    first = next(m for m in h.sent_to(CALLEE) if isinstance(m, Request))
+    h.feed(answer(first, 486, reason=phrase), CALLEE)
+    failed = [e.data for e in h.core.take_events() if e.kind == "attempt_failed"]
+    assert failed == [{"status": 486, "reason": reason}]
+
+
+def test_the_last_destination_ringing_out_records_no_answer() -> None:
+    h = Harness(ring=5.0)
+    h.feed(invite(), CALLER)
+    first = next(m for m in h.sent_to(CALLEE) if isinstance(m, Request))
+    h.feed(answer(first, 180), CALLEE)
+    h.advance(5.1)
+    failed = [e.data for e in h.core.take_events() if e.kind == "attempt_failed"]
+    assert failed == [{"status": 408, "reason": "No Answer"}]
+
+
 def test_no_route_is_404_and_no_media_is_503() -> None:
     h = Harness()
     h.feed(invite(user="404"), CALLER)
@@ -808,6 +831,8 @@ def test_a_200_without_the_answer_from_the_last_destination_fails_the_caller() -
     bye = next(m for d, m in sent if d == CALLEE and isinstance(m, Request) and m.method == "BYE")
     final = [m.status for d, m in sent if d == CALLER and isinstance(m, Response)]
     assert final == [503]
+    failed = [e.data for e in h.core.take_events() if e.kind == "attempt_failed"]
+    assert failed == [{"status": 502, "reason": ANSWERLESS_2XX[1]}]
     h.feed(answer(bye, 200, tag=""), CALLEE)
     assert h.core.calls == {}
     assert h.media.live == set()
