@@ -117,7 +117,6 @@ class Transfer:
     target_leg: str = ""
     refer_dialog_leg: str | None = None
     """The agent leg whose REFER started this (NOTIFYs go there), if any."""
-    last_status: int = 0
     tried: list[str] = field(default_factory=list)
 
     def apply(self, event: TransferInput) -> None:
@@ -297,7 +296,6 @@ class TransferDesk:
         noted in the call's history with why, as the core notes its own failover: the ticket
         log keeps only a transfer's ringing and its end, and supervisors and the audit log
         need to see why a target was passed over while the caller waited."""
-        transfer.last_status = status
         transfer.apply(TransferInput.NEXT_DESTINATION)
         if not self._ring_next(call, transfer, now, status=status, reason=reason):
             return False
