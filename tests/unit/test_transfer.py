@@ -127,21 +127,6 @@ def test_a_target_passed_over_is_noted_with_why_and_the_next_one_rings(timeout: 
     assert [(e.status, e.reason) for e in trying] == [(None, ""), (status, reason)]
 
 
-def test_a_target_passed_over_is_told_only_in_the_note_and_events() -> None:
-    """Why a target was passed over lives in the ``transfer_failover`` note and the next
-    ``trying`` event; the transfer keeps no copy of its own (there was ``last_status``,
-    written and never read), which would be a second place to keep in step."""
-    h = Harness()
-    establish(h)
-    h.sent()
-    transfer(h, dest(TARGET), dest(BACKUP))
-    first = next(m for m in h.sent_to(TARGET) if isinstance(m, Request))
-    h.feed(answer(first, 486, tag="t1", reason="Busy Here"), TARGET)
-    (pending,) = h.core.transfers.by_call.values()
-    assert not hasattr(pending, "last_status")
-    assert failovers(h) == [{"leg": "t1", "status": 486, "reason": "Busy Here"}]
-
-
 def test_no_answer_within_ring_timeout_fails_the_transfer_not_the_call() -> None:
     h = Harness()
     establish(h)
