@@ -1,7 +1,7 @@
 """Media relay load on loopback: relayed calls and three-party mixes, against a bare relay.
 
 ``python bench/bench_media.py [--calls 500] [--mixes 150] [--seconds 4] [--loop uvloop]
-[--sample 5] [--realtime-priority N] [--workers N]``
+[--sample 5] [--realtime-priority N] [--phones-priority N] [--workers N]``
 
 The relay runs in a child process, as in production; this process plays the phones with plain
 non-blocking sockets (one per leg, as a real call has) driven by epoll, so the phones cost as
@@ -16,7 +16,10 @@ measures loss and one-way delay per packet. Every phone sends, but only the phon
 reading all 50,000 packets/s here would take the CPU the relay is being measured on. "Added
 jitter" is each packet's delay above the smallest delay seen on its stream, p99 over all
 packets. CPU is the relay process's own CPU time over the sending window. The relay sends no
-RTCP here: these phones have no RTCP sockets.
+RTCP here: these phones have no RTCP sockets. With ``--phones-priority N`` (below the relay's
+``--realtime-priority``) the phones run at SCHED_RR too: on two cores, a phone process preempted
+by ordinary work reads its packets late, and that lateness would count as the relay's jitter
+(the bare relay's own p99 ranged from 2.5 to 221 ms without it).
 
 Three runs, all bounded (about 5 s each): a bare asyncio relay that forwards datagrams between
 fixed socket pairs (the ratio baseline), the bridge relay with the same calls, and the bridge
@@ -522,7 +525,15 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         metavar="N",
         help="run the relays (bare and bridge) at SCHED_RR priority N, as the bridge's "
-        "[scheduling] realtime_priority does; the phones keep normal scheduling",
+        "[scheduling] realtime_priority does",
+    )
+    parser.add_argument(
+        "--phones-priority",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run the phones (this process) at SCHED_RR priority N, below the relays': they "
+        "stand for other machines, so their own scheduling delays are not the relay's jitter",
     )
     parser.add_argument(
         "--workers",
@@ -537,6 +548,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--seconds must be in (0, 5]: the whole benchmark stays under 20 s")
     if not 0 <= args.workers <= 64:
         parser.error("--workers must be in [1, 64] ([media] workers), or 0 for none")
+    if args.phones_priority and not 0 < args.phones_priority < args.realtime_priority:
+        parser.error("--phones-priority must be above 0 and below --realtime-priority")
+    apply_realtime_priority(args.phones_priority)
     with contextlib.suppress(ValueError, OSError):
         import resource
 
@@ -548,6 +562,7 @@ def main(argv: list[str] | None = None) -> int:
         f"media relay bench: {args.calls} calls ({legs} streams, {50 * legs} packets/s), "
         f"{args.mixes} three-party mixes, {args.seconds:g} s each, loop={args.loop}, "
         f"{os.cpu_count()} CPUs, relay real-time priority {args.realtime_priority or 'none'}, "
+        f"phones {args.phones_priority or 'none'}, "
         f"packet path {native.status()}"
         + (f", bridge media in {_workers(args.workers)}" if args.workers else "")
     )
