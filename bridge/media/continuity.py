@@ -45,26 +45,13 @@ _CONTINUITY_STATE = (
     "_timestamp_offset",
     "switches",
 )
-"""What a :class:`StreamContinuity` carries besides its SSRC (its ``__slots__``)."""
+"""What a :class:`StreamContinuity` carries besides its SSRC."""
 
 
 class StreamContinuity:
     """Rewrites (source, sequence, timestamp) into the phone's single outgoing stream."""
 
-    __slots__ = (
-        "_clock_rate",
-        "_current",
-        "_explicit_switch",
-        "_frame",
-        "_last_in_sequence",
-        "_last_out_sequence",
-        "_last_out_timestamp",
-        "_last_sent_at",
-        "_sequence_offset",
-        "_timestamp_offset",
-        "ssrc",
-        "switches",
-    )
+    __slots__ = ("ssrc", *_CONTINUITY_STATE)
 
     def __init__(
         self,

@@ -58,31 +58,13 @@ _STREAM_STATE = (
     "packets_received",
     "packets_sent",
 )
-"""What a :class:`StreamStats` carries besides its clock rate (its ``__slots__``)."""
+"""What a :class:`StreamStats` carries besides its clock rate."""
 
 
 class StreamStats:
     """Reception state of one stream; ``now`` is seconds on any monotonic clock."""
 
-    __slots__ = (
-        "_bad_sequence",
-        "_base_sequence",
-        "_cycles",
-        "_done_expected",
-        "_done_received",
-        "_expected_prior",
-        "_max_sequence",
-        "_received",
-        "_received_prior",
-        "_ssrc",
-        "_transit",
-        "bytes_received",
-        "bytes_sent",
-        "clock_rate",
-        "jitter",
-        "packets_received",
-        "packets_sent",
-    )
+    __slots__ = ("clock_rate", *_STREAM_STATE)
 
     def __init__(self, clock_rate: int = 8000) -> None:
         self.clock_rate = clock_rate
