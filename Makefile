@@ -14,9 +14,9 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# The call core and the relay's packet path compiled with mypyc into build/native (see bridge/native.py), rebuilt when a
-# compiled module changes. Without a C compiler the same modules run as Python: a failed build
-# costs speed, not function, and says so.
+# The call core and the relay's packet path compiled with mypyc into build/native (see
+# bridge/native.py), rebuilt when a compiled module changes. Without a C compiler the same
+# modules run as Python: a failed build costs speed, not function, and says so.
 NATIVE := build/native/manifest.json
 $(NATIVE): $(STAMP) bridge/native.py $(shell find bridge/sip bridge/calls bridge/media -name '*.py')
 	@mkdir -p build

@@ -1,5 +1,5 @@
-"""The optional native build: the sans-IO core compiled with mypyc, used only while it matches
-the source.
+"""The optional native build: the call core and the relay's packet path compiled with mypyc,
+used only while it matches the source.
 
 The signalling core (``bridge/sip``, ``bridge/calls``) and the relay's packet path are plain,
 fully typed Python, so mypyc can compile them to C extension modules unchanged; the core runs
@@ -145,7 +145,7 @@ def install() -> bool:
 
 
 def active() -> bool:
-    """Whether the call core in this process runs compiled (for logs and /metrics)."""
+    """Whether the call core in this process runs compiled (said in the ``ready:`` log line)."""
     return getattr(sys.modules.get("bridge.sip.message"), "__file__", "").endswith(_suffix())
 
 
