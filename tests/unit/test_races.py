@@ -21,7 +21,7 @@ from test_b2bua import (
 from test_cancel import cancel_from_caller
 from test_transfer import TARGET, bye_from_callee, consult_then_refer, dest, hold_the_caller
 
-from bridge.calls.call import CallState, LegState
+from bridge.calls.call import Call, CallState, LegState
 from bridge.sip.message import Request, Response
 from bridge.sip.sdp import SessionDescription
 
@@ -569,11 +569,10 @@ def test_a_cancel_after_the_reinvite_was_answered_changes_nothing() -> None:
     assert statuses(h.sent_to(CALLEE)) == [481]
 
 
-def test_a_cancelled_hold_that_took_effect_anyway_is_undone() -> None:
-    """The caller's phone accepted the hold just as the CANCEL left: the 200 is ACKed, and
-    since the agent's phone was told 487 and believes they talk, the bridge resumes the
-    caller rather than leave it ``recvonly`` with the agent hearing nothing."""
-    h = Harness()
+def hold_cancelled_as_the_caller_accepts(h: Harness) -> tuple[Call, Response, Request]:
+    """The agent's phone holds the caller and CANCELs that re-INVITE; the caller's phone accepts
+    the mirrored hold as the CANCEL leaves. The call, its 200 OK to the caller's INVITE, and
+    the mirrored hold."""
     inv, ok = establish(h)
     h.sent()
     call = next(iter(h.core.calls.values()))
@@ -583,6 +582,15 @@ def test_a_cancelled_hold_that_took_effect_anyway_is_undone() -> None:
     h.feed(cancel_from_callee(inv, 2), CALLEE)
     h.sent()
     h.feed(answer_from_caller(mirrored, 200, HOLD_ANSWER), CALLER)
+    return call, ok, mirrored
+
+
+def test_a_cancelled_hold_that_took_effect_anyway_is_undone() -> None:
+    """The caller's phone accepted the hold just as the CANCEL left: the 200 is ACKed, and
+    since the agent's phone was told 487 and believes they talk, the bridge resumes the
+    caller rather than leave it ``recvonly`` with the agent hearing nothing."""
+    h = Harness()
+    call, ok, mirrored = hold_cancelled_as_the_caller_accepts(h)
     sent = [m for m in h.sent_to(CALLER) if isinstance(m, Request)]
     assert [m.method for m in sent] == ["ACK", "INVITE"]
     assert b"a=sendrecv" in sent[1].body
@@ -601,15 +609,7 @@ def test_a_refused_resume_of_the_bridges_own_puts_the_hold_tone_back(status: int
     still on hold, so the bridge counts it held again and, as for any held party, plays it the
     hold tone rather than leave it in dead air."""
     h = Harness()
-    inv, _ok = establish(h)
-    h.sent()
-    call = next(iter(h.core.calls.values()))
-    h.feed(reinvite_from_callee(inv, 2, b"a=sendonly"), CALLEE)
-    mirrored = next(m for m in h.sent_to(CALLER) if isinstance(m, Request))
-    h.feed(answer_from_caller(mirrored, 100), CALLER)
-    h.feed(cancel_from_callee(inv, 2), CALLEE)
-    h.sent()
-    h.feed(answer_from_caller(mirrored, 200, HOLD_ANSWER), CALLER)
+    call, _ok, _mirrored = hold_cancelled_as_the_caller_accepts(h)
     resume = [m for m in h.sent_to(CALLER) if isinstance(m, Request)][-1]
     assert b"a=sendrecv" in resume.body
     assert call.caller.media.port not in h.media.held
