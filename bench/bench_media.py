@@ -458,6 +458,8 @@ def _drive(
                     data = sock.recv(2048)
                 except BlockingIOError:
                     break
+                if len(data) > 1 and 200 <= data[1] <= 204:
+                    continue  # RTCP of worker relays, sent to port + 1: another phone's port
                 received += 1
                 now = time.monotonic()
                 if mode != "mix" and len(data) >= 32 and data[0] == 0x90:
