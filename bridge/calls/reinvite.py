@@ -398,21 +398,20 @@ def _reoffer(
 
 def _own_reinvite_done(core: B2BUA, pending: PendingReinvite, status: int, now: float) -> None:
     """§14.1: a refused re-INVITE leaves the session as it was. A refused hold takes the hold
-    tone off again, since that party still sends and expects to be heard; a resume given up
-    (refused, or still meeting glare after its last attempt) puts the tone back, since that
-    party is still held and would otherwise hear dead air. A resume that goes again after a
-    491 leaves the tone off until its retry is answered."""
+    tone off again, since that party still sends and expects to be heard. A refused resume
+    leaves the party counted as held but its audio as it is: the bridge resumes a party only
+    once it is connected to someone who talks to it (the transfer target, or the agent whose
+    hold was cancelled), and a phone on hold still receives, so it goes on hearing them
+    rather than a tone laid over them."""
     if status < 300:
         return
     leg = pending.to_leg
     leg.held = pending.was_held
+    if pending.hold and leg.live:
+        core.media.unhold(leg.media)
     call = core.calls.get(pending.call_id)
     if status == 491 and call is not None and pending.attempt < MAX_REINVITE_ATTEMPTS:
-        if pending.hold and leg.live:
-            _set_held(core, leg, pending.was_held)
         _retry_later(core, call, leg, now, pending.attempt + 1, pending.hold)
-    elif leg.live:
-        _set_held(core, leg, pending.was_held)
 
 
 def _retry_later(
