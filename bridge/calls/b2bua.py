@@ -22,7 +22,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bridge.calls import indialog, legs, reinvite, sdpmap, teardown, unreachable
+from bridge.calls import indialog, legs, outgoing, reinvite, sdpmap, teardown, unreachable
 from bridge.calls.admission import Admission, Refusal
 from bridge.calls.call import (
     Call,
@@ -61,7 +61,6 @@ Address = tuple[str, int]
 _KNOWN_NOT_ALLOWED = frozenset({"SUBSCRIBE", "PUBLISH", "MESSAGE", "PRACK"})
 SUPPORTED: frozenset[str] = frozenset()
 """Option tags we implement (§19.2); a Require naming anything else gets 420."""
-_FAILOVER_STATUSES = frozenset({408, 480, 486, 500, 502, 503, 504, 600, 603})
 
 
 def new_tag() -> str:
@@ -300,17 +299,17 @@ class B2BUA:
         self.txl.send_response(key, make_response(request, 100), now)
         if route is None or not route.destinations:
             self._record(call.apply(CallInput.NO_ROUTE, now, reason="no route"))
-            self._fail_caller(call, 404, "No Route", now)
+            outgoing.fail_caller(self, call, 404, "No Route", now)
             return
         self._pending_destinations[call_id] = list(route.destinations)
         try:
             caller.media = self.media.allocate()
         except MediaUnavailable:
             self._record(call.apply(CallInput.NO_ROUTE, now, reason="no media ports"))
-            self._fail_caller(call, 503, "Media Ports Exhausted", now)
+            outgoing.fail_caller(self, call, 503, "Media Ports Exhausted", now)
             return
         self._record(call.apply(CallInput.ROUTED, now, reason=route.reason))
-        self._try_next(call, now)
+        outgoing.try_next(self, call, now)
 
     def _refuse(
         self, request: Request, key: str, origin: Origin, refusal: Refusal, now: float
@@ -327,45 +326,6 @@ class B2BUA:
         self._record(
             CallEvent(at=now, call_id=call_id, kind="refused", state=CallState.ENDED, data=data)
         )
-
-    def _try_next(self, call: Call, now: float) -> bool:
-        queue = self._pending_destinations.get(call.call_id) or []
-        if not queue:
-            return False
-        dest = queue.pop(0)
-        caller = call.caller
-        assert caller.invite is not None
-        leg_id = f"b{sum(1 for leg in call.legs.values() if not leg.incoming) + 1}"
-        try:
-            media = self.media.allocate(near=caller.media)
-        except MediaUnavailable:
-            return False
-        leg = legs.outgoing_leg(leg_id, LegRole.CALLEE, dest, media)
-        call.legs[leg_id] = leg
-        call.callee_leg = leg_id
-        invite = self._outgoing_invite(caller.invite, leg, dest)
-        leg.invite = invite
-        leg.client_key = self.txl.send_request(invite, dest.address, dest.transport, now)
-        self._by_client[leg.client_key] = (call.call_id, leg_id)
-        self.index_leg(call, leg)
-        legs.ring_deadline(self, call, leg, now + dest.ring_timeout)
-        return True
-
-    def _outgoing_invite(self, incoming: Request, leg: Leg, dest: Destination) -> Request:
-        hops = max(int(incoming.headers.get("Max-Forwards") or 70) - 1, 0)
-        passed = [
-            (name, value)
-            for name in ("Priority", "Subject", "User-to-User", "Call-Info", "X-Ticket-Id")
-            for value in incoming.headers.get_all(name)
-        ]
-        body = b""
-        if incoming.body and incoming.content_type == "application/sdp":
-            leg.last_sdp = body = sdpmap.anchor_offer(
-                incoming.body, leg.media.host, leg.media.port, leg.last_sdp
-            )
-        elif not incoming.body:
-            leg.last_sdp = body = sdpmap.own_offer(leg.media.host, leg.media.port, leg.last_sdp)
-        return legs.new_invite(self, incoming, leg, dest, hops=hops, headers=passed, body=body)
 
     def via(self, transport: str) -> str:
         return f"SIP/2.0/{transport} {self.host}:{self.local[1]};branch={tx.new_branch()};rport"
@@ -404,7 +364,7 @@ class B2BUA:
             else:
                 self.supervision.on_response(call, leg, response, now)
         elif response.cseq.method == "INVITE":
-            self._on_invite_response(call, leg, response, now)
+            outgoing.on_invite_response(self, call, leg, response, now)
         elif response.cseq.method == "BYE" and response.status >= 200:
             self._by_client.pop(key, None)
             teardown.leg_gone(self, call, leg, now)
@@ -425,138 +385,6 @@ class B2BUA:
         ack = leg.dialog.create_ack(response.cseq.seq)
         ack.headers.prepend("Via", self.via(leg.transport))
         self.txl.send_stateless(ack, self._next_hop(leg.dialog, leg), leg.transport)
-
-    def _on_invite_response(self, call: Call, leg: Leg, response: Response, now: float) -> None:
-        status = response.status
-        caller = call.caller
-        if status < 200:
-            if status == 100 or leg.state not in (LegState.CALLING, LegState.EARLY):
-                return
-            leg.state = LegState.EARLY
-            if call.state is CallState.RINGING and caller.state is LegState.INCOMING:
-                self._record(call.apply(CallInput.PROGRESS, now, status=status, leg=leg.leg_id))
-                self._relay_provisional(call, response, now)
-            return
-        self._ring_deadlines.pop((call.call_id, leg.leg_id), None)
-        self._by_client.pop(leg.client_key or "", None)
-        if status < 300:
-            self._on_answer(call, leg, response, now)
-            return
-        leg.state = LegState.TERMINATED
-        teardown.release_media(self, leg)
-        self.counters.by_status[status] = self.counters.by_status.get(status, 0) + 1
-        if call.state is CallState.RINGING:
-            self._destination_failed(call, leg, status, legs.reason_of(response), now)
-        else:
-            teardown.leg_gone(self, call, leg, now)
-
-    def _destination_failed(
-        self, call: Call, leg: Leg, status: int, reason: str, now: float
-    ) -> None:
-        if status in _FAILOVER_STATUSES | {404} and self._try_next(call, now):
-            data = {"status": status, "leg": leg.leg_id, "reason": reason}
-            self._record(call.apply(CallInput.FAILOVER, now, **data))
-            return
-        self._record(call.apply(CallInput.ATTEMPT_FAILED, now, status=status, reason=reason))
-        self._fail_caller(call, _caller_status(status), None, now)
-
-    def _relay_provisional(self, call: Call, response: Response, now: float) -> None:
-        """The callee's 18x to the caller. Its SDP answers the bridge's offer on the callee's
-        leg (early media) and goes on as the answer to the caller's offer; a caller that made
-        none gets the bridge's offer in the 2xx (RFC 3261 §13.2.1, RFC 3264 §4), so its 18x
-        goes without a body: an answer to nothing, and no offer either, since the bridge does
-        not do reliable provisionals (RFC 3262), the only ones that may carry one."""
-        caller = call.caller
-        assert caller.invite is not None
-        assert caller.server_key is not None
-        out = make_response(
-            caller.invite, response.status, response.reason, to_tag=caller.local_tag
-        )
-        out.headers.add("Contact", self.contact(caller.transport))
-        if response.body and response.content_type == "application/sdp":
-            if caller.invite.body:
-                self._put_answer(caller, response.body, out)
-            self._point_media(call.legs[call.callee_leg], response.body)
-        self.txl.send_response(caller.server_key, out, now)
-
-    @staticmethod
-    def _put_answer(caller: Leg, answer: bytes, out: Response) -> None:
-        """The far party's answer into ``out`` for the caller: anchored on the caller's media
-        and in the one SDP session the caller sees from the bridge (RFC 3264 §8)."""
-        assert caller.invite is not None
-        caller.last_sdp = out.body = sdpmap.anchor_answer(
-            answer, caller.invite.body, caller.media.host, caller.media.port, caller.last_sdp
-        )
-        out.headers.add("Content-Type", "application/sdp")
-
-    def _on_answer(self, call: Call, leg: Leg, response: Response, now: float) -> None:
-        answered_offer = legs.answers_offer(leg, response)
-        legs.confirm_outgoing(self, call, leg, response, now)
-        if call.state is not CallState.RINGING or call.caller.state is not LegState.INCOMING:
-            # The caller cancelled while this leg was being answered (§9.1 race): end it.
-            teardown.send_bye(self, call, leg, now)
-            return
-        if not answered_offer:
-            legs.end_answerless(self, call, leg, now)
-            self._destination_failed(call, leg, *legs.ANSWERLESS_2XX, now)
-            return
-        caller = call.caller
-        assert caller.invite is not None
-        assert caller.server_key is not None
-        out = make_response(caller.invite, 200, to_tag=caller.local_tag)
-        out.headers.add("Contact", self.contact(caller.transport))
-        out.headers.add("Allow", ALLOW)
-        if response.body and caller.invite.body:
-            self._put_answer(caller, response.body, out)
-            self._point_media(caller, caller.invite.body, negotiated=out.body)
-        elif response.body:
-            out.body = legs.offer_in_2xx(caller, response.body)
-            out.headers.add("Content-Type", "application/sdp")
-        caller.dialog = Dialog.uas(caller.invite, caller.local_tag)
-        caller.invite = legs.settled_invite(caller.invite, incoming=True)
-        caller.state = LegState.CONFIRMED
-        caller.answered_at = now
-        self.txl.send_response(caller.server_key, out, now)
-        self.media.connect(caller.media, leg.media)
-        self.media.private_keys(leg.media)
-        self.counters.calls_answered += 1
-        self._pending_destinations.pop(call.call_id, None)
-        self._record(
-            call.apply(
-                CallInput.ANSWERED,
-                now,
-                leg=leg.leg_id,
-                peer=leg.peer,
-                destination=f"{leg.remote[0]}:{leg.remote[1]}",
-            )
-        )
-
-    def _point_media(self, leg: Leg, sdp: bytes, negotiated: bytes | None = None) -> None:
-        """Send this leg's audio where its SDP says. The payload type is the first codec of
-        the answer that settled the leg's session (RFC 3264 §6.1), which for the party that
-        made the offer is ``negotiated``, not its own offer's preference."""
-        remote = sdpmap.remote_of(sdp)
-        if remote is None or leg.media is None or isinstance(leg.media, teardown.Released):
-            return
-        payload_type = remote[2]
-        if negotiated is not None:
-            settled = sdpmap.remote_of(negotiated)
-            if settled is not None and settled[2] is not None:
-                payload_type = settled[2]
-        self.media.point(leg.media, remote[0], remote[1], payload_type)
-
-    def _fail_caller(self, call: Call, status: int, reason: str | None, now: float) -> None:
-        caller = call.caller
-        assert caller.invite is not None
-        assert caller.server_key is not None
-        if caller.state is LegState.INCOMING:
-            out = make_response(caller.invite, status, reason, to_tag=caller.local_tag)
-            self.txl.send_response(caller.server_key, out, now)
-        caller.state = LegState.TERMINATED
-        self.counters.calls_failed += 1
-        call.ended_reason = reason or str(status)
-        # A leg cancelled on the way (a ring timeout) may still await its INVITE's end.
-        teardown.maybe_finished(self, call, now)
 
     # -- requests on established legs --------------------------------------------------------
 
@@ -634,6 +462,12 @@ class B2BUA:
     def send_bye(self, call: Call, leg: Leg, now: float) -> None:
         teardown.send_bye(self, call, leg, now)
 
+    def _try_next(self, call: Call, now: float) -> bool:
+        return outgoing.try_next(self, call, now)
+
+    def _fail_caller(self, call: Call, status: int, reason: str | None, now: float) -> None:
+        outgoing.fail_caller(self, call, status, reason, now)
+
     def _maybe_finished(self, call: Call, now: float) -> None:
         teardown.maybe_finished(self, call, now)
 
@@ -660,20 +494,23 @@ class B2BUA:
             return leg.remote
         return host, port
 
+    def _point_media(self, leg: Leg, sdp: bytes, negotiated: bytes | None = None) -> None:
+        """Send this leg's audio where its SDP says. The payload type is the first codec of
+        the answer that settled the leg's session (RFC 3264 §6.1), which for the party that
+        made the offer is ``negotiated``, not its own offer's preference."""
+        remote = sdpmap.remote_of(sdp)
+        if remote is None or leg.media is None or isinstance(leg.media, teardown.Released):
+            return
+        payload_type = remote[2]
+        if negotiated is not None:
+            settled = sdpmap.remote_of(negotiated)
+            if settled is not None and settled[2] is not None:
+                payload_type = settled[2]
+        self.media.point(leg.media, remote[0], remote[1], payload_type)
+
     def _record(self, event: CallEvent) -> None:
         self.events.append(event)
         log.debug("call %s %s -> %s", event.call_id, event.kind, event.state)
-
-
-def _caller_status(status: int) -> int:
-    """What the caller hears when every destination failed."""
-    if status in (486, 600):
-        return 486
-    if status == 408:
-        return 480
-    if status >= 500:
-        return 503
-    return status if status < 700 else 500
 
 
 def _is_ip(host: str) -> bool:
