@@ -145,7 +145,8 @@ def install() -> bool:
 
 
 def active() -> bool:
-    """Whether the call core in this process runs compiled (said in the ``ready:`` log line)."""
+    """Whether the call core in this process runs compiled (the ``ready:`` log line, and
+    ``bridge_call_core_compiled`` on /metrics)."""
     return getattr(sys.modules.get("bridge.sip.message"), "__file__", "").endswith(_suffix())
 
 

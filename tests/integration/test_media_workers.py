@@ -24,6 +24,7 @@ from peers.ports import PortAllocator
 from peers.process import wait_until
 from peers.sipp import SippRun
 
+from bridge import native
 from bridge.config import MediaConfig
 from bridge.media import g711
 from bridge.media.dispatch import WorkerLeg
@@ -271,13 +272,14 @@ async def test_released_ports_are_used_again_and_close_stops_every_worker(
 
 
 async def scrape(url: str) -> dict[str, float]:
-    """The bridge_media_ samples of ``GET /metrics`` (no token: Prometheus scrapes it as is)."""
+    """The bridge_media_ samples of ``GET /metrics`` (no token: Prometheus scrapes it as is),
+    and whether the call core runs compiled."""
     async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as resp:
         assert resp.status == 200
         text = await resp.text()
     samples: dict[str, float] = {}
     for line in text.splitlines():
-        if line.startswith("bridge_media_"):
+        if line.startswith(("bridge_media_", "bridge_call_core_compiled ")):
             name, value = line.rsplit(" ", 1)
             samples[name] = float(value)
     return samples
@@ -300,6 +302,7 @@ async def test_metrics_of_a_running_bridge_show_its_media(
     assert samples["bridge_media_legs"] == 1
     assert samples['bridge_media_packets_dropped_total{reason="malformed"}'] == 0
     assert samples["bridge_media_dtmf_digits_total"] == 0
+    assert samples["bridge_call_core_compiled"] == (native.status() == "compiled")
     if workers:
         assert samples["bridge_media_workers_alive"] == 2
         assert isinstance(leg, WorkerLeg)
