@@ -13,7 +13,7 @@ from test_b2bua import (
     invite,
     request_in_dialog,
 )
-from test_transfer import TARGET, bye_from_callee, dest
+from test_transfer import TARGET, bye_from_callee, dest, pass_over
 
 from bridge.calls.call import Call, CallState, LegState
 from bridge.calls.ports import Destination
@@ -303,15 +303,10 @@ def test_a_supervisor_phone_passed_over_is_noted_with_why_and_the_next_one_rings
     call = the_call(h)
     h.core.supervision.start(call.call_id, "seat-9001", "listen", destinations, h.now, actor="a")
     first = next(m for m in h.sent_to(SUPERVISOR) if isinstance(m, Request))
-    if timeout:
-        h.feed(answer(first, 180, tag="sup1"), SUPERVISOR)
-        h.advance(5.5)
-    else:
-        h.feed(answer(first, 486, tag="sup1", reason="Busy Here"), SUPERVISOR)
+    status, reason = pass_over(h, first, SUPERVISOR, "sup1", timeout=timeout)
     assert [m.method for m in h.sent_to(DESK_PHONE) if isinstance(m, Request)] == ["INVITE"]
     assert h.core.supervision.by_call[call.call_id].leg_id == "s2"
     kind, data = supervise_events(h)[-1]
-    status, reason = (408, "No Answer") if timeout else (486, "Busy Here")
     assert kind == "supervise_failover"
     assert (data["leg"], data["status"], data["reason"]) == ("s1", status, reason)
     assert data["actor"] == "bridge"

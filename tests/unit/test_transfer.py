@@ -105,6 +105,19 @@ def failovers(h: Harness) -> list[dict[str, object]]:
     return [e.data for e in call.history if e.kind == "transfer_failover"]
 
 
+def pass_over(
+    h: Harness, first: Request, phone: tuple[str, int], tag: str, *, timeout: bool
+) -> tuple[int, str]:
+    """Make the first destination fail: ring out past its 5 s ring timeout, or answer 486.
+    The status and reason the failover is expected to record."""
+    if timeout:
+        h.feed(answer(first, 180, tag=tag), phone)
+        h.advance(5.5)
+        return 408, "No Answer"
+    h.feed(answer(first, 486, tag=tag, reason="Busy Here"), phone)
+    return 486, "Busy Here"
+
+
 @pytest.mark.parametrize("timeout", [False, True], ids=["busy", "ring_timeout"])
 def test_a_target_passed_over_is_noted_with_why_and_the_next_one_rings(timeout: bool) -> None:
     """The call's history (the audit log's ``call.transfer_failover``, the live events) says
@@ -115,13 +128,8 @@ def test_a_target_passed_over_is_noted_with_why_and_the_next_one_rings(timeout: 
     h.sent()
     transfer(h, dest(TARGET, ring=5.0), dest(BACKUP))
     first = next(m for m in h.sent_to(TARGET) if isinstance(m, Request))
-    if timeout:
-        h.feed(answer(first, 180, tag="t1"), TARGET)
-        h.advance(5.5)
-    else:
-        h.feed(answer(first, 486, tag="t1", reason="Busy Here"), TARGET)
+    status, reason = pass_over(h, first, TARGET, "t1", timeout=timeout)
     assert [m.method for m in h.sent_to(BACKUP) if isinstance(m, Request)] == ["INVITE"]
-    status, reason = (408, "No Answer") if timeout else (486, "Busy Here")
     assert failovers(h) == [{"leg": "t1", "status": status, "reason": reason}]
     trying = [e for e in h.core.take_transfer_events() if e.kind == "trying"]
     assert [(e.status, e.reason) for e in trying] == [(None, ""), (status, reason)]
