@@ -57,12 +57,13 @@ import struct
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from typing import Any
 
 import numpy as np
 
+from bench.stall_probe import Stall, StallProbe, during_stalls
 from bridge import native
 from bridge.config import MediaConfig
 from bridge.media import g711
@@ -75,9 +76,14 @@ from bridge.process import apply_realtime_priority, settle_heap
 HOST = "127.0.0.1"
 PORT_MIN = 20000
 PACKET_SECONDS = 0.02
+JITTER_TARGET_MS = 5.0
 _HEADER = struct.Struct("!BBHII")
 _EXTENSION = struct.Struct("!HHIId")  # profile, words, stream, index, send time
 PAYLOAD = bytes(160)
+SO_TIMESTAMPNS = 35
+"""Linux: the kernel stamps each datagram with the time it reached the socket (``timespec``,
+CLOCK_REALTIME), so the send time in a packet is taken on the same clock."""
+_TIMESPEC = struct.Struct("@qq")
 
 
 # -- the relay side (child process) ----------------------------------------------------------
@@ -329,21 +335,40 @@ class RunResult:
     expected: int
     received: int
     delays_ms: np.ndarray
+    """Send to arrival in the receiving phone's socket: what the relay (and loopback) adds."""
+    read_delays_ms: np.ndarray
+    """Send to the phone reading the packet: adds the phone process's own lateness."""
+    arrived: np.ndarray
+    """time.time() each packet reached its phone's socket."""
     streams: np.ndarray
     relay: dict[str, Any]
     arrivals: np.ndarray | None = None
     """(phone, arrival time) of every packet heard in the sending window, when asked for."""
+    stalls: list[Stall] | None = None
+    """What the stall probe saw during the run (with a real-time relay)."""
 
     @property
     def loss(self) -> float:
         return 1 - self.received / self.expected if self.expected else 0.0
 
-    def added_jitter_ms(self, q: float) -> float:
-        if not len(self.delays_ms):
+    def added_jitter_ms(
+        self, q: float, *, as_read: bool = False, outside_stalls: bool = False
+    ) -> float:
+        delays = self.read_delays_ms if as_read else self.delays_ms
+        if not len(delays):
             return float("nan")
         floor = np.full(self.legs, np.inf)
-        np.minimum.at(floor, self.streams, self.delays_ms)
-        return float(np.percentile(self.delays_ms - floor[self.streams], q))
+        np.minimum.at(floor, self.streams, delays)
+        added = delays - floor[self.streams]
+        if outside_stalls:
+            added = added[~self.in_stalls]
+        return float(np.percentile(added, q)) if len(added) else float("nan")
+
+    @property
+    def in_stalls(self) -> np.ndarray:
+        """Which packets were on their way while the machine stalled (see bench.stall_probe)."""
+        sent = self.arrived - self.delays_ms / 1000
+        return during_stalls(sent, self.arrived, self.stalls or [])
 
     @property
     def relay_cpu_share(self) -> float:
@@ -367,11 +392,22 @@ class RunResult:
         return float(np.percentile(gaps * 1000 - PACKET_SECONDS * 1000, q))
 
 
+_ANCILLARY_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
+
+
+def _kernel_time(ancillary: list[tuple[int, int, bytes]], fallback: float) -> float:
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
+            seconds, nanoseconds = _TIMESPEC.unpack_from(data)
+            return seconds + nanoseconds / 1e9
+    return fallback
+
+
 def _packet(stream: int, index: int, payload_type: int) -> bytes:
     header = _HEADER.pack(
         0x90, payload_type, index & 0xFFFF, (160 * index) & 0xFFFFFFFF, stream + 1
     )
-    return header + _EXTENSION.pack(0xBEDE, 4, stream, index, time.monotonic()) + PAYLOAD
+    return header + _EXTENSION.pack(0xBEDE, 4, stream, index, time.time()) + PAYLOAD
 
 
 def run(
@@ -398,6 +434,7 @@ def run(
         for _ in range(legs):
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 18)
+            s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
             s.bind((HOST, 0))
             s.setblocking(False)
             phones.append(s)
@@ -407,7 +444,12 @@ def run(
         parent.recv()
         settle_heap()  # the phones are the instrument: no collection pause of theirs in the figures
         arrivals = mode == "mix" and workers > 0
-        return _drive(mode, legs, seconds, phones, relay_ports, parent, sample, arrivals)
+        probe = StallProbe(priority + 1) if priority else None
+        try:
+            result = _drive(mode, legs, seconds, phones, relay_ports, parent, sample, arrivals)
+        finally:
+            stalls = probe.stop() if probe is not None else None
+        return replace(result, stalls=stalls)
     finally:
         for s in phones:
             s.close()
@@ -438,7 +480,9 @@ def _drive(
     destinations = [(HOST, port) for port in relay_ports]
     payload_types = [_leg_codec(mode, phone) for phone in range(legs)]
     sent_by = [0] * legs
-    delays: list[float] = []
+    delays: list[float] = []  # send to arrival in the phone's socket (kernel time stamp)
+    read_delays: list[float] = []  # send to the phone reading it
+    arrived: list[float] = []
     streams: list[int] = []
     heard: list[tuple[int, float]] = []  # (phone, arrival time), when ``arrivals``
     received = 0
@@ -455,19 +499,22 @@ def _drive(
             sock = phones[who]
             while True:
                 try:
-                    data = sock.recv(2048)
+                    data, ancillary, _, _ = sock.recvmsg(2048, _ANCILLARY_SPACE)
                 except BlockingIOError:
                     break
                 if len(data) > 1 and 200 <= data[1] <= 204:
                     continue  # RTCP of worker relays, sent to port + 1: another phone's port
                 received += 1
-                now = time.monotonic()
+                read_at = time.time()
+                arrived_at = _kernel_time(ancillary, read_at)
                 if mode != "mix" and len(data) >= 32 and data[0] == 0x90:
                     _, _, stream, _, sent_at = _EXTENSION.unpack_from(data, 12)
-                    delays.append(now - sent_at)
+                    delays.append(arrived_at - sent_at)
+                    arrived.append(arrived_at)
+                    read_delays.append(read_at - sent_at)
                     streams.append(stream)
-                if arrivals and now < end:
-                    heard.append((who, now))
+                if arrivals and time.monotonic() < end:
+                    heard.append((who, arrived_at))
 
     while True:
         now = time.monotonic()
@@ -506,6 +553,8 @@ def _drive(
         expected=expected,
         received=received,
         delays_ms=np.array(delays) * 1000,
+        read_delays_ms=np.array(read_delays) * 1000,
+        arrived=np.array(arrived),
         streams=np.array(streams, dtype=np.int64),
         relay=report,
         arrivals=np.array(heard, dtype=np.float64).reshape(-1, 2) if arrivals else None,
@@ -588,12 +637,15 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"  {result.mode:5}  sent {result.sent:7d}  loss {100 * result.loss:6.3f} %  "
             f"delay p50 {_percentile(result.delays_ms, 50):6.2f} ms  "
-            f"added jitter p99 {result.added_jitter_ms(99):6.2f} ms  "
+            f"added jitter p99 {result.added_jitter_ms(99):6.2f} ms "
+            f"(as read {result.added_jitter_ms(99, as_read=True):6.2f})  "
             f"CPU {100 * result.relay_cpu_share:5.1f} % of a core  "
             + _spread(result)
             + f"{us_per_packet:5.1f} µs/packet  "
             f"{1000 * result.relay_cpu_share / args.calls:6.3f} ms CPU per call-second"
         )
+        if result.stalls is not None:
+            print("         " + _stalls(result))
     ratio = relay.relay_cpu_share / bare.relay_cpu_share if bare.relay_cpu_share else float("nan")
     if args.workers:
         print(
@@ -632,6 +684,21 @@ def main(argv: list[str] | None = None) -> int:
             f"counters {_nonzero(mix.relay['counters'])}"
         )
     return 0
+
+
+def _stalls(result: RunResult) -> str:
+    """The machine's own stalls in the run, and how much of the jitter they account for."""
+    stalls = result.stalls or []
+    longest = max((stall.length_ms for stall in stalls), default=0.0)
+    floor = np.full(result.legs, np.inf)
+    np.minimum.at(floor, result.streams, result.delays_ms)
+    late = result.delays_ms - floor[result.streams] > JITTER_TARGET_MS
+    return (
+        f"machine stalls over 2 ms: {len(stalls)} (longest {longest:.1f} ms); "
+        f"packets delayed over {JITTER_TARGET_MS:g} ms: {int(late.sum())}, "
+        f"{int((late & result.in_stalls).sum())} of them during a stall; "
+        f"added jitter p99 outside stalls {result.added_jitter_ms(99, outside_stalls=True):.2f} ms"
+    )
 
 
 def _nonzero(counters: dict[str, int]) -> dict[str, int]:
