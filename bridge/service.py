@@ -35,7 +35,8 @@ from bridge.sidecar.links import LinkSigner
 from bridge.sidecar.metrics import MetricsRegistry
 from bridge.sip.errors import LocalProtocolError
 from bridge.tickets.model import Ticket, TransferMode
-from bridge.tickets.sqlite_store import AuditEntry, SqliteTicketStore, path_from_url
+from bridge.tickets.sqlite_store import SqliteTicketStore, path_from_url
+from bridge.tickets.store import AuditEntry
 from bridge.transfers import TransferCoordinator, ticket_headers
 
 log = logging.getLogger("bridge.service")

@@ -12,14 +12,12 @@ rather than guessed at. The event table refuses UPDATE and DELETE: the log is ap
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Literal, TypeVar
 
 from bridge.tickets.errors import (
     ConcurrentUpdate,
@@ -27,21 +25,31 @@ from bridge.tickets.errors import (
     TicketExists,
     TicketNotFound,
 )
-from bridge.tickets.lifecycle import EventKind, TicketEvent, Transition
+from bridge.tickets.lifecycle import TicketEvent, Transition
 from bridge.tickets.model import Ticket
-from bridge.tickets.store import TicketChange, TicketQuery
+from bridge.tickets.sql import (
+    AUDIT_COLUMNS,
+    EVENT_COLUMNS,
+    TICKET_COLUMNS,
+    Migration,
+    audit_from_row,
+    audit_row,
+    audit_sql,
+    check_follows,
+    check_new,
+    event_from_row,
+    event_row,
+    list_sql,
+    pending,
+    ticket_row,
+    update_row,
+    update_sql,
+)
+from bridge.tickets.store import AuditEntry, TicketChange, TicketQuery
 
 T = TypeVar("T")
 
 Synchronous = Literal["NORMAL", "FULL"]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Migration:
-    version: int
-    description: str
-    statements: tuple[str, ...]
-
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
@@ -113,28 +121,6 @@ MIGRATIONS = (
 LATEST_VERSION = MIGRATIONS[-1].version
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AuditEntry:
-    """One audited step that is not a ticket's: a call's state change, a dial-plan reload."""
-
-    at: float
-    actor: str
-    kind: str
-    subject: str
-    data: dict[str, Any]
-    seq: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "seq": self.seq,
-            "at": self.at,
-            "actor": self.actor,
-            "kind": self.kind,
-            "subject": self.subject,
-            "data": self.data,
-        }
-
-
 def path_from_url(url: str) -> str:
     """``sqlite:///relative/file`` or ``sqlite:////absolute/file`` (the usual URL forms)."""
     prefix = "sqlite:///"
@@ -188,16 +174,7 @@ class SqliteTicketDb:
         return int(version[0]) if version is not None else 0
 
     def _migrate(self, migrations: Sequence[Migration]) -> None:
-        versions = [m.version for m in migrations]
-        if versions != list(range(1, len(versions) + 1)):
-            raise ValueError("migrations must be numbered 1, 2, 3, ... in order")
-        current = self.schema_version()
-        known = versions[-1] if versions else 0
-        if current > known:
-            raise StoreVersionError(
-                f"ticket store has schema version {current}, this release knows up to {known}"
-            )
-        for migration in migrations[current:]:
+        for migration in pending(migrations, self.schema_version()):
             with self._transaction():
                 if migration.version == 1:
                     self._conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
@@ -216,28 +193,16 @@ class SqliteTicketDb:
             self._create(transition)
 
     def _create(self, transition: Transition) -> None:
-        ticket, event = transition.ticket, transition.event
-        if event.seq != 1 or ticket.version != 1 or event.kind is not EventKind.CREATED:
-            raise ValueError("a new ticket starts with its created event, seq 1")
+        check_new(transition)
+        ticket = transition.ticket
         try:
             self._conn.execute(
-                "INSERT INTO tickets (id, version, state, origin, category, destination,"
-                " created_at, updated_at, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    ticket.id,
-                    ticket.version,
-                    ticket.state.value,
-                    ticket.origin,
-                    ticket.category,
-                    ticket.destination,
-                    ticket.created_at,
-                    ticket.updated_at,
-                    ticket.model_dump_json(),
-                ),
+                f"INSERT INTO tickets ({TICKET_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                ticket_row(ticket),
             )
         except sqlite3.IntegrityError as exc:
             raise TicketExists(f"ticket {ticket.id} already exists") from exc
-        self._insert_event(event)
+        self._insert_event(transition.event)
 
     def append_event(self, transition: Transition) -> None:
         with self._transaction():
@@ -256,32 +221,14 @@ class SqliteTicketDb:
         """One transaction for a batch: call events arrive in bursts under load."""
         with self._transaction():
             self._conn.executemany(
-                "INSERT INTO audit_log (at, actor, kind, subject, data) VALUES (?, ?, ?, ?, ?)",
-                [
-                    (e.at, e.actor, e.kind, e.subject, json.dumps(e.data, ensure_ascii=False))
-                    for e in entries
-                ],
+                f"INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
+                [audit_row(e) for e in entries],
             )
 
     def audit(self, subject: str | None = None, limit: int = 100) -> list[AuditEntry]:
         """Newest first."""
-        sql = "SELECT seq, at, actor, kind, subject, data FROM audit_log"
-        args: tuple[Any, ...] = ()
-        if subject is not None:
-            sql += " WHERE subject = ?"
-            args = (subject,)
-        rows = self._conn.execute(sql + " ORDER BY seq DESC LIMIT ?", (*args, limit)).fetchall()
-        return [
-            AuditEntry(
-                seq=row[0],
-                at=row[1],
-                actor=row[2],
-                kind=row[3],
-                subject=row[4],
-                data=json.loads(row[5]),
-            )
-            for row in rows
-        ]
+        sql, args = audit_sql(subject, limit, "?")
+        return [audit_from_row(row) for row in self._conn.execute(sql, args).fetchall()]
 
     def update(self, ticket_id: str, change: TicketChange) -> Transition:
         with self._transaction():
@@ -293,22 +240,9 @@ class SqliteTicketDb:
             return transition
 
     def _append(self, transition: Transition) -> None:
-        ticket, event = transition.ticket, transition.event
-        if event.ticket_id != ticket.id or event.seq != ticket.version:
-            raise ValueError("the event must be the one that produced this ticket version")
-        cursor = self._conn.execute(
-            "UPDATE tickets SET version = ?, state = ?, destination = ?, updated_at = ?, body = ?"
-            " WHERE id = ? AND version = ?",
-            (
-                ticket.version,
-                ticket.state.value,
-                ticket.destination,
-                ticket.updated_at,
-                ticket.model_dump_json(),
-                ticket.id,
-                ticket.version - 1,
-            ),
-        )
+        check_follows(transition)
+        ticket = transition.ticket
+        cursor = self._conn.execute(update_sql("?"), update_row(ticket))
         if cursor.rowcount != 1:
             row = self._conn.execute(
                 "SELECT version FROM tickets WHERE id = ?", (ticket.id,)
@@ -318,20 +252,12 @@ class SqliteTicketDb:
             raise ConcurrentUpdate(
                 f"ticket {ticket.id} is at version {row[0]}, not {ticket.version - 1}"
             )
-        self._insert_event(event)
+        self._insert_event(transition.event)
 
     def _insert_event(self, event: TicketEvent) -> None:
         self._conn.execute(
-            "INSERT INTO ticket_events (ticket_id, seq, kind, at, actor, data)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                event.ticket_id,
-                event.seq,
-                event.kind.value,
-                event.at,
-                event.actor,
-                json.dumps(dict(event.data), ensure_ascii=False, separators=(",", ":")),
-            ),
+            f"INSERT INTO ticket_events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+            event_row(event),
         )
 
     # -- reads ------------------------------------------------------------------------------
@@ -341,25 +267,8 @@ class SqliteTicketDb:
         return Ticket.model_validate_json(row[0]) if row is not None else None
 
     def list_tickets(self, query: TicketQuery) -> list[Ticket]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        for column, value in (
-            ("origin", query.origin),
-            ("destination", query.destination),
-            ("category", query.category),
-            ("state", query.state.value if query.state is not None else None),
-        ):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                params.append(value)
-        if query.since is not None:
-            clauses.append("created_at >= ?")
-            params.append(query.since)
-        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        rows = self._conn.execute(
-            f"SELECT body FROM tickets{where} ORDER BY created_at DESC, id DESC LIMIT ?",
-            (*params, query.limit),
-        ).fetchall()
+        sql, params = list_sql(query, "?")
+        rows = self._conn.execute(sql, params).fetchall()
         return [Ticket.model_validate_json(row[0]) for row in rows]
 
     def events_for(self, ticket_id: str) -> list[TicketEvent]:
@@ -367,17 +276,7 @@ class SqliteTicketDb:
             "SELECT seq, kind, at, actor, data FROM ticket_events WHERE ticket_id = ? ORDER BY seq",
             (ticket_id,),
         ).fetchall()
-        return [
-            TicketEvent(
-                ticket_id=ticket_id,
-                seq=int(seq),
-                kind=EventKind(kind),
-                at=float(at),
-                actor=str(actor),
-                data=json.loads(data),
-            )
-            for seq, kind, at, actor, data in rows
-        ]
+        return [event_from_row(ticket_id, row) for row in rows]
 
     def close(self) -> None:
         self._conn.close()

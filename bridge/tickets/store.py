@@ -8,9 +8,9 @@ so concurrent writers cannot interleave a read-modify-write.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from bridge.tickets.lifecycle import TicketEvent, Transition
 from bridge.tickets.model import Ticket, TicketState
@@ -37,6 +37,28 @@ class TicketQuery:
 TicketChange = Callable[[Ticket], Transition]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditEntry:
+    """One audited step that is not a ticket's: a call's state change, a dial-plan reload."""
+
+    at: float
+    actor: str
+    kind: str
+    subject: str
+    data: dict[str, Any]
+    seq: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "at": self.at,
+            "actor": self.actor,
+            "kind": self.kind,
+            "subject": self.subject,
+            "data": self.data,
+        }
+
+
 class TicketStore(Protocol):
     async def create(self, transition: Transition) -> None:
         """Store a new ticket and its ``created`` event; TicketExists if the id is taken."""
@@ -59,3 +81,17 @@ class TicketStore(Protocol):
     async def events_for(self, ticket_id: str) -> list[TicketEvent]: ...
 
     async def close(self) -> None: ...
+
+
+class TicketDatabase(TicketStore, Protocol):
+    """What the service opens from ``storage.url``: the tickets, the audit log beside them in
+    the same database (one backup holds both), and the schema version for diagnostics."""
+
+    async def append_audit(self, entries: Sequence[AuditEntry]) -> None:
+        """Append a batch in one transaction; the log refuses UPDATE and DELETE."""
+
+    async def audit(self, subject: str | None = None, limit: int = 100) -> list[AuditEntry]:
+        """Newest first."""
+        ...
+
+    async def schema_version(self) -> int: ...
