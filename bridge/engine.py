@@ -31,6 +31,7 @@ from bridge.process import apply_realtime_priority, event_loop_runner, settle_he
 from bridge.routing import PlanRouting
 from bridge.seats import SeatAuthority
 from bridge.sip.transaction import TransactionLayer
+from bridge.tickets.errors import StoreUnavailable, StoreVersionError
 from bridge.transport import SipTransport
 
 log = logging.getLogger("bridge.engine")
@@ -226,7 +227,12 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None) -> None:
     from bridge.service import Service
 
     service = Service(engine, config)
-    await service.start()
+    try:
+        await service.start()
+    except BaseException:
+        await service.close()
+        await engine.close()
+        raise
     settle_heap()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -258,6 +264,11 @@ def run_service(config_path: str) -> int:
     setup_logging(config.log.level)
     apply_realtime_priority(config.scheduling.realtime_priority)
     runner = event_loop_runner()
-    with contextlib.suppress(KeyboardInterrupt):
-        runner(serve(config))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            runner(serve(config))
+    except (StoreUnavailable, StoreVersionError) as exc:
+        # Nothing to debug in a traceback: the operator fixes the address, password or release.
+        print(f"bridge: {exc.detail}", file=sys.stderr)
+        return 1
     return 0

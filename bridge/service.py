@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -34,9 +33,9 @@ from bridge.sidecar.events import EventHub
 from bridge.sidecar.links import LinkSigner
 from bridge.sidecar.metrics import MetricsRegistry
 from bridge.sip.errors import LocalProtocolError
+from bridge.tickets.backends import open_store
 from bridge.tickets.model import Ticket, TransferMode
-from bridge.tickets.sqlite_store import SqliteTicketStore, path_from_url
-from bridge.tickets.store import AuditEntry
+from bridge.tickets.store import AuditEntry, TicketDatabase
 from bridge.transfers import TransferCoordinator, ticket_headers
 
 log = logging.getLogger("bridge.service")
@@ -56,7 +55,7 @@ class Service:
             base_url=config.sidecar.public_url,
             ttl_seconds=config.sidecar.link_ttl_s,
         )
-        self.store: SqliteTicketStore | None = None
+        self.store: TicketDatabase | None = None
         self.transfers: TransferCoordinator | None = None
         self._audit_buffer: list[AuditEntry] = []
         self._audit_writer: asyncio.Task[None] | None = None
@@ -79,13 +78,7 @@ class Service:
         return self.engine.media.media_figures()
 
     async def start(self) -> None:
-        url = self.config.storage.url
-        if not url.startswith("sqlite:///"):
-            raise RuntimeError("only sqlite:/// storage is available in this release")
-        path = Path(path_from_url(url))
-        if not path.is_absolute():
-            path = self.config.base_dir / path
-        self.store = await SqliteTicketStore.open(str(path))
+        self.store = await open_store(self.config.storage.url, base_dir=self.config.base_dir)
         app = create_app(
             store=self.store,
             control=self,

@@ -49,3 +49,10 @@ class StoreVersionError(TicketError):
     """The database was written by a newer release; refuse rather than corrupt it."""
 
     error = "store_version"
+
+
+class StoreUnavailable(TicketError):
+    """The database server cannot be reached or refused us (address, password, database)."""
+
+    http_status = 503
+    error = "store_unavailable"
