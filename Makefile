@@ -26,13 +26,17 @@ $(NATIVE): $(STAMP) bridge/native.py $(shell find bridge/sip bridge/calls bridge
 
 native: $(NATIVE)
 
-# Real SIP peers for the integration tests (Debian packages). Installed when missing and we
-# are root; without root the peer tests are skipped with the reason (a failure under CI=true).
+# Real peers for the integration tests (Debian packages): SIP phones, and a PostgreSQL server
+# for the PostgreSQL ticket store (Debian keeps initdb off PATH, in /usr/lib/postgresql/*/bin).
+# Installed when missing and we are root; without root the peer tests are skipped with the
+# reason (a failure under CI=true).
+HAVE_INITDB = ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null
 peers:
-	@if command -v sipp >/dev/null && command -v baresip >/dev/null; then :; \
+	@if command -v sipp >/dev/null && command -v baresip >/dev/null && { $(HAVE_INITDB); }; then :; \
 	elif [ "$$(id -u)" = 0 ]; then \
-	  apt-get update -qq && apt-get install -y -qq --no-install-recommends sip-tester baresip-core; \
-	else echo "sipp/baresip missing and not root: peer tests will be skipped"; fi
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends \
+	    sip-tester baresip-core postgresql; \
+	else echo "sipp/baresip/postgresql missing and not root: peer tests will be skipped"; fi
 
 demo: $(STAMP) $(NATIVE)
 	$(BIN)/bridge demo

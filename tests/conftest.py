@@ -1,4 +1,4 @@
-"""Shared fixtures: free loopback ports and real SIP peers (SIPp, baresip, pyVoIP).
+"""Shared fixtures: free loopback ports, real SIP peers (SIPp, baresip, pyVoIP), PostgreSQL.
 
 Peer fixtures are factories; everything they start is stopped (killed by PID if need be) at
 teardown, and each process is bounded by its own -timeout / -t anyway. A test marked
@@ -9,6 +9,7 @@ CI=true (see peers/availability.py); each factory also checks its own peer.
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,11 @@ import pytest
 from peers.availability import require_peer
 from peers.baresip import Baresip
 from peers.ports import PortAllocator, default_allocator
+from peers.postgres import PostgresCluster
 from peers.pyvoip_seat import PyVoIPSeat
 from peers.sipp import SippRun
+
+DATABASE_NUMBERS = itertools.count()
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -31,6 +35,23 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def ports() -> PortAllocator:
     """Loopback ports free on UDP and TCP, never handed out twice in one test run."""
     return default_allocator()
+
+
+@pytest.fixture(scope="session")
+def postgres(ports: PortAllocator) -> Iterator[PostgresCluster]:
+    """One PostgreSQL cluster for the whole run, started on first use and stopped at the end."""
+    require_peer("postgres")
+    cluster = PostgresCluster(ports.port())
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresCluster) -> str:
+    """The URL of a new, empty database for this test alone."""
+    return postgres.create_database(f"test_{next(DATABASE_NUMBERS)}")
 
 
 @pytest.fixture

@@ -88,7 +88,7 @@ name = "admin"
 role = "admin"
 {extra_tokens}
 [storage]
-url = "sqlite:///bridge.sqlite3"
+url = "{storage_url}"
 [registrar]
 realm = "bridge"
 digest_algorithms = [{digest_algorithms}]
@@ -188,11 +188,13 @@ class BridgeUnderTest:
         sip_extra: str = "",
         media_extra: str = "",
         media_ports: int = MEDIA_PORTS,
+        storage_url: str = "sqlite:///bridge.sqlite3",
     ) -> None:
         """``pbx_uris``: destinations of the 110 trunk tried before ``pbx_ports``, written as
         the plan takes them (``sip:110@127.0.0.1:5060;transport=tcp``). ``tokens``: more
         [[sidecar.tokens]] entries (token, name, role, seat, platform) besides the admin token
-        every bridge has."""
+        every bridge has. ``storage_url``: the ticket store, a SQLite file in ``workdir`` unless
+        the test gives a PostgreSQL database."""
         self.workdir = workdir
         self.ports = ports
         workdir.mkdir(parents=True, exist_ok=True)
@@ -216,6 +218,7 @@ class BridgeUnderTest:
             "sip_extra": sip_extra,
             "media_extra": media_extra,
             "grace_s": grace_s,
+            "storage_url": storage_url,
             "digest_algorithms": ", ".join(f'"{name}"' for name in digest_algorithms),
             "extra_tokens": "".join(
                 "[[sidecar.tokens]]\n"

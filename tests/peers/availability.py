@@ -1,4 +1,5 @@
-"""Whether the real SIP peers are installed, and what a test does when one is not.
+"""Whether the real peers (SIP phones, a PostgreSQL server) are installed, and what a test
+does when one is not.
 
 On a developer machine a missing peer skips the test with the reason and the fix. Under CI
 (`CI=true`) the peers are part of the test environment (`make test` installs them), so a missing
@@ -17,6 +18,7 @@ INSTALL_HINT = {
     "sipp": "install the Debian package sip-tester (`make peers` does it as root)",
     "baresip": "install the Debian package baresip-core (`make peers` does it as root)",
     "pyVoIP": "install the test extras: pip install -e '.[test]'",
+    "postgres": "install the Debian package postgresql (`make peers` does it as root)",
 }
 
 
@@ -30,6 +32,10 @@ def peer_missing(name: str) -> str | None:
         if importlib.util.find_spec("pyVoIP") is None:
             return "pyVoIP is not importable"
         return None
+    if name == "postgres":
+        from peers.postgres import missing
+
+        return missing()
     if shutil.which(name) is None:
         return f"{name} is not on PATH"
     return None
