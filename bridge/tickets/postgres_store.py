@@ -143,13 +143,23 @@ def unavailable(url: str, exc: Exception) -> StoreUnavailable:
     return StoreUnavailable(f"cannot open the ticket database {describe(url)}: {reason}")
 
 
+def connection_options(url: str) -> dict[str, Any]:
+    """Autocommit (transactions are explicit), and a bounded connect time and a name in
+    ``pg_stat_activity`` unless the URL chose its own."""
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.ProgrammingError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
+        raise StoreUnavailable(f"the storage url is not a PostgreSQL URL: {reason}") from None
+    return {
+        "autocommit": True,
+        "connect_timeout": params.get("connect_timeout", CONNECT_TIMEOUT_S),
+        "application_name": params.get("application_name", "bridge"),
+    }
+
+
 async def connect(url: str) -> Connection:
-    params = conninfo_to_dict(url)
-    options: dict[str, Any] = {"autocommit": True}
-    if "connect_timeout" not in params:
-        options["connect_timeout"] = CONNECT_TIMEOUT_S
-    if "application_name" not in params:
-        options["application_name"] = "bridge"
+    options = connection_options(url)
     try:
         return await psycopg.AsyncConnection.connect(url, **options)
     except psycopg.OperationalError as exc:
@@ -204,17 +214,15 @@ class PostgresTicketStore:
             await migrate(conn, migrations)
         finally:
             await conn.close()
-        params = conninfo_to_dict(url)
         pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
             url,
-            kwargs={
-                "autocommit": True,
-                "connect_timeout": params.get("connect_timeout", CONNECT_TIMEOUT_S),
-                "application_name": params.get("application_name", "bridge"),
-            },
+            kwargs=connection_options(url),
             min_size=1,
             max_size=max_connections,
             open=False,
+            # A connection the server dropped (restart, failover) is replaced when it is
+            # taken, rather than failing the next ticket request.
+            check=AsyncConnectionPool.check_connection,
             name="ticket-store",
         )
         try:

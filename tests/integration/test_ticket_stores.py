@@ -328,6 +328,12 @@ async def test_an_unreachable_postgres_is_one_line_naming_host_and_port(
     assert "hunter2" not in detail
 
 
+async def test_a_malformed_postgres_url_is_one_line() -> None:
+    with pytest.raises(StoreUnavailable, match="not a PostgreSQL URL") as caught:
+        await open_store("postgresql://bridge:pw@db/bridge?no_such_option=1", base_dir=Path("."))
+    assert "\n" not in caught.value.detail
+
+
 @pytest.mark.peers("postgres")
 async def test_a_wrong_postgres_password_is_one_line(postgres: PostgresCluster) -> None:
     url = postgres.url(password="wrong-" + PASSWORD)
