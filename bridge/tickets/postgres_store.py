@@ -3,10 +3,11 @@
 It keeps the SQLite store's contract and its tables' shape (:mod:`bridge.tickets.sql` holds what
 the two share), so a node cannot tell which database it has. What differs is who else writes:
 
-* ``update`` and ``create_then`` lock the ticket's row (``SELECT ... FOR UPDATE``) before
-  reading it, so two nodes changing one ticket take turns: both changes land, one after the
-  other, and the change function always sees the latest version. ``append_event`` takes no lock:
-  a stale snapshot is a :class:`~bridge.tickets.errors.ConcurrentUpdate`, as with SQLite.
+* ``update`` locks the ticket's row (``SELECT ... FOR UPDATE``) before reading it, so two
+  nodes changing one ticket take turns: both changes land, one after the other, and the change
+  function always sees the latest version (``create_then`` holds the row it has just inserted
+  until it commits). ``append_event`` takes no lock: a stale snapshot is a
+  :class:`~bridge.tickets.errors.ConcurrentUpdate`, as with SQLite.
 * Migrations run under an advisory lock, so nodes starting together migrate once. A database
   written by a newer release is refused; the event and audit tables refuse UPDATE, DELETE and
   TRUNCATE by trigger.
