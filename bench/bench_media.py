@@ -1,25 +1,35 @@
 """Media relay load on loopback: relayed calls and three-party mixes, against a bare relay.
 
-``python bench/bench_media.py [--calls 500] [--mixes 150] [--seconds 4] [--loop uvloop]
-[--sample 5] [--realtime-priority N] [--phones-priority N] [--workers N]``
+``python bench/bench_media.py [--calls 500] [--mixes 150] [--seconds 4] [--warmup 0.5]
+[--loop uvloop] [--sample 5] [--realtime-priority N] [--phones-priority N] [--workers N]``
 
 The relay runs in a child process, as in production; this process plays the phones with plain
 non-blocking sockets (one per leg, as a real call has) driven by epoll, so the phones cost as
 little as possible and do not share the relay's core. Every phone sends a 20 ms packet 50 times
 a second, phones spread evenly over the 20 ms so the load is smooth as with real calls. Half the
-calls are A-law on one leg and μ-law on the other (transcoded), half A-law on both.
+calls are A-law on one leg and μ-law on the other (transcoded), half A-law on both. The phones
+send for ``--warmup`` seconds before the measured window opens: real calls start one by one,
+while here a thousand streams start in the same 20 ms, and each stream's first packet (latching,
+stream state) costs the relay more than the rest, a burst no real service sees.
 
 Each packet carries (stream, index, send time) in an RTP header extension, which the relay
 passes through while rewriting the fixed header and transcoding the payload; so the receiver
 measures loss and one-way delay per packet. Every phone sends, but only the phones of every
 ``--sample``-th call are read (default one in five): real phones are other machines, and
-reading all 50,000 packets/s here would take the CPU the relay is being measured on. "Added
-jitter" is each packet's delay above the smallest delay seen on its stream, p99 over all
-packets. CPU is the relay process's own CPU time over the sending window. The relay sends no
-RTCP here: these phones have no RTCP sockets. With ``--phones-priority N`` (below the relay's
-``--realtime-priority``) the phones run at SCHED_RR too: on two cores, a phone process preempted
-by ordinary work reads its packets late, and that lateness would count as the relay's jitter
-(the bare relay's own p99 ranged from 2.5 to 221 ms without it).
+reading all 50,000 packets/s here would take the CPU the relay is being measured on. A packet's
+delay runs from its send time to the kernel's receive time stamp on the phone's socket
+(SO_TIMESTAMPNS), so it is what the relay and loopback add, not how late the phone process got
+round to reading it (printed too, "as read"). "Added jitter" is each packet's delay above the
+smallest delay seen on its stream, p99 over all packets. CPU is the relay process's own CPU time
+over the measured window. The relay sends no RTCP here: these phones have no RTCP sockets. With
+``--phones-priority N`` (below the relay's ``--realtime-priority``) the phones run at SCHED_RR
+too, so the relay competes with them as it would with other real-time work.
+
+With ``--realtime-priority`` a stall probe (see :mod:`bench.stall_probe`) runs on every CPU one
+step above the relay, and each run says how often the machine itself stopped for over 2 ms, how
+many of the packets delayed over 5 ms were on their way during such a stall, and the added jitter
+p99 without those packets. On a virtual machine whose host pauses it for a few milliseconds now
+and then, no relay can do better than those stalls.
 
 Three runs, all bounded (about 5 s each): a bare asyncio relay that forwards datagrams between
 fixed socket pairs (the ratio baseline), the bridge relay with the same calls, and the bridge
@@ -418,6 +428,7 @@ def run(
     sample: int,
     priority: int = 0,
     workers: int = 0,
+    warmup: float = 0.5,
 ) -> RunResult:
     """One bounded run: ``legs`` phones, each sending for ``seconds`` at 50 packets/s."""
     ctx = mp.get_context("fork")
@@ -446,7 +457,9 @@ def run(
         arrivals = mode == "mix" and workers > 0
         probe = StallProbe(priority + 1) if priority else None
         try:
-            result = _drive(mode, legs, seconds, phones, relay_ports, parent, sample, arrivals)
+            result = _drive(
+                mode, legs, seconds, phones, relay_ports, parent, sample, warmup, arrivals
+            )
         finally:
             stalls = probe.stop() if probe is not None else None
         return replace(result, stalls=stalls)
@@ -466,6 +479,7 @@ def _drive(
     relay_ports: list[int],
     conn: Connection,
     sample: int,
+    warmup: float,
     arrivals: bool = False,
 ) -> RunResult:
     # Only every ``sample``-th call (or conference) is listened to: the phones of a real call
@@ -487,9 +501,10 @@ def _drive(
     heard: list[tuple[int, float]] = []  # (phone, arrival time), when ``arrivals``
     received = 0
     index = 0
-    conn.send("start")
     start = time.monotonic()
-    end = start + seconds
+    window = start + warmup
+    window_wall = float("inf")  # time.time() when the measured window opened
+    end = window + seconds
     drain_until = end + 0.3
 
     def receive(timeout: float) -> None:
@@ -504,22 +519,29 @@ def _drive(
                     break
                 if len(data) > 1 and 200 <= data[1] <= 204:
                     continue  # RTCP of worker relays, sent to port + 1: another phone's port
-                received += 1
                 read_at = time.time()
                 arrived_at = _kernel_time(ancillary, read_at)
-                if mode != "mix" and len(data) >= 32 and data[0] == 0x90:
+                if mode == "mix":
+                    received += int(arrived_at >= window_wall)
+                elif len(data) >= 32 and data[0] == 0x90:
                     _, _, stream, _, sent_at = _EXTENSION.unpack_from(data, 12)
+                    if sent_at < window_wall:
+                        continue  # sent during the warm-up
+                    received += 1
                     delays.append(arrived_at - sent_at)
                     arrived.append(arrived_at)
                     read_delays.append(read_at - sent_at)
                     streams.append(stream)
-                if arrivals and time.monotonic() < end:
+                if arrivals and arrived_at >= window_wall and time.monotonic() < end:
                     heard.append((who, arrived_at))
 
     while True:
         now = time.monotonic()
         if now >= end:
             break
+        if now >= window and window_wall == float("inf"):
+            conn.send("start")
+            window_wall = time.time()
         # Send every phone's packet whose turn has come, then read until the next slot.
         slot_due = start + index * PACKET_SECONDS / slots
         if now >= slot_due:
@@ -527,7 +549,7 @@ def _drive(
             for phone in range(index % slots, legs, slots):
                 packet = _packet(phone, frame, payload_types[phone])
                 phones[phone].sendto(packet, destinations[phone])
-                sent_by[phone] += 1
+                sent_by[phone] += int(now >= window)
             index += 1
             continue
         receive(max(0.0, slot_due - now))
@@ -571,6 +593,12 @@ def main(argv: list[str] | None = None) -> int:
         "--sample", type=int, default=5, help="listen to every Nth call or mix (1 = all)"
     )
     parser.add_argument(
+        "--warmup",
+        type=float,
+        default=0.5,
+        help="seconds every phone sends before the measured window opens",
+    )
+    parser.add_argument(
         "--realtime-priority",
         type=int,
         default=0,
@@ -595,6 +623,8 @@ def main(argv: list[str] | None = None) -> int:
         "workers = N does (CPU summed over them); the bare relay stays one process",
     )
     args = parser.parse_args(argv)
+    if not 0 <= args.warmup <= 2:
+        parser.error("--warmup must be in [0, 2] seconds")
     if not 0 < args.seconds <= 5:
         parser.error("--seconds must be in (0, 5]: the whole benchmark stays under 20 s")
     if not 0 <= args.workers <= 64:
@@ -624,8 +654,8 @@ def main(argv: list[str] | None = None) -> int:
             "cores, so the relay and mix figures measure that contention too)"
         )
     common = (args.seconds, args.loop, args.sample, args.realtime_priority)
-    bare = run("bare", legs, *common)
-    relay = run("relay", legs, *common, workers=args.workers)
+    bare = run("bare", legs, *common, warmup=args.warmup)
+    relay = run("relay", legs, *common, workers=args.workers, warmup=args.warmup)
     for result in (bare, relay):
         target = int(50 * result.legs * result.seconds)
         if result.sent < 0.98 * target:
@@ -659,7 +689,7 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     if args.mixes and args.workers:
-        mix = run("mix", 3 * args.mixes, *common, workers=args.workers)
+        mix = run("mix", 3 * args.mixes, *common, workers=args.workers, warmup=args.warmup)
         print(
             f"  mix    {args.mixes} conferences in {_workers(args.workers)}: "
             "tick lateness n/a (in workers), "
@@ -672,7 +702,7 @@ def main(argv: list[str] | None = None) -> int:
             + _lost(mix)
         )
     elif args.mixes:
-        mix = run("mix", 3 * args.mixes, *common)
+        mix = run("mix", 3 * args.mixes, *common, warmup=args.warmup)
         ticks = mix.relay["ticks"]
         print(
             f"  mix    {args.mixes} conferences: {ticks} ticks, "
