@@ -116,7 +116,7 @@ class B2BUA:
         self._ring_deadlines: dict[tuple[str, str], float] = {}
         self._ring_heap: list[tuple[float, str, str]] = []
         self._pending_destinations: dict[str, list[Destination]] = {}
-        self._reinvite_retries: list[tuple[float, int, str, Leg, int, bool]] = []
+        self._reinvite_retries: list[tuple[float, int, str, Leg, int]] = []
         self._retry_ids = itertools.count()
         self._notifies: set[str] = set()
         self.transfers = TransferDesk(self)

@@ -86,6 +86,14 @@ class Cancel(enum.StrEnum):
     SENT = "sent"
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reoffer:
+    """What a re-INVITE of the bridge's own is to bring a party's session to (RFC 3264 §8):
+    on hold or not."""
+
+    held: bool
+
+
 class LegState(enum.StrEnum):
     INCOMING = "incoming"  # INVITE received, not yet answered
     CALLING = "calling"  # INVITE sent, no response with a tag yet
@@ -123,6 +131,10 @@ class Leg:
     awaiting_answer: bool = False
     """The bridge's 2xx to this party's INVITE carried an offer: its ACK must bring the answer
     (RFC 3261 §13.2.2.4, §13.3.1)."""
+    reoffer: Reoffer | None = None
+    """The session the bridge wants this party in, while its own re-INVITE for that is pending
+    or waits out a 491 (RFC 3261 §14.1); None once the party's session follows the other
+    party's offers again, so a late retry sends what is wanted then, or nothing."""
     bye_deferred: bool = False
     """The bridge hung up on this party before its ACK for the bridge's 2xx came: the BYE
     waits for that ACK, or for the 2xx to be given up on (RFC 3261 §15, §13.3.1.4)."""

@@ -11,8 +11,11 @@ first (§14.2); the bridge's own re-INVITE (a resume, or a hold put back) that m
 again after §14.1's random delay. A party that leaves with one pending has it answered 487
 (§15.1.2) and its 2xx, if one still comes, ACKed; a CANCEL of one still pending gets it 487 too
 (§9.2), and the mirrored one is cancelled in turn, its hold or resume undone by the bridge if a
-2xx crossed that CANCEL. A 481 or 408 to one the bridge sent means that party's dialog is gone
-(§12.2.1.2): its leg leaves as if it had hung up.
+2xx crossed that CANCEL. What the bridge wants a party's session to be while its own re-INVITE
+is pending or waits out a 491 is kept on the leg (``Leg.reoffer``), and a mirrored exchange the
+party accepts supersedes it: a retry sends what is wanted when it goes, or nothing. A 481 or 408
+to one the bridge sent means that party's dialog is gone (§12.2.1.2): its leg leaves as if it
+had hung up.
 These methods are part of :class:`~bridge.calls.b2bua.B2BUA`, split out to keep modules small.
 """
 
@@ -24,7 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bridge.calls import sdpmap
-from bridge.calls.call import Call, Cancel, Leg, LegRole, LegState
+from bridge.calls.call import Call, Cancel, Leg, LegRole, LegState, Reoffer
 from bridge.sip import offer_answer, sdp
 from bridge.sip import transaction as tx
 from bridge.sip.errors import RemoteProtocolError
@@ -66,8 +69,8 @@ class PendingReinvite:
     """What went to ``to_leg``, for a CANCEL of it."""
     cancel: Cancel = Cancel.NONE
     """Not NONE once ``from_leg`` cancelled its request: this one is cancelled too (§9.1)."""
-    hold: bool = False
-    """The bridge's own re-INVITE puts ``to_leg`` on hold again instead of resuming it."""
+    reoffer: Reoffer | None = None
+    """What the bridge's own re-INVITE asks of ``to_leg``: on hold or not."""
 
 
 def mirror_reinvite(
@@ -229,6 +232,8 @@ def on_reinvite_response(core: B2BUA, response: Response, key: str, now: float) 
         return
     if status >= 300 and to_leg.live and to_leg.held != pending.was_held:
         _set_held(core, to_leg, pending.was_held)
+    if status < 300:
+        to_leg.reoffer = None
     if pending.cancel is not Cancel.NONE and status < 300:
         _undo_cancelled(core, pending, now)
     if pending.server_key is None or pending.request is None:
@@ -358,27 +363,36 @@ def _send_cancel(core: B2BUA, pending: PendingReinvite, now: float) -> None:
         core.txl.send_request(tx.build_cancel(sent), hop, leg.transport, now)
 
 
-def resume(core: B2BUA, call: Call, leg: Leg, now: float, attempt: int = 1) -> None:
+def resume(core: B2BUA, call: Call, leg: Leg, now: float) -> None:
     """Take a party off hold with a re-INVITE of the bridge's own (RFC 3264 §8.4): after a
     phone's attended transfer nobody else will, since the phone that held it has left."""
-    _reoffer(core, call, leg, now, attempt=attempt, hold=False)
+    _reoffer(core, call, leg, now, hold=False)
 
 
-def _reoffer(
-    core: B2BUA, call: Call, leg: Leg, now: float, *, attempt: int = 1, hold: bool
-) -> None:
+def _reoffer(core: B2BUA, call: Call, leg: Leg, now: float, *, hold: bool) -> None:
     """A re-INVITE of the bridge's own that resumes ``leg`` or, with ``hold``, holds it:
-    ``sendonly``, since the bridge plays it the hold tone (RFC 3264 §8.4). While an INVITE is
-    in progress on that dialog, or on the one mirrored onto it, it waits as after a 491,
-    instead of sending one the phone would have to refuse (§14.1)."""
+    ``sendonly``, since the bridge plays it the hold tone (RFC 3264 §8.4). What it asks for
+    becomes the leg's :attr:`~bridge.calls.call.Leg.reoffer`, replacing any older wish still
+    waiting."""
+    leg.reoffer = Reoffer(held=hold)
+    _send_reoffer(core, call, leg, now, 1)
+
+
+def _send_reoffer(core: B2BUA, call: Call, leg: Leg, now: float, attempt: int) -> None:
+    """Send the leg's :attr:`~bridge.calls.call.Leg.reoffer`. While an INVITE is in progress
+    on that dialog, or on the one mirrored onto it, it waits as after a 491, instead of
+    sending one the phone would have to refuse (§14.1)."""
+    wanted = leg.reoffer
+    assert wanted is not None
     if _busy(core, leg):
-        _retry_later(core, call, leg, now, attempt, hold)
+        _retry_later(core, call, leg, now, attempt)
         return
+    direction = sdp.Direction.SENDONLY if wanted.held else sdp.Direction.SENDRECV
     offer = offer_answer.make_offer(
         address=leg.media.host,
         port=leg.media.port,
         session_id=secrets.randbelow(2**31),
-        direction=sdp.Direction.SENDONLY if hold else sdp.Direction.SENDRECV,
+        direction=direction,
     )
     was_sdp = leg.last_sdp
     leg.last_sdp = sdpmap.toward(offer, leg.last_sdp)
@@ -391,9 +405,9 @@ def _reoffer(
         was_sdp=was_sdp,
         attempt=attempt,
         sent=sent,
-        hold=hold,
+        reoffer=wanted,
     )
-    leg.held = hold
+    leg.held = wanted.held
 
 
 def _own_reinvite_done(core: B2BUA, pending: PendingReinvite, status: int, now: float) -> None:
@@ -403,41 +417,57 @@ def _own_reinvite_done(core: B2BUA, pending: PendingReinvite, status: int, now: 
     once it is connected to someone who talks to it (the transfer target, or the agent whose
     hold was cancelled), and a phone on hold still receives, so it goes on hearing them
     rather than a tone laid over them."""
+    leg = pending.to_leg
+    wanted = pending.reoffer
+    call = core.calls.get(pending.call_id)
+    retry = status == 491 and call is not None and pending.attempt < MAX_REINVITE_ATTEMPTS
+    if leg.reoffer is wanted and (status < 300 or not retry):
+        leg.reoffer = None
     if status < 300:
         return
-    leg = pending.to_leg
     leg.held = pending.was_held
-    if pending.hold and leg.live:
+    if wanted is not None and wanted.held and not pending.was_held and leg.live:
         core.media.unhold(leg.media)
-    call = core.calls.get(pending.call_id)
-    if status == 491 and call is not None and pending.attempt < MAX_REINVITE_ATTEMPTS:
-        _retry_later(core, call, leg, now, pending.attempt + 1, pending.hold)
+    if retry and call is not None:
+        _retry_later(core, call, leg, now, pending.attempt + 1)
 
 
-def _retry_later(
-    core: B2BUA, call: Call, leg: Leg, now: float, attempt: int, hold: bool = False
-) -> None:
+def _retry_later(core: B2BUA, call: Call, leg: Leg, now: float, attempt: int) -> None:
     """§14.1: the re-INVITE goes again after a random delay in units of 10 ms, 2.1 to 4 s on a
     dialog whose Call-ID the bridge chose (its outgoing legs), 0 to 2 s on one the phone
-    chose, so that the two ends of a glare do not collide again."""
+    chose, so that the two ends of a glare do not collide again. What it then sends is the
+    leg's :attr:`~bridge.calls.call.Leg.reoffer` at that time."""
     hundredths = secrets.randbelow(201) if leg.incoming else 210 + secrets.randbelow(191)
-    entry = (now + hundredths / 100, next(core._retry_ids), call.call_id, leg, attempt, hold)
+    entry = (now + hundredths / 100, next(core._retry_ids), call.call_id, leg, attempt)
     heapq.heappush(core._reinvite_retries, entry)
 
 
 def retry_reinvites(core: B2BUA, now: float) -> None:
-    """Resumes and holds whose delay is over, for parties still on the call and not yet
-    resumed or held by anyone else."""
+    """Re-INVITEs of the bridge's own whose delay is over. What goes is what the bridge wants
+    of the party now, not what it wanted when the 491 came: nothing when the party left, its
+    dialog ended, or an exchange since (the other party's hold or resume, mirrored and
+    accepted) set the session, which the other party now believes in; nothing either when
+    the party is already held or resumed as wanted."""
     heap = core._reinvite_retries
     while heap and heap[0][0] <= now:
-        _, _, call_id, leg, attempt, hold = heapq.heappop(heap)
+        _, _, call_id, leg, attempt = heapq.heappop(heap)
         call = core.calls.get(call_id)
-        if call is None or call.legs.get(leg.leg_id) is not leg:
+        wanted = leg.reoffer
+        if (
+            call is None
+            or call.legs.get(leg.leg_id) is not leg
+            or leg.state is not LegState.CONFIRMED
+            or leg.dialog is None
+            or wanted is None
+        ):
+            leg.reoffer = None
             continue
-        if leg.held != hold and leg.state is LegState.CONFIRMED and leg.dialog is not None:
-            if hold:
-                core.media.hold(leg.media)
-            _reoffer(core, call, leg, now, attempt=attempt, hold=hold)
+        if leg.held == wanted.held:
+            leg.reoffer = None
+            continue
+        if wanted.held:
+            core.media.hold(leg.media)
+        _send_reoffer(core, call, leg, now, attempt)
 
 
 def _busy(core: B2BUA, leg: Leg) -> bool:

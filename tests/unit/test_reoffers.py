@@ -1,0 +1,118 @@
+"""The bridge's own re-INVITEs, in the B2BUA core with raw SIP and a fake clock: a 491 retry
+that finds the session changed meanwhile (RFC 3261 §14.1)."""
+
+from __future__ import annotations
+
+from test_b2bua import (
+    CALLEE,
+    CALLER,
+    SDP,
+    Harness,
+    reinvite_from_callee,
+    request_in_dialog,
+)
+from test_races import (
+    HOLD_ANSWER,
+    answer_from_caller,
+    hold_cancelled_as_the_caller_accepts,
+    requests,
+    resume_cancelled_as_the_caller_accepts,
+    statuses,
+)
+
+from bridge.sip.message import Request, Response
+
+AGENT_INVITE_CSEQ = 5
+
+
+class Recording(Harness):
+    """Keeps what went out, for the agent's INVITE the helpers do not return."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log: list[tuple[tuple[str, int], Request | Response]] = []
+
+    def sent(self) -> list[tuple[tuple[str, int], Request | Response]]:
+        out = super().sent()
+        self.log += out
+        return out
+
+
+def invites_to_caller_over(h: Harness, seconds: float) -> list[Request]:
+    sent: list[Request] = []
+    for _ in range(round(seconds * 10)):
+        h.advance(0.1)
+        sent += [m for m in h.sent_to(CALLER) if isinstance(m, Request) and m.method == "INVITE"]
+    return sent
+
+
+def agent_offers(h: Recording, direction: bytes) -> None:
+    """The agent's phone sends a re-INVITE of its own, which the caller's phone accepts."""
+    inv = next(m for d, m in h.log if d == CALLEE and isinstance(m, Request))
+    h.feed(reinvite_from_callee(inv, AGENT_INVITE_CSEQ, direction), CALLEE)
+    mirrored = next(m for m in h.sent_to(CALLER) if isinstance(m, Request))
+    assert mirrored.method == "INVITE"
+    answer_sdp = HOLD_ANSWER if direction == b"a=sendonly" else SDP
+    h.feed(answer_from_caller(mirrored, 200, answer_sdp), CALLER)
+    assert statuses(h.sent_to(CALLEE)) == [200]
+
+
+def test_a_queued_rehold_is_dropped_once_the_agent_resumed_the_caller_itself() -> None:
+    """The bridge's hold put back meets 491 and waits out its §14.1 delay; meanwhile the
+    agent's phone resumes the caller with a re-INVITE of its own, which the caller's phone
+    accepts. That is the session both now want: the retry must not hold the caller again."""
+    h = Recording()
+    _mirrored, rehold = resume_cancelled_as_the_caller_accepts(h)
+    call = next(iter(h.core.calls.values()))
+    h.feed(answer_from_caller(rehold, 491), CALLER)
+    assert requests(h.sent_to(CALLER)) == ["ACK"]
+    agent_offers(h, b"a=sendrecv")
+    assert invites_to_caller_over(h, 4.5) == []
+    assert not call.caller.held
+    assert call.caller.media.port not in h.media.held
+    assert not h.core._reinvites
+    assert h.core.next_deadline() is None or not h.core._reinvite_retries
+
+
+def test_a_queued_resume_is_dropped_once_the_agent_held_the_caller_again() -> None:
+    """The bridge's resume undoing a cancelled hold meets 491; meanwhile the agent's phone
+    holds the caller again, and the caller's phone accepts. The stale resume must not take the
+    caller off the hold the agent just asked for."""
+    h = Recording()
+    call, _ok, _mirrored = hold_cancelled_as_the_caller_accepts(h)
+    resume = [m for m in h.sent_to(CALLER) if isinstance(m, Request)][-1]
+    assert b"a=sendrecv" in resume.body
+    h.feed(answer_from_caller(resume, 491), CALLER)
+    assert requests(h.sent_to(CALLER)) == ["ACK"]
+    agent_offers(h, b"a=sendonly")
+    assert invites_to_caller_over(h, 4.5) == []
+    assert call.caller.held
+    assert call.caller.media.port in h.media.held
+    assert not h.core._reinvites
+
+
+def test_a_queued_rehold_still_goes_when_nothing_changed_meanwhile() -> None:
+    """Control for the two above: with nothing changed meanwhile the retry still goes, and
+    holds the caller."""
+    h = Harness()
+    _mirrored, rehold = resume_cancelled_as_the_caller_accepts(h)
+    call = next(iter(h.core.calls.values()))
+    h.feed(answer_from_caller(rehold, 491), CALLER)
+    h.sent()
+    retried = invites_to_caller_over(h, 2.1)
+    assert len({m.top_via.branch for m in retried}) == 1
+    assert b"a=sendonly" in retried[0].body
+    assert call.caller.held
+
+
+def test_a_queued_resume_for_a_call_that_ended_sends_nothing() -> None:
+    """The caller hangs up while the bridge's resume waits out its delay: nothing goes to a
+    dialog that is over."""
+    h = Harness()
+    call, ok, _mirrored = hold_cancelled_as_the_caller_accepts(h)
+    resume = [m for m in h.sent_to(CALLER) if isinstance(m, Request)][-1]
+    h.feed(answer_from_caller(resume, 491), CALLER)
+    h.feed(request_in_dialog("BYE", ok, 9, "z9hG4bKcbye9"), CALLER)
+    h.sent()
+    assert invites_to_caller_over(h, 4.5) == []
+    assert not call.caller.live
