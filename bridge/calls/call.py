@@ -89,9 +89,11 @@ class Cancel(enum.StrEnum):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Reoffer:
     """What a re-INVITE of the bridge's own is to bring a party's session to (RFC 3264 §8):
-    on hold or not."""
+    on hold or not, and, when ``sdp`` is set, that session description again (the media in
+    force before a change that was cancelled on the other side)."""
 
     held: bool
+    sdp: bytes = b""
 
 
 class LegState(enum.StrEnum):

@@ -10,12 +10,12 @@ on either is glare (491, §14.1), or 500 with Retry-After from the party still w
 first (§14.2); the bridge's own re-INVITE (a resume, or a hold put back) that meets a 491 goes
 again after §14.1's random delay. A party that leaves with one pending has it answered 487
 (§15.1.2) and its 2xx, if one still comes, ACKed; a CANCEL of one still pending gets it 487 too
-(§9.2), and the mirrored one is cancelled in turn, its hold or resume undone by the bridge if a
-2xx crossed that CANCEL. What the bridge wants a party's session to be while its own re-INVITE
-is pending or waits out a 491 is kept on the leg (``Leg.reoffer``), and a mirrored exchange the
-party accepts supersedes it: a retry sends what is wanted when it goes, or nothing. A 481 or 408
-to one the bridge sent means that party's dialog is gone (§12.2.1.2): its leg leaves as if it
-had hung up.
+(§9.2), and the mirrored one is cancelled in turn, its hold, resume or codec change undone by
+the bridge if a 2xx crossed that CANCEL. What the bridge wants a party's session to be while its
+own re-INVITE is pending or waits out a 491 is kept on the leg (``Leg.reoffer``), and a mirrored
+exchange the party accepts supersedes it: a retry sends what is wanted when it goes, or nothing.
+A 481 or 408 to one the bridge sent means that party's dialog is gone (§12.2.1.2): its leg
+leaves as if it had hung up.
 These methods are part of :class:`~bridge.calls.b2bua.B2BUA`, split out to keep modules small.
 """
 
@@ -70,7 +70,8 @@ class PendingReinvite:
     cancel: Cancel = Cancel.NONE
     """Not NONE once ``from_leg`` cancelled its request: this one is cancelled too (§9.1)."""
     reoffer: Reoffer | None = None
-    """What the bridge's own re-INVITE asks of ``to_leg``: on hold or not."""
+    """What the bridge's own re-INVITE asks of ``to_leg``: on hold or not, and which session
+    description, if it puts one back."""
 
 
 def mirror_reinvite(
@@ -337,21 +338,38 @@ def _cancel_mirrored(core: B2BUA, client_key: str, pending: PendingReinvite, now
 
 
 def _undo_cancelled(core: B2BUA, pending: PendingReinvite, now: float) -> None:
-    """A hold or resume whose CANCEL crossed the 2xx took effect at ``to_leg`` though its
-    sender was told 487, and so believes the session unchanged (§14.1). The bridge puts that
-    party back as the sender believes it is with a re-INVITE of its own (RFC 3264 §8.4): a
-    held party would stay ``recvonly`` while the other believes they talk, so it is resumed;
+    """A re-INVITE whose CANCEL crossed the 2xx took effect at ``to_leg`` though its sender
+    was told 487, and so believes the session unchanged (§9.1, §14.1: the 2xx wins, and only
+    a new offer changes the session back). The bridge puts that party back as the sender
+    believes it is with a re-INVITE of its own (RFC 3264 §8). After a hold or resume (§8.4):
+    a held party would stay ``recvonly`` while the other believes they talk, so it is resumed;
     a resumed one would hear an agent who believes it cannot, so it is held again, hold tone
-    included."""
+    included. After a codec change or a move of the media, the session description in force
+    before is offered again, or the two parties would each send what the other's session
+    does not expect."""
     call = core.calls.get(pending.call_id)
     leg = pending.to_leg
-    if call is None or not leg.live or leg.held == pending.was_held:
+    if call is None or not leg.live:
         return
-    if pending.was_held:
-        core.media.hold(leg.media)
-    else:
-        core.media.unhold(leg.media)
-    _reoffer(core, call, leg, now, hold=pending.was_held)
+    if leg.held != pending.was_held:
+        if pending.was_held:
+            core.media.hold(leg.media)
+        else:
+            core.media.unhold(leg.media)
+        _reoffer(core, call, leg, now, hold=pending.was_held)
+    elif _changed_since(pending.was_sdp, leg.last_sdp):
+        _reoffer(core, call, leg, now, hold=leg.held, restore=pending.was_sdp)
+
+
+def _changed_since(before: bytes, now_sent: bytes) -> bool:
+    """Whether the SDP the bridge sent since ``before`` describes another session: anything
+    but the o= version differs (RFC 3264 §8, :func:`~bridge.calls.sdpmap.toward`)."""
+    if not before or not now_sent:
+        return False
+    try:
+        return sdpmap.toward(sdpmap.parse(before), now_sent) != now_sent
+    except RemoteProtocolError:
+        return False
 
 
 def _send_cancel(core: B2BUA, pending: PendingReinvite, now: float) -> None:
@@ -369,12 +387,14 @@ def resume(core: B2BUA, call: Call, leg: Leg, now: float) -> None:
     _reoffer(core, call, leg, now, hold=False)
 
 
-def _reoffer(core: B2BUA, call: Call, leg: Leg, now: float, *, hold: bool) -> None:
+def _reoffer(
+    core: B2BUA, call: Call, leg: Leg, now: float, *, hold: bool, restore: bytes = b""
+) -> None:
     """A re-INVITE of the bridge's own that resumes ``leg`` or, with ``hold``, holds it:
-    ``sendonly``, since the bridge plays it the hold tone (RFC 3264 §8.4). What it asks for
-    becomes the leg's :attr:`~bridge.calls.call.Leg.reoffer`, replacing any older wish still
-    waiting."""
-    leg.reoffer = Reoffer(held=hold)
+    ``sendonly``, since the bridge plays it the hold tone (RFC 3264 §8.4); with ``restore``,
+    one that offers that session description again. What it asks for becomes the leg's
+    :attr:`~bridge.calls.call.Leg.reoffer`, replacing any older wish still waiting."""
+    leg.reoffer = Reoffer(held=hold, sdp=restore)
     _send_reoffer(core, call, leg, now, 1)
 
 
@@ -387,13 +407,14 @@ def _send_reoffer(core: B2BUA, call: Call, leg: Leg, now: float, attempt: int) -
     if _busy(core, leg):
         _retry_later(core, call, leg, now, attempt)
         return
-    direction = sdp.Direction.SENDONLY if wanted.held else sdp.Direction.SENDRECV
-    offer = offer_answer.make_offer(
-        address=leg.media.host,
-        port=leg.media.port,
-        session_id=secrets.randbelow(2**31),
-        direction=direction,
-    )
+    offer = _restored(wanted.sdp)
+    if offer is None:
+        offer = offer_answer.make_offer(
+            address=leg.media.host,
+            port=leg.media.port,
+            session_id=secrets.randbelow(2**31),
+            direction=sdp.Direction.SENDONLY if wanted.held else sdp.Direction.SENDRECV,
+        )
     was_sdp = leg.last_sdp
     leg.last_sdp = sdpmap.toward(offer, leg.last_sdp)
     key, sent = _send_reinvite(core, leg, "INVITE", leg.last_sdp, now)
@@ -408,6 +429,17 @@ def _send_reoffer(core: B2BUA, call: Call, leg: Leg, now: float, attempt: int) -
         reoffer=wanted,
     )
     leg.held = wanted.held
+
+
+def _restored(body: bytes) -> sdp.SessionDescription | None:
+    """The session description to offer again, as the bridge sent it (anchored on this leg's
+    media already); its o= line then follows the last one sent (:func:`sdpmap.toward`)."""
+    if not body:
+        return None
+    try:
+        return sdpmap.parse(body)
+    except RemoteProtocolError:
+        return None
 
 
 def _own_reinvite_done(core: B2BUA, pending: PendingReinvite, status: int, now: float) -> None:
@@ -462,7 +494,7 @@ def retry_reinvites(core: B2BUA, now: float) -> None:
         ):
             leg.reoffer = None
             continue
-        if leg.held == wanted.held:
+        if not wanted.sdp and leg.held == wanted.held:
             leg.reoffer = None
             continue
         if wanted.held:

@@ -1,5 +1,6 @@
 """The bridge's own re-INVITEs, in the B2BUA core with raw SIP and a fake clock: a 491 retry
-that finds the session changed meanwhile (RFC 3261 §14.1)."""
+that finds the session changed meanwhile (RFC 3261 §14.1), and a cancelled codec change whose
+2xx crossed the CANCEL (§9.1)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,16 @@ from test_b2bua import (
     CALLER,
     SDP,
     Harness,
+    establish,
     reinvite_from_callee,
     request_in_dialog,
 )
 from test_races import (
     HOLD_ANSWER,
     answer_from_caller,
+    cancel_from_callee,
     hold_cancelled_as_the_caller_accepts,
+    origin_version,
     requests,
     resume_cancelled_as_the_caller_accepts,
     statuses,
@@ -116,3 +120,82 @@ def test_a_queued_resume_for_a_call_that_ended_sends_nothing() -> None:
     h.sent()
     assert invites_to_caller_over(h, 4.5) == []
     assert not call.caller.live
+
+
+# -- a cancelled codec change whose 2xx crossed the CANCEL (RFC 3261 §9.1, §14.1) -------------
+
+CODEC_CHANGE = (b"m=audio 6000 RTP/AVP 8 0 101", b"m=audio 6002 RTP/AVP 0 8 101")
+"""The agent's phone prefers PCMU and moves its media port: a re-INVITE that only changes
+codec and media address (same length, so Content-Length holds)."""
+
+
+def codec_change_cancelled_as_the_caller_accepts(
+    h: Harness,
+) -> tuple[bytes, Request, list[Request]]:
+    """What the bridge last sent the caller before the change, the mirrored change, and what
+    the bridge sent the caller after its 200 OK crossed the agent's CANCEL."""
+    inv, _ok = establish(h)
+    h.sent()
+    call = next(iter(h.core.calls.values()))
+    before = call.caller.last_sdp
+    h.feed(reinvite_from_callee(inv, 2, b"a=sendrecv").replace(*CODEC_CHANGE), CALLEE)
+    mirrored = next(m for m in h.sent_to(CALLER) if isinstance(m, Request))
+    assert b"RTP/AVP 0 8 101" in mirrored.body
+    h.feed(answer_from_caller(mirrored, 100), CALLER)
+    h.feed(cancel_from_callee(inv, 2), CALLEE)
+    assert sorted(statuses(h.sent_to(CALLEE))) == [200, 487]
+    h.feed(answer_from_caller(mirrored, 200, SDP.replace(b"8 0 101", b"0 101")), CALLER)
+    return before, mirrored, [m for m in h.sent_to(CALLER) if isinstance(m, Request)]
+
+
+def test_a_cancelled_codec_change_that_took_effect_anyway_is_put_back() -> None:
+    """The agent's phone was told 487, so by §14.1 its session is the one before the change,
+    while the caller's phone accepted it. The bridge ACKs the 2xx and re-offers the caller the
+    session description in force before (RFC 3264 §8), one o= version up, so both sides agree
+    on the media again."""
+    h = Harness()
+    before, mirrored, sent = codec_change_cancelled_as_the_caller_accepts(h)
+    assert [m.method for m in sent] == ["ACK", "INVITE"]
+    restore = sent[1]
+    assert restore.cseq.seq > mirrored.cseq.seq
+    assert restore.call_id == mirrored.call_id
+    assert b"RTP/AVP 8 0 101" in restore.body
+    assert b"a=sendrecv" in restore.body
+    assert origin_version(restore.body) == origin_version(mirrored.body) + 1
+    assert restore.body.split(b"s=-", 1)[1] == before.split(b"s=-", 1)[1]
+    call = next(iter(h.core.calls.values()))
+    h.feed(answer_from_caller(restore, 200, SDP), CALLER)
+    assert requests(h.sent_to(CALLER)) == ["ACK"]
+    assert call.caller.media.remote == ("127.0.0.1", 6000, 8)
+    assert not call.caller.held
+    assert not h.core._reinvites
+    assert h.sent_to(CALLEE) == []
+
+
+def test_a_refused_codec_put_back_on_a_held_caller_keeps_the_hold_tone() -> None:
+    """The put-back is refused: the caller's session stays as it is (§14.1), and a caller
+    on hold keeps hearing the hold tone."""
+    h = Harness()
+    inv, _ok = establish(h)
+    h.sent()
+    call = next(iter(h.core.calls.values()))
+    h.feed(reinvite_from_callee(inv, 2, b"a=sendonly"), CALLEE)
+    hold = next(m for m in h.sent_to(CALLER) if isinstance(m, Request))
+    h.feed(answer_from_caller(hold, 200, HOLD_ANSWER), CALLER)
+    h.sent()
+    change = reinvite_from_callee(inv, 3, b"a=sendonly").replace(*CODEC_CHANGE)
+    h.feed(change, CALLEE)
+    mirrored = next(m for m in h.sent_to(CALLER) if isinstance(m, Request))
+    h.feed(answer_from_caller(mirrored, 100), CALLER)
+    h.feed(cancel_from_callee(inv, 3), CALLEE)
+    h.sent()
+    h.feed(answer_from_caller(mirrored, 200, HOLD_ANSWER), CALLER)
+    sent = [m for m in h.sent_to(CALLER) if isinstance(m, Request)]
+    assert [m.method for m in sent] == ["ACK", "INVITE"]
+    assert b"a=sendonly" in sent[1].body
+    assert b"RTP/AVP 8 0 101" in sent[1].body
+    h.feed(answer_from_caller(sent[1], 488), CALLER)
+    assert requests(h.sent_to(CALLER)) == ["ACK"]
+    assert call.caller.held
+    assert call.caller.media.port in h.media.held
+    assert not h.core._reinvites
