@@ -118,7 +118,9 @@ class B2BUA:
         self._pending_destinations: dict[str, list[Destination]] = {}
         self._reinvite_retries: list[tuple[float, int, str, Leg, int]] = []
         self._retry_ids = itertools.count()
-        self._notifies: set[str] = set()
+        self._notifies: dict[str, tuple[str, Leg]] = {}
+        """NOTIFYs for a REFER still waiting for their final response: the call and the leg
+        whose implicit subscription each belongs to."""
         self.transfers = TransferDesk(self)
         self.supervision = SuperviseDesk(self)
         self._keys: dict[str, KeyBuffer] = {}
@@ -341,8 +343,7 @@ class B2BUA:
             self._reack(response)
             return
         if key in self._notifies:
-            if response.status >= 200:
-                self._notifies.discard(key)
+            indialog.on_notify_response(self, response, key, now)
             return
         found = self._by_client.get(key)
         if found is None:

@@ -8,8 +8,9 @@ for the caller. A re-INVITE or UPDATE goes to :mod:`bridge.calls.reinvite`, whic
 the other leg. Before the caller's INVITE is answered, its early dialog takes a BYE as a CANCEL
 and refuses a second offer. An ACK for a 2xx of the bridge's that carried an offer must carry
 the answer (RFC 3261 §13.2.2.4). A REFER (RFC 3515) is accepted with 202 and becomes a
-transfer request; the agent's digits (INFO here, RFC 4733 from the media relay) are collected
-into transfer keys.
+transfer request, whose progress the bridge NOTIFYs until a NOTIFY of the bridge's fails,
+which ends that subscription (RFC 6665 §4.2.2) but not the transfer; the agent's digits (INFO
+here, RFC 4733 from the media relay) are collected into transfer keys.
 These methods are part of :class:`~bridge.calls.b2bua.B2BUA`, split out to keep modules small.
 """
 
@@ -23,7 +24,7 @@ from bridge.calls.keys import KeyBuffer
 from bridge.calls.transfer import TransferRequest, parse_refer_to
 from bridge.media.dtmf import parse_info_dtmf
 from bridge.sip.errors import RemoteProtocolError
-from bridge.sip.message import REASONS, Request, make_response
+from bridge.sip.message import REASONS, Request, Response, make_response
 
 if TYPE_CHECKING:
     from bridge.calls.b2bua import B2BUA
@@ -145,6 +146,7 @@ def on_refer(core: B2BUA, call: Call, leg: Leg, request: Request, key: str, now:
         on_refer_replaces(core, call, leg, request, key, replaces, now)
         return
     core.txl.send_response(key, make_response(request, 202), now)
+    leg.refer_subscription_ended = False
     send_notify(core, call, leg, 100, "Trying", False, now)
     core.transfer_requests.append(
         TransferRequest(
@@ -174,6 +176,7 @@ def on_refer_replaces(
         core._respond(request, key, 481, now, "Replaced Dialog Not Found")
         return
     core.txl.send_response(key, make_response(request, 202), now)
+    leg.refer_subscription_ended = False
     legs.adopt_leg(core, other_call, target, call)
     core.media.unhold(call.caller.media)
     core.media.connect(call.caller.media, target.media)
@@ -215,6 +218,10 @@ def _find_replaced(core: B2BUA, replaces: str) -> tuple[Call, Leg] | None:
 def send_notify(
     core: B2BUA, call: Call, leg: Leg, status: int, reason: str, final: bool, now: float
 ) -> None:
+    """Report a REFER's progress in its implicit subscription (RFC 3515 §2.4.4), unless a
+    failed NOTIFY already ended it (:func:`on_notify_response`)."""
+    if leg.refer_subscription_ended:
+        return
     assert leg.dialog is not None
     state = "terminated;reason=noresource" if final else "active;expires=60"
     notify = leg.dialog.create_request(
@@ -225,9 +232,28 @@ def send_notify(
     )
     notify.headers.prepend("Via", core.via(leg.transport))
     notify.headers.add("Contact", core.contact(leg.transport))
-    assert leg.dialog is not None
     key = core.txl.send_request(notify, core._next_hop(leg.dialog, leg), leg.transport, now)
-    core._notifies.add(key)
+    core._notifies[key] = (call.call_id, leg)
+
+
+def on_notify_response(core: B2BUA, response: Response, key: str, now: float) -> None:
+    """The final response to a NOTIFY the bridge sent for a REFER. RFC 6665 §4.2.2 has the
+    notifier remove the subscription when a NOTIFY times out (Timer F, the 408 here; SHOULD)
+    and when it draws 404, 405, 410, 416, 480 to 485, 489, 501 or 604 (MUST): a 481 says
+    the phone no longer knows it. The bridge ends it after any other failure as well, as
+    RFC 3265 §3.2.2 had it: it never resends a NOTIFY, and a phone that refused one has no
+    use for the next. Only the notifications stop: the transfer goes on, and the end is
+    noted in the call's history for the audit log."""
+    if response.status < 200:
+        return
+    call_id, leg = core._notifies.pop(key)
+    if response.status < 300 or leg.refer_subscription_ended:
+        return
+    leg.refer_subscription_ended = True
+    call = core.calls.get(call_id)
+    if call is not None:
+        data = {"leg": leg.leg_id, "status": response.status}
+        core._record(call.note("refer_subscription_ended", now, **data))
 
 
 def fail_transfer_request(core: B2BUA, request: TransferRequest, status: int, now: float) -> None:

@@ -571,3 +571,71 @@ def test_the_last_target_answering_without_sdp_fails_the_transfer_not_the_call()
     h.feed(answer(bye, 200, tag=""), TARGET)
     assert call.legs["t1"].state is LegState.TERMINATED
     assert call.caller.live
+
+
+def refer_from_callee(inv: Request, cseq: int = 2) -> bytes:
+    return (
+        "REFER sip:bridge@127.0.0.1:5060 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:5072;branch=z9hG4bKref{cseq}\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: {inv.headers.get('To')};tag=callee1\r\n"
+        f"To: {inv.headers.get('From')}\r\n"
+        f"Call-ID: {inv.call_id}\r\n"
+        f"CSeq: {cseq} REFER\r\nRefer-To: sip:110@127.0.0.1:5060\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def notifies(messages: list[Request | Response]) -> list[Request]:
+    return [m for m in messages if isinstance(m, Request) and m.method == "NOTIFY"]
+
+
+@pytest.mark.parametrize("status", [481, 489, 500, None])
+def test_a_failed_notify_ends_the_refer_subscription_but_not_the_transfer(
+    status: int | None,
+) -> None:
+    """The agent's phone answers the bridge's NOTIFY for its REFER with 481 (it no longer
+    knows that subscription), another failure, or not at all (408 at Timer F): the implicit
+    subscription is over (RFC 6665 §4.2.2), so the target's ringing and answer are not
+    notified, and the end is noted in the call's history; the transfer itself goes on and
+    completes."""
+    h = Harness()
+    inv, _ok = establish(h)
+    h.sent()
+    h.feed(refer_from_callee(inv), CALLEE)
+    (trying,) = notifies(h.sent_to(CALLEE))
+    if status is None:
+        for _ in range(70):
+            h.advance(0.5)
+        h.sent()
+    else:
+        h.feed(answer(trying, status, tag=""), CALLEE)
+    call = next(iter(h.core.calls.values()))
+    notes = [(e.kind, e.data) for e in call.history if e.kind == "refer_subscription_ended"]
+    assert notes == [("refer_subscription_ended", {"leg": "b1", "status": status or 408})]
+    (wanted,) = h.core.take_transfer_requests()
+    transfer(h, dest(TARGET), refer_leg=wanted.refer_leg)
+    target_invite = next(m for m in h.sent_to(TARGET) if isinstance(m, Request))
+    h.feed(answer(target_invite, 180, tag="t1"), TARGET)
+    h.feed(answer(target_invite, 200, tag="t1", sdp=SDP, contact="sip:t@127.0.0.1:5090"), TARGET)
+    assert notifies(h.sent_to(CALLEE)) == []
+    assert [e.kind for e in h.core.take_transfer_events()] == ["trying", "ringing", "transferred"]
+    assert (call.caller.media.port, call.legs["t1"].media.port) in h.media.connected
+    assert call.legs["b1"].live, "the agent's phone hangs up itself, as after a final NOTIFY"
+
+
+def test_a_2xx_to_a_notify_keeps_the_subscription_and_a_new_refer_starts_a_new_one() -> None:
+    """A NOTIFY answered 200 changes nothing; after a failed one, the next REFER in that dialog
+    is a new subscription (RFC 3515 §2.4.6), notified again."""
+    h = Harness()
+    inv, _ok = establish(h)
+    h.sent()
+    h.feed(refer_from_callee(inv), CALLEE)
+    (trying,) = notifies(h.sent_to(CALLEE))
+    h.feed(answer(trying, 200, tag=""), CALLEE)
+    h.core.fail_transfer_request(h.core.take_transfer_requests()[0], 404, h.now)
+    (final,) = notifies(h.sent_to(CALLEE))
+    assert final.body.startswith(b"SIP/2.0 404")
+    h.feed(answer(final, 481, tag=""), CALLEE)
+    h.feed(refer_from_callee(inv, cseq=3), CALLEE)
+    (again,) = notifies(h.sent_to(CALLEE))
+    assert again.body.startswith(b"SIP/2.0 100")
