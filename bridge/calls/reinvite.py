@@ -233,7 +233,7 @@ def on_reinvite_response(core: B2BUA, response: Response, key: str, now: float) 
         return
     if status >= 300 and to_leg.live and to_leg.held != pending.was_held:
         _set_held(core, to_leg, pending.was_held)
-    if status < 300:
+    if status < 300 and pending.sent is not None and pending.sent.body:
         to_leg.reoffer = None
     if pending.cancel is not Cancel.NONE and status < 300:
         _undo_cancelled(core, pending, now)

@@ -199,3 +199,25 @@ def test_a_refused_codec_put_back_on_a_held_caller_keeps_the_hold_tone() -> None
     assert call.caller.held
     assert call.caller.media.port in h.media.held
     assert not h.core._reinvites
+
+
+def test_a_queued_rehold_survives_the_agents_session_refresh_without_an_offer() -> None:
+    """An UPDATE without SDP from the agent's phone (a session refresh, RFC 3311 §5.1) changes
+    no session: the hold put back that waits out its 491 delay still goes."""
+    h = Recording()
+    _mirrored, rehold = resume_cancelled_as_the_caller_accepts(h)
+    call = next(iter(h.core.calls.values()))
+    h.feed(answer_from_caller(rehold, 491), CALLER)
+    h.sent()
+    inv = next(m for d, m in h.log if d == CALLEE and isinstance(m, Request))
+    head = reinvite_from_callee(inv, AGENT_INVITE_CSEQ, b"a=sendrecv").split(b"Content-Type")[0]
+    update = head.replace(b"INVITE sip:", b"UPDATE sip:").replace(b" INVITE\r\n", b" UPDATE\r\n")
+    h.feed(update + b"Content-Length: 0\r\n\r\n", CALLEE)
+    mirrored = next(m for m in h.sent_to(CALLER) if isinstance(m, Request))
+    assert (mirrored.method, mirrored.body) == ("UPDATE", b"")
+    h.feed(answer_from_caller(mirrored, 200), CALLER)
+    assert statuses(h.sent_to(CALLEE)) == [200]
+    retried = invites_to_caller_over(h, 2.1)
+    assert len({m.top_via.branch for m in retried}) == 1
+    assert b"a=sendonly" in retried[0].body
+    assert call.caller.held
