@@ -1,4 +1,4 @@
-"""Supervisor listen, whisper and barge: the bridge rings a supervisor into an answered call.
+"""Supervisor listen, whisper and barge: the bridge rings supervisors into an answered call.
 
 Theory of operation
 -------------------
@@ -6,19 +6,27 @@ A supervision starts from an answered call (caller ↔ agent) through the HTTP A
 opens a new leg to the supervisor's phone itself, carrying the call's ticket headers, while the
 caller and the agent go on talking: their media is not touched until the supervisor answers, so
 a supervisor who is busy, away or unreachable leaves the call exactly as it was. On answer the
-call's parties and the supervisor share one conference in which the supervisor's mix mode says
-who hears them: ``listen`` is heard by no one, ``whisper`` by the agent only (coaching),
-``barge`` by everyone (a three-way call); the supervisor always hears everyone. Asking again
-changes the mode of the same leg, without a second phone call. When the supervisor hangs up,
-the parties go back to a plain relay; when the call ends, the supervisor is hung up with it.
-A transfer may happen while supervised: the supervisor stays on and, once the transfer is done,
-hears whoever then talks with the caller. One supervisor per call at a time.
+call's parties and every joined supervisor share the call's one conference, in which each
+supervisor's mix mode says who hears them: ``listen`` is heard by no one, ``whisper`` by the
+agent only (coaching), ``barge`` by everyone (a three-way call); a supervisor hears everyone
+who is heard (the parties, a barging supervisor), never a listening one.
+
+A call carries up to :data:`MAX_SUPERVISORS` supervisions at once (the 12345 and the 110
+supervisor on a cross-agency call, a trainer and a quality monitor), each its own leg, mode and
+state, told apart by the supervisor asked for. Asking again for a supervisor already on the
+call, or still ringing into it, changes that supervision's mode on the same leg, without a
+second phone call; asking for another starts another supervision. One supervisor failing or
+hanging up leaves the others as they were: its ports are released, which takes it out of the
+mix, and the conference goes on. When the last one hangs up, the parties go back to a plain
+relay; when the call ends, all are hung up with it. A transfer may happen while supervised:
+every supervisor stays on and, once the transfer is done, hears whoever then talks with the
+caller (:meth:`SuperviseDesk.regroup` rebuilds the conference with all of them).
 
 Every step is a call event (``supervise_requested``, ``supervise_failover`` when a destination
 fails and the next one rings, ``supervisor_joined``, ``supervise_mode_changed``,
-``supervisor_left``, ``supervise_failed``) with its actor, in the call's history, the audit log
-and the live events; a failover and a failure say why, with the status and reason. The
-supervision's own state changes only through :data:`TRANSITIONS`.
+``supervisor_left``, ``supervise_failed``) naming the supervisor, its leg and its actor, in the
+call's history, the audit log and the live events; a failover and a failure say why, with the
+status and reason. Each supervision's own state changes only through :data:`TRANSITIONS`.
 """
 
 from __future__ import annotations
@@ -42,6 +50,12 @@ if TYPE_CHECKING:
 SuperviseMode = Literal["listen", "whisper", "barge"]
 
 _MIX: dict[SuperviseMode, MixMode] = {"listen": "listen", "whisper": "whisper", "barge": "full"}
+
+MAX_SUPERVISORS = 4
+"""Supervisions one call may carry at once, ringing or joined. Each is a leg with its own port
+pair and a member of the call's mix (the mixer's work grows with the square of its members),
+so the bound keeps one call from taking what many calls need; four covers both desks'
+supervisors and a trainer and a quality monitor besides."""
 
 
 class SupervisionState(enum.StrEnum):
@@ -69,6 +83,7 @@ TRANSITIONS: dict[tuple[SupervisionState, SupervisionInput], SupervisionState] =
     (_S.RINGING, _In.ANSWERED): _S.JOINED,
     (_S.RINGING, _In.EXHAUSTED): _S.FAILED,
     (_S.RINGING, _In.CALL_ENDED): _S.FAILED,
+    (_S.RINGING, _In.CHANGE_MODE): _S.RINGING,  # the new mode applies when the phone answers
     (_S.JOINED, _In.CHANGE_MODE): _S.JOINED,
     (_S.JOINED, _In.SUPERVISOR_LEFT): _S.LEFT,
     (_S.JOINED, _In.CALL_ENDED): _S.LEFT,
@@ -111,7 +126,25 @@ class SuperviseDesk:
 
     def __init__(self, core: B2BUA) -> None:
         self.core = core
-        self.by_call: dict[str, Supervision] = {}
+        self.by_call: dict[str, dict[str, Supervision]] = {}
+        """Call id → supervisor → its supervision, in the order they were asked for; a call
+        with none has no entry."""
+
+    def of_call(self, call_id: str) -> list[Supervision]:
+        """The call's supervisions (ringing or joined), the earliest asked first."""
+        return list(self.by_call.get(call_id, {}).values())
+
+    def find(self, call_id: str, supervisor: str) -> Supervision | None:
+        return self.by_call.get(call_id, {}).get(supervisor)
+
+    def _of_leg(self, call: Call, leg: Leg) -> Supervision | None:
+        return next((s for s in self.of_call(call.call_id) if s.leg_id == leg.leg_id), None)
+
+    def _forget(self, call: Call, supervision: Supervision) -> None:
+        supervisions = self.by_call.get(call.call_id, {})
+        supervisions.pop(supervision.supervisor, None)
+        if not supervisions:
+            self.by_call.pop(call.call_id, None)
 
     # -- asking --------------------------------------------------------------------------
 
@@ -127,12 +160,16 @@ class SuperviseDesk:
         headers: tuple[tuple[str, str], ...] = (),
     ) -> Supervision:
         """Ring the supervisor; raise :class:`LocalProtocolError` (HTTP 409) when the call
-        cannot be supervised now."""
+        cannot be supervised now, or by one more supervisor."""
         call = self.core.calls.get(call_id)
         if call is None:
             raise LookupError(call_id)
-        if call_id in self.by_call:
-            raise LocalProtocolError("the call is already supervised")
+        if self.find(call_id, supervisor) is not None:
+            raise LocalProtocolError(f"{supervisor} is already supervising the call")
+        if len(self.of_call(call_id)) >= MAX_SUPERVISORS:
+            raise LocalProtocolError(
+                f"the call already has {MAX_SUPERVISORS} supervisors, as many as a call may have"
+            )
         if (
             call.state is not CallState.ANSWERED
             or call.caller.state is not LegState.CONFIRMED
@@ -150,7 +187,7 @@ class SuperviseDesk:
             destinations=list(destinations),
             headers=headers or _ticket_id_of(call),
         )
-        self.by_call[call_id] = supervision
+        self.by_call.setdefault(call_id, {})[supervisor] = supervision
         self._event(call, supervision, now, "supervise_requested", actor=actor)
         if not self._ring_next(call, supervision, now):
             self._fail(call, supervision, now, 503, "no media ports for the supervisor")
@@ -160,17 +197,15 @@ class SuperviseDesk:
     def change_mode(
         self, call_id: str, supervisor: str, mode: SuperviseMode, now: float, *, actor: str
     ) -> Supervision:
-        """A second request on a supervised call: the same leg hears and is heard anew."""
+        """A second request for a supervisor on the call: the same leg hears and is heard
+        anew. One still ringing keeps the mode for when it answers: asking again while the
+        phone rings is a change of mind, not a second phone call."""
         call = self.core.calls.get(call_id)
         if call is None:
             raise LookupError(call_id)
-        supervision = self.by_call.get(call_id)
+        supervision = self.find(call_id, supervisor)
         if supervision is None:
-            raise LocalProtocolError("the call is not supervised")
-        if supervision.supervisor != supervisor:
-            raise LocalProtocolError(f"the call is already supervised by {supervision.supervisor}")
-        if supervision.state is SupervisionState.RINGING:
-            raise LocalProtocolError("the supervisor's phone is still ringing")
+            raise LocalProtocolError(f"{supervisor} is not supervising the call")
         supervision.apply(SupervisionInput.CHANGE_MODE)
         previous, supervision.mode = supervision.mode, mode
         if supervision.mixed:
@@ -211,12 +246,8 @@ class SuperviseDesk:
         return False
 
     def on_response(self, call: Call, leg: Leg, response: Response, now: float) -> None:
-        supervision = self.by_call.get(call.call_id)
-        if (
-            supervision is None
-            or supervision.leg_id != leg.leg_id
-            or supervision.state is not SupervisionState.RINGING
-        ):
+        supervision = self._of_leg(call, leg)
+        if supervision is None or supervision.state is not SupervisionState.RINGING:
             legs.release_stray_leg(self.core, call, leg, response, now)
             return
         status = response.status
@@ -245,8 +276,8 @@ class SuperviseDesk:
         """No answer within the ring timeout: CANCEL, and go on as for a 408; when no
         destination is left the supervision fails with the 480 a caller would hear."""
         legs.cancel_leg(self.core, call, leg, now)
-        supervision = self.by_call.get(call.call_id)
-        if supervision is None or supervision.leg_id != leg.leg_id:
+        supervision = self._of_leg(call, leg)
+        if supervision is None:
             return
         if not self._move_on(call, supervision, leg, now, 408, legs.NO_ANSWER):
             self._fail(call, supervision, now, 480, legs.NO_ANSWER)
@@ -277,14 +308,14 @@ class SuperviseDesk:
     ) -> None:
         legs.confirm_outgoing(self.core, call, leg, response, now)
         supervision.apply(SupervisionInput.ANSWERED)
-        self._mix(call, supervision)
+        self._mix(call)
         self._event(call, supervision, now, "supervisor_joined", actor=supervision.supervisor)
 
     def _fail(
         self, call: Call, supervision: Supervision, now: float, status: int, reason: str
     ) -> None:
         supervision.apply(SupervisionInput.EXHAUSTED)
-        del self.by_call[call.call_id]
+        self._forget(call, supervision)
         self._event(
             call, supervision, now, "supervise_failed", actor="bridge", status=status, reason=reason
         )
@@ -292,16 +323,20 @@ class SuperviseDesk:
     # -- the call's parties change -------------------------------------------------------
 
     def leg_left(self, call: Call, leg: Leg, now: float) -> bool:
-        """A supervisor leg hung up; True when ``leg`` was one (the call goes on)."""
+        """A supervisor leg hung up; True when ``leg`` was one (the call goes on). Its ports
+        were released before this (which takes it out of the mix), so other supervisors in
+        the conference are left as they are; after the last, the parties get back the plain
+        relay they had."""
         if leg.role is not LegRole.SUPERVISOR:
             return False
-        supervision = self.by_call.get(call.call_id)
-        if supervision is None or supervision.leg_id != leg.leg_id:
+        supervision = self._of_leg(call, leg)
+        if supervision is None or supervision.state is not SupervisionState.JOINED:
             return True
         supervision.apply(SupervisionInput.SUPERVISOR_LEFT)
-        del self.by_call[call.call_id]
-        parties = self.parties(call)
-        if not self._consulting(call):
+        self._forget(call, supervision)
+        others_mixed = any(other.mixed for other in self.of_call(call.call_id))
+        if not others_mixed and not self._consulting(call):
+            parties = self.parties(call)
             if len(parties) == 2:
                 self.core.media.connect(parties[0].media, parties[1].media)
             elif len(parties) > 2:
@@ -313,24 +348,19 @@ class SuperviseDesk:
         return True
 
     def regroup(self, call: Call) -> bool:
-        """The parties changed (a transfer completed, one of three left): a joined supervisor
-        goes on hearing whoever now talks with the caller. True when the media was arranged
-        here."""
-        supervision = self.by_call.get(call.call_id)
-        if supervision is None or supervision.state is not SupervisionState.JOINED:
-            return False
-        return self._mix(call, supervision)
+        """The parties changed (a transfer completed, one of three left): every joined
+        supervisor goes on hearing whoever now talks with the caller. True when the media was
+        arranged here."""
+        return self._mix(call)
 
     def call_ended(self, call: Call, now: float) -> None:
-        """The call is being hung up; the core BYEs or CANCELs the supervisor's leg with the
+        """The call is being hung up; the core BYEs or CANCELs the supervisors' legs with the
         others."""
-        supervision = self.by_call.pop(call.call_id, None)
-        if supervision is None:
-            return
-        was_ringing = supervision.state is SupervisionState.RINGING
-        supervision.apply(SupervisionInput.CALL_ENDED)
-        kind = "supervise_failed" if was_ringing else "supervisor_left"
-        self._event(call, supervision, now, kind, actor="bridge", reason="call ended")
+        for supervision in self.by_call.pop(call.call_id, {}).values():
+            was_ringing = supervision.state is SupervisionState.RINGING
+            supervision.apply(SupervisionInput.CALL_ENDED)
+            kind = "supervise_failed" if was_ringing else "supervisor_left"
+            self._event(call, supervision, now, kind, actor="bridge", reason="call ended")
 
     # -- media ---------------------------------------------------------------------------
 
@@ -349,14 +379,20 @@ class SuperviseDesk:
         transfer = self.core.transfers.by_call.get(call.call_id)
         return transfer is not None and transfer.state is TransferState.CONSULTING
 
-    def _mix(self, call: Call, supervision: Supervision) -> bool:
+    def _mix(self, call: Call) -> bool:
+        """One conference of the parties and every joined supervisor, each in its mode; False
+        (nothing done) with no supervisor joined, or no one to hear. The media port makes a
+        conference of a whole list and starts everyone in it at ``full``, so a supervisor
+        joining (or the parties changing) rebuilds it and sets every supervisor's mode anew."""
+        joined = [s for s in self.of_call(call.call_id) if s.state is SupervisionState.JOINED]
         parties = self.parties(call)
-        if len(parties) < 2 or self._consulting(call):
+        if not joined or len(parties) < 2 or self._consulting(call):
             return False
-        supervisor = call.legs[supervision.leg_id]
-        self.core.media.conference([*(party.media for party in parties), supervisor.media])
-        supervision.mixed = True
-        self._set_mode(call, supervision)
+        supervisors = [call.legs[supervision.leg_id].media for supervision in joined]
+        self.core.media.conference([*(party.media for party in parties), *supervisors])
+        for supervision in joined:
+            supervision.mixed = True
+            self._set_mode(call, supervision)
         return True
 
     def _set_mode(self, call: Call, supervision: Supervision) -> None:

@@ -71,12 +71,12 @@ def join(h: Harness, mode: SuperviseMode = "listen") -> Request:
     return inv
 
 
-def bye_from_supervisor(inv: Request) -> bytes:
+def bye_from_supervisor(inv: Request, tag: str = "sup1", port: int = SUPERVISOR[1]) -> bytes:
     return (
         "BYE sip:bridge@127.0.0.1:5060 SIP/2.0\r\n"
-        "Via: SIP/2.0/UDP 127.0.0.1:5095;branch=z9hG4bKsupbye\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKbye{tag}\r\n"
         "Max-Forwards: 70\r\n"
-        f"From: {inv.headers.get('To')};tag=sup1\r\n"
+        f"From: {inv.headers.get('To')};tag={tag}\r\n"
         f"To: {inv.headers.get('From')}\r\n"
         f"Call-ID: {inv.call_id}\r\n"
         "CSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
@@ -140,7 +140,9 @@ def test_answer_puts_all_three_in_a_conference_with_the_supervisors_mode(
     assert h.media.conferences[-1] == [caller, agent, supervisor]
     assert h.media.modes[supervisor] == (mix, agent if whispers_to_agent else None)
     assert [k for k, _ in supervise_events(h)] == ["supervise_requested", "supervisor_joined"]
-    assert h.core.supervision.by_call[the_call(h).call_id].summary()["state"] == "joined"
+    supervision = h.core.supervision.find(the_call(h).call_id, "seat-9001")
+    assert supervision is not None
+    assert supervision.summary()["state"] == "joined"
 
 
 def test_second_request_changes_the_mode_of_the_same_leg() -> None:
@@ -164,26 +166,35 @@ def test_second_request_changes_the_mode_of_the_same_leg() -> None:
     ]
 
 
-def test_requests_while_the_supervisor_rings_are_refused() -> None:
+def test_asking_again_while_the_supervisor_rings_changes_the_mode_it_joins_in() -> None:
     h = Harness()
     establish(h)
     inv = supervise(h)
     h.feed(answer(inv, 180, tag="sup1"), SUPERVISOR)
     call_id = the_call(h).call_id
-    with pytest.raises(LocalProtocolError, match="ringing"):
-        h.core.supervision.change_mode(call_id, "seat-9001", "barge", h.now, actor="sue")
-    with pytest.raises(LocalProtocolError):
+    h.core.supervision.change_mode(call_id, "seat-9001", "barge", h.now, actor="sue")
+    with pytest.raises(LocalProtocolError, match="already supervising"):
         h.core.supervision.start(
             call_id, "seat-9001", "barge", [supervisor_dest()], h.now, actor="sue"
         )
     assert not h.sent_to(SUPERVISOR), "no second INVITE"
+    assert h.media.modes == {}, "no media touched while it rings"
+    h.feed(answer(inv, 200, tag="sup1", sdp=SDP, contact="sip:sup@127.0.0.1:5095"), SUPERVISOR)
+    _, _, supervisor = ports(h)
+    assert h.media.modes[supervisor] == ("full", None)
+    kinds = [(k, d["mode"]) for k, d in supervise_events(h)]
+    assert kinds == [
+        ("supervise_requested", "listen"),
+        ("supervise_mode_changed", "barge"),
+        ("supervisor_joined", "barge"),
+    ]
 
 
-def test_another_supervisor_is_refused_while_one_listens() -> None:
+def test_a_mode_change_for_someone_not_supervising_is_refused() -> None:
     h = Harness()
     establish(h)
     join(h)
-    with pytest.raises(LocalProtocolError, match="already supervised"):
+    with pytest.raises(LocalProtocolError, match="seat-9002 is not supervising"):
         h.core.supervision.change_mode(the_call(h).call_id, "seat-9002", "barge", h.now, actor="x")
 
 
@@ -305,7 +316,9 @@ def test_a_supervisor_phone_passed_over_is_noted_with_why_and_the_next_one_rings
     first = next(m for m in h.sent_to(SUPERVISOR) if isinstance(m, Request))
     status, reason = pass_over(h, first, SUPERVISOR, "sup1", timeout=timeout)
     assert [m.method for m in h.sent_to(DESK_PHONE) if isinstance(m, Request)] == ["INVITE"]
-    assert h.core.supervision.by_call[call.call_id].leg_id == "s2"
+    supervision = h.core.supervision.find(call.call_id, "seat-9001")
+    assert supervision is not None
+    assert supervision.leg_id == "s2"
     kind, data = supervise_events(h)[-1]
     assert kind == "supervise_failover"
     assert (data["leg"], data["status"], data["reason"]) == ("s1", status, reason)
