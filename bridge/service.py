@@ -174,11 +174,19 @@ class Service:
     # -- CallControl ---------------------------------------------------------------------
 
     async def list_calls(self) -> list[dict[str, Any]]:
-        return [_with_media(call) for call in self.engine.core.calls.values()]
+        return [self._shown(call) for call in self.engine.core.calls.values()]
 
     async def get_call(self, call_id: str) -> dict[str, Any] | None:
         call = self.engine.core.calls.get(call_id)
-        return _with_media(call) if call is not None else None
+        return self._shown(call) if call is not None else None
+
+    def _shown(self, call: Call) -> dict[str, Any]:
+        """The call's summary with its legs' media figures and its supervisions (ringing or
+        joined, the earliest asked first)."""
+        summary = _with_media(call)
+        supervisions = self.engine.core.supervision.of_call(call.call_id)
+        summary["supervisions"] = [supervision.summary() for supervision in supervisions]
+        return summary
 
     async def transfer(
         self, call_id: str, target: str, mode: TransferMode, ticket: Ticket, *, actor: str
@@ -189,27 +197,29 @@ class Service:
     async def supervise(
         self, call_id: str, supervisor: str, mode: SuperviseMode, *, actor: str
     ) -> dict[str, Any]:
-        """Ring the supervisor into the call, or change the mode of the one already there.
-        How it goes on (joined, failed, left) reaches the client as call events."""
+        """Ring the supervisor into the call, or change the mode of that supervisor's
+        supervision when they are already on it (or ringing). How it goes on (joined, failed,
+        left) reaches the client as call events."""
         engine = self.engine
         supervision_desk = engine.core.supervision
         call = engine.core.calls.get(call_id)
         if call is None:
             raise CallNotFound(f"no call {call_id}")
         try:
-            if call_id in supervision_desk.by_call:
-                supervision = supervision_desk.change_mode(
-                    call_id, supervisor, mode, engine.now(), actor=actor
-                )
-            else:
+            if supervision_desk.find(call_id, supervisor) is None:
                 destinations = engine.routing.resolve_supervisor(supervisor, engine.now())
                 if not destinations:
                     raise UnprocessableRequest(f"no destination for supervisor {supervisor!r}")
                 headers = await self._ticket_headers(call.ticket_id)
-                supervision = supervision_desk.start(
-                    call_id, supervisor, mode, destinations, engine.now(),
-                    actor=actor, headers=headers,
-                )  # fmt: skip
+                # The look-up awaited: a request for the same supervisor may have started it.
+                if supervision_desk.find(call_id, supervisor) is None:
+                    return supervision_desk.start(
+                        call_id, supervisor, mode, destinations, engine.now(),
+                        actor=actor, headers=headers,
+                    ).summary()  # fmt: skip
+            supervision = supervision_desk.change_mode(
+                call_id, supervisor, mode, engine.now(), actor=actor
+            )
         except LookupError as exc:
             raise CallNotFound(f"no call {call_id}") from exc
         except LocalProtocolError as exc:

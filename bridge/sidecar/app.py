@@ -312,7 +312,8 @@ async def transfer_call(request: web.Request) -> web.Response:
 
 async def supervise_call(request: web.Request) -> web.Response:
     """202 while the supervisor's phone rings (the outcome follows as call events); 200 when
-    the mode of a supervisor already on the call changed."""
+    the mode of a supervisor already on the call changed. Several supervisors may be on one
+    call, each its own supervision; a request names which."""
     principal = require(request, Permission.SUPERVISE)
     body = await read_body(request, SuperviseBody)
     result = await sidecar_of(request).control.supervise(

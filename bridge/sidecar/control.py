@@ -57,7 +57,9 @@ class CallControl(Protocol):
         self, call_id: str, supervisor: str, mode: SuperviseMode, *, actor: str
     ) -> dict[str, Any]:
         """Ring ``supervisor`` into an answered call (``state`` "ringing"), or change the mode
-        of the supervisor already joined (``state`` "joined"). Result: ``call_id``,
+        of that supervisor's supervision when they are already on it (``state`` "joined", or
+        "ringing" while their phone rings). Other supervisors of the call are left as they
+        are; one supervisor too many is a :class:`CallStateConflict`. Result: ``call_id``,
         ``supervisor``, ``mode``, ``state``."""
         ...
 

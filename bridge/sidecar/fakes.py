@@ -33,6 +33,10 @@ class FakeCallControl:
     fail_next: ControlError | None = None
     transfers: list[dict[str, Any]] = field(default_factory=list)
     supervisions: list[dict[str, Any]] = field(default_factory=list)
+    """Every supervise request, in order, with its actor."""
+    max_supervisors: int = 4
+    """Supervisors one call may have at once: the engine's
+    :data:`bridge.calls.supervise.MAX_SUPERVISORS` (a unit test keeps them equal)."""
     reloads: int = 0
 
     def _call(self, call_id: str) -> dict[str, Any]:
@@ -45,11 +49,24 @@ class FakeCallControl:
         return call
 
     async def list_calls(self) -> list[dict[str, Any]]:
-        return [dict(call) for call in self.calls.values()]
+        return [self._shown(call_id, call) for call_id, call in self.calls.items()]
 
     async def get_call(self, call_id: str) -> dict[str, Any] | None:
         call = self.calls.get(call_id)
-        return dict(call) if call is not None else None
+        return self._shown(call_id, call) if call is not None else None
+
+    def _shown(self, call_id: str, call: dict[str, Any]) -> dict[str, Any]:
+        """The scripted call with its supervisions, as the engine shows them."""
+        return {**call, "supervisions": self._supervising(call_id)}
+
+    def _supervising(self, call_id: str) -> list[dict[str, Any]]:
+        """The latest request of each supervisor of the call, the earliest asked first."""
+        latest: dict[str, dict[str, Any]] = {}
+        for record in self.supervisions:
+            if record["call_id"] == call_id:
+                shown = {k: v for k, v in record.items() if k != "actor"}
+                latest[record["supervisor"]] = {**latest.get(record["supervisor"], {}), **shown}
+        return list(latest.values())
 
     async def transfer(
         self, call_id: str, target: str, mode: TransferMode, ticket: Ticket, *, actor: str
@@ -75,15 +92,19 @@ class FakeCallControl:
     async def supervise(
         self, call_id: str, supervisor: str, mode: SuperviseMode, *, actor: str
     ) -> dict[str, Any]:
-        """The first request rings (``ringing``); a later one for the same supervisor
-        finds them joined and changes the mode."""
+        """A supervisor's first request rings (``ringing``); a later one for the same
+        supervisor finds them joined and changes the mode; other supervisors start their
+        own, up to ``max_supervisors`` on a call."""
         call = self._call(call_id)
         if call.get("state") != "answered":
             raise CallStateConflict(f"call {call_id} is {call.get('state')}")
-        earlier = [s for s in self.supervisions if s["call_id"] == call_id]
-        if earlier and earlier[-1]["supervisor"] != supervisor:
-            raise CallStateConflict(f"call {call_id} is already supervised")
-        state = "joined" if earlier else "ringing"
+        supervising = {s["supervisor"] for s in self._supervising(call_id)}
+        if supervisor not in supervising and len(supervising) >= self.max_supervisors:
+            raise CallStateConflict(
+                f"the call already has {self.max_supervisors} supervisors, "
+                "as many as a call may have"
+            )
+        state = "joined" if supervisor in supervising else "ringing"
         record = {"call_id": call_id, "supervisor": supervisor, "mode": mode, "state": state}
         self.supervisions.append({**record, "actor": actor})
         return record

@@ -489,7 +489,7 @@ async def test_list_and_get_calls(harness: Harness) -> None:
     assert {c["call_id"] for c in body["calls"]} == {"c1", "c2"}
     assert await harness.call("GET", "/api/v1/calls/c1", who="agent") == (
         200,
-        {"call": answered_calls()["c1"]},
+        {"call": {**answered_calls()["c1"], "supervisions": []}},
     )
     status, body = await harness.call("GET", "/api/v1/calls/nope", who="agent")
     assert status == 404
@@ -581,6 +581,33 @@ async def test_supervise_rings_then_changes_the_mode(harness: Harness) -> None:
     assert status == 200, body
     assert (body["supervision"]["mode"], body["supervision"]["state"]) == ("whisper", "joined")
     assert [s["actor"] for s in harness.control.supervisions] == ["sue", "root"]
+
+
+async def test_several_supervisors_on_one_call_up_to_the_bound(harness: Harness) -> None:
+    """Each supervisor asked for starts their own supervision, shown with the call; asking
+    again for one changes only theirs; one more than the bound is 409."""
+    path = "/api/v1/calls/c1/supervise"
+    bound = harness.control.max_supervisors
+    for n in range(bound):
+        status, body = await harness.call(
+            "POST", path, who="supervisor", json={"supervisor": f"seat-900{n}", "mode": "listen"}
+        )
+        assert (status, body["supervision"]["supervisor"]) == (202, f"seat-900{n}"), body
+    status, body = await harness.call(
+        "POST", path, who="admin", json={"supervisor": "seat-9001", "mode": "barge"}
+    )
+    assert (status, body["supervision"]["state"]) == (200, "joined"), body
+    status, body = await harness.call(
+        "POST", path, who="supervisor", json={"supervisor": "seat-9999", "mode": "listen"}
+    )
+    assert status == 409
+    assert body == {
+        "error": "call_state",
+        "detail": f"the call already has {bound} supervisors, as many as a call may have",
+    }
+    status, body = await harness.call("GET", "/api/v1/calls/c1", who="supervisor")
+    shown = [(s["supervisor"], s["mode"]) for s in body["call"]["supervisions"]]
+    assert shown == [(f"seat-900{n}", "barge" if n == 1 else "listen") for n in range(bound)]
 
 
 @pytest.mark.parametrize(
