@@ -28,8 +28,8 @@ from bridge.sidecar.events import Subscription
 pytestmark = pytest.mark.peers("sipp")
 
 BridgeFactory = Callable[..., Awaitable[BridgeUnderTest]]
-CALLER_TONE, AGENT_TONE, SUPERVISOR_TONE = 500.0, 1000.0, 2500.0
-TONES = (CALLER_TONE, AGENT_TONE, SUPERVISOR_TONE)
+CALLER_TONE, AGENT_TONE, SUPERVISOR_TONE, TRAINER_TONE = 500.0, 1000.0, 2500.0, 1700.0
+TONES = (CALLER_TONE, AGENT_TONE, SUPERVISOR_TONE, TRAINER_TONE)
 
 SUPERVISOR_PLATFORM = """
 [[trunks]]
@@ -39,6 +39,16 @@ destinations = ["sip:9000@127.0.0.1:{port}"]
 key = "12399"
 label = "班长席"
 trunk = "supervisors"
+"""
+
+TRAINER_PLATFORM = """
+[[trunks]]
+name = "trainers"
+destinations = ["sip:9100@127.0.0.1:{port}"]
+[[platforms]]
+key = "12398"
+label = "培训席"
+trunk = "trainers"
 """
 
 
@@ -52,16 +62,27 @@ def tones_in(packets: list[Received]) -> set[float]:
     return {tone for tone in TONES if amplitude[np.abs(freqs - tone) <= 10].max() > 1500}
 
 
-async def post_supervise(service: BridgeUnderTest, call_id: str, mode: str) -> tuple[int, Any]:
+async def post_supervise(
+    service: BridgeUnderTest, call_id: str, mode: str, supervisor: str = "12399"
+) -> tuple[int, Any]:
     async with (
         aiohttp.ClientSession() as session,
         session.post(
             f"{service.http_url}/api/v1/calls/{call_id}/supervise",
-            json={"supervisor": "12399", "mode": mode},
+            json={"supervisor": supervisor, "mode": mode},
             headers=ADMIN_HEADERS,
         ) as resp,
     ):
         return resp.status, await resp.json()
+
+
+async def get_call(service: BridgeUnderTest, call_id: str) -> dict[str, Any]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{service.http_url}/api/v1/calls/{call_id}", headers=ADMIN_HEADERS) as resp,
+    ):
+        assert resp.status == 200
+        return dict((await resp.json())["call"])
 
 
 async def call_event(live: Subscription, kind: str, within: float = 10.0) -> dict[str, Any]:
@@ -180,6 +201,97 @@ async def test_supervisor_listens_then_whispers_then_barges(
         (await supervisor.wait()).assert_ok(successful=1)
         left = await call_event(live, "supervisor_left")
         assert left["data"]["reason"] == "call ended"
+        await service.wait_idle()
+    finally:
+        caller.kill()
+        for peer in peers.values():
+            peer.close()
+
+
+async def test_two_supervisors_listen_and_barge_then_one_whispers(
+    bridge: BridgeFactory, sipp: Callable[..., SippRun], tmp_path: Path, ports: PortAllocator
+) -> None:
+    """The 12345 supervisor listens, a trainer barges in: each hears the parties and whoever
+    barges, no one hears the listener. The listener then whispers: only the agent hears it.
+    The caller hanging up hangs up both."""
+    caller_rtp, caller_port = await rtp_peer(ports, codec=g711.PCMA, frequency=CALLER_TONE)
+    agent_rtp, agent_port = await rtp_peer(ports, codec=g711.PCMA, frequency=AGENT_TONE, reply=True)
+    supervisor_rtp, supervisor_port = await rtp_peer(
+        ports, codec=g711.PCMU, frequency=SUPERVISOR_TONE, reply=True
+    )
+    trainer_rtp, trainer_port = await rtp_peer(
+        ports, codec=g711.PCMA, frequency=TRAINER_TONE, reply=True
+    )
+    agent = answer_at_port(sipp, "agent", agent_port, g711.PCMA, timeout=40)
+    supervisor = answer_at_port(sipp, "supervisor", supervisor_port, g711.PCMU, timeout=40)
+    trainer = answer_at_port(sipp, "trainer", trainer_port, g711.PCMA, timeout=40)
+    caller = caller_at_port(tmp_path, ports, caller_port, duration_ms=14000, timeout=40)
+    plan = SUPERVISOR_PLATFORM.format(port=supervisor.port) + TRAINER_PLATFORM.format(
+        port=trainer.port
+    )
+    service, calls = await call_through_bridge(
+        bridge, caller, agent, supervisor, trainer, extra_plan=plan
+    )
+    peers = {
+        "caller": caller_rtp, "agent": agent_rtp, "supervisor": supervisor_rtp,
+        "trainer": trainer_rtp,
+    }  # fmt: skip
+    codecs = {
+        "caller": g711.PCMA, "agent": g711.PCMA, "supervisor": g711.PCMU, "trainer": g711.PCMA,
+    }  # fmt: skip
+    try:
+        call_id = await calls.answered()
+        call = call_of(service, call_id)
+        caller_media = endpoint(call, call.caller_leg)
+        caller_rtp.stream((caller_media.host, caller_media.port))
+        await wait_until(
+            lambda: len(agent_rtp.received) >= 25 and len(caller_rtp.received) >= 25,
+            within=5,
+            what="caller and agent hear each other",
+        )
+        assert service.service is not None
+        live = service.service.hub.subscribe(everything=True)
+
+        status, body = await post_supervise(service, call_id, "listen")
+        assert status == 202, body
+        joined = await call_event(live, "supervisor_joined")
+        assert (joined["data"]["supervisor"], joined["data"]["leg"]) == ("12399", "s1")
+        status, body = await post_supervise(service, call_id, "barge", supervisor="12398")
+        assert (status, body["supervision"]["state"]) == (202, "ringing"), body
+        joined = await call_event(live, "supervisor_joined")
+        assert (joined["data"]["supervisor"], joined["data"]["leg"]) == ("12398", "s2")
+        heard = await heard_from_now(peers, codecs)
+        assert heard == {
+            "caller": {AGENT_TONE, TRAINER_TONE},
+            "agent": {CALLER_TONE, TRAINER_TONE},
+            "supervisor": {CALLER_TONE, AGENT_TONE, TRAINER_TONE},
+            "trainer": {CALLER_TONE, AGENT_TONE},
+        }
+
+        status, body = await post_supervise(service, call_id, "whisper")
+        assert (status, body["supervision"]["mode"]) == (200, "whisper"), body
+        heard = await heard_from_now(peers, codecs)
+        assert heard == {
+            "caller": {AGENT_TONE, TRAINER_TONE},
+            "agent": {CALLER_TONE, TRAINER_TONE, SUPERVISOR_TONE},
+            "supervisor": {CALLER_TONE, AGENT_TONE, TRAINER_TONE},
+            "trainer": {CALLER_TONE, AGENT_TONE},
+        }
+        shown = (await get_call(service, call_id))["supervisions"]
+        assert [(s["supervisor"], s["mode"], s["state"]) for s in shown] == [
+            ("12399", "whisper", "joined"),
+            ("12398", "barge", "joined"),
+        ]
+
+        # The caller hangs up: the bridge hangs up the agent and both supervisors with it.
+        (await caller.wait()).assert_ok(successful=1)
+        for phone in (agent, supervisor, trainer):
+            (await phone.wait()).assert_ok(successful=1)
+        left = [await call_event(live, "supervisor_left") for _ in range(2)]
+        assert {(e["data"]["supervisor"], e["data"]["reason"]) for e in left} == {
+            ("12399", "call ended"),
+            ("12398", "call ended"),
+        }
         await service.wait_idle()
     finally:
         caller.kill()
