@@ -207,6 +207,7 @@ class Service:
             raise CallNotFound(f"no call {call_id}")
         try:
             if supervision_desk.find(call_id, supervisor) is None:
+                supervision_desk.check_room(call_id)
                 destinations = engine.routing.resolve_supervisor(supervisor, engine.now())
                 if not destinations:
                     raise UnprocessableRequest(f"no destination for supervisor {supervisor!r}")

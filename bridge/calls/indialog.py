@@ -107,7 +107,7 @@ def after_leg_left(
 ) -> None:
     """A party hung up (``reason`` when it was not a BYE of its own). The call goes on while
     two parties remain, or while a transfer is ringing its target for the caller; otherwise
-    everyone else (a supervisor too) is hung up."""
+    everyone else (supervisors too) is hung up."""
     if core.supervision.leg_left(call, leg, now):
         return
     if core.transfers.agent_left(call, leg, now) or core.transfers.target_left(call, leg, now):

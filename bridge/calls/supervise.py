@@ -148,6 +148,15 @@ class SuperviseDesk:
 
     # -- asking --------------------------------------------------------------------------
 
+    def check_room(self, call_id: str) -> None:
+        """Raise :class:`LocalProtocolError` (HTTP 409) when the call has as many supervisors
+        as :data:`MAX_SUPERVISORS`: the API asks before it looks the new one up, so one too
+        many is told so whether or not that supervisor could be rung."""
+        if len(self.by_call.get(call_id, {})) >= MAX_SUPERVISORS:
+            raise LocalProtocolError(
+                f"the call already has {MAX_SUPERVISORS} supervisors, as many as a call may have"
+            )
+
     def start(
         self,
         call_id: str,
@@ -166,10 +175,7 @@ class SuperviseDesk:
             raise LookupError(call_id)
         if self.find(call_id, supervisor) is not None:
             raise LocalProtocolError(f"{supervisor} is already supervising the call")
-        if len(self.of_call(call_id)) >= MAX_SUPERVISORS:
-            raise LocalProtocolError(
-                f"the call already has {MAX_SUPERVISORS} supervisors, as many as a call may have"
-            )
+        self.check_room(call_id)
         if (
             call.state is not CallState.ANSWERED
             or call.caller.state is not LegState.CONFIRMED
