@@ -94,7 +94,8 @@ TRANSITIONS: dict[tuple[SupervisionState, SupervisionInput], SupervisionState] =
 class Supervision:
     call_id: str
     supervisor: str
-    """Who was asked for (a seat id or a platform key): safe to log, unlike numbers."""
+    """Who was asked for (a seat id or a platform key): what tells a call's supervisions
+    apart (a request naming it again changes its mode), and safe to log, unlike numbers."""
     mode: SuperviseMode
     destinations: list[Destination]
     headers: tuple[tuple[str, str], ...]
