@@ -33,6 +33,7 @@ from bridge.calls.call import (
     Leg,
     LegRole,
     LegState,
+    MediaTarget,
 )
 from bridge.calls.keys import KeyBuffer
 from bridge.calls.legs import ALLOW
@@ -507,7 +508,15 @@ class B2BUA:
             settled = sdpmap.remote_of(negotiated)
             if settled is not None and settled[2] is not None:
                 payload_type = settled[2]
-        self.media.point(leg.media, remote[0], remote[1], payload_type)
+        self._point_to(leg, MediaTarget(host=remote[0], port=remote[1], payload_type=payload_type))
+
+    def _point_to(self, leg: Leg, target: MediaTarget) -> None:
+        """Send this leg's audio to ``target``, and remember it as the session in force, which
+        a mirrored offer that fails puts back (RFC 3261 §14.1)."""
+        if leg.media is None or isinstance(leg.media, teardown.Released):
+            return
+        self.media.point(leg.media, target.host, target.port, target.payload_type)
+        leg.media_target = target
 
     def _record(self, event: CallEvent) -> None:
         self.events.append(event)

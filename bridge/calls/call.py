@@ -96,6 +96,16 @@ class Reoffer:
     sdp: bytes = b""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MediaTarget:
+    """Where the bridge sends a party's audio and as which payload type, as its session in
+    force says: what a mirrored offer that then fails must leave in place (RFC 3261 §14.1)."""
+
+    host: str
+    port: int
+    payload_type: int | None
+
+
 class LegState(enum.StrEnum):
     INCOMING = "incoming"  # INVITE received, not yet answered
     CALLING = "calling"  # INVITE sent, no response with a tag yet
@@ -126,6 +136,8 @@ class Leg:
     answered_at: float | None = None
     held: bool = False
     """The party was put on hold by the other side (its phone was told we stopped sending)."""
+    media_target: MediaTarget | None = None
+    """Where the bridge last pointed this party's audio (:meth:`B2BUA._point_media`)."""
     last_sdp: bytes = b""
     """The SDP the bridge last sent this party: the o= line its next one follows (RFC 3264 §8)."""
     cancel: Cancel = Cancel.NONE

@@ -3,9 +3,11 @@
 Theory of operation
 -------------------
 A re-INVITE or UPDATE (hold, resume, codec change, RFC 3264 §8) is mirrored on the other leg
-with the SDP re-anchored, and its answer mirrored back; with no confirmed party to mirror it
-onto (a supervisor, a caller alone while a transfer rings) the bridge answers it from its own
-media. While one is pending, both dialogs it involves have an INVITE in progress: another offer
+with the SDP re-anchored, and its answer mirrored back; the offering party's audio goes where
+its offer says at once, and back where it went before if the offer fails or is cancelled
+(§14.1: the session is then unchanged). With no confirmed party to mirror it onto (a
+supervisor, a caller alone while a transfer rings) the bridge answers it from its own media.
+While one is pending, both dialogs it involves have an INVITE in progress: another offer
 on either is glare (491, §14.1), or 500 with Retry-After from the party still waiting for its
 first (§14.2); the bridge's own re-INVITE (a resume, or a hold put back) that meets a 491 goes
 again after §14.1's random delay. A party that leaves with one pending has it answered 487
@@ -27,7 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bridge.calls import sdpmap
-from bridge.calls.call import Call, Cancel, Leg, LegRole, LegState, Reoffer
+from bridge.calls.call import Call, Cancel, Leg, LegRole, LegState, MediaTarget, Reoffer
 from bridge.sip import offer_answer, sdp
 from bridge.sip import transaction as tx
 from bridge.sip.errors import RemoteProtocolError
@@ -64,6 +66,9 @@ class PendingReinvite:
     was_sdp: bytes = b""
     """``to_leg.last_sdp`` before, for the same reason: the next offer follows the last one
     the party accepted, its o= version one up from that one's (RFC 3264 §8)."""
+    was_target: MediaTarget | None = None
+    """Where ``from_leg``'s audio went before its offer pointed it elsewhere: put back when
+    that offer fails or is cancelled (§14.1)."""
     attempt: int = 1
     sent: Request | None = None
     """What went to ``to_leg``, for a CANCEL of it."""
@@ -95,7 +100,7 @@ def mirror_reinvite(
         answer_here(core, leg, request, key, now)
         return
     body = b""
-    was_held, was_sdp = other.held, other.last_sdp
+    was_held, was_sdp, was_target = other.held, other.last_sdp, leg.media_target
     if request.body:
         core._point_media(leg, request.body)
         other.last_sdp = body = sdpmap.anchor_offer(
@@ -113,6 +118,7 @@ def mirror_reinvite(
         server_key=key,
         was_held=was_held,
         was_sdp=was_sdp,
+        was_target=was_target,
         sent=sent,
     )
 
@@ -202,9 +208,9 @@ def _set_held(core: B2BUA, leg: Leg, held: bool) -> None:
 def on_reinvite_response(core: B2BUA, response: Response, key: str, now: float) -> None:
     """The final response to a re-INVITE or UPDATE the bridge sent. A 2xx is ACKed whatever
     became of the call, or the far end retransmits it for 64*T1 and then hangs up
-    (§13.3.1.4); any other final leaves the session as it was (§14.1), hold tone and the SDP
-    the next offer follows included. The answer goes back to the party whose request was
-    mirrored, unless it was answered already."""
+    (§13.3.1.4); any other final leaves the session as it was (§14.1), hold tone, the SDP
+    the next offer follows and where the offering party's audio goes included. The answer goes
+    back to the party whose request was mirrored, unless it was answered already."""
     if response.status < 200:
         held = core._reinvites.get(key)
         if held is not None and held.cancel is Cancel.HELD:
@@ -240,6 +246,8 @@ def on_reinvite_response(core: B2BUA, response: Response, key: str, now: float) 
     if pending.server_key is None or pending.request is None:
         return
     leg, origin_request = pending.from_leg, pending.request
+    if status >= 300:
+        _offer_failed(core, pending)
     out = make_response(origin_request, status, response.reason)
     if status < 300:
         if response.body:
@@ -308,6 +316,8 @@ def abandon_reinvites(core: B2BUA, leg: Leg, now: float) -> None:
             out = make_response(pending.request, 487)
             core.txl.send_response(pending.server_key, out, now)
             pending.server_key = pending.request = None
+            if pending.to_leg is leg:
+                _offer_failed(core, pending)
 
 
 def on_cancel(core: B2BUA, request: Request, key: str, now: float) -> None:
@@ -324,8 +334,22 @@ def on_cancel(core: B2BUA, request: Request, key: str, now: float) -> None:
         if pending.server_key == invite_key and pending.request is not None:
             core.txl.send_response(invite_key, make_response(pending.request, 487), now)
             pending.server_key = pending.request = None
+            _offer_failed(core, pending)
             _cancel_mirrored(core, client_key, pending, now)
             return
+
+
+def _offer_failed(core: B2BUA, pending: PendingReinvite) -> None:
+    """The party whose offer was mirrored is told it failed: a non-2xx relayed (491
+    included), or 487 after its CANCEL or the other party's hang-up. §14.1: its session is then
+    the one in force before, so its audio goes back where that one says, at that codec. The
+    bridge pointed it at the offer on arrival, as an offerer must receive on a new address from
+    the moment it offers (RFC 3264 §8.3.1). Should the other party's 2xx have crossed a CANCEL,
+    the bridge puts that party back too (:func:`_undo_cancelled`), so both agree again."""
+    leg, target = pending.from_leg, pending.was_target
+    if leg is None or target is None or not leg.live or leg.media_target == target:
+        return
+    core._point_to(leg, target)
 
 
 def _cancel_mirrored(core: B2BUA, client_key: str, pending: PendingReinvite, now: float) -> None:

@@ -4,6 +4,7 @@ that finds the session changed meanwhile (RFC 3261 §14.1), and a cancelled code
 
 from __future__ import annotations
 
+import pytest
 from test_b2bua import (
     CALLEE,
     CALLER,
@@ -221,3 +222,82 @@ def test_a_queued_rehold_survives_the_agents_session_refresh_without_an_offer() 
     assert len({m.top_via.branch for m in retried}) == 1
     assert b"a=sendonly" in retried[0].body
     assert call.caller.held
+
+
+# -- a mirrored offer that fails leaves the offering party's media as it was (§14.1) ----------
+
+MOVE = (b"m=audio 6000 ", b"m=audio 6002 ")
+"""The agent's phone moves its media port, and nothing else."""
+
+BEFORE = ("127.0.0.1", 6000, 8)
+"""Where the agent's audio goes once the call is up: its answer's address, PCMA."""
+
+
+def agent_offers_a_change(h: Harness, change: tuple[bytes, bytes]) -> tuple[Request, Request]:
+    """The agent's re-INVITE changing its media, and the one mirrored to the caller, which has
+    drawn a 100 Trying; the agent's audio already goes where the offer says."""
+    inv, _ok = establish(h)
+    h.sent()
+    call = next(iter(h.core.calls.values()))
+    assert call.legs["b1"].media.remote == BEFORE
+    h.feed(reinvite_from_callee(inv, 2, b"a=sendrecv").replace(*change), CALLEE)
+    mirrored = next(m for m in h.sent_to(CALLER) if isinstance(m, Request))
+    assert call.legs["b1"].media.remote[1] == 6002
+    h.feed(answer_from_caller(mirrored, 100), CALLER)
+    return inv, mirrored
+
+
+@pytest.mark.parametrize("status", [488, 491, 603])
+@pytest.mark.parametrize("change", [MOVE, CODEC_CHANGE], ids=["move", "codec"])
+def test_a_refused_media_change_points_the_offerers_audio_back(
+    status: int, change: tuple[bytes, bytes]
+) -> None:
+    """The caller's phone refuses the agent's move or codec change (491 too: the agent's phone
+    retries later, and meanwhile the old session holds). The agent is told so and keeps its
+    session as it was (§14.1), so its audio goes back to the old port, at the old codec."""
+    h = Harness()
+    _inv, mirrored = agent_offers_a_change(h, change)
+    h.feed(answer_from_caller(mirrored, status), CALLER)
+    assert statuses(h.sent_to(CALLEE)) == [status]
+    call = next(iter(h.core.calls.values()))
+    assert call.legs["b1"].media.remote == BEFORE
+    assert not h.core._reinvites
+
+
+@pytest.mark.parametrize("change", [MOVE, CODEC_CHANGE], ids=["move", "codec"])
+def test_a_cancelled_media_change_points_the_offerers_audio_back(
+    change: tuple[bytes, bytes],
+) -> None:
+    """The agent's phone cancels its move: told 487 (§9.2), it keeps the old session, so its
+    audio goes back at once, and stays there when the caller's 487 comes."""
+    h = Harness()
+    inv, mirrored = agent_offers_a_change(h, change)
+    h.feed(cancel_from_callee(inv, 2), CALLEE)
+    out = h.sent()
+    assert sorted(statuses([m for d, m in out if d == CALLEE])) == [200, 487]
+    assert requests([m for d, m in out if d == CALLER]) == ["CANCEL"]
+    call = next(iter(h.core.calls.values()))
+    assert call.legs["b1"].media.remote == BEFORE
+    h.feed(answer_from_caller(mirrored, 487), CALLER)
+    assert call.legs["b1"].media.remote == BEFORE
+    assert h.sent_to(CALLEE) == []
+
+
+def test_an_accepted_media_move_moves_the_offerers_audio() -> None:
+    """Control: the caller's phone accepts the move, and the agent's audio goes to the new
+    port, at the codec the answer settled on."""
+    h = Harness()
+    _inv, mirrored = agent_offers_a_change(h, MOVE)
+    h.feed(answer_from_caller(mirrored, 200, SDP), CALLER)
+    assert statuses(h.sent_to(CALLEE)) == [200]
+    call = next(iter(h.core.calls.values()))
+    assert call.legs["b1"].media.remote == ("127.0.0.1", 6002, 8)
+
+
+def test_a_cancelled_codec_change_whose_2xx_crossed_keeps_the_offerers_old_codec() -> None:
+    """The caller's 2xx crossed the agent's CANCEL: the caller is put back by the bridge's
+    re-offer, and the agent, told 487, keeps hearing its old codec at its old port."""
+    h = Harness()
+    codec_change_cancelled_as_the_caller_accepts(h)
+    call = next(iter(h.core.calls.values()))
+    assert call.legs["b1"].media.remote == BEFORE
