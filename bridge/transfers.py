@@ -110,6 +110,7 @@ class TransferCoordinator:
         *,
         actor: str,
         refer_leg: str | None = None,
+        refer_id: int | None = None,
         fresh: Transition | None = None,
     ) -> dict[str, Any]:
         """``fresh`` is a ticket not stored yet (a key press with no draft): it is stored
@@ -148,6 +149,7 @@ class TransferCoordinator:
                 headers=headers,
                 ticket_id=ticket.id,
                 refer_leg=refer_leg,
+                refer_id=refer_id,
             )
             refusal: Exception | None = None
             # Whoever joins the call later (a supervisor) gets this ticket's headers too.
@@ -183,6 +185,7 @@ class TransferCoordinator:
                 ticket,
                 actor=request.requested_by,
                 refer_leg=request.refer_leg,
+                refer_id=request.refer_id,
                 fresh=fresh,
             )
         except (UnprocessableRequest, CallStateConflict, CallNotFound) as exc:

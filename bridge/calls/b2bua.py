@@ -119,9 +119,9 @@ class B2BUA:
         self._pending_destinations: dict[str, list[Destination]] = {}
         self._reinvite_retries: list[tuple[float, int, str, Leg, int]] = []
         self._retry_ids = itertools.count()
-        self._notifies: dict[str, tuple[str, Leg]] = {}
-        """NOTIFYs for a REFER still waiting for their final response: the call and the leg
-        whose implicit subscription each belongs to."""
+        self._notifies: dict[str, tuple[str, Leg, int | None]] = {}
+        """NOTIFYs for a REFER still waiting for their final response: the call, the leg
+        and the REFER (its ``id``) whose implicit subscription each belongs to."""
         self.transfers = TransferDesk(self)
         self.supervision = SuperviseDesk(self)
         self._keys: dict[str, KeyBuffer] = {}
@@ -416,9 +416,16 @@ class B2BUA:
         indialog.fail_transfer_request(self, request, status, now)
 
     def send_notify(
-        self, call: Call, leg: Leg, status: int, reason: str, final: bool, now: float
+        self,
+        call: Call,
+        leg: Leg,
+        status: int,
+        reason: str,
+        final: bool,
+        now: float,
+        refer_id: int | None = None,
     ) -> None:
-        indialog.send_notify(self, call, leg, status, reason, final, now)
+        indialog.send_notify(self, call, leg, status, reason, final, now, refer_id)
 
     def resume(self, call: Call, leg: Leg, now: float) -> None:
         reinvite.resume(self, call, leg, now)

@@ -149,9 +149,12 @@ class Leg:
     """The session the bridge wants this party in, while its own re-INVITE for that is pending
     or waits out a 491 (RFC 3261 §14.1); None once the party's session follows the other
     party's offers again, so a late retry sends what is wanted then, or nothing."""
-    refer_subscription_ended: bool = False
-    """A NOTIFY for this party's REFER failed, which ended that implicit subscription
-    (RFC 6665 §4.2.2): no further NOTIFY goes to it until its next REFER."""
+    refer_id: int | None = None
+    """The CSeq number of this party's latest REFER: the ``id`` of the implicit subscription
+    it created (RFC 3515 §2.4.6), for a transfer started for this leg naming no REFER."""
+    refers_ended: frozenset[int | None] = frozenset()
+    """The REFERs (by ``id``) whose implicit subscription a failed NOTIFY ended
+    (RFC 6665 §4.2.2): no further NOTIFY goes for them; a later REFER's is its own."""
     bye_deferred: bool = False
     """The bridge hung up on this party before its ACK for the bridge's 2xx came: the BYE
     waits for that ACK, or for the 2xx to be given up on (RFC 3261 §15, §13.3.1.4)."""

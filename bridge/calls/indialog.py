@@ -8,9 +8,10 @@ for the caller. A re-INVITE or UPDATE goes to :mod:`bridge.calls.reinvite`, whic
 the other leg. Before the caller's INVITE is answered, its early dialog takes a BYE as a CANCEL
 and refuses a second offer. An ACK for a 2xx of the bridge's that carried an offer must carry
 the answer (RFC 3261 §13.2.2.4). A REFER (RFC 3515) is accepted with 202 and becomes a
-transfer request, whose progress the bridge NOTIFYs until a NOTIFY of the bridge's fails,
-which ends that subscription (RFC 6665 §4.2.2) but not the transfer; the agent's digits (INFO
-here, RFC 4733 from the media relay) are collected into transfer keys.
+transfer request, whose progress the bridge NOTIFYs in that REFER's own subscription, named by
+its CSeq number (``Event: refer;id=``, §2.4.6), until a NOTIFY of the bridge's for it fails,
+which ends that subscription (RFC 6665 §4.2.2) but neither the transfer nor a later REFER's;
+the agent's digits (INFO here, RFC 4733 from the media relay) are collected into transfer keys.
 These methods are part of :class:`~bridge.calls.b2bua.B2BUA`, split out to keep modules small.
 """
 
@@ -146,8 +147,8 @@ def on_refer(core: B2BUA, call: Call, leg: Leg, request: Request, key: str, now:
         on_refer_replaces(core, call, leg, request, key, replaces, now)
         return
     core.txl.send_response(key, make_response(request, 202), now)
-    leg.refer_subscription_ended = False
-    send_notify(core, call, leg, 100, "Trying", False, now)
+    leg.refer_id = refer_id = request.cseq.seq
+    send_notify(core, call, leg, 100, "Trying", False, now, refer_id)
     core.transfer_requests.append(
         TransferRequest(
             call_id=call.call_id,
@@ -155,6 +156,7 @@ def on_refer(core: B2BUA, call: Call, leg: Leg, request: Request, key: str, now:
             mode="blind",
             requested_by=leg.peer,
             refer_leg=leg.leg_id,
+            refer_id=refer_id,
         )
     )
 
@@ -176,7 +178,7 @@ def on_refer_replaces(
         core._respond(request, key, 481, now, "Replaced Dialog Not Found")
         return
     core.txl.send_response(key, make_response(request, 202), now)
-    leg.refer_subscription_ended = False
+    leg.refer_id = request.cseq.seq
     legs.adopt_leg(core, other_call, target, call)
     core.media.unhold(call.caller.media)
     core.media.connect(call.caller.media, target.media)
@@ -186,7 +188,7 @@ def on_refer_replaces(
     if call.caller.held:
         reinvite.resume(core, call, call.caller, now)
     core._record(call.apply(CallInput.PROGRESS, now, replaced_by=target.leg_id, peer=target.peer))
-    send_notify(core, call, leg, 200, "OK", True, now)
+    send_notify(core, call, leg, 200, "OK", True, now, request.cseq.seq)
 
 
 def _find_replaced(core: B2BUA, replaces: str) -> tuple[Call, Leg] | None:
@@ -216,24 +218,36 @@ def _find_replaced(core: B2BUA, replaces: str) -> tuple[Call, Leg] | None:
 
 
 def send_notify(
-    core: B2BUA, call: Call, leg: Leg, status: int, reason: str, final: bool, now: float
+    core: B2BUA,
+    call: Call,
+    leg: Leg,
+    status: int,
+    reason: str,
+    final: bool,
+    now: float,
+    refer_id: int | None = None,
 ) -> None:
     """Report a REFER's progress in its implicit subscription (RFC 3515 §2.4.4), unless a
-    failed NOTIFY already ended it (:func:`on_notify_response`)."""
-    if leg.refer_subscription_ended:
+    failed NOTIFY already ended it (:func:`on_notify_response`). Each REFER in a dialog
+    creates a subscription of its own, which its NOTIFYs name with ``Event: refer;id=`` and
+    the REFER's CSeq number (§2.4.6): required from the second REFER on, allowed on the
+    first, and carried on every one here so the phone never has to guess. ``refer_id`` is
+    that REFER; None (no REFER known) sends a plain ``Event: refer``."""
+    if refer_id in leg.refers_ended:
         return
     assert leg.dialog is not None
     state = "terminated;reason=noresource" if final else "active;expires=60"
+    event = "refer" if refer_id is None else f"refer;id={refer_id}"
     notify = leg.dialog.create_request(
         "NOTIFY",
-        headers=(("Event", "refer"), ("Subscription-State", state)),
+        headers=(("Event", event), ("Subscription-State", state)),
         body=f"SIP/2.0 {status} {reason}\r\n".encode(),
         content_type="message/sipfrag;version=2.0",
     )
     notify.headers.prepend("Via", core.via(leg.transport))
     notify.headers.add("Contact", core.contact(leg.transport))
     key = core.txl.send_request(notify, core._next_hop(leg.dialog, leg), leg.transport, now)
-    core._notifies[key] = (call.call_id, leg)
+    core._notifies[key] = (call.call_id, leg, refer_id)
 
 
 def on_notify_response(core: B2BUA, response: Response, key: str, now: float) -> None:
@@ -242,17 +256,18 @@ def on_notify_response(core: B2BUA, response: Response, key: str, now: float) ->
     and when it draws 404, 405, 410, 416, 480 to 485, 489, 501 or 604 (MUST): a 481 says
     the phone no longer knows it. The bridge ends it after any other failure as well, as
     RFC 3265 §3.2.2 had it: it never resends a NOTIFY, and a phone that refused one has no
-    use for the next. Only the notifications stop: the transfer goes on, and the end is
-    noted in the call's history for the audit log."""
+    use for the next. Only that REFER's notifications stop (another REFER in the dialog has
+    its own subscription, RFC 3515 §2.4.6): the transfer goes on, and the end is noted in the
+    call's history for the audit log."""
     if response.status < 200:
         return
-    call_id, leg = core._notifies.pop(key)
-    if response.status < 300 or leg.refer_subscription_ended:
+    call_id, leg, refer_id = core._notifies.pop(key)
+    if response.status < 300 or refer_id in leg.refers_ended:
         return
-    leg.refer_subscription_ended = True
+    leg.refers_ended |= {refer_id}
     call = core.calls.get(call_id)
     if call is not None:
-        data = {"leg": leg.leg_id, "status": response.status}
+        data = {"leg": leg.leg_id, "refer_id": refer_id, "status": response.status}
         core._record(call.note("refer_subscription_ended", now, **data))
 
 
@@ -263,7 +278,8 @@ def fail_transfer_request(core: B2BUA, request: TransferRequest, status: int, no
         return
     leg = call.legs.get(request.refer_leg)
     if leg is not None and leg.dialog is not None and leg.state is LegState.CONFIRMED:
-        send_notify(core, call, leg, status, REASONS.get(status, ""), True, now)
+        reason = REASONS.get(status, "")
+        send_notify(core, call, leg, status, reason, True, now, request.refer_id)
 
 
 def on_digit(core: B2BUA, media_leg: object, digit: str, now: float) -> None:

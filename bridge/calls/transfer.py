@@ -101,6 +101,8 @@ class TransferRequest:
     mode: str
     requested_by: str
     refer_leg: str | None = None
+    refer_id: int | None = None
+    """The REFER's CSeq number: the ``id`` its NOTIFYs carry (RFC 3515 §2.4.6)."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -117,6 +119,8 @@ class Transfer:
     target_leg: str = ""
     refer_dialog_leg: str | None = None
     """The agent leg whose REFER started this (NOTIFYs go there), if any."""
+    refer_id: int | None = None
+    """That REFER's CSeq number, the ``id`` of its subscription (RFC 3515 §2.4.6)."""
     tried: list[str] = field(default_factory=list)
 
     def apply(self, event: TransferInput) -> None:
@@ -146,9 +150,12 @@ class TransferDesk:
         headers: tuple[tuple[str, str], ...] = (),
         ticket_id: str | None = None,
         refer_leg: str | None = None,
+        refer_id: int | None = None,
     ) -> Transfer:
         """Ring the first destination; raise :class:`LocalProtocolError` (HTTP 409) when the
-        call cannot be transferred now."""
+        call cannot be transferred now. NOTIFYs go to ``refer_leg``, in the subscription of
+        its REFER ``refer_id`` (RFC 3515 §2.4.6), by default that leg's latest: fixed now, so
+        a later REFER on that leg does not take this transfer's NOTIFYs over."""
         call = self.core.calls.get(call_id)
         if call is None:
             raise LookupError(call_id)
@@ -159,6 +166,9 @@ class TransferDesk:
             raise LocalProtocolError("only an answered call can be transferred")
         if not destinations:
             raise LocalProtocolError("the target has no destination")
+        referrer = call.legs.get(refer_leg) if refer_leg is not None else None
+        if refer_id is None and referrer is not None:
+            refer_id = referrer.refer_id
         transfer = Transfer(
             transfer_id=f"X{random_hex(4)}",
             call_id=call_id,
@@ -169,6 +179,7 @@ class TransferDesk:
             ticket_id=ticket_id,
             referred_by=f"<sip:{agent.peer}@{self.core.host}>",
             refer_dialog_leg=refer_leg,
+            refer_id=refer_id,
         )
         self.by_call[call_id] = transfer
         if not self._ring_next(call, transfer, now):
@@ -443,7 +454,8 @@ class TransferDesk:
         leg = call.legs.get(transfer.refer_dialog_leg)
         if leg is None or leg.dialog is None or leg.state is not LegState.CONFIRMED:
             return
-        self.core.send_notify(call, leg, status, reason or REASONS.get(status, ""), final, now)
+        reason = reason or REASONS.get(status, "")
+        self.core.send_notify(call, leg, status, reason, final, now, transfer.refer_id)
 
     def _event(self, call: Call, transfer: Transfer, now: float, kind: str, **data: Any) -> None:
         self.events.append(

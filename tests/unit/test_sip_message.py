@@ -122,6 +122,15 @@ def test_golden_notify_sipfrag_body() -> None:
     assert m.headers.get("Event") == "refer;id=93809824"
 
 
+def test_an_event_id_round_trips_from_the_compact_form() -> None:
+    """RFC 3515 §2.4.6's ``Event: refer;id=`` as a phone may send it (``o``, RFC 3261 §7.3.3)
+    comes back under the full name with its parameter untouched."""
+    m = parse_request(options("o: refer;id=93809824"))
+    assert m.headers.get("Event") == "refer;id=93809824"
+    assert b"\r\nEvent: refer;id=93809824\r\n" in bytes(m)
+    assert bytes(parse_message(bytes(m))) == bytes(m)
+
+
 def test_golden_register_authorization_is_not_split_on_commas() -> None:
     m = parse_request((GOLDEN / "register_auth.sip").read_bytes())
     (authorization,) = m.headers.get_all("Authorization")

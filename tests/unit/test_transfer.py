@@ -611,7 +611,8 @@ def test_a_failed_notify_ends_the_refer_subscription_but_not_the_transfer(
         h.feed(answer(trying, status, tag=""), CALLEE)
     call = next(iter(h.core.calls.values()))
     notes = [(e.kind, e.data) for e in call.history if e.kind == "refer_subscription_ended"]
-    assert notes == [("refer_subscription_ended", {"leg": "b1", "status": status or 408})]
+    ended = {"leg": "b1", "refer_id": 2, "status": status or 408}
+    assert notes == [("refer_subscription_ended", ended)]
     (wanted,) = h.core.take_transfer_requests()
     transfer(h, dest(TARGET), refer_leg=wanted.refer_leg)
     target_invite = next(m for m in h.sent_to(TARGET) if isinstance(m, Request))
