@@ -41,7 +41,7 @@ GROUP = "bridge._native"
 COMPILED = (
     *("sip/*.py", "sip/transaction/*.py", "calls/*.py"),
     *("media/rtp.py", "media/stats.py", "media/continuity.py", "media/dtmf.py"),
-    *("media/endpoint.py", "media/relay.py"),
+    *("media/endpoint.py", "media/relay.py", "media/silence.py"),
 )
 """What is compiled (globs under ``bridge/``): the path of every SIP message and RTP packet."""
 NOT_COMPILED = frozenset({"sip/errors.py"})

@@ -89,7 +89,9 @@ class Media(Protocol):
         """Detect this leg's DTMF but do not pass it on (the agent's transfer key)."""
 
     def conference(self, legs: list[MediaLeg]) -> None:
-        """Everyone in ``legs`` hears everyone else (a three-way call)."""
+        """Everyone in ``legs`` hears everyone else (a three-way call). When some of them
+        already share a conference holding no one else, it grows: they hear no gap and keep
+        their modes; new members start at ``full``."""
 
     def set_mode(self, leg: MediaLeg, mode: MixMode, whisper_to: MediaLeg | None = None) -> None:
         """Who hears ``leg`` in its conference: everyone (``full``), no one (``listen``), or

@@ -388,9 +388,9 @@ class SuperviseDesk:
 
     def _mix(self, call: Call) -> bool:
         """One conference of the parties and every joined supervisor, each in its mode; False
-        (nothing done) with no supervisor joined, or no one to hear. The media port makes a
-        conference of a whole list and starts everyone in it at ``full``, so a supervisor
-        joining (or the parties changing) rebuilds it and sets every supervisor's mode anew."""
+        (nothing done) with no supervisor joined, or no one to hear. The media port grows the
+        conference those already in it share (no gap for them) or makes a new one when the
+        parties changed; either way every supervisor's mode is set anew."""
         joined = [s for s in self.of_call(call.call_id) if s.state is SupervisionState.JOINED]
         parties = self.parties(call)
         if not joined or len(parties) < 2 or self._consulting(call):

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING
 from bridge.media import g711
 from bridge.media.continuity import StreamContinuity
 from bridge.media.dtmf import DtmfDetector, DtmfDigit, TelephoneEvent
-from bridge.media.mixer import FRAME_SAMPLES
+from bridge.media.mixer import FRAME_SAMPLES, FRAME_SECONDS, Samples
 from bridge.media.rtp import (
     RTCP_SDES,
     MalformedPacketError,
@@ -75,6 +75,8 @@ MAX_DATAGRAM = 2048
 _UNSPEC_ADDRESS = struct.pack("=H26x", socket.AF_UNSPEC)  # as long as a sockaddr_in6
 _libc = ctypes.CDLL(None, use_errno=True)
 _TRANSCODE = g711.TRANSCODE_TABLES
+_LEAD_IN_FRESH = 2 * FRAME_SECONDS
+"""A relayed packet older than this is not repeated: the phone paused (silence suppression)."""
 
 
 @dataclass(slots=True)
@@ -108,6 +110,7 @@ class MediaEndpoint:
         "_generated_sequence",
         "_generated_timestamp",
         "_hold",
+        "_last_relayed",
         "_last_sender_report",
         "_latched",
         "_latched_ssrc",
@@ -182,6 +185,7 @@ class MediaEndpoint:
         self._latched_ssrc: int | None = None
         self._rtcp_latched = False
         self._peer: MediaEndpoint | None = None
+        self._last_relayed: bytes | None = None
         self._conference: Conference | None = None
         self._hold: AudioSource | None = None
         self._resume_to: ResumeTo = None
@@ -323,6 +327,8 @@ class MediaEndpoint:
         peer = self._peer
         if peer is not None:
             peer._relay_from(data, payload_type, is_event, ssrc, sequence, timestamp, now)
+            if not is_event:
+                self._last_relayed = data
         elif self._conference is not None and not is_event and g711.is_g711(payload_type):
             try:
                 start, end = payload_bounds(data)
@@ -330,6 +336,23 @@ class MediaEndpoint:
                 relay.counters.malformed += 1
                 return
             self._conference.mixer.push(self, g711.decode(payload_type, data[start:end]))
+
+    def lead_in(self, now: float) -> Samples | None:
+        """The audio this leg's peer heard last, when the leg is relayed and still talking.
+
+        A leg moving from a relay into a conference starts its playout buffer with it, so its
+        listeners hear those 20 ms again rather than the silence of a buffer filling up."""
+        data, last = self._last_relayed, self.last_received_at
+        if self._peer is None or data is None or last is None or now - last > _LEAD_IN_FRESH:
+            return None
+        payload_type = data[1] & 0x7F
+        if not g711.is_g711(payload_type):
+            return None
+        try:
+            start, end = payload_bounds(data)
+        except MalformedPacketError:
+            return None
+        return g711.decode(payload_type, data[start:end])
 
     def _latch(self, addr: Address, ssrc: int, now: float) -> bool:
         relay = self.relay

@@ -82,13 +82,27 @@ class Mixer:
         return p.mode, p.whisper_to
 
     def add(
-        self, key: Hashable, mode: MixMode = MixMode.FULL, *, whisper_to: Hashable | None = None
+        self,
+        key: Hashable,
+        mode: MixMode = MixMode.FULL,
+        *,
+        whisper_to: Hashable | None = None,
+        lead_in: Samples | None = None,
     ) -> None:
+        """``lead_in``: audio the participant's listeners heard last before it joined (it was
+        relayed to them); it plays at once, so joining is heard as that audio again rather
+        than as silence while the buffer fills to its priming level."""
         if key in self._participants:
             raise ValueError(f"{key!r} is already in the conference")
-        self._participants[key] = _Participant(
+        participant = _Participant(
             mode=mode, whisper_to=None, buffer=np.zeros(self.max_samples, dtype=np.int16)
         )
+        if lead_in is not None and len(lead_in):
+            audio = lead_in[-FRAME_SAMPLES:]
+            participant.buffer[: len(audio)] = audio
+            participant.fill = len(audio)
+            participant.playing = True
+        self._participants[key] = participant
         self.set_mode(key, mode, whisper_to=whisper_to)
 
     def set_mode(self, key: Hashable, mode: MixMode, *, whisper_to: Hashable | None = None) -> None:

@@ -25,7 +25,7 @@ buffer cost several microseconds per packet, and a relay has no use for bufferin
 frame is a useless frame), so a send that would block is dropped and counted. A sweep every
 ``sweep_interval`` unlocks legs whose source went quiet (see :mod:`bridge.media.endpoint`),
 sends RTCP reports and reports legs that have been silent for ``timeout_after`` (see
-:func:`media_silence`: a held leg only once its phone has shown that it sends RTCP).
+:mod:`bridge.media.silence`: a held leg only once its phone has shown that it sends RTCP).
 
 Ports go back to the pool in :meth:`MediaRelay.release`. Creating, binding and closing two
 sockets are six system calls per leg, so a relay made with ``reuse_after`` *parks* a released
@@ -46,7 +46,6 @@ import socket
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping
-from typing import NamedTuple
 
 import numpy as np
 
@@ -61,6 +60,7 @@ from bridge.media.endpoint import (
 )
 from bridge.media.mixer import FRAME_SAMPLES, FRAME_SECONDS, Mixer, MixMode, mix_batch
 from bridge.media.ports import PortPool, PortPoolExhaustedError
+from bridge.media.silence import media_silence
 from bridge.media.tone import AudioSource, LoopSource, Samples
 
 __all__ = [
@@ -69,8 +69,6 @@ __all__ = [
     "MediaRelay",
     "PortPoolExhaustedError",
     "RelayCounters",
-    "Silence",
-    "media_silence",
 ]
 
 log = logging.getLogger(__name__)
@@ -96,58 +94,6 @@ class _ParkedPair:
         self.parked_at = parked_at
 
 
-class Silence(NamedTuple):
-    """One sweep's verdict on a leg's media timeout, and the leg's quiet-spell clock after it."""
-
-    due: bool
-    """Report the leg to ``on_timeout`` now."""
-    since: float | None
-    """When the clock of the current spell started; None: the leg is not watched."""
-    reported: float | None
-    """The start of the last spell reported, so a spell is reported once."""
-
-
-def media_silence(
-    *,
-    relayed: bool,
-    held: bool,
-    last_rtp: float | None,
-    last_rtcp: float | None,
-    since: float | None,
-    reported: float | None,
-    now: float,
-    timeout: float,
-) -> Silence:
-    """Whether a leg has sent neither RTP nor RTCP for ``timeout``, once per quiet spell.
-
-    A phone that lost power or network never sends BYE: its silence is the only sign. RTCP
-    counts because a phone with silence suppression sends no RTP while its user listens, but
-    keeps reporting (RFC 3550 §6.2). Which legs are watched:
-
-    - a relayed leg (a peer or a conference seat), from the first sweep that sees it relayed,
-      so a call whose phone never sent anything times out too;
-    - a held leg whose phone has sent RTCP during the call (``last_rtcp`` set), from the first
-      sweep that sees it held. Its phone may stop RTP on hold (RFC 3264 §8.4, recvonly or
-      inactive) but RTCP goes on (RFC 3550 §6, RFC 3264 §5.1), so a phone that reports and
-      falls silent while held is gone. A held leg whose phone never sent RTCP is exempt:
-      many trunks and gateways send none, and its silence cannot be told from policy;
-    - no other leg (relayed to no one).
-
-    A pure function of the leg's state and ``now``; the caller keeps ``since`` and
-    ``reported`` and restarts the clock (``since=None``) when a hold starts or ends and when
-    the leg gets a new remote (:meth:`MediaEndpoint.set_remote`).
-    """
-    watched = last_rtcp is not None if held else relayed
-    if not watched:
-        return Silence(False, None, reported)
-    if since is None:
-        since = now
-    heard = max(since, last_rtp or 0.0, last_rtcp or 0.0)
-    if now - heard < timeout or reported == heard:
-        return Silence(False, since, reported)
-    return Silence(True, since, heard)
-
-
 ResumeTo = MediaEndpoint | tuple["Conference", MixMode, MediaEndpoint | None] | None
 """What a held endpoint heard before the hold: a peer, a conference seat, or nothing."""
 
@@ -169,14 +115,16 @@ class Conference:
         mode: MixMode = MixMode.FULL,
         *,
         whisper_to: MediaEndpoint | None = None,
+        lead_in: Samples | None = None,
     ) -> None:
+        """``lead_in``: see :meth:`MediaEndpoint.lead_in`, taken before anyone was detached."""
         relay = self.relay
         relay._check_own(endpoint)
         if endpoint in self.mixer:
             self.mixer.set_mode(endpoint, mode, whisper_to=whisper_to)
             return
         relay._detach(endpoint)
-        self.mixer.add(endpoint, mode, whisper_to=whisper_to)
+        self.mixer.add(endpoint, mode, whisper_to=whisper_to, lead_in=lead_in)
         endpoint._conference = self
         endpoint.out.switch()
         relay._conferences.add(self)
@@ -435,18 +383,37 @@ class MediaRelay:
         *,
         whisper_to: Mapping[MediaEndpoint, MediaEndpoint] | None = None,
     ) -> Conference:
-        """Put endpoints in a new conference; ``modes`` default to ``full``."""
-        conference = Conference(self)
+        """Put endpoints in one conference; ``modes`` default to ``full``.
+
+        When some of them already share a conference and it holds no one else, it grows
+        instead: those already talking keep their playout buffers (and their modes, unless
+        ``modes`` names them), so a supervisor or a third party joining costs them no gap,
+        where a new conference would start every buffer empty again (two frames of silence).
+        """
         members = list(endpoints)
         modes = modes or {}
         whisper_to = whisper_to or {}
+        conference = self._growing(members)
+        now = time.monotonic()
+        lead_ins = {endpoint: endpoint.lead_in(now) for endpoint in members}
         for endpoint in members:
-            conference.add(endpoint, MixMode.FULL)
-        for endpoint in members:
-            mode = modes.get(endpoint, MixMode.FULL)
-            if mode is not MixMode.FULL:
+            if endpoint not in conference.mixer:
+                conference.add(endpoint, MixMode.FULL, lead_in=lead_ins[endpoint])
+        for endpoint, mode in modes.items():
+            if endpoint in conference.mixer:
                 conference.set_mode(endpoint, mode, whisper_to=whisper_to.get(endpoint))
         return conference
+
+    def _growing(self, members: list[MediaEndpoint]) -> Conference:
+        """The conference ``members`` already share, if it holds only members; else a new one."""
+        for endpoint in members:
+            self._check_own(endpoint)
+        current = {e._conference for e in members if e._conference is not None}
+        if len(current) == 1:
+            (conference,) = current
+            if set(conference.members) <= set(members):
+                return conference
+        return Conference(self)
 
     def play_hold(self, endpoint: MediaEndpoint, source: AudioSource | Samples) -> None:
         """The endpoint hears ``source`` (a tone, a looped WAV) instead of anyone.

@@ -39,6 +39,7 @@ from bridge.media.rtp import (
     OtherRtcp,
     ReceiverReport,
     ReportBlock,
+    RtpPacket,
     parse_rtcp,
     parse_rtp,
     serialize_rtcp,
@@ -407,6 +408,57 @@ async def test_three_party_conference_each_hears_the_other_two(
     assert hears(supervisor) == {500.0, 1000.0, 1500.0}
     assert {p.payload_type for _, p in agent.received} == {g711.PCMU}
     assert len(relay.tick_lateness) >= 40
+
+
+async def test_a_call_becoming_a_three_way_call_has_no_silent_frame(
+    relay: MediaRelay, phones: list[Phone]
+) -> None:
+    caller, agent = phones[:2]
+    caller_leg, agent_leg, officer_leg = await legs(relay, phones, g711.PCMA, g711.PCMA, g711.PCMA)
+    relay.connect(caller_leg, agent_leg)
+    talking = asyncio.create_task(
+        stream(agent, agent_leg, sine(1000.0, 1.2), payload_type=g711.PCMA, ssrc=7)
+    )
+    await caller.wait_for_packets(15)
+    relay.conference([caller_leg, agent_leg, officer_leg])
+    joined_at = len(caller.received)
+    await talking
+    await caller.wait_for_packets(joined_at + 20)
+    frames = [p for _, p in caller.received[joined_at - 10 : joined_at + 20]]
+    assert _loudest_silence(frames) > 1000.0, "the caller heard a gap as the call was mixed"
+
+
+def _loudest_silence(frames: list[RtpPacket]) -> float:
+    """The quietest frame's mean level: a frame of silence in a steady tone shows as ~0."""
+    return min(float(np.abs(g711.decode(p.payload_type, p.payload)).mean()) for p in frames)
+
+
+async def test_a_supervisor_joining_a_conference_costs_those_talking_no_gap(
+    relay: MediaRelay, phones: list[Phone]
+) -> None:
+    caller, agent, _, supervisor = phones
+    caller_leg, agent_leg, officer_leg, supervisor_leg = await legs(
+        relay, phones, g711.PCMA, g711.PCMA, g711.PCMA, g711.PCMA
+    )
+    conference = relay.conference(
+        [caller_leg, agent_leg, officer_leg], {officer_leg: MixMode.LISTEN}
+    )
+    talking = asyncio.create_task(
+        stream(agent, agent_leg, sine(1000.0, 1.2), payload_type=g711.PCMA, ssrc=7)
+    )
+    await caller.wait_for_packets(15)
+    grown = relay.conference([caller_leg, agent_leg, officer_leg, supervisor_leg])
+    joined_at = len(caller.received)
+    await talking
+    await caller.wait_for_packets(joined_at + 20)
+    frames = [p for _, p in caller.received[joined_at - 10 : joined_at + 20]]
+    assert _loudest_silence(frames) > 1000.0, "a silent frame where the supervisor joined"
+    assert grown is conference
+    assert conference.mixer.mode_of(officer_leg)[0] is MixMode.LISTEN, "modes stay as they were"
+    await supervisor.wait_for_packets(10)
+    assert peak_frequency(decode_all([p for _, p in supervisor.received[-10:]])) == (
+        pytest.approx(1000.0, abs=10)
+    )
 
 
 async def test_held_party_hears_the_hold_tone(relay: MediaRelay, phones: list[Phone]) -> None:

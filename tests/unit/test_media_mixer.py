@@ -150,6 +150,27 @@ def test_thirty_ms_packets_play_without_gaps() -> None:
     assert np.array_equal(played, source[: len(played)])
 
 
+def test_a_relayed_speaker_joining_plays_its_lead_in_instead_of_silence() -> None:
+    # The agent was relayed straight to the caller; the caller heard frame 9 last.
+    mixer = Mixer()
+    mixer.add("caller", lead_in=tone(500.0, 9))
+    mixer.add("agent", lead_in=tone(1000.0, 9))
+    mixer.add("officer")
+    first = mixer.mix()
+    assert heard(first["caller"]) == {1000.0}, "frame 9 again, not silence"
+    assert heard(first["officer"]) == {500.0, 1000.0}
+    mixer.push("caller", tone(500.0, 10))
+    mixer.push("agent", tone(1000.0, 10))
+    second = mixer.mix()
+    assert np.array_equal(second["caller"], tone(1000.0, 10)), "then straight on"
+
+
+def test_a_new_speaker_without_lead_in_primes_its_buffer_first() -> None:
+    mixer = conference(caller=MixMode.FULL, agent=MixMode.FULL)
+    mixer.push("agent", tone(1000.0, 0))
+    assert not mixer.mix()["caller"].any(), "one frame is under the priming level"
+
+
 def test_overfull_buffer_drops_old_audio_to_bound_delay() -> None:
     mixer = Mixer(prime_samples=320, max_samples=800)
     mixer.add("caller")

@@ -1,10 +1,10 @@
-"""The media timeout's verdict (:func:`bridge.media.relay.media_silence`) on a fake clock."""
+"""The media timeout's verdict (:func:`bridge.media.silence.media_silence`) on a fake clock."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bridge.media.relay import media_silence
+from bridge.media.silence import media_silence
 
 TIMEOUT = 30.0
 
