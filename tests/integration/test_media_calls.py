@@ -22,6 +22,7 @@ import pytest
 from integration.bridge_under_test import (
     ADMIN_HEADERS,
     BridgeUnderTest,
+    CallWatcher,
     seat_group_plan,
     sipp_caller,
 )
@@ -191,6 +192,17 @@ def endpoint(call: Call, leg_id: str) -> MediaEndpoint:
     return media
 
 
+async def caller_streaming(
+    service: BridgeUnderTest, calls: CallWatcher, caller_rtp: RtpPeer
+) -> tuple[str, Call]:
+    """Once the call is answered, the caller's phone streams to the bridge's port for it."""
+    call_id = await calls.answered()
+    call = call_of(service, call_id)
+    caller_media = endpoint(call, call.caller_leg)
+    caller_rtp.stream((caller_media.host, caller_media.port))
+    return call_id, call
+
+
 # -- 1. PCMA streamed by SIPp, echoed by SIPp -------------------------------------------------
 
 
@@ -260,10 +272,7 @@ async def test_alaw_caller_reaches_a_ulaw_callee_transcoded(
     caller = caller_at_port(tmp_path, ports, caller_port, duration_ms=2500, timeout=15)
     service, calls = await call_through_bridge(bridge, caller, callee)
     try:
-        call_id = await calls.answered()
-        call = call_of(service, call_id)
-        caller_media = endpoint(call, call.caller_leg)
-        caller_rtp.stream((caller_media.host, caller_media.port))
+        await caller_streaming(service, calls, caller_rtp)
         await caller_rtp.wait_packets(50, within=5, what="caller hears the callee")
         assert {p.payload_type for p in caller_rtp.received} == {g711.PCMA}
         assert caller_rtp.heard(caller_rtp.received[-40:]) == pytest.approx(1600, abs=25)
@@ -304,10 +313,8 @@ async def transfer_to_ulaw_target(
         bridge, caller, agent, target, extra_plan=TARGET_PLATFORM.format(port=target.port)
     )
     try:
-        call_id = await calls.answered()
-        call = call_of(service, call_id)
-        caller_media = endpoint(call, call.caller_leg)
-        caller_rtp.stream((caller_media.host, caller_media.port))
+        call_id, call = await caller_streaming(service, calls, caller_rtp)
+        caller_codec = endpoint(call, call.caller_leg).codec
         await wait_until(
             lambda: len(agent_rtp.received) >= 40 and len(caller_rtp.received) >= 40,
             within=5,
@@ -335,7 +342,7 @@ async def transfer_to_ulaw_target(
             agent=agent_rtp,
             target=target_rtp,
             transferred_at=transferred_at,
-            caller_codec=caller_media.codec,
+            caller_codec=caller_codec,
             target_codec=target_codec,
         )
     finally:
@@ -410,9 +417,7 @@ async def test_failed_transfer_leaves_the_caller_talking_with_the_agent(
         t1_ms=50,  # an unreachable target gives up after 64*T1 = 3.2 s
     )
     try:
-        call_id = await calls.answered()
-        caller_media = endpoint(call_of(service, call_id), call_of(service, call_id).caller_leg)
-        caller_rtp.stream((caller_media.host, caller_media.port))
+        call_id, _ = await caller_streaming(service, calls, caller_rtp)
         await agent_rtp.wait_packets(20, within=5, what="the agent hears the caller")
         assert service.service is not None
         live = service.service.hub.subscribe(everything=True)

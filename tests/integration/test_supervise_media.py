@@ -17,7 +17,13 @@ import numpy as np
 import pytest
 from integration.bridge_under_test import ADMIN_HEADERS, BridgeUnderTest
 from integration.media_peers import answer_at_port, call_through_bridge, caller_at_port
-from integration.test_media_calls import RATE, Received, RtpPeer, call_of, endpoint, rtp_peer
+from integration.test_media_calls import (
+    RATE,
+    Received,
+    RtpPeer,
+    caller_streaming,
+    rtp_peer,
+)
 from peers.ports import PortAllocator
 from peers.process import wait_until
 from peers.sipp import SippRun
@@ -151,10 +157,7 @@ async def test_supervisor_listens_then_whispers_then_barges(
     peers = {"caller": caller_rtp, "agent": agent_rtp, "supervisor": supervisor_rtp}
     codecs = {"caller": g711.PCMA, "agent": g711.PCMA, "supervisor": g711.PCMU}
     try:
-        call_id = await calls.answered()
-        call = call_of(service, call_id)
-        caller_media = endpoint(call, call.caller_leg)
-        caller_rtp.stream((caller_media.host, caller_media.port))
+        call_id, _ = await caller_streaming(service, calls, caller_rtp)
         await wait_until(
             lambda: len(agent_rtp.received) >= 25 and len(caller_rtp.received) >= 25,
             within=5,
@@ -240,10 +243,7 @@ async def test_two_supervisors_listen_and_barge_then_one_whispers(
         "caller": g711.PCMA, "agent": g711.PCMA, "supervisor": g711.PCMU, "trainer": g711.PCMA,
     }  # fmt: skip
     try:
-        call_id = await calls.answered()
-        call = call_of(service, call_id)
-        caller_media = endpoint(call, call.caller_leg)
-        caller_rtp.stream((caller_media.host, caller_media.port))
+        call_id, _ = await caller_streaming(service, calls, caller_rtp)
         await wait_until(
             lambda: len(agent_rtp.received) >= 25 and len(caller_rtp.received) >= 25,
             within=5,
@@ -310,10 +310,7 @@ async def test_busy_supervisor_leaves_caller_and_agent_talking(
     plan = SUPERVISOR_PLATFORM.format(port=supervisor.port)
     service, calls = await call_through_bridge(bridge, caller, agent, supervisor, extra_plan=plan)
     try:
-        call_id = await calls.answered()
-        call = call_of(service, call_id)
-        caller_media = endpoint(call, call.caller_leg)
-        caller_rtp.stream((caller_media.host, caller_media.port))
+        call_id, _ = await caller_streaming(service, calls, caller_rtp)
         await agent_rtp.wait_packets(20, within=5, what="the agent hears the caller")
         assert service.service is not None
         live = service.service.hub.subscribe(everything=True)
