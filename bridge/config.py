@@ -110,6 +110,9 @@ class SidecarConfig(_Strict):
 
 class StorageConfig(_Strict):
     url: str = "sqlite:///var/bridge.sqlite3"
+    max_connections: int = Field(default=8, ge=1, le=200)
+    """PostgreSQL: connections this node holds at most (the server's max_connections is shared
+    by every node). SQLite uses one writer thread whatever this says."""
 
     @field_validator("url")
     @classmethod

@@ -78,7 +78,10 @@ class Service:
         return self.engine.media.media_figures()
 
     async def start(self) -> None:
-        self.store = await open_store(self.config.storage.url, base_dir=self.config.base_dir)
+        storage = self.config.storage
+        self.store = await open_store(
+            storage.url, base_dir=self.config.base_dir, max_connections=storage.max_connections
+        )
         app = create_app(
             store=self.store,
             control=self,

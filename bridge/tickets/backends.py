@@ -9,13 +9,13 @@ from bridge.tickets.sqlite_store import SqliteTicketStore, path_from_url
 from bridge.tickets.store import TicketDatabase
 
 
-async def open_store(url: str, *, base_dir: Path) -> TicketDatabase:
+async def open_store(url: str, *, base_dir: Path, max_connections: int = 8) -> TicketDatabase:
     """Open (and migrate) the store; a relative SQLite path is relative to ``base_dir``."""
     if url.startswith("postgresql://"):
         # Imported here so the embedded default never loads the PostgreSQL driver.
         from bridge.tickets.postgres_store import PostgresTicketStore
 
-        return await PostgresTicketStore.open(url)
+        return await PostgresTicketStore.open(url, max_connections=max_connections)
     path = Path(path_from_url(url))
     if not path.is_absolute():
         path = base_dir / path

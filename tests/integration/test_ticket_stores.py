@@ -314,6 +314,66 @@ async def test_postgres_migrates_an_older_database_and_nodes_migrate_once(
             await n.close()
 
 
+@pytest.mark.peers("postgres")
+async def test_a_node_holds_no_more_postgres_connections_than_configured(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """Several nodes share the server's connection limit: a node's requests queue for its
+    own connections rather than open more."""
+    store = await open_store(postgres_url, base_dir=tmp_path, max_connections=2)
+    assert isinstance(store, pg.PostgresTicketStore)
+    try:
+        await accepted(store, "T1")
+        async with (
+            await psycopg.AsyncConnection.connect(postgres_url) as holder,
+            # pg_stat_activity stays as first read for the rest of a transaction: watch from
+            # outside the holder's.
+            await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as watcher,
+        ):
+            await holder.execute("SELECT 1 FROM tickets WHERE id = 'T1' FOR UPDATE")
+            updates = [
+                asyncio.create_task(
+                    store.update(
+                        "T1",
+                        lambda t, n=n: lifecycle.add_feedback(
+                            t, outcome=f"call back {n}", actor="110", now=NOW + 10
+                        ),
+                    )
+                )
+                for n in range(6)
+            ]
+
+            async def blocked() -> tuple[int, int, int]:
+                """(connections waiting on the row lock, requests queued in the node, the
+                node's connections)"""
+                cursor = await watcher.execute(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+                row = await cursor.fetchone()
+                stats = store._pool.get_stats()
+                locked = int(row[0]) if row else 0
+                return locked, stats.get("requests_waiting", 0), stats.get("pool_size", 0)
+
+            # The pool grows one connection at a time while requests queue: wait until it
+            # has stopped growing (at its limit) or every update holds a connection.
+            state = await blocked()
+            deadline = asyncio.get_running_loop().time() + 10
+            while asyncio.get_running_loop().time() < deadline:
+                locked, queued, size = state
+                if locked == 6 or (locked + queued == 6 and locked == size == 2):
+                    break
+                state = await blocked()
+            await holder.rollback()
+        await asyncio.gather(*updates)
+        ticket = await store.get("T1")
+    finally:
+        await store.close()
+    assert state == (2, 4, 2), "two updates on the node's two connections, four queued"
+    assert ticket is not None
+    assert len(ticket.feedback) == 6
+
+
 async def test_an_unreachable_postgres_is_one_line_naming_host_and_port(
     ports: PortAllocator,
 ) -> None:

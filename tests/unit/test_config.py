@@ -95,3 +95,17 @@ def test_media_workers_are_off_by_default_and_need_their_share_of_ports(tmp_path
     path.write_text(head + "workers = -1\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"bridge\.toml:4: media\.workers"):
         load_config(path)
+
+
+def test_a_storage_connection_limit_outside_1_to_200_is_refused_with_its_line(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "bridge.toml"
+    head = '[sidecar]\nlink_secret = "0123456789abcdef0123"\n[storage]\n'
+    path.write_text(head, encoding="utf-8")
+    assert load_config(path).storage.max_connections == 8
+    path.write_text(head + 'url = "postgresql://b@db/b"\nmax_connections = 3\n', encoding="utf-8")
+    assert load_config(path).storage.max_connections == 3
+    path.write_text(head + "max_connections = 0\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"bridge\.toml:4: storage\.max_connections"):
+        load_config(path)
