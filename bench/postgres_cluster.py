@@ -128,8 +128,15 @@ class PostgresCluster:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
+    def server_pid(self) -> int | None:
+        """The postmaster's PID (its backends are its children), from postmaster.pid."""
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            return int((self.data / "postmaster.pid").read_text().split()[0])
+        return None
+
     def stop(self) -> None:
-        if self._started:
+        # postmaster.pid too: a start interrupted (Ctrl-C) after pg_ctl launched the server.
+        if self._started or (self.data / "postmaster.pid").exists():
             self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
             self._started = False
         with contextlib.suppress(OSError):
