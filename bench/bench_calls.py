@@ -1,7 +1,7 @@
 """SIPp calls through the bridge, against SIPp direct and Kamailio (stateful ``tm``), one run.
 
 ``python -m bench.bench_calls [--rate 500] [--duration 10] [--hold 10000] [--hold-rate 1000]
-[--skip-kamailio] [--skip-hold]``
+[--skip-kamailio] [--skip-hold] [--storage sqlite|postgresql]``
 
 Three rate runs with the same SIPp built-in UAC and UAS on loopback, each lasting
 ``--duration`` seconds at ``--rate`` calls/s (quote rates only from runs of 10 s or more):
@@ -14,6 +14,9 @@ long ``-d`` pause) while the bridge's resident memory is read from /proc.
 
 The bridge runs as a child process (``bridge run --config``) with a throwaway config and dial
 plan; every child stops by itself (``-m`` calls, ``-timeout``) and is killed by PID otherwise.
+Its tickets and audit log go to a SQLite file in its work directory, or with ``--storage
+postgresql`` to a throw-away PostgreSQL cluster on 127.0.0.1 started and stopped by this script
+(``bench/storage.py``), whose CPU per call is then printed too.
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ import resource
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -36,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.plan import HOTLINE_PLAN, bench_config, bench_plan
+from bench.storage import STORAGES, Storage, StorageUnavailable, opened, unavailable
 from bridge import native
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -175,6 +178,21 @@ def tree_cpu(pids: Sequence[int]) -> float:
     return tree_sum(pids, cpu_seconds)
 
 
+def cpu_by_pid(pids: Sequence[int]) -> dict[int, float]:
+    found: dict[int, float] = {}
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError):
+            found[pid] = cpu_seconds(pid)
+    return found
+
+
+def cpu_used_since(before: dict[int, float], pids: Sequence[int]) -> float:
+    """CPU seconds ``pids`` used since ``before`` was read; a process started since counts
+    whole (a server forks a backend per new connection), one gone since counts nothing."""
+    after = cpu_by_pid(pids)
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SippStats:
     successful: int
@@ -302,6 +320,8 @@ class RateResult:
     rss_kib: int = 0
     refused: int | None = None
     """Calls the bridge refused with 503 (``--max-call-rate``), from its audit log."""
+    store_cpu_per_call: float | None = None
+    """The PostgreSQL server's CPU seconds per call (``--storage postgresql``)."""
 
 
 def raise_fd_limit(limit: int) -> None:
@@ -317,6 +337,8 @@ class Bridge:
     max_call_rate = 0.0
     """The bridge's ``[sip] max_call_rate`` (``--max-call-rate``); when set, the UAC dials the
     non-urgent 12315 (see ``HOTLINE_PLAN``), since calls to 110 are never refused."""
+    storage = Storage("sqlite")
+    """Where every bridge run keeps its tickets (``--storage``); each run gets its own database."""
     media_workers = 0
     """The bridge's ``[media] workers`` (``--media-workers``): its CPU and memory figures are
     then those of the bridge process and its worker processes together."""
@@ -326,6 +348,7 @@ class Bridge:
         self.sip_port = free_port()
         self.http_port = free_port()
         workdir.mkdir(parents=True, exist_ok=True)
+        self.storage_url = self.storage.url(workdir.name.replace("-", "_"))
         (workdir / "plan.toml").write_text(
             bench_plan(
                 caller_port=uac_port,
@@ -342,6 +365,7 @@ class Bridge:
                 extra=f"[scheduling]\nrealtime_priority = {self.realtime_priority}\n",
                 sip_extra=f"max_call_rate = {self.max_call_rate}",
                 media_extra=f"workers = {self.media_workers}",
+                storage_url=self.storage_url,
             )
         )
         self.process: subprocess.Popen[bytes] | None = None
@@ -484,11 +508,13 @@ def rate_bridge(workdir: Path, rate: int, duration: float) -> RateResult:
             wait_bound(callee.port)
             caller.command.insert(1, f"{HOST}:{bridge.sip_port}")
             tree = children_of(pid)  # with media workers, they count too
+            server_before = cpu_by_pid(Bridge.storage.server_pids())  # PostgreSQL's
             user_before, sys_before = tree_cpu_split(tree)
             caller.start()
             caller.wait(duration + 40)
             callee.wait(10)
             user_after, sys_after = tree_cpu_split(tree)
+            server_used = cpu_used_since(server_before, Bridge.storage.server_pids())
             used = user_after - user_before + sys_after - sys_before
             kernel = (sys_after - sys_before) / used if used else None
             rss = tree_rss_kib(tree)
@@ -498,6 +524,9 @@ def rate_bridge(workdir: Path, rate: int, duration: float) -> RateResult:
     stats = caller.stats()
     errors = caller.errors() + ("" if alive else "\nbridge died:\n" + bridge.log_tail())
     per_call = used / stats.successful if stats and stats.successful else None
+    server_per_call = (
+        server_used / stats.successful if server_before and stats and stats.successful else None
+    )
     return RateResult(
         label="bridge (B2BUA)",
         stats=stats,
@@ -505,16 +534,14 @@ def rate_bridge(workdir: Path, rate: int, duration: float) -> RateResult:
         errors=errors,
         rss_kib=rss,
         kernel_share=kernel,
-        refused=refused_calls(workdir / "bridge-rate" / "bridge.sqlite3")
-        if Bridge.max_call_rate
-        else None,
+        refused=refused_calls(bridge) if Bridge.max_call_rate else None,
+        store_cpu_per_call=server_per_call,
     )
 
 
-def refused_calls(database: Path) -> int:
-    with contextlib.closing(sqlite3.connect(database)) as db:
-        row = db.execute("SELECT count(*) FROM audit_log WHERE kind = 'call.refused'").fetchone()
-    return int(row[0])
+def refused_calls(bridge: Bridge) -> int:
+    """Calls the bridge refused (``call.refused`` in its audit log, SQLite or PostgreSQL)."""
+    return Bridge.storage.audit_count(bridge.storage_url, "call.refused", base_dir=bridge.workdir)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -612,6 +639,8 @@ def describe(result: RateResult) -> str:
             line += f" ({result.kernel_share:.0%} kernel)"
     if result.rss_kib:
         line += f"  RSS {result.rss_kib / 1024:.0f} MiB"
+    if result.store_cpu_per_call is not None:
+        line += f"  PostgreSQL CPU {result.store_cpu_per_call * 1e3:.3f} ms/call"
     if result.refused is not None:
         line += f"  ({result.refused} of the ok refused with 503)"
     if stats.failures:
@@ -621,6 +650,70 @@ def describe(result: RateResult) -> str:
 
 def ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}" if a and b else "n/a"
+
+
+def run_benches(args: argparse.Namespace, workdir: Path) -> bool:
+    """The rate and hold runs ``args`` asks for; True when the bridge failed calls."""
+    failed = False
+    if not args.skip_rate:
+        print(
+            f"Rate: {args.rate} calls/s offered for {args.duration:.0f} s, SIPp built-in "
+            "uac -> uas on loopback (2 cores shared with the load generators), bridge "
+            f"real-time priority {args.realtime_priority or 'none'}, media workers "
+            f"{args.media_workers or 'none'}, call core {native.status()}, ticket store "
+            f"{Bridge.storage.describe()}"
+        )
+        results: list[RateResult] = []
+        if not args.skip_direct:
+            results.append(rate_direct(workdir, args.rate, args.duration))
+            print("  " + describe(results[-1]), flush=True)
+        if not args.skip_kamailio:
+            results.append(rate_kamailio(workdir, args.rate, args.duration))
+            print("  " + describe(results[-1]), flush=True)
+        bridged = rate_bridge(workdir, args.rate, args.duration)
+        results.append(bridged)
+        print("  " + describe(bridged), flush=True)
+        if bridged.stats is None or bridged.stats.failed or bridged.errors.strip():
+            failed = bridged.stats is None or bridged.stats.failed > 0
+            if bridged.errors.strip():
+                print("  bridge run errors (SIPp error log tail):")
+                print("    " + bridged.errors.strip().replace("\n", "\n    "))
+        for other in results[:-1]:
+            theirs = other.stats.rate if other.stats else None
+            mine = bridged.stats.rate if bridged.stats else None
+            line = f"  bridge / {other.label}: rate {ratio(mine, theirs)}"
+            if other.cpu_per_call is not None:
+                line += f", CPU per call {ratio(bridged.cpu_per_call, other.cpu_per_call)}"
+            print(line)
+    if not args.skip_hold and args.hold > 0:
+        # Each call anchors two RTP/RTCP pairs: 4 sockets. Without CAP_SYS_RESOURCE the hard
+        # limit cannot be raised, which caps the concurrent calls this machine can hold.
+        raise_fd_limit(65536)
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        processes = max(1, args.media_workers)  # each holds its share of the sockets
+        stock = 128 if args.media_workers else 0  # pairs each worker binds ahead
+        if args.hold * 4 // processes + 256 + stock > limit:
+            capped = processes * (limit - 256 - stock) // 4
+            print(f"  open-file limit {limit} (hard): {args.hold} calls capped to {capped}")
+            args.hold = capped
+        print(
+            f"Hold: {args.hold} concurrent calls through the bridge (ramp {args.hold_rate}/s), "
+            f"ticket store {Bridge.storage.describe()}"
+        )
+        held = hold_calls(workdir, args.hold, args.hold_rate)
+        added = held.rss_held_kib - held.rss_idle_kib
+        per_call = added / held.reached if held.reached else 0
+        who = "bridge + media workers" if args.media_workers else "bridge"
+        print(
+            f"  established and held: {held.reached} of {held.target}, failed "
+            f"{held.failed}; {who} RSS idle {held.rss_idle_kib / 1024:.0f} MiB, held "
+            f"{held.rss_held_kib / 1024:.0f} MiB ({per_call:.1f} KiB per call), PSS held "
+            f"{held.pss_held_kib / 1024:.0f} MiB"
+        )
+        if held.errors.strip():
+            print("    " + held.errors.strip().replace("\n", "\n    "))
+        failed = failed or held.failed > 0 or held.reached < held.target
+    return failed
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -634,6 +727,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--skip-rate", action="store_true")
     parser.add_argument("--skip-hold", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument(
+        "--storage",
+        choices=STORAGES,
+        default="sqlite",
+        help="the bridge's ticket store: a SQLite file (default) or a throw-away PostgreSQL "
+        "cluster on 127.0.0.1 that this script starts and stops",
+    )
     parser.add_argument(
         "--realtime-priority",
         type=int,
@@ -669,65 +769,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not BRIDGE.exists():
         print(f"bench_calls: {BRIDGE.relative_to(ROOT)} missing (run `make venv`); skipped")
         return 0
+    reason = unavailable(args.storage)
+    if reason is not None:
+        print(f"bench_calls: --storage {args.storage}: {reason}")
+        return 2
     workdir = Path(tempfile.mkdtemp(prefix="bench-calls-"))
-    failed = False
     try:
-        if not args.skip_rate:
-            print(
-                f"Rate: {args.rate} calls/s offered for {args.duration:.0f} s, SIPp built-in "
-                "uac -> uas on loopback (2 cores shared with the load generators), bridge "
-                f"real-time priority {args.realtime_priority or 'none'}, media workers "
-                f"{args.media_workers or 'none'}, call core {native.status()}"
-            )
-            results: list[RateResult] = []
-            if not args.skip_direct:
-                results.append(rate_direct(workdir, args.rate, args.duration))
-                print("  " + describe(results[-1]), flush=True)
-            if not args.skip_kamailio:
-                results.append(rate_kamailio(workdir, args.rate, args.duration))
-                print("  " + describe(results[-1]), flush=True)
-            bridged = rate_bridge(workdir, args.rate, args.duration)
-            results.append(bridged)
-            print("  " + describe(bridged), flush=True)
-            if bridged.stats is None or bridged.stats.failed or bridged.errors.strip():
-                failed = bridged.stats is None or bridged.stats.failed > 0
-                if bridged.errors.strip():
-                    print("  bridge run errors (SIPp error log tail):")
-                    print("    " + bridged.errors.strip().replace("\n", "\n    "))
-            for other in results[:-1]:
-                theirs = other.stats.rate if other.stats else None
-                mine = bridged.stats.rate if bridged.stats else None
-                line = f"  bridge / {other.label}: rate {ratio(mine, theirs)}"
-                if other.cpu_per_call is not None:
-                    line += f", CPU per call {ratio(bridged.cpu_per_call, other.cpu_per_call)}"
-                print(line)
-        if not args.skip_hold and args.hold > 0:
-            # Each call anchors two RTP/RTCP pairs: 4 sockets. Without CAP_SYS_RESOURCE the hard
-            # limit cannot be raised, which caps the concurrent calls this machine can hold.
-            raise_fd_limit(65536)
-            limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-            processes = max(1, args.media_workers)  # each holds its share of the sockets
-            stock = 128 if args.media_workers else 0  # pairs each worker binds ahead
-            if args.hold * 4 // processes + 256 + stock > limit:
-                capped = processes * (limit - 256 - stock) // 4
-                print(f"  open-file limit {limit} (hard): {args.hold} calls capped to {capped}")
-                args.hold = capped
-            print(
-                f"Hold: {args.hold} concurrent calls through the bridge (ramp {args.hold_rate}/s)"
-            )
-            held = hold_calls(workdir, args.hold, args.hold_rate)
-            added = held.rss_held_kib - held.rss_idle_kib
-            per_call = added / held.reached if held.reached else 0
-            who = "bridge + media workers" if args.media_workers else "bridge"
-            print(
-                f"  established and held: {held.reached} of {held.target}, failed "
-                f"{held.failed}; {who} RSS idle {held.rss_idle_kib / 1024:.0f} MiB, held "
-                f"{held.rss_held_kib / 1024:.0f} MiB ({per_call:.1f} KiB per call), PSS held "
-                f"{held.pss_held_kib / 1024:.0f} MiB"
-            )
-            if held.errors.strip():
-                print("    " + held.errors.strip().replace("\n", "\n    "))
-            failed = failed or held.failed > 0 or held.reached < held.target
+        with opened(args.storage, free_port()) as storage:
+            Bridge.storage = storage
+            failed = run_benches(args, workdir)
+    except StorageUnavailable as exc:
+        print(f"bench_calls: --storage {args.storage}: {exc}")
+        return 2
     finally:
         if args.keep:
             print(f"work directory kept: {workdir}")

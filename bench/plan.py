@@ -16,7 +16,7 @@ port_max = {media_max}
 listen = "127.0.0.1:{http_port}"
 link_secret = "bench-secret-0123456789-abcdef"
 [storage]
-url = "sqlite:///bridge.sqlite3"
+url = "{storage_url}"
 [registrar]
 realm = "bridge"
 [dialplan]
@@ -82,10 +82,12 @@ def bench_config(
     extra: str = "",
     sip_extra: str = "",
     media_extra: str = "",
+    storage_url: str = "sqlite:///bridge.sqlite3",
 ) -> str:
     """``extra`` is appended as is: TOML tables (e.g. ``[[sidecar.tokens]]``) may follow others;
     ``sip_extra`` goes into ``[sip]`` (``max_call_rate = 450``), ``media_extra`` into
-    ``[media]`` (``workers = 2``)."""
+    ``[media]`` (``workers = 2``); ``storage_url`` is ``[storage] url`` (a file in the run's
+    work directory unless a bench runs with ``--storage postgresql``, see ``bench/storage.py``)."""
     return (
         CONFIG.format(
             sip_port=sip_port,
@@ -94,6 +96,7 @@ def bench_config(
             http_port=http_port,
             sip_extra=sip_extra,
             media_extra=media_extra,
+            storage_url=storage_url,
         )
         + extra
     )
