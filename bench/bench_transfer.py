@@ -1,7 +1,7 @@
 """Transfer-key latency and screen-pop latency through the bridge, on loopback with real sockets.
 
 ``python -m bench.bench_transfer [--rate 50] [--duration 10] [--warmup 1] [--ring 1.0]
-[--hold 1.0] [--keep]``
+[--hold 1.0] [--storage sqlite|postgresql] [--keep]``
 
 The bridge runs as a child process (``bridge run --config``, throwaway config and dial plan).
 This script plays every other party with raw SIP text over UDP on 127.0.0.1:
@@ -10,9 +10,10 @@ This script plays every other party with raw SIP text over UDP on 127.0.0.1:
 - the bridge rings the *agent* (the 110 desk's trunk), which answers at once; ``--press-after``
   seconds after its call started the agent presses the transfer key ``*1`` as two SIP INFOs
   (``application/dtmf-relay``, ``Signal=*`` then, after its 200, ``Signal=1``);
-- the bridge stores a ticket (SQLite) and rings the *target* platform ``12313``, which sends
-  180 at once and 200 after ``--ring`` seconds; the bridge then releases the agent, and the caller
-  hangs up ``--hold`` seconds later;
+- the bridge stores a ticket (SQLite, or with ``--storage postgresql`` a throw-away PostgreSQL
+  cluster on 127.0.0.1 that this script starts and stops, see ``bench/storage.py``) and rings
+  the *target* platform ``12313``, which sends 180 at once and 200 after ``--ring`` seconds; the
+  bridge then releases the agent, and the caller hangs up ``--hold`` seconds later;
 - a WebSocket subscriber (``GET /api/v1/events`` with an agent token of platform 12313, i.e. a
   receiving seat) waits for each ticket's ``ringing`` event (the screen pop).
 
@@ -50,7 +51,9 @@ import aiohttp
 from bench.bench_calls import (
     BRIDGE,
     HOST,
+    cpu_by_pid,
     cpu_seconds,
+    cpu_used_since,
     free_port,
     raise_fd_limit,
     rss_kib,
@@ -68,6 +71,7 @@ from bench.sip_peer import (
     uri_of,
     user_of,
 )
+from bench.storage import STORAGES, Storage, StorageUnavailable, opened, unavailable
 from bench.transfer_report import report
 
 TOKEN = "bench-seat-token-0123456789"
@@ -503,11 +507,16 @@ class Options:
     ring: float
     hold: float
     keep: bool
+    storage: str = "sqlite"
+    """The ``--storage`` asked for."""
 
 
 class BridgeProcess:
-    def __init__(self, workdir: Path, *, caller: int, agent: int, target: int) -> None:
+    def __init__(
+        self, workdir: Path, *, caller: int, agent: int, target: int, storage_url: str
+    ) -> None:
         self.workdir = workdir
+        self.storage_url = storage_url
         (workdir / "plan.toml").write_text(
             bench_plan(
                 caller_port=caller,
@@ -530,6 +539,7 @@ class BridgeProcess:
                     media_min=40000,
                     media_max=60000,
                     extra=SEAT_TOKEN.format(token=TOKEN),
+                    storage_url=self.storage_url,
                 )
             )
             log = (self.workdir / "bridge.log").open("wb")
@@ -565,7 +575,7 @@ class BridgeProcess:
         return "\n".join(text[-lines:])
 
 
-async def run(options: Options, workdir: Path) -> int:
+async def run(options: Options, workdir: Path, storage: Storage) -> int:
     loop = asyncio.get_running_loop()
     scenario = Scenario(
         loop=loop,
@@ -583,6 +593,7 @@ async def run(options: Options, workdir: Path) -> int:
         caller=scenario.caller.port,
         agent=scenario.agent.port,
         target=scenario.target.port,
+        storage_url=storage.url("bench_transfer"),
     )
     total = int(options.rate * (options.warmup + options.duration))
     scenario.expected = total
@@ -597,6 +608,7 @@ async def run(options: Options, workdir: Path) -> int:
         watcher = loop.create_task(watch_screen_pops(url, pops, ready))
         await asyncio.wait_for(ready.wait(), 10)
         cpu_before = cpu_seconds(pid)
+        server_before = cpu_by_pid(storage.server_pids())  # PostgreSQL's, if used
         began = loop.time()
         for index in range(total):
             loop.call_at(began + index / options.rate, scenario.start_call, index)
@@ -608,6 +620,7 @@ async def run(options: Options, workdir: Path) -> int:
         await asyncio.sleep(0.3)  # the last screen pops may trail the last BYE
         elapsed = loop.time() - began
         cpu = cpu_seconds(pid) - cpu_before
+        store_cpu = cpu_used_since(server_before, storage.server_pids()) if server_before else None
         rss = rss_kib(pid)
         lag_task.cancel()
     finally:
@@ -618,7 +631,16 @@ async def run(options: Options, workdir: Path) -> int:
         scenario.close()
         bridge.stop()
     return report(
-        options, scenario, pops, lags, cpu=cpu, rss=rss, elapsed=elapsed, log_tail=bridge.log_tail()
+        options,
+        scenario,
+        pops,
+        lags,
+        cpu=cpu,
+        rss=rss,
+        elapsed=elapsed,
+        log_tail=bridge.log_tail(),
+        store=storage.describe(),
+        store_cpu=store_cpu,
     )
 
 
@@ -631,9 +653,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ring", type=float, default=1.0, help="target rings this long")
     parser.add_argument("--hold", type=float, default=1.0, help="caller stays after transfer")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument(
+        "--storage",
+        choices=STORAGES,
+        default="sqlite",
+        help="the bridge's ticket store: a SQLite file (default) or a throw-away PostgreSQL "
+        "cluster on 127.0.0.1 that this script starts and stops",
+    )
     args = parser.parse_args(argv)
     if not BRIDGE.exists():
         print(f"no bridge executable at {BRIDGE.relative_to(BRIDGE.parents[2])}; run make venv")
+        return 2
+    reason = unavailable(args.storage)
+    if reason is not None:
+        print(f"bench_transfer: --storage {args.storage}: {reason}")
         return 2
     options = Options(
         rate=args.rate,
@@ -643,6 +676,7 @@ def main(argv: list[str] | None = None) -> int:
         ring=args.ring,
         hold=args.hold,
         keep=args.keep,
+        storage=args.storage,
     )
     workdir = Path(tempfile.mkdtemp(prefix="bench-transfer-"))
     try:
@@ -650,7 +684,11 @@ def main(argv: list[str] | None = None) -> int:
             import uvloop
 
             asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-        return asyncio.run(run(options, workdir))
+        with opened(options.storage, free_port()) as storage:
+            return asyncio.run(run(options, workdir, storage))
+    except StorageUnavailable as exc:
+        print(f"bench_transfer: --storage {options.storage}: {exc}")
+        return 2
     finally:
         if options.keep:
             print(f"work directory kept: {workdir}")

@@ -41,7 +41,11 @@ def report(
     rss: int,
     elapsed: float,
     log_tail: str,
+    store: str,
+    store_cpu: float | None = None,
 ) -> int:
+    """``store`` names the bridge's ticket store; ``store_cpu`` is the PostgreSQL server's CPU
+    seconds over the run (None on SQLite, whose work is in the bridge's own CPU)."""
     transfers = sorted(
         {id(t): t for t in scenario.transfers.values()}.values(), key=lambda t: t.index
     )
@@ -79,7 +83,8 @@ def report(
         f"transfer bench: {len(transfers)} calls at {options.rate}/s over "
         f"{options.warmup + options.duration:.0f} s (first {options.warmup:.0f} s = {warm} calls "
         f"are warm-up, not counted); key at +{options.press_after:.2f} s, target rings "
-        f"{options.ring:.2f} s, caller hangs up {options.hold:.2f} s after the transfer"
+        f"{options.ring:.2f} s, caller hangs up {options.hold:.2f} s after the transfer; "
+        f"ticket store {store}"
     )
     print(
         f"  transferred {transferred}, agents released {released}, failed {len(failed)}"
@@ -96,6 +101,11 @@ def report(
     )
     per = cpu / len(transfers) * 1000 if transfers else math.nan
     print(f"  bridge CPU {cpu:.2f} s ({per:.2f} ms per transferred call), RSS {rss // 1024} MiB")
+    if store_cpu is not None:
+        store_per = store_cpu / len(transfers) * 1000 if transfers else math.nan
+        print(
+            f"  PostgreSQL server CPU {store_cpu:.2f} s ({store_per:.2f} ms per transferred call)"
+        )
     a_ok = percentile(key_to_invite, 0.99) < 10
     b_ok = percentile(ringing_to_pop, 0.99) < 50
     print(
