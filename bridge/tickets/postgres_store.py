@@ -46,7 +46,7 @@ from bridge.tickets.sql import (
     update_row,
     update_sql,
 )
-from bridge.tickets.store import AuditEntry, TicketChange, TicketQuery
+from bridge.tickets.store import AuditEntry, PoolFigures, TicketChange, TicketQuery
 
 Connection = psycopg.AsyncConnection[tuple[Any, ...]]
 
@@ -232,6 +232,15 @@ class PostgresTicketStore:
             await pool.close()
             raise unavailable(url, exc) from None
         return cls(pool, url)
+
+    def pool_figures(self) -> PoolFigures:
+        """The pool's connections in use and idle, and the operations queued for one."""
+        stats = self._pool.get_stats()
+        size = stats.get("pool_size", 0)
+        available = stats.get("pool_available", 0)
+        return PoolFigures(
+            in_use=size - available, idle=available, waiting=stats.get("requests_waiting", 0)
+        )
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[Connection]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from bridge.tickets.lifecycle import TicketEvent, Transition
 from bridge.tickets.model import Ticket, TicketState
@@ -95,3 +95,22 @@ class TicketDatabase(TicketStore, Protocol):
         ...
 
     async def schema_version(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PoolFigures:
+    """A connection pool at one moment (a store with a pool: PostgreSQL)."""
+
+    in_use: int
+    """Connections lent to a store operation (or being opened)."""
+    idle: int
+    """Connections open and waiting in the pool."""
+    waiting: int
+    """Store operations queued for a connection (the pool is at ``max_connections``)."""
+
+
+@runtime_checkable
+class PooledStore(Protocol):
+    """A store over a connection pool, which /metrics shows (the SQLite store has none)."""
+
+    def pool_figures(self) -> PoolFigures: ...
