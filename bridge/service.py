@@ -33,6 +33,7 @@ from bridge.sidecar.events import EventHub
 from bridge.sidecar.links import LinkSigner
 from bridge.sidecar.metrics import MetricsRegistry
 from bridge.sip.errors import LocalProtocolError
+from bridge.storage_metrics import MeasuredStore, export_storage_metrics
 from bridge.tickets.backends import open_store
 from bridge.tickets.model import Ticket, TransferMode
 from bridge.tickets.store import AuditEntry, TicketDatabase
@@ -58,6 +59,7 @@ class Service:
         self.store: TicketDatabase | None = None
         self.transfers: TransferCoordinator | None = None
         self._audit_buffer: list[AuditEntry] = []
+        self._audit_writing = 0
         self._audit_writer: asyncio.Task[None] | None = None
         self._runner: web.AppRunner | None = None
         self._calls_total = self.metrics.counter(
@@ -79,9 +81,13 @@ class Service:
 
     async def start(self) -> None:
         storage = self.config.storage
-        self.store = await open_store(
+        opened = await open_store(
             storage.url, base_dir=self.config.base_dir, max_connections=storage.max_connections
         )
+        export_storage_metrics(self.metrics, opened, self._audit_pending)
+        # The sidecar and the transfers use the store through this one wrapper: /metrics times
+        # its writes and counts its failures once.
+        self.store = MeasuredStore(opened, self.metrics)
         app = create_app(
             store=self.store,
             control=self,
@@ -128,10 +134,16 @@ class Service:
             # AUDIT_BATCH_S rather than per burst is a measurable share of a call's CPU.
             await asyncio.sleep(AUDIT_BATCH_S)
             batch, self._audit_buffer = self._audit_buffer, []
+            self._audit_writing = len(batch)
             try:
                 await self.store.append_audit(batch)
             except Exception:
                 log.exception("audit log write failed; %d entries lost", len(batch))
+            finally:
+                self._audit_writing = 0
+
+    def _audit_pending(self) -> int:
+        return len(self._audit_buffer) + self._audit_writing
 
     async def _audit_route(self, request: web.Request) -> web.Response:
         """GET /api/v1/audit?subject=CALL_ID&limit=N: supervisors and admins only."""
