@@ -458,3 +458,98 @@ async def test_two_bridges_on_one_postgres_database_serve_the_same_tickets(
             assert [t["id"] for t in (await listed.json())["tickets"]] == [ticket_id]
     assert body["ticket"]["summary"] == "呼救声"
     assert [e["kind"] for e in body["events"]] == ["created"]
+
+
+# -- the store on /metrics ----------------------------------------------------------------------
+
+
+async def storage_samples(url: str) -> dict[str, float]:
+    """The ticket store's samples of ``GET /metrics`` (bridge_storage_*, bridge_audit_pending)."""
+    async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as resp:
+        assert resp.status == 200
+        text = await resp.text()
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(("bridge_storage_", "bridge_audit_pending")):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    return samples
+
+
+CREATED = 'bridge_storage_operation_seconds_count{operation="create"}'
+UNAVAILABLE = 'bridge_storage_errors_total{kind="store_unavailable"}'
+IN_USE = 'bridge_storage_connections{state="in_use"}'
+IDLE = 'bridge_storage_connections{state="idle"}'
+DRAFT = {"origin": "12345", "category": "criminal", "summary": "呼救声", "destination": "110"}
+
+
+async def test_metrics_time_a_ticket_post_on_sqlite(
+    bridge: Callable[..., Awaitable[BridgeUnderTest]], ports: PortAllocator
+) -> None:
+    node = await bridge(carrier_port=ports.port(), pbx_ports=[ports.port()])
+    before = await storage_samples(node.http_url)
+    assert before.get(CREATED, 0) == 0
+    assert "bridge_audit_pending" in before
+    async with (
+        aiohttp.ClientSession(headers=ADMIN_HEADERS) as session,
+        session.post(f"{node.http_url}/api/v1/tickets", json=DRAFT) as created,
+    ):
+        assert created.status == 201, await created.text()
+    after = await storage_samples(node.http_url)
+    assert after[CREATED] == 1
+    assert after['bridge_storage_operation_seconds_bucket{operation="create",le="+Inf"}'] == 1
+    assert 0 < after['bridge_storage_operation_seconds_sum{operation="create"}'] < 5
+    # No pool on SQLite, and no failure.
+    assert not [name for name in after if "connections" in name or "waiting" in name]
+    assert not [name for name in after if name.startswith("bridge_storage_errors_total")]
+
+
+@pytest.mark.peers("postgres")
+async def test_metrics_show_the_postgres_pool_and_count_a_lost_connection(
+    bridge: Callable[..., Awaitable[BridgeUnderTest]],
+    ports: PortAllocator,
+    postgres_url: str,
+) -> None:
+    """The bridge's connection is killed while its update waits on a row lock: the request is
+    answered 503 and counted once, and the pool's figures show the connection in use."""
+    node = await bridge(
+        carrier_port=ports.port(), pbx_ports=[ports.port()], storage_url=postgres_url
+    )
+    async with aiohttp.ClientSession(headers=ADMIN_HEADERS) as session:
+        async with session.post(f"{node.http_url}/api/v1/tickets", json=DRAFT) as created:
+            assert created.status == 201, await created.text()
+            ticket_id = (await created.json())["ticket"]["id"]
+        idle = await storage_samples(node.http_url)
+        assert idle[CREATED] == 1
+        assert idle[IN_USE] == 0
+        assert idle[IDLE] >= 1
+        assert idle["bridge_storage_requests_waiting"] == 0
+        assert idle.get(UNAVAILABLE, 0) == 0
+        async with (
+            await psycopg.AsyncConnection.connect(postgres_url) as holder,
+            await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as watcher,
+        ):
+            await holder.execute("SELECT 1 FROM tickets WHERE id = %s FOR UPDATE", (ticket_id,))
+            feedback = asyncio.create_task(
+                session.post(
+                    f"{node.http_url}/api/v1/tickets/{ticket_id}/feedback",
+                    json={"outcome": "已出警"},
+                )
+            )
+            waiting = "application_name = 'bridge' AND wait_event_type = 'Lock'"
+            pids: list[int] = []
+            deadline = asyncio.get_running_loop().time() + 10
+            while not pids and asyncio.get_running_loop().time() < deadline:
+                cursor = await watcher.execute(f"SELECT pid FROM pg_stat_activity WHERE {waiting}")
+                pids = [int(row[0]) for row in await cursor.fetchall()]
+            assert len(pids) == 1, "the bridge's update waits on the row lock"
+            busy = await storage_samples(node.http_url)
+            await watcher.execute("SELECT pg_terminate_backend(%s)", (pids[0],))
+            async with await feedback as answered:
+                assert answered.status == 503, await answered.text()
+                assert (await answered.json())["error"] == "store_unavailable"
+            await holder.rollback()
+    assert busy[IN_USE] == 1
+    after = await storage_samples(node.http_url)
+    assert after[UNAVAILABLE] == 1
+    assert after['bridge_storage_operation_seconds_count{operation="update"}'] == 1
