@@ -22,7 +22,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bridge.calls import indialog, legs, outgoing, reinvite, sdpmap, teardown, unreachable
+from bridge.calls import indialog, legs, outgoing, reinvite, reoffer, sdpmap, teardown, unreachable
 from bridge.calls.admission import Admission, Refusal
 from bridge.calls.call import (
     Call,
@@ -155,7 +155,7 @@ class B2BUA:
             if self._ring_deadlines.get((call_id, leg_id)) == deadline:
                 del self._ring_deadlines[(call_id, leg_id)]
                 teardown.ring_timeout(self, call_id, leg_id, now)
-        reinvite.retry_reinvites(self, now)
+        reoffer.retry_reinvites(self, now)
 
     def transport_error(self, destination: Address, transport: str, now: float) -> None:
         """The transport could not reach ``destination`` (a refused TCP connect): the
@@ -428,7 +428,7 @@ class B2BUA:
         indialog.send_notify(self, call, leg, status, reason, final, now, refer_id)
 
     def resume(self, call: Call, leg: Leg, now: float) -> None:
-        reinvite.resume(self, call, leg, now)
+        reoffer.resume(self, call, leg, now)
 
     def take_transfer_events(self) -> list[TransferEvent]:
         events, self.transfers.events = self.transfers.events, []

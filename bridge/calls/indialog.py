@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bridge.calls import legs, reinvite, sdpmap
+from bridge.calls import legs, reinvite, reoffer, sdpmap
 from bridge.calls.call import Call, CallInput, Leg, LegRole, LegState
 from bridge.calls.keys import KeyBuffer
 from bridge.calls.transfer import TransferRequest, parse_refer_to
@@ -186,7 +186,7 @@ def on_refer_replaces(
     core.send_bye(other_call, agent_side, now)
     core.supervision.regroup(call)
     if call.caller.held:
-        reinvite.resume(core, call, call.caller, now)
+        reoffer.resume(core, call, call.caller, now)
     core._record(call.apply(CallInput.PROGRESS, now, replaced_by=target.leg_id, peer=target.peer))
     send_notify(core, call, leg, 200, "OK", True, now, request.cseq.seq)
 

@@ -9,26 +9,23 @@ its offer says at once, and back where it went before if the offer fails or is c
 supervisor, a caller alone while a transfer rings) the bridge answers it from its own media.
 While one is pending, both dialogs it involves have an INVITE in progress: another offer
 on either is glare (491, §14.1), or 500 with Retry-After from the party still waiting for its
-first (§14.2); the bridge's own re-INVITE (a resume, or a hold put back) that meets a 491 goes
-again after §14.1's random delay. A party that leaves with one pending has it answered 487
+first (§14.2); the bridge's own re-INVITEs (a resume, or a hold put back) are in
+:mod:`bridge.calls.reoffer`. A party that leaves with one pending has it answered 487
 (§15.1.2) and its 2xx, if one still comes, ACKed; a CANCEL of one still pending gets it 487 too
 (§9.2), and the mirrored one is cancelled in turn, its hold, resume or codec change undone by
-the bridge if a 2xx crossed that CANCEL. What the bridge wants a party's session to be while its
-own re-INVITE is pending or waits out a 491 is kept on the leg (``Leg.reoffer``), and a mirrored
-exchange the party accepts supersedes it: a retry sends what is wanted when it goes, or nothing.
-A 481 or 408 to one the bridge sent means that party's dialog is gone (§12.2.1.2): its leg
-leaves as if it had hung up.
+the bridge if a 2xx crossed that CANCEL. A mirrored exchange the party accepts supersedes what
+the bridge wanted of it (``Leg.reoffer``). A 481 or 408 to one the bridge sent means that
+party's dialog is gone (§12.2.1.2): its leg leaves as if it had hung up.
 These methods are part of :class:`~bridge.calls.b2bua.B2BUA`, split out to keep modules small.
 """
 
 from __future__ import annotations
 
-import heapq
 import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from bridge.calls import sdpmap
+from bridge.calls import reoffer, sdpmap
 from bridge.calls.call import Call, Cancel, Leg, LegRole, LegState, MediaTarget, Reoffer
 from bridge.sip import offer_answer, sdp
 from bridge.sip import transaction as tx
@@ -42,10 +39,6 @@ if TYPE_CHECKING:
 DIALOG_LOST = {481: "dialog lost (481)", 408: "no response (408)"}
 """Final responses to a request inside a dialog after which §12.2.1.2 has the UAC end it,
 with the reason the call's hang-up records."""
-
-
-MAX_REINVITE_ATTEMPTS = 3
-"""How often the bridge sends a re-INVITE of its own that keeps meeting glare (491)."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -108,7 +101,7 @@ def mirror_reinvite(
         )
         # A held party hears the hold tone or music, never dead air.
         _set_held(core, other, sdpmap.is_hold(request.body))
-    client_key, sent = _send_reinvite(core, other, request.method, body, now)
+    client_key, sent = send_reinvite(core, other, request.method, body, now)
     core._reinvites[client_key] = PendingReinvite(
         call_id=call.call_id,
         to_leg=other,
@@ -172,7 +165,7 @@ def _refuse_while_pending(
         if pending.from_leg is leg and pending.server_key is not None:
             refuse_second_offer(core, request, key, now)
             return True
-    if _busy(core, leg) or (other is not None and _busy(core, other)):
+    if busy(core, leg) or (other is not None and busy(core, other)):
         core._respond(request, key, 491, now)
         return True
     return False
@@ -184,7 +177,7 @@ def refuse_second_offer(core: B2BUA, request: Request, key: str, now: float) -> 
     core.txl.send_response(key, out, now)
 
 
-def _send_reinvite(
+def send_reinvite(
     core: B2BUA, leg: Leg, method: str, body: bytes, now: float
 ) -> tuple[str, Request]:
     assert leg.dialog is not None
@@ -235,7 +228,7 @@ def on_reinvite_response(core: B2BUA, response: Response, key: str, now: float) 
         if response.body and to_leg.live:
             core._point_media(to_leg, response.body)
     if pending.from_leg is None:
-        _own_reinvite_done(core, pending, status, now)
+        reoffer.own_reinvite_done(core, pending, status, now)
         return
     if status >= 300 and to_leg.live and to_leg.held != pending.was_held:
         _set_held(core, to_leg, pending.was_held)
@@ -380,9 +373,9 @@ def _undo_cancelled(core: B2BUA, pending: PendingReinvite, now: float) -> None:
             core.media.hold(leg.media)
         else:
             core.media.unhold(leg.media)
-        _reoffer(core, call, leg, now, hold=pending.was_held)
+        reoffer.reoffer(core, call, leg, now, hold=pending.was_held)
     elif _changed_since(pending.was_sdp, leg.last_sdp):
-        _reoffer(core, call, leg, now, hold=leg.held, restore=pending.was_sdp)
+        reoffer.reoffer(core, call, leg, now, hold=leg.held, restore=pending.was_sdp)
 
 
 def _changed_since(before: bytes, now_sent: bytes) -> bool:
@@ -405,126 +398,5 @@ def _send_cancel(core: B2BUA, pending: PendingReinvite, now: float) -> None:
         core.txl.send_request(tx.build_cancel(sent), hop, leg.transport, now)
 
 
-def resume(core: B2BUA, call: Call, leg: Leg, now: float) -> None:
-    """Take a party off hold with a re-INVITE of the bridge's own (RFC 3264 §8.4): after a
-    phone's attended transfer nobody else will, since the phone that held it has left."""
-    _reoffer(core, call, leg, now, hold=False)
-
-
-def _reoffer(
-    core: B2BUA, call: Call, leg: Leg, now: float, *, hold: bool, restore: bytes = b""
-) -> None:
-    """A re-INVITE of the bridge's own that resumes ``leg`` or, with ``hold``, holds it:
-    ``sendonly``, since the bridge plays it the hold tone (RFC 3264 §8.4); with ``restore``,
-    one that offers that session description again. What it asks for becomes the leg's
-    :attr:`~bridge.calls.call.Leg.reoffer`, replacing any older wish still waiting."""
-    leg.reoffer = Reoffer(held=hold, sdp=restore)
-    _send_reoffer(core, call, leg, now, 1)
-
-
-def _send_reoffer(core: B2BUA, call: Call, leg: Leg, now: float, attempt: int) -> None:
-    """Send the leg's :attr:`~bridge.calls.call.Leg.reoffer`. While an INVITE is in progress
-    on that dialog, or on the one mirrored onto it, it waits as after a 491, instead of
-    sending one the phone would have to refuse (§14.1)."""
-    wanted = leg.reoffer
-    assert wanted is not None
-    if _busy(core, leg):
-        _retry_later(core, call, leg, now, attempt)
-        return
-    offer = _restored(wanted.sdp)
-    if offer is None:
-        offer = offer_answer.make_offer(
-            address=leg.media.host,
-            port=leg.media.port,
-            session_id=secrets.randbelow(2**31),
-            direction=sdp.Direction.SENDONLY if wanted.held else sdp.Direction.SENDRECV,
-        )
-    was_sdp = leg.last_sdp
-    leg.last_sdp = sdpmap.toward(offer, leg.last_sdp)
-    key, sent = _send_reinvite(core, leg, "INVITE", leg.last_sdp, now)
-    core._reinvites[key] = PendingReinvite(
-        call_id=call.call_id,
-        to_leg=leg,
-        method="INVITE",
-        was_held=leg.held,
-        was_sdp=was_sdp,
-        attempt=attempt,
-        sent=sent,
-        reoffer=wanted,
-    )
-    leg.held = wanted.held
-
-
-def _restored(body: bytes) -> sdp.SessionDescription | None:
-    """The session description to offer again, as the bridge sent it (anchored on this leg's
-    media already); its o= line then follows the last one sent (:func:`sdpmap.toward`)."""
-    if not body:
-        return None
-    try:
-        return sdpmap.parse(body)
-    except RemoteProtocolError:
-        return None
-
-
-def _own_reinvite_done(core: B2BUA, pending: PendingReinvite, status: int, now: float) -> None:
-    """§14.1: a refused re-INVITE leaves the session as it was. A refused hold takes the hold
-    tone off again, since that party still sends and expects to be heard. A refused resume
-    leaves the party counted as held but its audio as it is: the bridge resumes a party only
-    once it is connected to someone who talks to it (the transfer target, or the agent whose
-    hold was cancelled), and a phone on hold still receives, so it goes on hearing them
-    rather than a tone laid over them."""
-    leg = pending.to_leg
-    wanted = pending.reoffer
-    call = core.calls.get(pending.call_id)
-    retry = status == 491 and call is not None and pending.attempt < MAX_REINVITE_ATTEMPTS
-    if leg.reoffer is wanted and (status < 300 or not retry):
-        leg.reoffer = None
-    if status < 300:
-        return
-    leg.held = pending.was_held
-    if wanted is not None and wanted.held and not pending.was_held and leg.live:
-        core.media.unhold(leg.media)
-    if retry and call is not None:
-        _retry_later(core, call, leg, now, pending.attempt + 1)
-
-
-def _retry_later(core: B2BUA, call: Call, leg: Leg, now: float, attempt: int) -> None:
-    """§14.1: the re-INVITE goes again after a random delay in units of 10 ms, 2.1 to 4 s on a
-    dialog whose Call-ID the bridge chose (its outgoing legs), 0 to 2 s on one the phone
-    chose, so that the two ends of a glare do not collide again. What it then sends is the
-    leg's :attr:`~bridge.calls.call.Leg.reoffer` at that time."""
-    hundredths = secrets.randbelow(201) if leg.incoming else 210 + secrets.randbelow(191)
-    entry = (now + hundredths / 100, next(core._retry_ids), call.call_id, leg, attempt)
-    heapq.heappush(core._reinvite_retries, entry)
-
-
-def retry_reinvites(core: B2BUA, now: float) -> None:
-    """Re-INVITEs of the bridge's own whose delay is over. What goes is what the bridge wants
-    of the party now, not what it wanted when the 491 came: nothing when the party left, its
-    dialog ended, or an exchange since (the other party's hold or resume, mirrored and
-    accepted) set the session, which the other party now believes in; nothing either when
-    the party is already held or resumed as wanted."""
-    heap = core._reinvite_retries
-    while heap and heap[0][0] <= now:
-        _, _, call_id, leg, attempt = heapq.heappop(heap)
-        call = core.calls.get(call_id)
-        wanted = leg.reoffer
-        if (
-            call is None
-            or call.legs.get(leg.leg_id) is not leg
-            or leg.state is not LegState.CONFIRMED
-            or leg.dialog is None
-            or wanted is None
-        ):
-            leg.reoffer = None
-            continue
-        if not wanted.sdp and leg.held == wanted.held:
-            leg.reoffer = None
-            continue
-        if wanted.held:
-            core.media.hold(leg.media)
-        _send_reoffer(core, call, leg, now, attempt)
-
-
-def _busy(core: B2BUA, leg: Leg) -> bool:
+def busy(core: B2BUA, leg: Leg) -> bool:
     return any(p.to_leg is leg or p.from_leg is leg for p in core._reinvites.values())

@@ -1,0 +1,154 @@
+"""The bridge's own re-INVITEs: a resume, a hold, or a session description put back.
+
+Theory of operation
+-------------------
+Besides mirroring one party's offers onto the other (:mod:`bridge.calls.reinvite`), the bridge
+sends re-INVITEs of its own (RFC 3264 §8): it resumes a party nobody else will resume (a caller
+whose agent's phone held it and then left in a transfer), and it puts a party back as the
+other one believes it is when a CANCEL crossed a 2xx. What the bridge wants a party's session
+to be while such a re-INVITE is pending or waits out a 491 is kept on the leg
+(``Leg.reoffer``), and a mirrored exchange the party accepts supersedes it: a re-INVITE that
+meets a 491 goes again after §14.1's random delay, and sends what is wanted when it goes, or
+nothing.
+These functions are part of :class:`~bridge.calls.b2bua.B2BUA`, split out to keep modules small.
+"""
+
+from __future__ import annotations
+
+import heapq
+import secrets
+from typing import TYPE_CHECKING
+
+from bridge.calls import reinvite, sdpmap
+from bridge.calls.call import Call, Leg, LegState, Reoffer
+from bridge.sip import offer_answer, sdp
+from bridge.sip.errors import RemoteProtocolError
+
+if TYPE_CHECKING:
+    from bridge.calls.b2bua import B2BUA
+    from bridge.calls.reinvite import PendingReinvite
+
+
+MAX_REINVITE_ATTEMPTS = 3
+"""How often the bridge sends a re-INVITE of its own that keeps meeting glare (491)."""
+
+
+def resume(core: B2BUA, call: Call, leg: Leg, now: float) -> None:
+    """Take a party off hold with a re-INVITE of the bridge's own (RFC 3264 §8.4): after a
+    phone's attended transfer nobody else will, since the phone that held it has left."""
+    reoffer(core, call, leg, now, hold=False)
+
+
+def reoffer(
+    core: B2BUA, call: Call, leg: Leg, now: float, *, hold: bool, restore: bytes = b""
+) -> None:
+    """A re-INVITE of the bridge's own that resumes ``leg`` or, with ``hold``, holds it:
+    ``sendonly``, since the bridge plays it the hold tone (RFC 3264 §8.4); with ``restore``,
+    one that offers that session description again. What it asks for becomes the leg's
+    :attr:`~bridge.calls.call.Leg.reoffer`, replacing any older wish still waiting."""
+    leg.reoffer = Reoffer(held=hold, sdp=restore)
+    _send_reoffer(core, call, leg, now, 1)
+
+
+def _send_reoffer(core: B2BUA, call: Call, leg: Leg, now: float, attempt: int) -> None:
+    """Send the leg's :attr:`~bridge.calls.call.Leg.reoffer`. While an INVITE is in progress
+    on that dialog, or on the one mirrored onto it, it waits as after a 491, instead of
+    sending one the phone would have to refuse (§14.1)."""
+    wanted = leg.reoffer
+    assert wanted is not None
+    if reinvite.busy(core, leg):
+        _retry_later(core, call, leg, now, attempt)
+        return
+    offer = _restored(wanted.sdp)
+    if offer is None:
+        offer = offer_answer.make_offer(
+            address=leg.media.host,
+            port=leg.media.port,
+            session_id=secrets.randbelow(2**31),
+            direction=sdp.Direction.SENDONLY if wanted.held else sdp.Direction.SENDRECV,
+        )
+    was_sdp = leg.last_sdp
+    leg.last_sdp = sdpmap.toward(offer, leg.last_sdp)
+    key, sent = reinvite.send_reinvite(core, leg, "INVITE", leg.last_sdp, now)
+    core._reinvites[key] = reinvite.PendingReinvite(
+        call_id=call.call_id,
+        to_leg=leg,
+        method="INVITE",
+        was_held=leg.held,
+        was_sdp=was_sdp,
+        attempt=attempt,
+        sent=sent,
+        reoffer=wanted,
+    )
+    leg.held = wanted.held
+
+
+def _restored(body: bytes) -> sdp.SessionDescription | None:
+    """The session description to offer again, as the bridge sent it (anchored on this leg's
+    media already); its o= line then follows the last one sent (:func:`sdpmap.toward`)."""
+    if not body:
+        return None
+    try:
+        return sdpmap.parse(body)
+    except RemoteProtocolError:
+        return None
+
+
+def own_reinvite_done(core: B2BUA, pending: PendingReinvite, status: int, now: float) -> None:
+    """§14.1: a refused re-INVITE leaves the session as it was. A refused hold takes the hold
+    tone off again, since that party still sends and expects to be heard. A refused resume
+    leaves the party counted as held but its audio as it is: the bridge resumes a party only
+    once it is connected to someone who talks to it (the transfer target, or the agent whose
+    hold was cancelled), and a phone on hold still receives, so it goes on hearing them
+    rather than a tone laid over them."""
+    leg = pending.to_leg
+    wanted = pending.reoffer
+    call = core.calls.get(pending.call_id)
+    retry = status == 491 and call is not None and pending.attempt < MAX_REINVITE_ATTEMPTS
+    if leg.reoffer is wanted and (status < 300 or not retry):
+        leg.reoffer = None
+    if status < 300:
+        return
+    leg.held = pending.was_held
+    if wanted is not None and wanted.held and not pending.was_held and leg.live:
+        core.media.unhold(leg.media)
+    if retry and call is not None:
+        _retry_later(core, call, leg, now, pending.attempt + 1)
+
+
+def _retry_later(core: B2BUA, call: Call, leg: Leg, now: float, attempt: int) -> None:
+    """§14.1: the re-INVITE goes again after a random delay in units of 10 ms, 2.1 to 4 s on a
+    dialog whose Call-ID the bridge chose (its outgoing legs), 0 to 2 s on one the phone
+    chose, so that the two ends of a glare do not collide again. What it then sends is the
+    leg's :attr:`~bridge.calls.call.Leg.reoffer` at that time."""
+    hundredths = secrets.randbelow(201) if leg.incoming else 210 + secrets.randbelow(191)
+    entry = (now + hundredths / 100, next(core._retry_ids), call.call_id, leg, attempt)
+    heapq.heappush(core._reinvite_retries, entry)
+
+
+def retry_reinvites(core: B2BUA, now: float) -> None:
+    """Re-INVITEs of the bridge's own whose delay is over. What goes is what the bridge wants
+    of the party now, not what it wanted when the 491 came: nothing when the party left, its
+    dialog ended, or an exchange since (the other party's hold or resume, mirrored and
+    accepted) set the session, which the other party now believes in; nothing either when
+    the party is already held or resumed as wanted."""
+    heap = core._reinvite_retries
+    while heap and heap[0][0] <= now:
+        _, _, call_id, leg, attempt = heapq.heappop(heap)
+        call = core.calls.get(call_id)
+        wanted = leg.reoffer
+        if (
+            call is None
+            or call.legs.get(leg.leg_id) is not leg
+            or leg.state is not LegState.CONFIRMED
+            or leg.dialog is None
+            or wanted is None
+        ):
+            leg.reoffer = None
+            continue
+        if not wanted.sdp and leg.held == wanted.held:
+            leg.reoffer = None
+            continue
+        if wanted.held:
+            core.media.hold(leg.media)
+        _send_reoffer(core, call, leg, now, attempt)
