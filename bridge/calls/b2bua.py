@@ -515,7 +515,8 @@ class B2BUA:
             settled = sdpmap.remote_of(negotiated)
             if settled is not None and settled[2] is not None:
                 payload_type = settled[2]
-        self._point_to(leg, MediaTarget(host=remote[0], port=remote[1], payload_type=payload_type))
+        target = MediaTarget(host=remote[0], port=remote[1], payload_type=payload_type, sdp=sdp)
+        self._point_to(leg, target)
 
     def _point_to(self, leg: Leg, target: MediaTarget) -> None:
         """Send this leg's audio to ``target``, and remember it as the session in force, which

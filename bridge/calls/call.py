@@ -94,6 +94,9 @@ class Reoffer:
 
     held: bool
     sdp: bytes = b""
+    refused: bytes = b""
+    """Set on the retry of a resume the party refused: the offer it refused, whose o= version
+    this one's follows, so the party never sees one version for two descriptions (§8)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -104,6 +107,9 @@ class MediaTarget:
     host: str
     port: int
     payload_type: int | None
+    sdp: bytes = b""
+    """The party's own SDP that says so (its offer or its answer): the codecs it accepted, for
+    an offer the bridge makes it later (RFC 3264 §8)."""
 
 
 class LegState(enum.StrEnum):

@@ -228,7 +228,7 @@ def on_reinvite_response(core: B2BUA, response: Response, key: str, now: float) 
         if response.body and to_leg.live:
             core._point_media(to_leg, response.body)
     if pending.from_leg is None:
-        reoffer.own_reinvite_done(core, pending, status, now)
+        reoffer.own_reinvite_done(core, pending, response, now)
         return
     if status >= 300 and to_leg.live and to_leg.held != pending.was_held:
         _set_held(core, to_leg, pending.was_held)

@@ -23,6 +23,7 @@ from bridge.calls import reinvite, sdpmap
 from bridge.calls.call import Call, Leg, LegState, Reoffer
 from bridge.sip import offer_answer, sdp
 from bridge.sip.errors import RemoteProtocolError
+from bridge.sip.message import Request, Response
 
 if TYPE_CHECKING:
     from bridge.calls.b2bua import B2BUA
@@ -31,6 +32,13 @@ if TYPE_CHECKING:
 
 MAX_REINVITE_ATTEMPTS = 3
 """How often the bridge sends a re-INVITE of its own that keeps meeting glare (491)."""
+
+RESUME_RETRY_S = 2.0
+"""How long after a party refused the bridge's resume it is offered once more."""
+
+MAX_RETRY_AFTER_S = 10.0
+"""The longest a 500 or 503's Retry-After makes that retry wait: §14.2 has a party answer a
+second offer with 0 to 10 s, and a caller listening to one side of a call cannot wait longer."""
 
 
 def resume(core: B2BUA, call: Call, leg: Leg, now: float) -> None:
@@ -65,10 +73,11 @@ def _send_reoffer(core: B2BUA, call: Call, leg: Leg, now: float, attempt: int) -
             address=leg.media.host,
             port=leg.media.port,
             session_id=secrets.randbelow(2**31),
+            codecs=_party_codecs(leg) if wanted.refused else sdp.DEFAULT_CODECS,
             direction=sdp.Direction.SENDONLY if wanted.held else sdp.Direction.SENDRECV,
         )
     was_sdp = leg.last_sdp
-    leg.last_sdp = sdpmap.toward(offer, leg.last_sdp)
+    leg.last_sdp = sdpmap.toward(offer, wanted.refused or leg.last_sdp)
     key, sent = reinvite.send_reinvite(core, leg, "INVITE", leg.last_sdp, now)
     core._reinvites[key] = reinvite.PendingReinvite(
         call_id=call.call_id,
@@ -94,17 +103,31 @@ def _restored(body: bytes) -> sdp.SessionDescription | None:
         return None
 
 
-def own_reinvite_done(core: B2BUA, pending: PendingReinvite, status: int, now: float) -> None:
+def own_reinvite_done(
+    core: B2BUA, pending: PendingReinvite, response: Response, now: float
+) -> None:
     """§14.1: a refused re-INVITE leaves the session as it was. A refused hold takes the hold
     tone off again, since that party still sends and expects to be heard. A refused resume
     leaves the party counted as held but its audio as it is: the bridge resumes a party only
     once it is connected to someone who talks to it (the transfer target, or the agent whose
     hold was cancelled), and a phone on hold still receives, so it goes on hearing them
-    rather than a tone laid over them."""
+    rather than a tone laid over them. That party is then half in the call, which
+    :func:`_resume_refused` does not leave unsaid."""
     leg = pending.to_leg
     wanted = pending.reoffer
     call = core.calls.get(pending.call_id)
+    status = response.status
     retry = status == 491 and call is not None and pending.attempt < MAX_REINVITE_ATTEMPTS
+    refused = (
+        status >= 300
+        and status != 491
+        and status not in reinvite.DIALOG_LOST
+        and wanted is not None
+        and leg.reoffer is wanted
+        and not wanted.held
+        and not wanted.sdp
+        and leg.live
+    )
     if leg.reoffer is wanted and (status < 300 or not retry):
         leg.reoffer = None
     if status < 300:
@@ -114,6 +137,96 @@ def own_reinvite_done(core: B2BUA, pending: PendingReinvite, status: int, now: f
         core.media.unhold(leg.media)
     if retry and call is not None:
         _retry_later(core, call, leg, now, pending.attempt + 1)
+    elif refused and call is not None and wanted is not None and pending.sent is not None:
+        _resume_refused(core, call, leg, wanted, pending.sent, response, now)
+
+
+def _resume_refused(
+    core: B2BUA,
+    call: Call,
+    leg: Leg,
+    wanted: Reoffer,
+    sent: Request,
+    response: Response,
+    now: float,
+) -> None:
+    """A party refused the bridge's resume with a final response that keeps its dialog
+    (a 488 for the codecs, a 403, a 500): it stays as the session in force has it, typically
+    hearing the other party without being heard. Product rule: a caller is never lost
+    without anyone knowing. The refusal is a ``resume_refused`` call event; the first one is
+    followed by one more offer after :data:`RESUME_RETRY_S`, or the Retry-After of a 500 or
+    503 (§21.5.1, §21.5.4, §20.33), built of the party's own codecs (:func:`_party_codecs`).
+    After that one a ``resume_failed`` event says who hears what, for the agent's screen
+    and the supervisor console; the call stays up, as hanging up is the agent's decision."""
+    attempt = 2 if wanted.refused else 1
+    data = {"leg": leg.leg_id, "party": str(leg.role), "status": response.status}
+    data |= {"reason": response.reason, "attempt": attempt}
+    core._record(call.note("resume_refused", now, **data))
+    if wanted.refused:
+        other = call.other(leg)
+        hears, heard = _hearing(leg)
+        data |= {"peer": leg.peer, "hears": hears, "heard": heard}
+        data["other_party"] = str(other.role) if other is not None else None
+        core._record(call.note("resume_failed", now, **data))
+        return
+    leg.reoffer = Reoffer(held=False, refused=sent.body)
+    entry = (now + _retry_delay(response), next(core._retry_ids), call.call_id, leg, 1)
+    heapq.heappush(core._reinvite_retries, entry)
+
+
+def _retry_delay(response: Response) -> float:
+    """RESUME_RETRY_S, or what a 500 or 503 asks with Retry-After (§20.33: seconds, then an
+    optional comment and parameters), at most MAX_RETRY_AFTER_S."""
+    value = response.headers.get("Retry-After")
+    if response.status not in (500, 503) or value is None:
+        return RESUME_RETRY_S
+    seconds = value.split(";", 1)[0].split("(", 1)[0].strip()
+    if not seconds.isdigit():
+        return RESUME_RETRY_S
+    return min(float(seconds), MAX_RETRY_AFTER_S)
+
+
+def _party_codecs(leg: Leg) -> tuple[sdp.Codec, ...]:
+    """The codecs of the party's own SDP in force (its last offer or answer the session
+    settled on), in its order and under its payload types, those the bridge's media takes:
+    RFC 3264 §5 lets an offer name any, and these are ones the party accepted, so a resume it
+    refused for a codec is not refused again for it. The bridge's defaults when none is left."""
+    target = leg.media_target
+    try:
+        audio = sdpmap.parse(target.sdp).audio if target is not None and target.sdp else None
+    except RemoteProtocolError:
+        audio = None
+    if audio is None:
+        return sdp.DEFAULT_CODECS
+    ours = sdp.DEFAULT_CODECS
+    codecs = tuple(c for c in audio.codecs if any(c.same_format(d) for d in ours))
+    return codecs if any(c.carries_audio for c in codecs) else ours
+
+
+def _hearing(leg: Leg) -> tuple[bool, bool]:
+    """Whether the party hears the call and whether it is heard, as the session in force
+    says: the directions of what the bridge last sent it and of the party's own SDP
+    (RFC 3264 §6.1: each side sends only where both directions allow)."""
+    ours = _direction(leg.last_sdp)
+    theirs = _direction(leg.media_target.sdp if leg.media_target is not None else b"")
+    return ours.sends and theirs.receives, ours.receives and theirs.sends
+
+
+def _direction(body: bytes) -> sdp.Direction:
+    if not body:
+        return sdp.Direction.SENDRECV
+    try:
+        description = sdpmap.parse(body)
+    except RemoteProtocolError:
+        return sdp.Direction.SENDRECV
+    audio = description.audio
+    if audio is None:
+        return sdp.Direction.SENDRECV
+    direction = description.direction_for(audio)
+    connection = description.connection_for(audio)
+    if connection is not None and connection.is_hold:
+        return sdp.Direction.from_flags(sends=direction.sends, receives=False)
+    return direction
 
 
 def _retry_later(core: B2BUA, call: Call, leg: Leg, now: float, attempt: int) -> None:
