@@ -27,6 +27,8 @@ EVENT_LABELS = {
     "supervise_failover": "班长话机未接通，改呼下一个目的地",
     "supervise_failed": "监听未成功",
     "transfer_failover": "转接目标未接通，改呼下一个目的地",
+    "resume_refused": "话机拒绝恢复通话，稍后重试",
+    "resume_failed": "恢复通话失败，通话保留，由坐席处理",
 }
 
 
