@@ -259,7 +259,7 @@ async def _serve_workers(
         conn.send([leg.port for leg in legs])
         phone_ports: list[int] = conn.recv()
         for index, (leg, port) in enumerate(zip(legs, phone_ports, strict=True)):
-            media.point(leg, HOST, port, _leg_codec(mode, index))
+            media.point(leg, HOST, port, _leg_codec(mode, index), telephone_event_pt=101)
         for index in range(0, count, group):
             if mode == "relay":
                 media.connect(legs[index], legs[index + 1])

@@ -64,10 +64,19 @@ class RelayMedia:
         except PortPoolExhaustedError as exc:
             raise MediaUnavailable(str(exc)) from exc
 
-    def point(self, leg: MediaEndpoint, host: str, port: int, payload_type: int | None) -> None:
+    def point(
+        self,
+        leg: MediaEndpoint,
+        host: str,
+        port: int,
+        payload_type: int | None,
+        *,
+        telephone_event_pt: int | None,
+    ) -> None:
         leg.set_remote(host, port)
         if payload_type is not None:
             leg.codec = payload_type
+        leg.telephone_event_pt = telephone_event_pt
 
     def connect(self, a: MediaEndpoint, b: MediaEndpoint) -> None:
         self._relay().connect(a, b)

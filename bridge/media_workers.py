@@ -152,8 +152,16 @@ class WorkerMedia:
         self._flush_later()
         return leg
 
-    def point(self, leg: WorkerLeg, host: str, port: int, payload_type: int | None) -> None:
-        self.dispatch.point(leg, host, port, payload_type)
+    def point(
+        self,
+        leg: WorkerLeg,
+        host: str,
+        port: int,
+        payload_type: int | None,
+        *,
+        telephone_event_pt: int | None,
+    ) -> None:
+        self.dispatch.point(leg, host, port, payload_type, telephone_event_pt=telephone_event_pt)
         self._flush_later()
 
     def connect(self, a: WorkerLeg, b: WorkerLeg) -> None:

@@ -506,16 +506,22 @@ class B2BUA:
     def _point_media(self, leg: Leg, sdp: bytes, negotiated: bytes | None = None) -> None:
         """Send this leg's audio where its SDP says. The payload type is the first codec of
         the answer that settled the leg's session (RFC 3264 §6.1), which for the party that
-        made the offer is ``negotiated``, not its own offer's preference."""
+        made the offer is ``negotiated``, not its own offer's preference. So is the
+        telephone-event payload type: events are in the session only if the answer kept them
+        (RFC 4733 §2.5.1.1)."""
         remote = sdpmap.remote_of(sdp)
         if remote is None or leg.media is None or isinstance(leg.media, teardown.Released):
             return
-        payload_type = remote[2]
+        host, port, payload_type, event_type = remote
         if negotiated is not None:
             settled = sdpmap.remote_of(negotiated)
-            if settled is not None and settled[2] is not None:
-                payload_type = settled[2]
-        target = MediaTarget(host=remote[0], port=remote[1], payload_type=payload_type, sdp=sdp)
+            if settled is not None:
+                event_type = settled[3]
+                if settled[2] is not None:
+                    payload_type = settled[2]
+        target = MediaTarget(
+            host=host, port=port, payload_type=payload_type, telephone_event_pt=event_type, sdp=sdp
+        )
         self._point_to(leg, target)
 
     def _point_to(self, leg: Leg, target: MediaTarget) -> None:
@@ -523,7 +529,13 @@ class B2BUA:
         a mirrored offer that fails puts back (RFC 3261 §14.1)."""
         if leg.media is None or isinstance(leg.media, teardown.Released):
             return
-        self.media.point(leg.media, target.host, target.port, target.payload_type)
+        self.media.point(
+            leg.media,
+            target.host,
+            target.port,
+            target.payload_type,
+            telephone_event_pt=target.telephone_event_pt,
+        )
         leg.media_target = target
 
     def _record(self, event: CallEvent) -> None:

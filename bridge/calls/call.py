@@ -101,12 +101,15 @@ class Reoffer:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MediaTarget:
-    """Where the bridge sends a party's audio and as which payload type, as its session in
+    """Where the bridge sends a party's audio and as which payload types, as its session in
     force says: what a mirrored offer that then fails must leave in place (RFC 3261 §14.1)."""
 
     host: str
     port: int
     payload_type: int | None
+    telephone_event_pt: int | None
+    """The session's RFC 4733 event payload type, None when it has none: each new offer may
+    number it afresh (RFC 3264 §8.3.2), so it is pointed with the address, not fixed once."""
     sdp: bytes = b""
     """The party's own SDP that says so (its offer or its answer): the codecs it accepted, for
     an offer the bridge makes it later (RFC 3264 §8)."""

@@ -75,8 +75,21 @@ class Media(Protocol):
         ``near`` is a leg of the same call: media split over worker processes puts the new
         leg beside it, so relaying between them never crosses a process."""
 
-    def point(self, leg: MediaLeg, host: str, port: int, payload_type: int | None) -> None:
-        """Send this leg's audio to ``host:port`` as ``payload_type`` (from its SDP)."""
+    def point(
+        self,
+        leg: MediaLeg,
+        host: str,
+        port: int,
+        payload_type: int | None,
+        *,
+        telephone_event_pt: int | None,
+    ) -> None:
+        """Send this leg's audio to ``host:port`` as ``payload_type`` (from its SDP).
+
+        ``telephone_event_pt`` is the leg's RFC 4733 event payload type in this session, or
+        None when it has none: the type DTMF from the party is recognised by and the one
+        events are sent to it as. A new offer may renumber it (RFC 3264 §8.3.2), so every
+        point sets it, None included (payload_type None keeps the codec)."""
 
     def connect(self, a: MediaLeg, b: MediaLeg) -> None: ...
 

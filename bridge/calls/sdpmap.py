@@ -25,6 +25,7 @@ from bridge.sip.offer_answer import (
     our_origin,
     primary_codec,
     rewrite_connection,
+    telephone_event_payload_type,
 )
 from bridge.sip.sdp import DEFAULT_CODECS, Attribute, SessionDescription
 
@@ -164,12 +165,14 @@ def anchor_answer(body: bytes, offer: bytes, host: str, port: int, sent: bytes) 
     return toward(sd.with_(media=tuple(media)), sent)
 
 
-Remote = tuple[str, int, int | None]
+Remote = tuple[str, int, int | None, int | None]
+"""Host, port, first voice payload type, telephone-event payload type (None: not offered)."""
 _remotes: OrderedDict[int, tuple[bytes, Remote | None]] = OrderedDict()
 
 
 def remote_of(body: bytes) -> Remote | None:
-    """Where the party wants its RTP, and its preferred payload type; None when unusable."""
+    """Where the party wants its RTP, its preferred payload type and its RFC 4733
+    telephone-event payload type; None when unusable."""
     key = id(body)
     hit = _remotes.get(key)
     if hit is not None and hit[0] is body:
@@ -191,7 +194,12 @@ def _remote_of(body: bytes) -> Remote | None:
     if endpoint is None or audio is None:
         return None
     codec = primary_codec(audio)
-    return endpoint[0], endpoint[1], codec.payload_type if codec is not None else None
+    return (
+        endpoint[0],
+        endpoint[1],
+        codec.payload_type if codec is not None else None,
+        telephone_event_payload_type(audio),
+    )
 
 
 def is_hold(body: bytes) -> bool:

@@ -188,10 +188,18 @@ class MediaDispatch:
             raise NoMediaPortError("no free RTP port pair in any media worker")
         return min(candidates, key=lambda w: (self.load[w], -len(self.ready[w])))
 
-    def point(self, leg: WorkerLeg, host: str, port: int, payload_type: int | None) -> None:
+    def point(
+        self,
+        leg: WorkerLeg,
+        host: str,
+        port: int,
+        payload_type: int | None,
+        *,
+        telephone_event_pt: int | None,
+    ) -> None:
         if payload_type is not None:
             leg.codec = payload_type
-        self._send_for(leg, ("point", leg.port, host, port, payload_type))
+        self._send_for(leg, ("point", leg.port, host, port, payload_type, telephone_event_pt))
 
     def connect(self, a: WorkerLeg, b: WorkerLeg) -> None:
         if a is b:

@@ -7,7 +7,8 @@ commands below. What the relay notices goes back as reports.
 
     command                      effect                                  report
     take port                    a stock pair becomes a call's leg       ready (the stock refill)
-    point port host rport pt     where the leg's phone is, its codec
+    point port host rport pt te  where the leg's phone is, its codec and
+                                 telephone-event type (te absent: kept)
     connect a b / conference ps  feeds, as MediaRelay.connect/conference
     mode port mode whisper       a conference member's audibility
     hold port / unhold port      hold tone or music, and back
@@ -58,6 +59,8 @@ REPORT_SLICES = 10
 """Each interval is cut into this many slices, each reporting the legs of its share of the
 ports: a thousand legs' figures at once would hold the relay's loop for milliseconds, and every
 stream would hear that as jitter."""
+_KEEP = -1
+"""No payload type (they are 0-127): a command that did not name one."""
 _STATE = (
     "codec",
     "telephone_event_pt",
@@ -167,12 +170,23 @@ class Worker:
             return
         self.legs[port] = endpoint
 
-    def _point(self, port: int, host: str, rport: int, payload_type: int | None) -> None:
+    def _point(
+        self,
+        port: int,
+        host: str,
+        rport: int,
+        payload_type: int | None,
+        telephone_event_pt: int | None = _KEEP,
+    ) -> None:
+        """A "point" without its telephone-event type (from a bridge that predates it)
+        leaves the leg's as it is."""
         endpoint = self._leg(port)
         if endpoint is not None:
             endpoint.set_remote(host, rport)
             if payload_type is not None:
                 endpoint.codec = payload_type
+            if telephone_event_pt != _KEEP:
+                endpoint.telephone_event_pt = telephone_event_pt
 
     def _connect(self, a: int, b: int) -> None:
         first, second = self._leg(a), self._leg(b)

@@ -94,8 +94,8 @@ def pair(
 ) -> tuple[WorkerLeg, WorkerLeg]:
     first = media.allocate()
     second = media.allocate(near=first if near else None)
-    media.point(first, HOST, a.port, g711.PCMA)
-    media.point(second, HOST, b.port, g711.PCMU)
+    media.point(first, HOST, a.port, g711.PCMA, telephone_event_pt=101)
+    media.point(second, HOST, b.port, g711.PCMU, telephone_event_pt=101)
     return first, second
 
 
@@ -134,7 +134,7 @@ async def test_legs_in_two_workers_are_joined_by_moving_one_with_its_stream(
     assert a.worker != t.worker, "the second call went to the less loaded worker"
     o = media.allocate(near=t)
     for leg, phone in ((a, caller), (t, target), (o, other)):
-        media.point(leg, HOST, phone.port, g711.PCMA)
+        media.point(leg, HOST, phone.port, g711.PCMA, telephone_event_pt=101)
     media.connect(t, o)
     await talk(other, o, 5, ssrc=7)
     await target.wait_until(lambda: len(audio(target)) >= 4, WAIT)

@@ -33,6 +33,7 @@ class FakeMediaLeg:
     port: int
     host: str = "127.0.0.1"
     remote: tuple[str, int, int | None] | None = None
+    telephone_event_pt: int | None = None
 
 
 @dataclass
@@ -56,8 +57,17 @@ class FakeMedia:
         self.live.add(leg.port)
         return leg
 
-    def point(self, leg: FakeMediaLeg, host: str, port: int, payload_type: int | None) -> None:
+    def point(
+        self,
+        leg: FakeMediaLeg,
+        host: str,
+        port: int,
+        payload_type: int | None,
+        *,
+        telephone_event_pt: int | None,
+    ) -> None:
         leg.remote = (host, port, payload_type)
+        leg.telephone_event_pt = telephone_event_pt
 
     def connect(self, a: FakeMediaLeg, b: FakeMediaLeg) -> None:
         self.connected.append((a.port, b.port))

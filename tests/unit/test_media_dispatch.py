@@ -176,7 +176,7 @@ def test_commands_reach_the_leg_s_worker_in_order() -> None:
     b = media.allocate(near=a)
     other = media.allocate()
     media.take_outgoing()
-    media.point(a, "198.51.100.7", 4000, 0)
+    media.point(a, "198.51.100.7", 4000, 0, telephone_event_pt=96)
     media.connect(a, b)
     media.hold(a)
     media.unhold(a)
@@ -186,7 +186,7 @@ def test_commands_reach_the_leg_s_worker_in_order() -> None:
     media.release(a)
     messages = media.take_outgoing()
     assert to(messages, a.worker) == [
-        ("point", a.port, "198.51.100.7", 4000, 0),
+        ("point", a.port, "198.51.100.7", 4000, 0, 96),
         ("connect", a.port, b.port),
         ("hold", a.port),
         ("unhold", a.port),
@@ -218,7 +218,7 @@ def test_nothing_is_sent_for_a_released_leg() -> None:
     media.take_outgoing()
     media.release(a)
     media.release(a)
-    media.point(a, "198.51.100.7", 4000, 0)
+    media.point(a, "198.51.100.7", 4000, 0, telephone_event_pt=101)
     media.hold(a)
     media.unhold(a)
     media.private_keys(a)
@@ -543,7 +543,7 @@ def test_long_batches_are_split_in_order() -> None:
     a = media.allocate()
     media.take_outgoing()
     for port in range(2 * MAX_BATCH + 10):
-        media.point(a, "198.51.100.7", port, None)
+        media.point(a, "198.51.100.7", port, None, telephone_event_pt=None)
     messages = media.take_outgoing()
     assert [len(m.items) for m in messages] == [MAX_BATCH, MAX_BATCH, 10]
     assert [item[3] for item in to(messages, a.worker)] == list(range(2 * MAX_BATCH + 10))
