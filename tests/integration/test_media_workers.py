@@ -169,6 +169,32 @@ async def test_digits_detected_in_a_worker_reach_the_core_and_stay_private(
     assert not [p for _, p in caller.received if p.payload_type == 101], "no digit leaked"
 
 
+async def test_a_leg_re_pointed_to_another_event_type_takes_events_under_it(
+    media: WorkerMedia, phones: list[Phone], core: Core
+) -> None:
+    """A re-INVITE numbered the agent's telephone-event 96 (RFC 3264 §8.3.2): the worker
+    detects events under 96 from it and relays them under the caller's 101."""
+    agent, caller = phones[0], phones[1]
+    a, c = pair(media, agent, caller)
+    media.point(a, HOST, agent.port, g711.PCMA, telephone_event_pt=96)
+    media.connect(a, c)
+    await talk(agent, a, 3, ssrc=3, seq=400)  # heard: the worker has had every command
+    await caller.wait_until(lambda: len(audio(caller)) >= 2, WAIT)
+    for index, event in enumerate(event_packets("5")):
+        agent.send(rtp(101, 500 + index, 8000, 3, event.to_bytes(), marker=index == 0), a)
+    for index, event in enumerate(event_packets("9")):
+        agent.send(rtp(96, 600 + index, 16000, 3, event.to_bytes(), marker=index == 0), a)
+    await wait_until(lambda: bool(core.digits), within=WAIT, what="digit reported")
+    await caller.wait_until(
+        lambda: any(p.payload_type == 101 and p.payload[1] & 0x80 for _, p in caller.received),
+        WAIT,
+    )
+    assert core.digits == [(a, "9")], "101 is no longer the agent's event type"
+    events = [p for _, p in caller.received if p.payload_type not in (g711.PCMA, g711.PCMU)]
+    assert {p.payload_type for p in events} == {101}
+    assert {p.payload[0] for p in events} == {9}
+
+
 async def test_rtp_statistics_of_worker_legs_reach_the_calls_api(
     media: WorkerMedia, phones: list[Phone]
 ) -> None:
