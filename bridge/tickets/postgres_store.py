@@ -29,7 +29,6 @@ from bridge.tickets.errors import ConcurrentUpdate, StoreUnavailable, TicketExis
 from bridge.tickets.lifecycle import TicketEvent, Transition
 from bridge.tickets.model import Ticket
 from bridge.tickets.sql import (
-    AUDIT_COLUMNS,
     EVENT_COLUMNS,
     TICKET_COLUMNS,
     Migration,
@@ -40,6 +39,7 @@ from bridge.tickets.sql import (
     check_new,
     event_from_row,
     event_row,
+    insert_audit_sql,
     list_sql,
     pending,
     ticket_row,
@@ -116,6 +116,16 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
             "CREATE INDEX audit_by_subject ON audit_log (subject, seq)",
             *_append_only("audit_log", "the audit log is append-only"),
+        ),
+    ),
+    Migration(
+        version=3,
+        description="audit entries carry their own id, so a batch written twice is stored once",
+        statements=(
+            # Adding a column without a default rewrites no row (the trigger stays quiet); the
+            # rows already logged keep a NULL id, and NULLs never conflict in a unique index.
+            "ALTER TABLE audit_log ADD COLUMN entry_id TEXT",
+            "CREATE UNIQUE INDEX audit_by_entry_id ON audit_log (entry_id)",
         ),
     ),
 )
@@ -323,10 +333,7 @@ class PostgresTicketStore:
         if not entries:
             return
         async with self._transaction() as conn, conn.cursor() as cursor:
-            await cursor.executemany(
-                f"INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES (%s, %s, %s, %s, %s)",
-                [audit_row(e) for e in entries],
-            )
+            await cursor.executemany(insert_audit_sql("%s"), [audit_row(e) for e in entries])
 
     # -- reads ------------------------------------------------------------------------------
 

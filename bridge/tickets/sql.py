@@ -19,7 +19,7 @@ from bridge.tickets.store import AuditEntry, TicketQuery
 
 TICKET_COLUMNS = "id, version, state, origin, category, destination, created_at, updated_at, body"
 EVENT_COLUMNS = "ticket_id, seq, kind, at, actor, data"
-AUDIT_COLUMNS = "at, actor, kind, subject, data"
+AUDIT_COLUMNS = "entry_id, at, actor, kind, subject, data"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -118,6 +118,7 @@ def event_from_row(ticket_id: str, row: Sequence[Any]) -> TicketEvent:
 def audit_row(entry: AuditEntry) -> tuple[Any, ...]:
     """The values of :data:`AUDIT_COLUMNS`."""
     return (
+        entry.entry_id,
         entry.at,
         entry.actor,
         entry.kind,
@@ -126,9 +127,21 @@ def audit_row(entry: AuditEntry) -> tuple[Any, ...]:
     )
 
 
+def insert_audit_sql(mark: str) -> str:
+    """Insert-or-ignore on ``entry_id``: a batch whose commit went through but whose
+    acknowledgement was lost (the connection dropped after COMMIT) is written again by the
+    audit writer, and must not be logged twice. Rows logged before ids existed have none (NULL
+    never conflicts)."""
+    marks = ", ".join([mark] * 6)
+    return (
+        f"INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES ({marks})"
+        " ON CONFLICT (entry_id) DO NOTHING"
+    )
+
+
 def audit_sql(subject: str | None, limit: int, mark: str) -> tuple[str, tuple[Any, ...]]:
     """Newest first."""
-    sql = "SELECT seq, at, actor, kind, subject, data FROM audit_log"
+    sql = f"SELECT seq, {AUDIT_COLUMNS} FROM audit_log"
     args: tuple[Any, ...] = ()
     if subject is not None:
         sql += f" WHERE subject = {mark}"
@@ -137,9 +150,10 @@ def audit_sql(subject: str | None, limit: int, mark: str) -> tuple[str, tuple[An
 
 
 def audit_from_row(row: Sequence[Any]) -> AuditEntry:
-    seq, at, actor, kind, subject, data = row
+    seq, entry_id, at, actor, kind, subject, data = row
     return AuditEntry(
         seq=int(seq),
+        entry_id=None if entry_id is None else str(entry_id),
         at=float(at),
         actor=str(actor),
         kind=str(kind),

@@ -28,7 +28,6 @@ from bridge.tickets.errors import (
 from bridge.tickets.lifecycle import TicketEvent, Transition
 from bridge.tickets.model import Ticket
 from bridge.tickets.sql import (
-    AUDIT_COLUMNS,
     EVENT_COLUMNS,
     TICKET_COLUMNS,
     Migration,
@@ -39,6 +38,7 @@ from bridge.tickets.sql import (
     check_new,
     event_from_row,
     event_row,
+    insert_audit_sql,
     list_sql,
     pending,
     ticket_row,
@@ -114,6 +114,20 @@ MIGRATIONS = (
                BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
             """CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
                BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
+        ),
+    ),
+)
+
+MIGRATIONS = (
+    *MIGRATIONS,
+    Migration(
+        version=4,
+        description="audit entries carry their own id, so a batch written twice is stored once",
+        statements=(
+            # Rows already logged keep a NULL id: the triggers refuse rewriting them, and
+            # NULLs never conflict in a unique index.
+            "ALTER TABLE audit_log ADD COLUMN entry_id TEXT",
+            "CREATE UNIQUE INDEX audit_by_entry_id ON audit_log (entry_id)",
         ),
     ),
 )
@@ -220,10 +234,7 @@ class SqliteTicketDb:
     def append_audit(self, entries: Sequence[AuditEntry]) -> None:
         """One transaction for a batch: call events arrive in bursts under load."""
         with self._transaction():
-            self._conn.executemany(
-                f"INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
-                [audit_row(e) for e in entries],
-            )
+            self._conn.executemany(insert_audit_sql("?"), [audit_row(e) for e in entries])
 
     def audit(self, subject: str | None = None, limit: int = 100) -> list[AuditEntry]:
         """Newest first."""

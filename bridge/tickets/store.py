@@ -8,8 +8,9 @@ so concurrent writers cannot interleave a read-modify-write.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from bridge.tickets.lifecycle import TicketEvent, Transition
@@ -37,6 +38,10 @@ class TicketQuery:
 TicketChange = Callable[[Ticket], Transition]
 
 
+def new_entry_id() -> str:
+    return uuid.uuid4().hex
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AuditEntry:
     """One audited step that is not a ticket's: a call's state change, a dial-plan reload."""
@@ -47,10 +52,15 @@ class AuditEntry:
     subject: str
     data: dict[str, Any]
     seq: int = 0
+    entry_id: str | None = field(default_factory=new_entry_id)
+    """Given when the step is taken, so a batch written again (retried after its commit's
+    acknowledgement was lost, replayed from the journal after a crash) is stored once: nothing
+    is lost and nothing is logged twice. ``None`` on entries logged before ids existed."""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "seq": self.seq,
+            "entry_id": self.entry_id,
             "at": self.at,
             "actor": self.actor,
             "kind": self.kind,
@@ -88,7 +98,8 @@ class TicketDatabase(TicketStore, Protocol):
     the same database (one backup holds both), and the schema version for diagnostics."""
 
     async def append_audit(self, entries: Sequence[AuditEntry]) -> None:
-        """Append a batch in one transaction; the log refuses UPDATE and DELETE."""
+        """Append a batch in one transaction; the log refuses UPDATE and DELETE. An entry whose
+        ``entry_id`` is already stored is skipped, so writing a batch again is harmless."""
 
     async def audit(self, subject: str | None = None, limit: int = 100) -> list[AuditEntry]:
         """Newest first."""

@@ -23,7 +23,7 @@ from integration.bridge_under_test import ADMIN_HEADERS, BridgeUnderTest
 from peers.ports import PortAllocator
 from peers.postgres import PASSWORD, PostgresCluster
 
-from bridge.tickets import lifecycle
+from bridge.tickets import lifecycle, sqlite_store
 from bridge.tickets import postgres_store as pg
 from bridge.tickets.backends import open_store
 from bridge.tickets.errors import (
@@ -222,6 +222,53 @@ async def test_the_audit_log_reads_newest_first_by_subject(store: TicketDatabase
     assert by_c1[0].seq > by_c1[1].seq
     assert by_c1[0].data == {"呼叫": 1}
     assert [e.subject for e in await store.audit(limit=2)] == ["c1", "c2"]
+
+
+async def test_an_audit_batch_written_twice_is_stored_once(store: TicketDatabase) -> None:
+    """The audit writer writes a batch again when its commit's acknowledgement was lost."""
+    batch = [
+        AuditEntry(at=NOW + n, actor="bridge", kind="call.ringing", subject=f"c{n}", data={})
+        for n in range(3)
+    ]
+    await store.append_audit(batch)
+    await store.append_audit(
+        [*batch[1:], AuditEntry(at=NOW, actor="b", kind="k", subject="c3", data={})]
+    )
+    stored = await store.audit()
+    assert [e.subject for e in stored] == ["c3", "c2", "c1", "c0"]
+    assert [e.entry_id for e in reversed(stored[1:])] == [e.entry_id for e in batch]
+
+
+async def old_audit_database(backend: Backend) -> None:
+    """A database at the schema before audit entries had ids, with one entry logged."""
+    if backend.name == "sqlite":
+        sqlite_store.SqliteTicketDb(
+            backend.base_dir / "tickets.sqlite3", migrations=sqlite_store.MIGRATIONS[:3]
+        ).close()
+    else:
+        await (await pg.PostgresTicketStore.open(backend.url, migrations=pg.MIGRATIONS[:2])).close()
+    backend.execute(
+        "INSERT INTO audit_log (at, actor, kind, subject, data)"
+        " VALUES (1, 'bridge', 'call.ringing', 'old', '{}')"
+    )
+
+
+async def test_audit_entries_logged_before_ids_are_kept_and_stay_append_only(
+    backend: Backend,
+) -> None:
+    await old_audit_database(backend)
+    store = await backend.open()
+    try:
+        entry = AuditEntry(at=NOW, actor="bridge", kind="call.answered", subject="new", data={})
+        await store.append_audit([entry])
+        await store.append_audit([entry])
+        stored = await store.audit()
+    finally:
+        await store.close()
+    assert [(e.subject, e.entry_id) for e in stored] == [("new", entry.entry_id), ("old", None)]
+    for sql in ("UPDATE audit_log SET entry_id = 'forged'", "DELETE FROM audit_log"):
+        with pytest.raises(backend.error, match="append-only"):
+            backend.execute(sql)
 
 
 async def test_the_event_and_audit_logs_refuse_rewrites(
