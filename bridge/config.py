@@ -113,6 +113,9 @@ class StorageConfig(_Strict):
     max_connections: int = Field(default=8, ge=1, le=200)
     """PostgreSQL: connections this node holds at most (the server's max_connections is shared
     by every node). SQLite uses one writer thread whatever this says."""
+    audit_journal: str = "var/audit-journal.jsonl"
+    """Where audit entries wait while the store cannot take them (beyond what memory holds, or
+    at shutdown), replayed into it on start; relative to the config file's folder."""
 
     @field_validator("url")
     @classmethod

@@ -7,7 +7,6 @@ figures (:mod:`bridge.media_figures`) on /metrics.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import Any
@@ -15,6 +14,8 @@ from typing import Any
 from aiohttp import web
 
 from bridge import native
+from bridge.audit_journal import AuditJournal
+from bridge.audit_writer import AuditWriter
 from bridge.calls.call import Call, CallEvent
 from bridge.config import Config
 from bridge.engine import Engine
@@ -41,9 +42,6 @@ from bridge.transfers import TransferCoordinator, ticket_headers
 
 log = logging.getLogger("bridge.service")
 
-AUDIT_BATCH_S = 0.1
-"""Seconds audit entries wait to be written together (close() still writes every one)."""
-
 
 class Service:
     def __init__(self, engine: Engine, config: Config) -> None:
@@ -58,9 +56,7 @@ class Service:
         )
         self.store: TicketDatabase | None = None
         self.transfers: TransferCoordinator | None = None
-        self._audit_buffer: list[AuditEntry] = []
-        self._audit_writing = 0
-        self._audit_writer: asyncio.Task[None] | None = None
+        self.audit_writer = AuditWriter(AuditJournal(config.resolve(config.storage.audit_journal)))
         self._runner: web.AppRunner | None = None
         self._calls_total = self.metrics.counter(
             "bridge_call_events_total", "Call state changes", ("kind",)
@@ -84,10 +80,16 @@ class Service:
         opened = await open_store(
             storage.url, base_dir=self.config.base_dir, max_connections=storage.max_connections
         )
-        export_storage_metrics(self.metrics, opened, self._audit_pending)
+        export_storage_metrics(
+            self.metrics,
+            opened,
+            self.audit_writer.pending,
+            audit_journal=lambda: self.audit_writer.journal.entries,
+        )
         # The sidecar and the transfers use the store through this one wrapper: /metrics times
         # its writes and counts its failures once.
         self.store = MeasuredStore(opened, self.metrics)
+        self.audit_writer.start(self.store)
         app = create_app(
             store=self.store,
             control=self,
@@ -111,8 +113,7 @@ class Service:
         log.info("sidecar listening on %s:%d", *self.listen)
 
     async def close(self) -> None:
-        if self._audit_writer is not None:
-            await self._audit_writer
+        await self.audit_writer.close()
         if self.transfers is not None:
             await self.transfers.close()
         if self._runner is not None:
@@ -123,27 +124,9 @@ class Service:
     # -- audit log -----------------------------------------------------------------------
 
     def audit(self, entries: list[AuditEntry]) -> None:
-        """Queue entries for the append-only audit log, written in batches off the loop."""
-        self._audit_buffer.extend(entries)
-        if self._audit_writer is None or self._audit_writer.done():
-            self._audit_writer = asyncio.get_running_loop().create_task(self._write_audit())
-
-    async def _write_audit(self) -> None:
-        while self._audit_buffer and self.store is not None:
-            # Let entries gather: one transaction (and one hand-off to the store's thread) per
-            # AUDIT_BATCH_S rather than per burst is a measurable share of a call's CPU.
-            await asyncio.sleep(AUDIT_BATCH_S)
-            batch, self._audit_buffer = self._audit_buffer, []
-            self._audit_writing = len(batch)
-            try:
-                await self.store.append_audit(batch)
-            except Exception:
-                log.exception("audit log write failed; %d entries lost", len(batch))
-            finally:
-                self._audit_writing = 0
-
-    def _audit_pending(self) -> int:
-        return len(self._audit_buffer) + self._audit_writing
+        """Queue entries for the append-only audit log, written in batches off the loop, kept
+        and retried while the store is down (:mod:`bridge.audit_writer`)."""
+        self.audit_writer.add(entries)
 
     async def _audit_route(self, request: web.Request) -> web.Response:
         """GET /api/v1/audit?subject=CALL_ID&limit=N: supervisors and admins only."""

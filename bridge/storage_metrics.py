@@ -5,7 +5,8 @@ coordinator: every store call passes through it once, so a write is timed in one
 both databases, and a failure is counted once however many layers it then crosses (the
 sidecar answers it 503 or 409, the transfer coordinator and the audit writer log it).
 :func:`export_storage_metrics` adds the figures read at scrape time: the audit entries not yet
-written and, for a store over a connection pool (PostgreSQL), its connections.
+written (those in the local journal too, and apart) and, for a store over a connection pool
+(PostgreSQL), its connections.
 """
 
 from __future__ import annotations
@@ -120,13 +121,21 @@ class MeasuredStore:
 
 
 def export_storage_metrics(
-    metrics: MetricsRegistry, store: TicketDatabase, audit_pending: Callable[[], int]
+    metrics: MetricsRegistry,
+    store: TicketDatabase,
+    audit_pending: Callable[[], int],
+    *,
+    audit_journal: Callable[[], int],
 ) -> None:
     """Register the store's figures read at scrape time (call once, after opening it)."""
     metrics.gauge(
         "bridge_audit_pending",
-        "Audit log entries not yet written to the ticket store (queued or being written)",
+        "Audit log entries not yet written to the ticket store (in memory or in the journal)",
     ).set_function(lambda: float(audit_pending()))
+    metrics.gauge(
+        "bridge_audit_journal_entries",
+        "Audit log entries waiting in the local journal for the ticket store to take them",
+    ).set_function(lambda: float(audit_journal()))
     if not isinstance(store, PooledStore):
         return
     pooled = store

@@ -15,6 +15,7 @@ def test_the_example_config_loads_and_resolves_paths_beside_itself() -> None:
     config = load_config(ROOT / "config.example.toml")
     assert config.sip.address == ("127.0.0.1", 5060)
     assert config.resolve(config.dialplan.path) == ROOT / "dialplans" / "example.toml"
+    assert config.resolve(config.storage.audit_journal) == ROOT / "var" / "audit-journal.jsonl"
 
 
 def test_errors_name_the_file_and_line_of_the_offending_key(tmp_path: Path) -> None:

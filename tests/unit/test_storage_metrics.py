@@ -102,13 +102,16 @@ def test_a_pooled_store_shows_its_connections_and_queue() -> None:
     registry = MetricsRegistry()
     pending = [7]
     fake = PooledFake()
-    export_storage_metrics(registry, fake, lambda: pending[0])  # type: ignore[arg-type]
+    export_storage_metrics(  # type: ignore[arg-type]
+        registry, fake, lambda: pending[0], audit_journal=lambda: 2
+    )
     assert samples(registry, "bridge_storage_") == {
         'bridge_storage_connections{state="idle"}': 1,
         'bridge_storage_connections{state="in_use"}': 3,
         "bridge_storage_requests_waiting": 5,
     }
     assert samples(registry, "bridge_audit_pending") == {"bridge_audit_pending": 7}
+    assert samples(registry, "bridge_audit_journal") == {"bridge_audit_journal_entries": 2}
     fake.figures = PoolFigures(in_use=0, idle=2, waiting=0)
     pending[0] = 0
     assert (
@@ -122,7 +125,7 @@ async def test_sqlite_has_no_pool_figures(tmp_path: Path) -> None:
     registry = MetricsRegistry()
     store = await SqliteTicketStore.open(tmp_path / "t.sqlite3")
     try:
-        export_storage_metrics(registry, store, lambda: 0)
+        export_storage_metrics(registry, store, lambda: 0, audit_journal=lambda: 0)
     finally:
         await store.close()
     rendered = registry.render()
