@@ -22,6 +22,7 @@ import pytest
 from integration.bridge_under_test import ADMIN_HEADERS, BridgeUnderTest
 from peers.ports import PortAllocator
 from peers.postgres import PASSWORD, PostgresCluster
+from peers.sipp import SippRun
 
 from bridge.tickets import lifecycle, sqlite_store
 from bridge.tickets import postgres_store as pg
@@ -600,3 +601,78 @@ async def test_metrics_show_the_postgres_pool_and_count_a_lost_connection(
     after = await storage_samples(node.http_url)
     assert after[UNAVAILABLE] == 1
     assert after['bridge_storage_operation_seconds_count{operation="update"}'] == 1
+
+
+@pytest.mark.peers("postgres", "sipp")
+async def test_calls_audit_entries_survive_killed_postgres_connections_exactly_once(
+    bridge: Callable[..., Awaitable[BridgeUnderTest]],
+    ports: PortAllocator,
+    postgres_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The bridge's connections are killed while its audit writes wait on a lock, and again
+    while idle, as calls go through: once the database is back, the audit log holds every entry
+    the calls made, in order, each once (retried, not dropped, not doubled)."""
+    calls = 30
+    uas = SippRun("uas", workdir=tmp_path, allocator=ports, name="callee", calls=calls).start()
+    uac = SippRun(
+        "uac", workdir=tmp_path, allocator=ports, name="caller", calls=calls, service="110",
+        rate=15, timeout=40, trace_messages=False,
+    )  # fmt: skip
+    node = await bridge(carrier_port=uac.port, pbx_ports=[uas.port], storage_url=postgres_url)
+    service = node.service
+    assert service is not None
+    queued: list[AuditEntry] = []
+    audit = service.audit
+
+    def recorded(entries: list[AuditEntry]) -> None:
+        queued.extend(entries)
+        audit(entries)
+
+    monkeypatch.setattr(service, "audit", recorded)
+    bridge_backends = "application_name = 'bridge' AND pid <> pg_backend_pid()"
+    kill = f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE {bridge_backends}"
+    try:
+        await uas.started()
+        uac.remote_args(node.sip_address).start()
+        async with (
+            await psycopg.AsyncConnection.connect(postgres_url) as holder,
+            await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as killer,
+        ):
+            # INSERTs wait behind this lock: each kill below lands on an audit write in flight.
+            await holder.execute("LOCK TABLE audit_log IN EXCLUSIVE MODE")
+            for _ in range(2):
+                deadline = asyncio.get_running_loop().time() + 10
+                while True:
+                    cursor = await killer.execute(
+                        f"SELECT count(*) FROM pg_stat_activity WHERE {bridge_backends}"
+                        " AND wait_event_type = 'Lock'"
+                    )
+                    row = await cursor.fetchone()
+                    if row is not None and row[0] > 0:
+                        break
+                    assert asyncio.get_running_loop().time() < deadline, "no write waits"
+                    await asyncio.sleep(0.02)
+                await killer.execute(kill)
+            await holder.rollback()
+            for _ in range(5):  # and the idle ones, as calls go on
+                await asyncio.sleep(0.2)
+                await killer.execute(kill)
+        (await uac.wait()).assert_ok(successful=calls)
+        (await uas.wait()).assert_ok(successful=calls)
+        await node.wait_idle()
+        deadline = asyncio.get_running_loop().time() + 30
+        while (await storage_samples(node.http_url))["bridge_audit_pending"] > 0:
+            assert asyncio.get_running_loop().time() < deadline, "audit entries still pending"
+            await asyncio.sleep(0.1)
+        samples = await storage_samples(node.http_url)
+    finally:
+        uac.kill()
+        uas.kill()
+    assert samples[UNAVAILABLE] >= 2, "audit writes failed and were retried"
+    with psycopg.connect(postgres_url) as conn:
+        rows = conn.execute("SELECT entry_id FROM audit_log ORDER BY seq").fetchall()
+    stored = [row[0] for row in rows]
+    assert len(queued) >= calls * 3
+    assert stored == [entry.entry_id for entry in queued]
