@@ -33,6 +33,11 @@ MiB. Past it, entries are appended to the journal."""
 AUDIT_MAX_BATCH = 1000
 """Entries per store transaction when a backlog or the journal is written."""
 
+AUDIT_CLOSE_S = 10.0
+"""Seconds close() spends writing to the store before it leaves the rest to the journal: a
+database that is down must not hold the stop up (a PostgreSQL pool waits 30 s for a connection).
+A write cut short may have committed; the store ignores it when the journal replays it."""
+
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 30.0
 """Pauses between attempts at a batch the store refused: doubling, up to a store restart's
@@ -50,12 +55,14 @@ class AuditWriter:
         batch_s: float = AUDIT_BATCH_S,
         retry_first_s: float = RETRY_FIRST_S,
         retry_max_s: float = RETRY_MAX_S,
+        close_s: float = AUDIT_CLOSE_S,
     ) -> None:
         self.journal = journal
         self._memory_limit = memory_limit
         self._batch_s = batch_s
         self._retry_first_s = retry_first_s
         self._retry_max_s = retry_max_s
+        self._close_s = close_s
         self._memory: list[AuditEntry] = []
         """The oldest entries not yet written; the head may be the batch being written."""
         self._overflow: list[AuditEntry] = []
@@ -193,7 +200,15 @@ class AuditWriter:
         if (self._task is None or self._task.done()) and self._store is not None and self.pending():
             self._task = asyncio.get_running_loop().create_task(self._run())
         if self._task is not None:
-            await self._task
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), self._close_s)
+            except TimeoutError:
+                log.warning(
+                    "audit log: the ticket store did not answer within %.0f s", self._close_s
+                )
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
         self._closed = True
         if not self._memory and not self._overflow:
             return

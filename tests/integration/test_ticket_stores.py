@@ -9,6 +9,7 @@ and bridge nodes sharing one database.
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import subprocess
 import sys
@@ -676,3 +677,47 @@ async def test_calls_audit_entries_survive_killed_postgres_connections_exactly_o
     stored = [row[0] for row in rows]
     assert len(queued) >= calls * 3
     assert stored == [entry.entry_id for entry in queued]
+
+
+@pytest.mark.peers("postgres")
+async def test_audit_entries_unwritten_when_the_bridge_stops_are_replayed_by_its_next_start(
+    bridge: Callable[..., Awaitable[BridgeUnderTest]],
+    ports: PortAllocator,
+    postgres_url: str,
+) -> None:
+    """The database refuses the bridge as dial-plan reloads are audited and the bridge stops:
+    the entries wait in the journal beside its config, and the next start writes them."""
+    node = await bridge(
+        carrier_port=ports.port(), pbx_ports=[ports.port()], storage_url=postgres_url
+    )
+    journal = node.workdir / "var" / "audit-journal.jsonl"
+    server, dbname = postgres_url.rsplit("/", 1)
+    assert node.service is not None
+    node.service.reload_dialplan_from_signal()
+    # From another database: a connection cannot close its own database to connections.
+    async with await psycopg.AsyncConnection.connect(
+        f"{server}/postgres", autocommit=True
+    ) as admin:
+        deadline = asyncio.get_running_loop().time() + 10
+        while (await storage_samples(node.http_url))["bridge_audit_pending"] > 0:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.05)
+        await admin.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS false')
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+            (dbname,),
+        )
+        for _ in range(3):
+            node.service.reload_dialplan_from_signal()
+        await node.stop()
+        kept = [json.loads(line)["kind"] for line in journal.read_text().splitlines()]
+        await admin.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS true')
+    assert kept == ["dialplan.reload"] * 3
+    await node.start()
+    deadline = asyncio.get_running_loop().time() + 10
+    while journal.exists() or (await storage_samples(node.http_url))["bridge_audit_pending"]:
+        assert asyncio.get_running_loop().time() < deadline, "the journal was not replayed"
+        await asyncio.sleep(0.05)
+    with psycopg.connect(postgres_url) as conn:
+        rows = conn.execute("SELECT kind, count(*) OVER (PARTITION BY entry_id) FROM audit_log")
+        assert rows.fetchall() == [("dialplan.reload", 1)] * 4

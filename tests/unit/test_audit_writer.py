@@ -197,3 +197,23 @@ async def test_a_batch_committed_whose_acknowledgement_was_lost_is_stored_once(
     finally:
         await store.close()
     assert ids(list(reversed(stored))) == ids(sent)
+
+
+class Hanging:
+    """A store whose server stopped answering: writes wait for ever."""
+
+    async def append_audit(self, batch: Sequence[AuditEntry]) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_a_store_that_does_not_answer_holds_the_stop_up_only_so_long(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "journal.jsonl"
+    audit = writer(path, close_s=0.2)
+    audit.start(Hanging())  # type: ignore[arg-type]
+    sent = entries(0, 3)
+    audit.add(sent)
+    await asyncio.sleep(0.05)  # the write is under way
+    await asyncio.wait_for(audit.close(), 2)
+    assert journal_ids(path) == ids(sent)
