@@ -52,7 +52,10 @@ def reoffer(
 ) -> None:
     """A re-INVITE of the bridge's own that resumes ``leg`` or, with ``hold``, holds it:
     ``sendonly``, since the bridge plays it the hold tone (RFC 3264 §8.4); with ``restore``,
-    one that offers that session description again. What it asks for becomes the leg's
+    one that offers that session description again. Resume and hold offer the party's own
+    codecs (:func:`_party_codecs`): §8 has a new offer in a session keep the formats the
+    answerer accepted, and a phone that speaks only PCMU may refuse the bridge's PCMA-first
+    defaults with 488. What it asks for becomes the leg's
     :attr:`~bridge.calls.call.Leg.reoffer`, replacing any older wish still waiting."""
     leg.reoffer = Reoffer(held=hold, sdp=restore)
     _send_reoffer(core, call, leg, now, 1)
@@ -73,7 +76,7 @@ def _send_reoffer(core: B2BUA, call: Call, leg: Leg, now: float, attempt: int) -
             address=leg.media.host,
             port=leg.media.port,
             session_id=secrets.randbelow(2**31),
-            codecs=_party_codecs(leg) if wanted.refused else sdp.DEFAULT_CODECS,
+            codecs=_party_codecs(leg),
             direction=sdp.Direction.SENDONLY if wanted.held else sdp.Direction.SENDRECV,
         )
     was_sdp = leg.last_sdp
@@ -155,7 +158,8 @@ def _resume_refused(
     hearing the other party without being heard. Product rule: a caller is never lost
     without anyone knowing. The refusal is a ``resume_refused`` call event; the first one is
     followed by one more offer after :data:`RESUME_RETRY_S`, or the Retry-After of a 500 or
-    503 (§21.5.1, §21.5.4, §20.33), built of the party's own codecs (:func:`_party_codecs`).
+    503 (§21.5.1, §21.5.4, §20.33), of the party's own codecs as the first was
+    (:func:`_party_codecs`), for a refusal that was momentary (busy, overloaded).
     After that one a ``resume_failed`` event says who hears what, for the agent's screen
     and the supervisor console; the call stays up, as hanging up is the agent's decision."""
     attempt = 2 if wanted.refused else 1
@@ -189,8 +193,9 @@ def _retry_delay(response: Response) -> float:
 def _party_codecs(leg: Leg) -> tuple[sdp.Codec, ...]:
     """The codecs of the party's own SDP in force (its last offer or answer the session
     settled on), in its order and under its payload types, those the bridge's media takes:
-    RFC 3264 §5 lets an offer name any, and these are ones the party accepted, so a resume it
-    refused for a codec is not refused again for it. The bridge's defaults when none is left."""
+    RFC 3264 §5 lets an offer name any, and §8 has a new offer keep the formats the answerer
+    accepted: a party is not offered codecs it may refuse with 488. The bridge's defaults when
+    the party's SDP is unknown or leaves none."""
     target = leg.media_target
     try:
         audio = sdpmap.parse(target.sdp).audio if target is not None and target.sdp else None

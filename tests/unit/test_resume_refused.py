@@ -23,21 +23,23 @@ from bridge.calls.reoffer import RESUME_RETRY_S
 from bridge.sip.message import Request, Response
 
 CALLER_SDP = SDP.replace(b"8 0 101", b"0 101").replace(b"a=rtpmap:8 PCMA/8000\r\n", b"")
-"""The caller's phone speaks PCMU only, which the bridge's own offers do not put first."""
+"""The caller's phone speaks PCMU only, which the bridge's defaults do not put first."""
 
 CALLER_HELD = CALLER_SDP.replace(b"sendrecv", b"recvonly")
 CALLER_CONTACT = "sip:caller@127.0.0.1:5071"
 
 
-def held_then_transferred(h: Harness, mode: str) -> tuple[Call, Response, Request]:
-    """The agent's phone holds the caller (answered recvonly, PCMU only), then the agent
-    transfers; once the target talks to the caller the bridge resumes it. The call, the
-    bridge's 200 OK to the caller, and the resume."""
+def held_then_transferred(
+    h: Harness, mode: str, held: bytes = CALLER_HELD
+) -> tuple[Call, Response, Request]:
+    """The agent's phone holds the caller (answered recvonly with ``held``: PCMU only), then
+    the agent transfers; once the target talks to the caller the bridge resumes it. The call,
+    the bridge's 200 OK to the caller, and the resume."""
     inv, ok = establish(h)
     h.sent()
     h.feed(reinvite_from_callee(inv, 2, b"a=sendonly"), CALLEE)
     mirrored = next(m for m in h.sent_to(CALLER) if isinstance(m, Request))
-    h.feed(answer(mirrored, 200, tag="", sdp=CALLER_HELD, contact=CALLER_CONTACT), CALLER)
+    h.feed(answer(mirrored, 200, tag="", sdp=held, contact=CALLER_CONTACT), CALLER)
     h.sent()
     call_id = transfer_in_mode(h, mode)
     target_invite = next(m for m in h.sent_to(TARGET) if isinstance(m, Request))
@@ -48,6 +50,37 @@ def held_then_transferred(h: Harness, mode: str) -> tuple[Call, Response, Reques
     assert b"a=sendrecv" in resume.body
     h.core.take_events()
     return h.core.calls[call_id], ok, resume
+
+
+NO_EVENTS = CALLER_HELD.replace(b"0 101", b"0").replace(
+    b"a=rtpmap:101 telephone-event/8000\r\n", b""
+)
+EVENTS_96 = CALLER_HELD.replace(b"101", b"96")
+
+
+@pytest.mark.parametrize(
+    ("held", "media_line", "events"),
+    [
+        (CALLER_HELD, b"m=audio 20000 RTP/AVP 0 101\r\n", b"a=rtpmap:101 telephone-event"),
+        (EVENTS_96, b"m=audio 20000 RTP/AVP 0 96\r\n", b"a=rtpmap:96 telephone-event"),
+        (NO_EVENTS, b"m=audio 20000 RTP/AVP 0\r\n", None),
+    ],
+)
+def test_the_first_resume_offers_the_codecs_the_caller_accepted(
+    held: bytes, media_line: bytes, events: bytes | None
+) -> None:
+    """RFC 3264 §8: a new offer in the session keeps the formats the answerer accepted. The
+    caller answered the hold with PCMU only, so the bridge's resume offers PCMU only, with
+    the caller's own telephone-event under its payload type, or none when it had none; not
+    the bridge's defaults (PCMA first), which a PCMU-only phone may refuse with 488."""
+    h = Harness()
+    _call, _ok, resume = held_then_transferred(h, "blind", held)
+    assert media_line in resume.body
+    assert b"PCMA" not in resume.body
+    if events is None:
+        assert b"telephone-event" not in resume.body
+    else:
+        assert events in resume.body
 
 
 def refuse(h: Harness, resume: Request, status: int, retry_after: str | None = None) -> None:
@@ -77,12 +110,13 @@ def kinds(h: Harness) -> list[str]:
 
 
 @pytest.mark.parametrize("mode", ["blind", "attended"])
-def test_a_refused_resume_goes_again_with_the_callers_codecs_and_a_new_version(
+def test_a_refused_resume_goes_again_as_it_was_after_a_delay(
     mode: str,
 ) -> None:
     """488 to the resume: 2 s later the bridge offers sendrecv again, built of the codecs the
-    caller's phone itself accepted (PCMU, not the bridge's PCMA first), one o= version above
-    the refused offer's. The caller's 200 takes it off hold; nothing more is said."""
+    caller's phone itself accepted (PCMU, not the bridge's PCMA first). It is the description
+    the phone refused, so under the same o= version (RFC 3264 §8: never one version for two
+    descriptions). The caller's 200 takes it off hold; nothing more is said."""
     h = Harness()
     call, _ok, resume = held_then_transferred(h, mode)
     started = h.now
@@ -102,7 +136,8 @@ def test_a_refused_resume_goes_again_with_the_callers_codecs_and_a_new_version(
     assert sent_at - started == pytest.approx(RESUME_RETRY_S, abs=0.11)
     assert retry.call_id == resume.call_id
     assert retry.cseq.seq > resume.cseq.seq
-    assert origin_version(retry.body) == origin_version(resume.body) + 1
+    assert retry.body == resume.body
+    assert origin_version(retry.body) == origin_version(resume.body)
     assert b"a=sendrecv" in retry.body
     assert b"RTP/AVP 0 101" in retry.body
     assert b"PCMA" not in retry.body
