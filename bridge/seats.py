@@ -33,6 +33,10 @@ class SeatAuthority:
         )
         self.platform_of: Callable[[str], str | None] = lambda seat: None
 
+    def known(self, name: str) -> bool:
+        """Whether ``name`` is one of the configured seats (a leg's peer may be a trunk)."""
+        return name in self.passwords
+
     def _verify(self, request: Request, header: str, now: float) -> tuple[str | None, bool]:
         """The authenticated seat id (or None) and whether the failure was a stale nonce."""
         value = request.headers.get(header)

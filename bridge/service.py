@@ -42,6 +42,11 @@ from bridge.transfers import TransferCoordinator, ticket_headers
 
 log = logging.getLogger("bridge.service")
 
+AGENT_EVENTS = frozenset({"resume_refused", "resume_failed"})
+"""Call events addressed to the seats concerned as well as to the console: the bridge could
+not take a caller the agent handed over off hold (:mod:`bridge.calls.reoffer`), and the agent
+is the one to act. A transfer's own failure reaches that seat as a ticket event."""
+
 
 class Service:
     def __init__(self, engine: Engine, config: Config) -> None:
@@ -166,8 +171,26 @@ class Service:
                     "state": str(event.state),
                     "at": time.time(),
                     "data": _plain(event.data),
-                }
+                },
+                seats=self._seats_concerned(event),
             )
+
+    def _seats_concerned(self, event: CallEvent) -> tuple[str, ...]:
+        """The seats an :data:`AGENT_EVENTS` event goes to, as an agent's screen subscribes
+        by seat: the agent who handed the call over (the seat its ticket events reach), and
+        each party of the refused exchange that is a seat (the one the caller talks to)."""
+        if event.kind not in AGENT_EVENTS:
+            return ()
+        call = self.engine.core.calls.get(event.call_id)
+        if call is None:
+            return ()
+        seats = [call.agent_seat]
+        leg = call.legs.get(str(event.data.get("leg")))
+        if leg is not None:
+            for party in (leg, call.other(leg)):
+                if party is not None and self.engine.seats.known(party.peer):
+                    seats.append(party.peer)
+        return tuple(dict.fromkeys(seat for seat in seats if seat))
 
     # -- CallControl ---------------------------------------------------------------------
 

@@ -18,7 +18,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from bridge.calls.transfer import TransferEvent, TransferRequest
+from bridge.calls.call import Call
+from bridge.calls.transfer import TransferDesk, TransferEvent, TransferRequest
 from bridge.sidecar.control import CallNotFound, CallStateConflict, UnprocessableRequest
 from bridge.sidecar.events import EventHub, publish_ticket
 from bridge.sidecar.links import LinkSigner
@@ -154,6 +155,7 @@ class TransferCoordinator:
             refusal: Exception | None = None
             # Whoever joins the call later (a supervisor) gets this ticket's headers too.
             call.ticket_id = ticket.id
+            call.agent_seat = transition.ticket.sending_seat or self._agent_seat(call)
         except (LookupError, LocalProtocolError) as exc:
             refusal = exc
         engine.flush()  # the INVITE leaves before anyone is told
@@ -167,6 +169,14 @@ class TransferCoordinator:
             raise CallStateConflict(refusal.detail) from refusal
         summary = engine.core.calls[call_id].summary() if call_id in engine.core.calls else {}
         return {**summary, "transfer": {"target": target, "destination": platform, "mode": mode}}
+
+    def _agent_seat(self, call: Call) -> str | None:
+        """The seat of the agent handing the call over when its ticket names none: the agent's
+        leg when it reaches a seat (not a trunk), else the one the call already has."""
+        agent = TransferDesk.agent_leg(call)
+        if agent is not None and self.engine.seats.known(agent.peer):
+            return agent.peer
+        return call.agent_seat
 
     async def _from_phone(self, request: TransferRequest) -> None:
         """A REFER or a transfer key: use the call's draft ticket, or open one."""

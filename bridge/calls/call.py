@@ -194,6 +194,10 @@ class Call:
     caller_leg: str = ""
     callee_leg: str = ""
     ticket_id: str | None = None
+    agent_seat: str | None = None
+    """The seat of the agent who handed the call over (its transfer ticket's sending seat):
+    whose screen is told what goes wrong with the caller afterwards, when that agent's phone
+    may have left the call already."""
     ended_reason: str = ""
     history: list[CallEvent] = field(default_factory=list)
 

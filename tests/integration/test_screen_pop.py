@@ -111,6 +111,10 @@ async def test_the_target_desk_sees_the_ticket_while_it_rings_and_the_seat_follo
 
         reply = await post_transfer(service, call_id)
         ticket_id = reply["ticket"]["id"]
+        # What goes wrong with the caller after the transfer (a refused resume) reaches the
+        # ticket's sending seat as well.
+        assert service.engine is not None
+        assert service.engine.core.calls[call_id].agent_seat == SENDING_SEAT
 
         ringing = await target_desk.wait_for("ringing", ticket_id, POP_WITHIN)
         assert ringing is not None, target_desk.tickets

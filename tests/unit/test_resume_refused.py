@@ -19,6 +19,7 @@ from test_races import origin_version, requests
 from test_transfer import TARGET, bye_from_callee, resumes_sent_to_the_caller, transfer_in_mode
 
 from bridge.calls.call import Call
+from bridge.calls.ports import Destination
 from bridge.calls.reoffer import RESUME_RETRY_S
 from bridge.sip.message import Request, Response
 
@@ -30,18 +31,23 @@ CALLER_CONTACT = "sip:caller@127.0.0.1:5071"
 
 
 def held_then_transferred(
-    h: Harness, mode: str, held: bytes = CALLER_HELD
+    h: Harness, mode: str, held: bytes = CALLER_HELD, target: Destination | None = None
 ) -> tuple[Call, Response, Request]:
     """The agent's phone holds the caller (answered recvonly with ``held``: PCMU only), then
-    the agent transfers; once the target talks to the caller the bridge resumes it. The call,
-    the bridge's 200 OK to the caller, and the resume."""
+    the agent transfers (to ``target``, by default the 110 desk's trunk); once the target
+    talks to the caller the bridge resumes it. The call, the bridge's 200 OK to the caller,
+    and the resume."""
     inv, ok = establish(h)
     h.sent()
     h.feed(reinvite_from_callee(inv, 2, b"a=sendonly"), CALLEE)
     mirrored = next(m for m in h.sent_to(CALLER) if isinstance(m, Request))
     h.feed(answer(mirrored, 200, tag="", sdp=held, contact=CALLER_CONTACT), CALLER)
     h.sent()
-    call_id = transfer_in_mode(h, mode)
+    if target is None:
+        call_id = transfer_in_mode(h, mode)
+    else:
+        call_id = next(iter(h.core.calls))
+        h.core.transfers.start(call_id, [target], h.now, mode=mode, ticket_id="T1")
     target_invite = next(m for m in h.sent_to(TARGET) if isinstance(m, Request))
     h.feed(answer(target_invite, 200, tag="t1", sdp=SDP, contact="sip:t@127.0.0.1:5090"), TARGET)
     if mode == "attended":
