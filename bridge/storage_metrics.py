@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
-from bridge.sidecar.metrics import MetricsRegistry
+from bridge.sidecar.metrics import DEFAULT_BUCKETS, MetricsRegistry
 from bridge.tickets.errors import ConcurrentUpdate, StoreUnavailable
 from bridge.tickets.lifecycle import TicketEvent, Transition
 from bridge.tickets.model import Ticket
@@ -31,22 +31,7 @@ T = TypeVar("T")
 
 # Fast enough for SQLite on a local disk (well under a millisecond), long enough for a
 # PostgreSQL operation queued behind busy connections or a row lock.
-OPERATION_BUCKETS: tuple[float, ...] = (
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-)
+OPERATION_BUCKETS: tuple[float, ...] = (0.0005, *DEFAULT_BUCKETS)
 
 
 class MeasuredStore:
