@@ -38,7 +38,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.plan import HOTLINE_PLAN, bench_config, bench_plan
-from bench.storage import STORAGES, Storage, StorageUnavailable, opened, unavailable
+from bench.storage import (
+    Storage,
+    StorageUnavailable,
+    add_storage_argument,
+    opened,
+    unavailable,
+)
 from bridge import native
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -727,13 +733,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--skip-rate", action="store_true")
     parser.add_argument("--skip-hold", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
-    parser.add_argument(
-        "--storage",
-        choices=STORAGES,
-        default="sqlite",
-        help="the bridge's ticket store: a SQLite file (default) or a throw-away PostgreSQL "
-        "cluster on 127.0.0.1 that this script starts and stops",
-    )
+    add_storage_argument(parser)
     parser.add_argument(
         "--realtime-priority",
         type=int,

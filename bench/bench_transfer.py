@@ -71,7 +71,13 @@ from bench.sip_peer import (
     uri_of,
     user_of,
 )
-from bench.storage import STORAGES, Storage, StorageUnavailable, opened, unavailable
+from bench.storage import (
+    Storage,
+    StorageUnavailable,
+    add_storage_argument,
+    opened,
+    unavailable,
+)
 from bench.transfer_report import report
 
 TOKEN = "bench-seat-token-0123456789"
@@ -653,13 +659,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ring", type=float, default=1.0, help="target rings this long")
     parser.add_argument("--hold", type=float, default=1.0, help="caller stays after transfer")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
-    parser.add_argument(
-        "--storage",
-        choices=STORAGES,
-        default="sqlite",
-        help="the bridge's ticket store: a SQLite file (default) or a throw-away PostgreSQL "
-        "cluster on 127.0.0.1 that this script starts and stops",
-    )
+    add_storage_argument(parser)
     args = parser.parse_args(argv)
     if not BRIDGE.exists():
         print(f"no bridge executable at {BRIDGE.relative_to(BRIDGE.parents[2])}; run make venv")

@@ -11,6 +11,7 @@ are read with the same query from either.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import signal
 import sqlite3
@@ -32,6 +33,17 @@ INSTALL_HINT = "install the Debian package postgresql (`make peers` does it as r
 
 class StorageUnavailable(RuntimeError):
     """The PostgreSQL cluster did not start (the message says why, with its log's tail)."""
+
+
+def add_storage_argument(parser: argparse.ArgumentParser) -> None:
+    """``--storage``, as the call benches take it."""
+    parser.add_argument(
+        "--storage",
+        choices=STORAGES,
+        default="sqlite",
+        help="the bridge's ticket store: a SQLite file (default) or a throw-away PostgreSQL "
+        "cluster on 127.0.0.1 that this script starts and stops",
+    )
 
 
 def unavailable(kind: str) -> str | None:
