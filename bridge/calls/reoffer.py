@@ -115,22 +115,22 @@ def own_reinvite_done(
     once it is connected to someone who talks to it (the transfer target, or the agent whose
     hold was cancelled), and a phone on hold still receives, so it goes on hearing them
     rather than a tone laid over them. That party is then half in the call, which
-    :func:`_resume_refused` does not leave unsaid."""
+    :func:`_resume_refused` does not leave unsaid, nor :func:`_resume_failed` for a resume
+    given up after :data:`MAX_REINVITE_ATTEMPTS` 491s."""
     leg = pending.to_leg
     wanted = pending.reoffer
     call = core.calls.get(pending.call_id)
     status = response.status
     retry = status == 491 and call is not None and pending.attempt < MAX_REINVITE_ATTEMPTS
-    refused = (
-        status >= 300
-        and status != 491
-        and status not in reinvite.DIALOG_LOST
-        and wanted is not None
+    a_resume = (
+        wanted is not None
         and leg.reoffer is wanted
         and not wanted.held
         and not wanted.sdp
         and leg.live
     )
+    refused = a_resume and status >= 300 and status != 491 and status not in reinvite.DIALOG_LOST
+    given_up = a_resume and status == 491 and not retry
     if leg.reoffer is wanted and (status < 300 or not retry):
         leg.reoffer = None
     if status < 300:
@@ -142,6 +142,8 @@ def own_reinvite_done(
         _retry_later(core, call, leg, now, pending.attempt + 1)
     elif refused and call is not None and wanted is not None and pending.sent is not None:
         _resume_refused(core, call, leg, wanted, pending.sent, response, now)
+    elif given_up and call is not None:
+        _resume_failed(core, call, leg, response, now, attempt=pending.attempt)
 
 
 def _resume_refused(
@@ -167,15 +169,26 @@ def _resume_refused(
     data |= {"reason": response.reason, "attempt": attempt}
     core._record(call.note("resume_refused", now, **data))
     if wanted.refused:
-        other = call.other(leg)
-        hears, heard = _hearing(leg)
-        data |= {"peer": leg.peer, "hears": hears, "heard": heard}
-        data["other_party"] = str(other.role) if other is not None else None
-        core._record(call.note("resume_failed", now, **data))
+        _resume_failed(core, call, leg, response, now, attempt=attempt)
         return
     leg.reoffer = Reoffer(held=False, refused=sent.body)
     entry = (now + _retry_delay(response), next(core._retry_ids), call.call_id, leg, 1)
     heapq.heappush(core._reinvite_retries, entry)
+
+
+def _resume_failed(
+    core: B2BUA, call: Call, leg: Leg, response: Response, now: float, *, attempt: int
+) -> None:
+    """The bridge stops trying to resume the party: refused twice, or met with 491 on every
+    one of :data:`MAX_REINVITE_ATTEMPTS`. Either way the party is left half in the call, and
+    only a ``resume_failed`` event (routed to the agent's seat) lets anyone know."""
+    data = {"leg": leg.leg_id, "party": str(leg.role), "status": response.status}
+    data |= {"reason": response.reason, "attempt": attempt}
+    other = call.other(leg)
+    hears, heard = _hearing(leg)
+    data |= {"peer": leg.peer, "hears": hears, "heard": heard}
+    data["other_party"] = str(other.role) if other is not None else None
+    core._record(call.note("resume_failed", now, **data))
 
 
 def _retry_delay(response: Response) -> float:

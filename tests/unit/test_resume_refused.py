@@ -20,7 +20,7 @@ from test_transfer import TARGET, bye_from_callee, resumes_sent_to_the_caller, t
 
 from bridge.calls.call import Call
 from bridge.calls.ports import Destination
-from bridge.calls.reoffer import RESUME_RETRY_S
+from bridge.calls.reoffer import MAX_REINVITE_ATTEMPTS, RESUME_RETRY_S
 from bridge.sip.message import Request, Response
 
 CALLER_SDP = SDP.replace(b"8 0 101", b"0 101").replace(b"a=rtpmap:8 PCMA/8000\r\n", b"")
@@ -217,3 +217,39 @@ def test_a_call_that_ends_before_the_retry_sends_nothing() -> None:
     h.sent()
     assert invites_to_caller_over(h, 4.0) == []
     assert "resume_failed" not in kinds(h)
+
+
+def test_a_resume_that_meets_491_every_time_is_reported_when_given_up() -> None:
+    """The caller's phone answers every resume with 491 (RFC 3261 §14.1): after the last of
+    MAX_REINVITE_ATTEMPTS the bridge stops, and says so with ``resume_failed`` as for a
+    resume refused twice, for the agent's screen. The call stays up; no further offer."""
+    h = Harness()
+    call, _ok, resume = held_then_transferred(h, "blind")
+    sent = [resume]
+    for _ in range(MAX_REINVITE_ATTEMPTS):
+        pending = answer(sent[-1], 491, tag="", contact=CALLER_CONTACT, reason="Request Pending")
+        h.feed(pending, CALLER)
+        assert requests(h.sent_to(CALLER)) == ["ACK"]
+        if len(sent) < MAX_REINVITE_ATTEMPTS:
+            assert kinds(h) == []
+            sent += [request for _, request in invites_to_caller_over(h, 4.5)]
+    assert len(sent) == MAX_REINVITE_ATTEMPTS
+    events = h.core.take_events()
+    assert [e.kind for e in events] == ["resume_failed"]
+    assert events[0].data == {
+        "leg": call.caller.leg_id,
+        "party": "caller",
+        "status": 491,
+        "reason": "Request Pending",
+        "attempt": MAX_REINVITE_ATTEMPTS,
+        "peer": call.caller.peer,
+        "hears": True,
+        "heard": False,
+        "other_party": "target",
+    }
+    assert invites_to_caller_over(h, 15.0) == []
+    assert call.call_id in h.core.calls
+    assert call.caller.live
+    assert call.legs["t1"].live
+    assert call.caller.reoffer is None
+    assert kinds(h) == []
