@@ -19,7 +19,13 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from bridge.calls.call import Call
-from bridge.calls.transfer import TransferDesk, TransferEvent, TransferRequest
+from bridge.calls.transfer import (
+    CALL_ENDED,
+    CALLER_HUNG_UP,
+    TransferDesk,
+    TransferEvent,
+    TransferRequest,
+)
 from bridge.sidecar.control import CallNotFound, CallStateConflict, UnprocessableRequest
 from bridge.sidecar.events import EventHub, publish_ticket
 from bridge.sidecar.links import LinkSigner
@@ -247,7 +253,7 @@ class TransferCoordinator:
             )
         elif event.kind == "failed":
             code = _FAILURE_CODES.get(event.status or 0, "unreachable")
-            if event.reason == "caller hung up":
+            if event.reason in (CALLER_HUNG_UP, CALL_ENDED):
                 code = "cancelled"
             await self._fail_ticket(event.ticket_id, code, event.status)
             return

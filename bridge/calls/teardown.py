@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from bridge.calls import legs, reinvite
 from bridge.calls.call import Call, CallInput, CallState, Leg, LegRole, LegState
+from bridge.calls.transfer import CALL_ENDED
 from bridge.sip import transaction as tx
 from bridge.sip.message import Request, make_response
 
@@ -109,6 +110,7 @@ def hangup(core: B2BUA, call_id: str, now: float, *, reason: str) -> None:
     if call.state is not CallState.ENDING:
         core._record(call.apply(CallInput.HANGUP, now, reason=reason))
     core.supervision.call_ended(call, now)
+    core.transfers.caller_left(call, now, reason=CALL_ENDED)
     core._pending_destinations.pop(call.call_id, None)
     for leg in call.legs.values():
         if leg.state is LegState.CONFIRMED:
@@ -199,6 +201,7 @@ def finish(core: B2BUA, call: Call, now: float) -> None:
         core._ring_deadlines.pop((call.call_id, leg.leg_id), None)
     core._pending_destinations.pop(call.call_id, None)
     core._keys.pop(call.call_id, None)
+    core.transfers.caller_left(call, now, reason=CALL_ENDED)
     core.supervision.by_call.pop(call.call_id, None)
     core.calls.pop(call.call_id, None)
 

@@ -63,6 +63,11 @@ class TransferInput(enum.StrEnum):
 
 _T, _In = TransferState, TransferInput
 
+CALLER_HUNG_UP = "caller hung up"
+CALL_ENDED = "call ended"
+"""Why a transfer failed when the call it was for ended other than by the caller's BYE
+(hung up by the bridge or through the API, or every leg gone)."""
+
 TRANSITIONS: dict[tuple[TransferState, TransferInput], TransferState] = {
     (_T.RINGING, _In.TRYING): _T.RINGING,
     (_T.RINGING, _In.PROGRESS): _T.RINGING,
@@ -430,11 +435,15 @@ class TransferDesk:
         transfer.destinations.clear()
         self._fail(call, transfer, now, 487, "cancelled by the agent")
 
-    def caller_left(self, call: Call, now: float) -> None:
+    def caller_left(self, call: Call, now: float, *, reason: str = CALLER_HUNG_UP) -> None:
+        """The call is losing its caller (``reason`` :data:`CALL_ENDED` when the bridge hangs
+        up or the call ends otherwise): a transfer still in progress fails, so that its ticket
+        gets a final state and the transfer is not kept, or carried on to a next target, for
+        a call that is gone."""
         transfer = self.by_call.pop(call.call_id, None)
         if transfer is not None:
             transfer.apply(TransferInput.CALLER_LEFT)
-            self._event(call, transfer, now, "failed", reason="caller hung up")
+            self._event(call, transfer, now, "failed", reason=reason)
 
     # -- REFER (RFC 3515) ------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from test_b2bua import (
 from bridge.calls.call import LegState
 from bridge.calls.legs import ANSWERLESS_2XX
 from bridge.calls.ports import Destination
+from bridge.calls.transfer import CALL_ENDED
 from bridge.sip.errors import LocalProtocolError
 from bridge.sip.message import Request, Response
 from bridge.sip.uri import SipUri
@@ -296,6 +297,28 @@ def test_hang_up_while_a_transfer_rings_tries_no_further_target() -> None:
     assert [m.method for d, m in sent if d == TARGET and isinstance(m, Request)] == ["CANCEL"]
     h.feed(answer(target_invite, 487, tag="t1"), TARGET)
     assert h.sent_to(BACKUP) == []
+
+
+def test_a_call_hung_up_by_the_bridge_fails_its_transfer_and_keeps_nothing_of_it() -> None:
+    """Hung up through the API while the target rings: the transfer fails with
+    ``call ended`` (its ticket gets a final state, not ``ringing`` for ever) and the desk
+    keeps nothing of it once the call is gone."""
+    h = Harness()
+    establish(h)
+    call_id = transfer(h, dest(TARGET))
+    target_invite = next(m for m in h.sent_to(TARGET) if isinstance(m, Request))
+    h.feed(answer(target_invite, 180, tag="t1"), TARGET)
+    h.core.take_transfer_events()
+    h.core.hangup(call_id, h.now)
+    events = h.core.take_transfer_events()
+    assert [(e.kind, e.reason, e.ticket_id) for e in events] == [("failed", CALL_ENDED, "T1")]
+    assert h.core.transfers.by_call == {}
+    for d, m in h.sent():
+        if isinstance(m, Request) and m.method == "BYE":
+            h.feed(answer(m, 200, tag=""), d)
+    h.feed(answer(target_invite, 487, tag="t1"), TARGET)
+    assert call_id not in h.core.calls
+    assert h.core.take_transfer_events() == []
 
 
 def test_attended_transfer_consults_then_completes_when_the_agent_hangs_up() -> None:
