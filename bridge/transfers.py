@@ -16,9 +16,10 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from bridge.calls.call import Call
+from bridge.calls.call import Call, CallEvent
 from bridge.calls.transfer import (
     CALL_ENDED,
     CALLER_HUNG_UP,
@@ -46,6 +47,26 @@ UNCLASSIFIED = "unclassified"
 _FAILURE_CODES = {486: "busy", 600: "busy", 603: "rejected", 403: "rejected", 480: "no_answer"}
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Destined:
+    """Where a ticket's transfer in progress rings, so that its ringing and transferred
+    events reach the receiving platform's seats; kept until that transfer's final event,
+    and only for the transfer that set it, since a new transfer of the same ticket may have
+    begun before the last one's final event was recorded."""
+
+    call_id: str
+    transfer_id: str
+    platform: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _CallEnded:
+    """Queued behind the call's last transfer events, so what the coordinator keeps for the
+    call is dropped only once they are recorded."""
+
+    call_id: str
+
+
 def ticket_headers(ticket: Ticket, url: str) -> tuple[tuple[str, str], ...]:
     """The headers design.md puts on every INVITE the bridge sends for a transfer."""
     headers = [
@@ -66,14 +87,19 @@ class TransferCoordinator:
         self.store = store
         self.hub = hub
         self.signer = signer
-        self._queue: asyncio.Queue[TransferEvent] = asyncio.Queue()
+        self._queue: asyncio.Queue[TransferEvent | _CallEnded] = asyncio.Queue()
         self._requests: set[asyncio.Task[None]] = set()
         self._worker: asyncio.Task[None] | None = None
-        self._platform_of_ticket: dict[str, str] = {}
+        self._platform_of_ticket: dict[str, _Destined] = {}
         self._ticket_of_call: dict[str, str] = {}
+        """The ticket a key press or REFER opened for a call, offered again to its next one
+        while the call lasts."""
+        self._ended: dict[str, None] = {}
+        """Calls gone since the last flush, in order."""
 
     def start(self) -> None:
         self._worker = asyncio.get_running_loop().create_task(self._work())
+        self.engine.event_listeners.append(self._on_call_events)
         self.engine.flush_listeners.append(self._collect)
 
     async def close(self) -> None:
@@ -91,6 +117,18 @@ class TransferCoordinator:
             task.add_done_callback(self._requests.discard)
         for event in core.take_transfer_events():
             self._queue.put_nowait(event)
+        for call_id in self._ended:
+            self._queue.put_nowait(_CallEnded(call_id=call_id))
+        self._ended.clear()
+
+    def _on_call_events(self, events: list[CallEvent]) -> None:
+        """Note the calls that are gone (the core drops a call once all its legs ended).
+        The engine calls this before :meth:`_collect` in the same flush, which queues them
+        after that flush's transfer events."""
+        calls = self.engine.core.calls
+        for event in events:
+            if event.call_id not in calls:
+                self._ended[event.call_id] = None
 
     async def _guarded(self, request: TransferRequest) -> None:
         try:
@@ -101,6 +139,9 @@ class TransferCoordinator:
     async def _work(self) -> None:
         while True:
             item = await self._queue.get()
+            if isinstance(item, _CallEnded):
+                self._forget(item.call_id)
+                continue
             try:
                 await self._record(item)
             except Exception:
@@ -145,10 +186,9 @@ class TransferCoordinator:
             transition = await self.store.create_then(fresh, requested)
         else:
             transition = await self.store.update(ticket.id, requested)
-        self._platform_of_ticket[ticket.id] = platform
         headers = ticket_headers(transition.ticket, self.signer.ticket_url(ticket.id, time.time()))
         try:
-            engine.core.transfers.start(
+            transfer = engine.core.transfers.start(
                 call_id,
                 destinations,
                 engine.now(),
@@ -159,6 +199,9 @@ class TransferCoordinator:
                 refer_id=refer_id,
             )
             refusal: Exception | None = None
+            self._platform_of_ticket[ticket.id] = _Destined(
+                call_id=call_id, transfer_id=transfer.transfer_id, platform=platform
+            )
             # Whoever joins the call later (a supervisor) gets this ticket's headers too.
             call.ticket_id = ticket.id
             call.agent_seat = transition.ticket.sending_seat or self._agent_seat(call)
@@ -230,7 +273,9 @@ class TransferCoordinator:
         transition = lifecycle.create(
             draft, ticket_id=new_ticket_id(now), actor=request.requested_by, now=now
         )
-        self._ticket_of_call[request.call_id] = transition.ticket.id
+        if request.call_id in self.engine.core.calls:
+            # Else the call ended during the awaits above and its _CallEnded is queued already.
+            self._ticket_of_call[request.call_id] = transition.ticket.id
         return transition.ticket, transition
 
     # -- the core's transfer events --------------------------------------------------------
@@ -238,7 +283,11 @@ class TransferCoordinator:
     async def _record(self, event: TransferEvent) -> None:
         if event.ticket_id is None:
             return
-        platform = self._platform_of_ticket.get(event.ticket_id, "")
+        destined = self._platform_of_ticket.get(event.ticket_id)
+        ours = destined is not None and destined.transfer_id == event.transfer_id
+        if ours and event.kind in ("transferred", "failed"):
+            del self._platform_of_ticket[event.ticket_id]
+        platform = destined.platform if destined is not None else ""
         now = time.time()
         if event.kind == "ringing":
             transition = await self.store.update(
@@ -261,6 +310,15 @@ class TransferCoordinator:
             return
         # Screen pop: the receiving platform's seats see the ticket as the call rings.
         publish_ticket(self.hub, transition, platforms=(platform,))
+
+    def _forget(self, call_id: str) -> None:
+        """The call is gone: no key press or REFER will reuse its ticket, and a transfer
+        whose final event never came will send none now."""
+        self._ticket_of_call.pop(call_id, None)
+        if self._platform_of_ticket:
+            for ticket_id, destined in list(self._platform_of_ticket.items()):
+                if destined.call_id == call_id:
+                    del self._platform_of_ticket[ticket_id]
 
     async def _fail_ticket(self, ticket_id: str, reason: str, status: int | None) -> None:
         transition = await self.store.update(
