@@ -39,6 +39,9 @@ from bridge.tickets.store import TicketStore
 if TYPE_CHECKING:
     from bridge.engine import Engine
 
+CLOSE_S = 5.0
+"""Seconds close() waits for queued transfer steps to be stored."""
+
 log = logging.getLogger("bridge.transfers")
 
 UNCLASSIFIED = "unclassified"
@@ -103,7 +106,11 @@ class TransferCoordinator:
         self.engine.flush_listeners.append(self._collect)
 
     async def close(self) -> None:
+        """Record the steps still queued, then stop: a ticket's last state change is not lost
+        with the process, and a store that no longer answers cannot hold the stop up."""
         if self._worker is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.settled(), CLOSE_S)
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
@@ -139,13 +146,19 @@ class TransferCoordinator:
     async def _work(self) -> None:
         while True:
             item = await self._queue.get()
-            if isinstance(item, _CallEnded):
-                self._forget(item.call_id)
-                continue
             try:
-                await self._record(item)
+                if isinstance(item, _CallEnded):
+                    self._forget(item.call_id)
+                else:
+                    await self._record(item)
             except Exception:
                 log.exception("transfer step failed")
+            finally:
+                self._queue.task_done()
+
+    async def settled(self) -> None:
+        """Every step queued so far is recorded (its ticket stored, its events published)."""
+        await self._queue.join()
 
     # -- triggers --------------------------------------------------------------------------
 

@@ -89,14 +89,7 @@ def answer_byes(engine: FlushingEngine) -> None:
 
 
 async def drained(coordinator: TransferCoordinator) -> None:
-    """Wait for the coordinator's worker to take every queued item, and the store writes of
-    the last one (SQLite runs in a thread) to finish."""
-    for _ in range(500):
-        if coordinator._queue.empty():
-            break
-        await asyncio.sleep(0.01)
-    assert coordinator._queue.empty()
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(coordinator.settled(), 10)
 
 
 async def stored_ticket(store: SqliteTicketStore) -> Any:
@@ -160,3 +153,25 @@ async def test_nothing_is_kept_of_transfers_whose_calls_ended(tmp_path: Path) ->
     finally:
         await coordinator.close()
         await store.close()
+
+
+async def test_closing_stores_the_transfer_steps_still_queued(tmp_path: Path) -> None:
+    h = Harness()
+    engine = FlushingEngine(h)
+    store = await SqliteTicketStore.open(tmp_path / "tickets.sqlite3")
+    signer = LinkSigner("link-secret-for-tests-0123456789", ttl_seconds=600)
+    coordinator = TransferCoordinator(engine, store, EventHub(), signer)  # type: ignore[arg-type]
+    coordinator.start()
+    try:
+        call_id, _ = establish(engine, 0)
+        ticket = await stored_ticket(store)
+        await coordinator.begin(call_id, "110", "blind", ticket, actor="agent2001")
+        target_invite = next(m for m in h.sent_to(TARGET) if isinstance(m, Request))
+        contact = "sip:t@127.0.0.1:5090"
+        engine.feed(answer(target_invite, 200, tag="t1", sdp=SDP, contact=contact), TARGET)
+        await coordinator.close()  # the service stops right after the target answered
+        stored = await store.get(ticket.id)
+    finally:
+        await store.close()
+    assert stored is not None
+    assert stored.state is TicketState.TRANSFERRED
