@@ -4,6 +4,8 @@ hears what; the call stays up."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from test_b2bua import (
     CALLEE,
@@ -62,6 +64,30 @@ NO_EVENTS = CALLER_HELD.replace(b"0 101", b"0").replace(
     b"a=rtpmap:101 telephone-event/8000\r\n", b""
 )
 EVENTS_96 = CALLER_HELD.replace(b"101", b"96")
+
+
+def caller_hears_target_unheard(
+    call: Call, status: int, reason: str, attempt: int
+) -> dict[str, Any]:
+    """``resume_failed`` of a caller left recvonly after a transfer to the target."""
+    return {
+        "leg": call.caller.leg_id,
+        "party": "caller",
+        "status": status,
+        "reason": reason,
+        "attempt": attempt,
+        "peer": call.caller.peer,
+        "hears": True,
+        "heard": False,
+        "other_party": "target",
+    }
+
+
+def assert_nothing_more_and_the_call_up(h: Harness, call: Call) -> None:
+    assert invites_to_caller_over(h, 15.0) == []
+    assert call.call_id in h.core.calls
+    assert call.caller.live
+    assert call.legs["t1"].live
 
 
 @pytest.mark.parametrize(
@@ -170,21 +196,8 @@ def test_a_resume_refused_twice_is_reported_and_the_call_stays() -> None:
     assert [e.kind for e in events] == ["resume_refused", "resume_failed"]
     assert events[0].data["attempt"] == 2
     assert events[0].data["status"] == 606
-    assert events[1].data == {
-        "leg": call.caller.leg_id,
-        "party": "caller",
-        "status": 606,
-        "reason": "Not Acceptable Here",
-        "attempt": 2,
-        "peer": call.caller.peer,
-        "hears": True,
-        "heard": False,
-        "other_party": "target",
-    }
-    assert invites_to_caller_over(h, 15.0) == []
-    assert call.call_id in h.core.calls
-    assert call.caller.live
-    assert call.legs["t1"].live
+    assert events[1].data == caller_hears_target_unheard(call, 606, "Not Acceptable Here", 2)
+    assert_nothing_more_and_the_call_up(h, call)
     assert not [m for m in h.sent_to(TARGET) if isinstance(m, Request)]
     assert call.caller.held
     assert call.caller.media.port not in h.media.held, "the caller still hears the target"
@@ -236,20 +249,9 @@ def test_a_resume_that_meets_491_every_time_is_reported_when_given_up() -> None:
     assert len(sent) == MAX_REINVITE_ATTEMPTS
     events = h.core.take_events()
     assert [e.kind for e in events] == ["resume_failed"]
-    assert events[0].data == {
-        "leg": call.caller.leg_id,
-        "party": "caller",
-        "status": 491,
-        "reason": "Request Pending",
-        "attempt": MAX_REINVITE_ATTEMPTS,
-        "peer": call.caller.peer,
-        "hears": True,
-        "heard": False,
-        "other_party": "target",
-    }
-    assert invites_to_caller_over(h, 15.0) == []
-    assert call.call_id in h.core.calls
-    assert call.caller.live
-    assert call.legs["t1"].live
+    assert events[0].data == caller_hears_target_unheard(
+        call, 491, "Request Pending", MAX_REINVITE_ATTEMPTS
+    )
+    assert_nothing_more_and_the_call_up(h, call)
     assert call.caller.reoffer is None
     assert kinds(h) == []

@@ -92,6 +92,19 @@ async def drained(coordinator: TransferCoordinator) -> None:
     await asyncio.wait_for(coordinator.settled(), 10)
 
 
+async def started(
+    tmp_path: Path,
+) -> tuple[Harness, FlushingEngine, SqliteTicketStore, TransferCoordinator]:
+    """A core harness, its engine stand-in, a SQLite store and the coordinator running on them."""
+    h = Harness()
+    engine = FlushingEngine(h)
+    store = await SqliteTicketStore.open(tmp_path / "tickets.sqlite3")
+    signer = LinkSigner("link-secret-for-tests-0123456789", ttl_seconds=600)
+    coordinator = TransferCoordinator(engine, store, EventHub(), signer)  # type: ignore[arg-type]
+    coordinator.start()
+    return h, engine, store, coordinator
+
+
 async def stored_ticket(store: SqliteTicketStore) -> Any:
     now = time.time()
     draft = TicketDraft(origin="12345", category="criminal", sending_seat="agent2001")
@@ -105,12 +118,7 @@ async def test_nothing_is_kept_of_transfers_whose_calls_ended(tmp_path: Path) ->
     call is hung up through the API while its target rings. Afterwards the coordinator and
     the core's transfer desk keep nothing of any of them, and every ticket reached a final
     state."""
-    h = Harness()
-    engine = FlushingEngine(h)
-    store = await SqliteTicketStore.open(tmp_path / "tickets.sqlite3")
-    signer = LinkSigner("link-secret-for-tests-0123456789", ttl_seconds=600)
-    coordinator = TransferCoordinator(engine, store, EventHub(), signer)  # type: ignore[arg-type]
-    coordinator.start()
+    h, engine, store, coordinator = await started(tmp_path)
     tickets = []
     try:
         for n in range(TRANSFERS + 1):
@@ -156,12 +164,7 @@ async def test_nothing_is_kept_of_transfers_whose_calls_ended(tmp_path: Path) ->
 
 
 async def test_closing_stores_the_transfer_steps_still_queued(tmp_path: Path) -> None:
-    h = Harness()
-    engine = FlushingEngine(h)
-    store = await SqliteTicketStore.open(tmp_path / "tickets.sqlite3")
-    signer = LinkSigner("link-secret-for-tests-0123456789", ttl_seconds=600)
-    coordinator = TransferCoordinator(engine, store, EventHub(), signer)  # type: ignore[arg-type]
-    coordinator.start()
+    h, engine, store, coordinator = await started(tmp_path)
     try:
         call_id, _ = establish(engine, 0)
         ticket = await stored_ticket(store)
