@@ -23,6 +23,7 @@ import pytest
 from integration.bridge_under_test import ADMIN_HEADERS, BridgeUnderTest
 from peers.ports import PortAllocator
 from peers.postgres import PASSWORD, PostgresCluster
+from peers.process import eventually
 from peers.sipp import SippRun
 
 from bridge.tickets import lifecycle, sqlite_store
@@ -512,6 +513,10 @@ async def test_two_bridges_on_one_postgres_database_serve_the_same_tickets(
 # -- the store on /metrics ----------------------------------------------------------------------
 
 
+async def nothing_pending(node: BridgeUnderTest) -> bool:
+    return (await storage_samples(node.http_url))["bridge_audit_pending"] == 0
+
+
 async def storage_samples(url: str) -> dict[str, float]:
     """The ticket store's samples of ``GET /metrics`` (bridge_storage_*, bridge_audit_pending)."""
     async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as resp:
@@ -643,18 +648,17 @@ async def test_calls_audit_entries_survive_killed_postgres_connections_exactly_o
         ):
             # INSERTs wait behind this lock: each kill below lands on an audit write in flight.
             await holder.execute("LOCK TABLE audit_log IN EXCLUSIVE MODE")
+
+            async def a_write_waits() -> bool:
+                cursor = await killer.execute(
+                    f"SELECT count(*) FROM pg_stat_activity WHERE {bridge_backends}"
+                    " AND wait_event_type = 'Lock'"
+                )
+                row = await cursor.fetchone()
+                return row is not None and row[0] > 0
+
             for _ in range(2):
-                deadline = asyncio.get_running_loop().time() + 10
-                while True:
-                    cursor = await killer.execute(
-                        f"SELECT count(*) FROM pg_stat_activity WHERE {bridge_backends}"
-                        " AND wait_event_type = 'Lock'"
-                    )
-                    row = await cursor.fetchone()
-                    if row is not None and row[0] > 0:
-                        break
-                    assert asyncio.get_running_loop().time() < deadline, "no write waits"
-                    await asyncio.sleep(0.02)
+                await eventually(a_write_waits, within=10, what="an audit write waits")
                 await killer.execute(kill)
             await holder.rollback()
             for _ in range(5):  # and the idle ones, as calls go on
@@ -663,10 +667,7 @@ async def test_calls_audit_entries_survive_killed_postgres_connections_exactly_o
         (await uac.wait()).assert_ok(successful=calls)
         (await uas.wait()).assert_ok(successful=calls)
         await node.wait_idle()
-        deadline = asyncio.get_running_loop().time() + 30
-        while (await storage_samples(node.http_url))["bridge_audit_pending"] > 0:
-            assert asyncio.get_running_loop().time() < deadline, "audit entries still pending"
-            await asyncio.sleep(0.1)
+        await eventually(lambda: nothing_pending(node), within=30, what="audit entries written")
         samples = await storage_samples(node.http_url)
     finally:
         uac.kill()
@@ -698,10 +699,7 @@ async def test_audit_entries_unwritten_when_the_bridge_stops_are_replayed_by_its
     async with await psycopg.AsyncConnection.connect(
         f"{server}/postgres", autocommit=True
     ) as admin:
-        deadline = asyncio.get_running_loop().time() + 10
-        while (await storage_samples(node.http_url))["bridge_audit_pending"] > 0:
-            assert asyncio.get_running_loop().time() < deadline
-            await asyncio.sleep(0.05)
+        await eventually(lambda: nothing_pending(node), within=10, what="audit entries written")
         await admin.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS false')
         await admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
@@ -714,10 +712,11 @@ async def test_audit_entries_unwritten_when_the_bridge_stops_are_replayed_by_its
         await admin.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS true')
     assert kept == ["dialplan.reload"] * 3
     await node.start()
-    deadline = asyncio.get_running_loop().time() + 10
-    while journal.exists() or (await storage_samples(node.http_url))["bridge_audit_pending"]:
-        assert asyncio.get_running_loop().time() < deadline, "the journal was not replayed"
-        await asyncio.sleep(0.05)
+
+    async def replayed() -> bool:
+        return not journal.exists() and await nothing_pending(node)
+
+    await eventually(replayed, within=10, what="the journal replayed")
     with psycopg.connect(postgres_url) as conn:
         rows = conn.execute("SELECT kind, count(*) OVER (PARTITION BY entry_id) FROM audit_log")
         assert rows.fetchall() == [("dialplan.reload", 1)] * 4

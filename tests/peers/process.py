@@ -13,7 +13,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 POLL_INTERVAL = 0.01
@@ -134,6 +134,15 @@ async def wait_until(
         if time.monotonic() > deadline:
             detail = f"\n{process.output_tail()}" if process is not None else ""
             raise AssertionError(f"{what}: not within {within} s{detail}")
+        await asyncio.sleep(POLL_INTERVAL)
+
+
+async def eventually(condition: Callable[[], Awaitable[bool]], *, within: float, what: str) -> None:
+    """:func:`wait_until` for a condition that must itself ask (a database, /metrics)."""
+    deadline = time.monotonic() + within
+    while not await condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {within} s")
         await asyncio.sleep(POLL_INTERVAL)
 
 

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
+from peers.process import wait_until
 
 from bridge.audit_journal import AuditJournal
 from bridge.audit_writer import AuditWriter
@@ -55,11 +56,8 @@ def writer(path: Path, **kwargs: float) -> AuditWriter:
     return AuditWriter(AuditJournal(path), **options)  # type: ignore[arg-type]
 
 
-async def until(condition: Callable[[], bool], within: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.005)
+async def until(condition: Callable[[], bool]) -> None:
+    await wait_until(condition, within=5.0, what="the audit writer")
 
 
 def journal_ids(path: Path) -> list[str]:
@@ -202,7 +200,11 @@ async def test_a_batch_committed_whose_acknowledgement_was_lost_is_stored_once(
 class Hanging:
     """A store whose server stopped answering: writes wait for ever."""
 
+    def __init__(self) -> None:
+        self.writing = asyncio.Event()
+
     async def append_audit(self, batch: Sequence[AuditEntry]) -> None:
+        self.writing.set()
         await asyncio.Event().wait()
 
 
@@ -211,9 +213,10 @@ async def test_a_store_that_does_not_answer_holds_the_stop_up_only_so_long(
 ) -> None:
     path = tmp_path / "journal.jsonl"
     audit = writer(path, close_s=0.2)
-    audit.start(Hanging())  # type: ignore[arg-type]
+    store = Hanging()
+    audit.start(store)  # type: ignore[arg-type]
     sent = entries(0, 3)
     audit.add(sent)
-    await asyncio.sleep(0.05)  # the write is under way
+    await asyncio.wait_for(store.writing.wait(), 2)
     await asyncio.wait_for(audit.close(), 2)
     assert journal_ids(path) == ids(sent)
