@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import numpy as np
 import pytest
-from integration.bridge_under_test import ADMIN_HEADERS, BridgeUnderTest
+from integration.bridge_under_test import ADMIN_HEADERS, BridgeUnderTest, CallWatcher
 from integration.media_peers import answer_at_port, call_through_bridge, caller_at_port
 from integration.test_media_calls import (
     RATE,
@@ -25,7 +25,7 @@ from integration.test_media_calls import (
     rtp_peer,
 )
 from peers.ports import PortAllocator
-from peers.process import wait_until
+from peers.process import eventually, wait_until
 from peers.sipp import SippRun
 
 from bridge.media import g711
@@ -105,23 +105,36 @@ async def audit_until(
     service: BridgeUnderTest, call_id: str, kind: str, within: float = 5.0
 ) -> dict[str, dict[str, Any]]:
     """The call's audit entries by kind, once ``kind`` is among them. The audit log is
-    written in timed batches that nothing signals, so it is polled (like ``wait_until``)."""
+    written in timed batches that nothing signals, so it is asked until it has it."""
+    by_kind: dict[str, dict[str, Any]] = {}
+    async with aiohttp.ClientSession() as session:
 
-    async def poll() -> dict[str, dict[str, Any]]:
-        async with aiohttp.ClientSession() as session:
-            while True:
-                async with session.get(
-                    f"{service.http_url}/api/v1/audit",
-                    params={"subject": call_id},
-                    headers=ADMIN_HEADERS,
-                ) as resp:
-                    entries = (await resp.json())["entries"]
-                by_kind = {entry["kind"]: entry for entry in entries}
-                if kind in by_kind:
-                    return by_kind
-                await asyncio.sleep(0.05)
+        async def logged() -> bool:
+            async with session.get(
+                f"{service.http_url}/api/v1/audit",
+                params={"subject": call_id},
+                headers=ADMIN_HEADERS,
+            ) as resp:
+                entries = (await resp.json())["entries"]
+            by_kind.update((entry["kind"], entry) for entry in entries)
+            return kind in by_kind
 
-    return await asyncio.wait_for(poll(), within)
+        await eventually(logged, within=within, what=f"{kind} in the call's audit log")
+    return by_kind
+
+
+async def talking_and_watched(
+    service: BridgeUnderTest, calls: CallWatcher, caller_rtp: RtpPeer, agent_rtp: RtpPeer
+) -> tuple[str, Subscription]:
+    """The answered call's caller and agent hear each other; its live events from now on."""
+    call_id, _ = await caller_streaming(service, calls, caller_rtp)
+    await wait_until(
+        lambda: len(agent_rtp.received) >= 25 and len(caller_rtp.received) >= 25,
+        within=5,
+        what="caller and agent hear each other",
+    )
+    assert service.service is not None
+    return call_id, service.service.hub.subscribe(everything=True)
 
 
 async def heard_from_now(
@@ -157,14 +170,7 @@ async def test_supervisor_listens_then_whispers_then_barges(
     peers = {"caller": caller_rtp, "agent": agent_rtp, "supervisor": supervisor_rtp}
     codecs = {"caller": g711.PCMA, "agent": g711.PCMA, "supervisor": g711.PCMU}
     try:
-        call_id, _ = await caller_streaming(service, calls, caller_rtp)
-        await wait_until(
-            lambda: len(agent_rtp.received) >= 25 and len(caller_rtp.received) >= 25,
-            within=5,
-            what="caller and agent hear each other",
-        )
-        assert service.service is not None
-        live = service.service.hub.subscribe(everything=True)
+        call_id, live = await talking_and_watched(service, calls, caller_rtp, agent_rtp)
 
         status, body = await post_supervise(service, call_id, "listen")
         assert status == 202, body
@@ -243,14 +249,7 @@ async def test_two_supervisors_listen_and_barge_then_one_whispers(
         "caller": g711.PCMA, "agent": g711.PCMA, "supervisor": g711.PCMU, "trainer": g711.PCMA,
     }  # fmt: skip
     try:
-        call_id, _ = await caller_streaming(service, calls, caller_rtp)
-        await wait_until(
-            lambda: len(agent_rtp.received) >= 25 and len(caller_rtp.received) >= 25,
-            within=5,
-            what="caller and agent hear each other",
-        )
-        assert service.service is not None
-        live = service.service.hub.subscribe(everything=True)
+        call_id, live = await talking_and_watched(service, calls, caller_rtp, agent_rtp)
 
         status, body = await post_supervise(service, call_id, "listen")
         assert status == 202, body
